@@ -1,0 +1,43 @@
+# Two entry points that work on a fresh machine with Python 3.11 and pip:
+#   make serve   set up .venv (serving deps only, no torch) and start the service on 127.0.0.1:8000
+#   make test    set up .venv (train + dev extras) and run lint, type checks and the whole test suite
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check -q
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: serve test lint typecheck pytest clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip setuptools wheel
+
+$(VENV)/.serve-stamp: pyproject.toml | $(PY)
+	$(PIP) install -e .
+	touch $@
+
+# torch is pinned to the CPU wheel first so that the extra's range never pulls a multi-GB CUDA build.
+$(VENV)/.dev-stamp: pyproject.toml | $(PY)
+	$(PIP) install torch==2.13.0
+	$(PIP) install -e '.[train,dev]'
+	touch $@ $(VENV)/.serve-stamp
+
+serve: $(VENV)/.serve-stamp
+	WINGMARK_HOST=$(HOST) WINGMARK_PORT=$(PORT) $(VENV)/bin/wingmark serve
+
+lint: $(VENV)/.dev-stamp
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: $(VENV)/.dev-stamp
+	$(VENV)/bin/mypy
+
+pytest: $(VENV)/.dev-stamp
+	OMP_NUM_THREADS=2 $(VENV)/bin/pytest $(PYTEST_ARGS)
+
+test: lint typecheck pytest
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
