@@ -1,0 +1,39 @@
+"""``wingmark serve``: run the HTTP service under uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from service.settings import get_settings
+
+__all__ = ["serve_main"]
+
+
+def serve_main(argv: list[str]) -> int:
+    """Start uvicorn on WINGMARK_HOST:WINGMARK_PORT (flags override); returns when the server has stopped."""
+    settings = get_settings()
+    parser = argparse.ArgumentParser(prog="wingmark serve", description="Run the wingmark landmark service.")
+    parser.add_argument("--host", default=settings.host, help="bind address (WINGMARK_HOST)")
+    parser.add_argument("--port", type=int, default=settings.port, help="port (WINGMARK_PORT)")
+    parser.add_argument("--log-level", default=settings.log_level, help="uvicorn log level")
+    args = parser.parse_args(argv)
+
+    import uvicorn
+
+    from service.app import create_app
+
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    config = uvicorn.Config(
+        create_app(settings),
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        timeout_graceful_shutdown=int(settings.graceful_timeout_s),
+        lifespan="on",
+    )
+    server = uvicorn.Server(config)
+    server.run()
+    return 0

@@ -1,0 +1,73 @@
+"""Service settings, read from ``WINGMARK_*`` environment variables.
+
+Nothing is read at import time: :func:`get_settings` builds (and caches) the settings the
+first time it is called, and the app's lifespan and routes reach them through it.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+__all__ = ["BackendKind", "DetectorKind", "Settings", "get_settings"]
+
+BackendKind = Literal["onnxruntime", "tensorrt", "torch"]
+DetectorKind = Literal["dlib_hog", "none"]
+
+
+class Settings(BaseSettings):
+    """Everything the service can be configured with (env prefix ``WINGMARK_``)."""
+
+    model_config = SettingsConfigDict(env_prefix="WINGMARK_", extra="ignore", protected_namespaces=())
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    log_level: str = "info"
+
+    # Models: a store root (default: WINGMARK_MODEL_ROOT or the package's model_store/models) and the
+    # models to load as "name" or "name@version"; empty means the default model of each scheme in the store.
+    model_root: Path | None = None
+    models: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    verify_models: bool = True
+
+    # Inference
+    backend: BackendKind = "onnxruntime"
+    device: str = "cpu"
+    ort_threads: int = Field(1, ge=0, description="ORT intra-op threads per session (0: ORT decides)")
+    max_batch_size: int = Field(32, ge=1, le=1024)
+    max_queue_delay_ms: float = Field(5.0, ge=0.0, le=10_000.0)
+    queue_limit: int = Field(256, ge=1)
+    deadline_ms: float = Field(10_000.0, gt=0.0)
+
+    # Input limits
+    max_request_bytes: int = Field(20 * 1024 * 1024, ge=1)
+    max_image_pixels: int = Field(40_000_000, ge=1)
+    decode_max_side: int = Field(2048, ge=64, description="JPEGs much larger than this are decoded reduced")
+    decode_threads: int = Field(2, ge=1)
+    max_faces: int = Field(32, ge=1, description="upper bound for max_faces and for client boxes per request")
+
+    # Face detection
+    detector: DetectorKind = "dlib_hog"
+    detect_max_side: int = Field(640, ge=64, description="detection runs on a copy at most this large")
+    detect_upsample: int = Field(0, ge=0, le=2)
+    detect_threshold: float = 0.0
+
+    # Shutdown: seconds uvicorn waits for in-flight requests after SIGTERM/SIGINT
+    graceful_timeout_s: float = Field(30.0, ge=0.0)
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _split_models(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings (read from the environment once, then cached)."""
+    return Settings()
