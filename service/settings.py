@@ -25,7 +25,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="WINGMARK_", extra="ignore", protected_namespaces=())
 
     host: str = "127.0.0.1"
-    port: int = Field(8000, ge=0, le=65535)
+    port: int = Field(default=8000, ge=0, le=65535)
     log_level: str = "info"
 
     # Models: a store root (default: WINGMARK_MODEL_ROOT or the package's model_store/models) and the
@@ -37,27 +37,33 @@ class Settings(BaseSettings):
     # Inference
     backend: BackendKind = "onnxruntime"
     device: str = "cpu"
-    ort_threads: int = Field(1, ge=0, description="ORT intra-op threads per session (0: ORT decides)")
-    max_batch_size: int = Field(32, ge=1, le=1024)
-    max_queue_delay_ms: float = Field(5.0, ge=0.0, le=10_000.0)
-    queue_limit: int = Field(256, ge=1)
-    deadline_ms: float = Field(10_000.0, gt=0.0)
+    ort_threads: int = Field(default=1, ge=0, description="ORT intra-op threads per session (0: ORT decides)")
+    max_batch_size: int = Field(default=32, ge=1, le=1024)
+    max_queue_delay_ms: float = Field(default=5.0, ge=0.0, le=10_000.0)
+    queue_limit: int = Field(default=256, ge=1)
+    deadline_ms: float = Field(default=10_000.0, gt=0.0)
 
     # Input limits
-    max_request_bytes: int = Field(20 * 1024 * 1024, ge=1)
-    max_image_pixels: int = Field(40_000_000, ge=1)
-    decode_max_side: int = Field(2048, ge=64, description="JPEGs much larger than this are decoded reduced")
-    decode_threads: int = Field(2, ge=1)
-    max_faces: int = Field(32, ge=1, description="upper bound for max_faces and for client boxes per request")
+    max_request_bytes: int = Field(default=20 * 1024 * 1024, ge=1)
+    max_image_pixels: int = Field(default=40_000_000, ge=1)
+    decode_max_side: int = Field(
+        default=2048, ge=64, description="JPEGs much larger than this are decoded reduced"
+    )
+    decode_threads: int = Field(default=2, ge=1)
+    max_faces: int = Field(
+        default=32, ge=1, description="upper bound for max_faces and for client boxes per request"
+    )
 
     # Face detection
     detector: DetectorKind = "dlib_hog"
-    detect_max_side: int = Field(640, ge=64, description="detection runs on a copy at most this large")
-    detect_upsample: int = Field(0, ge=0, le=2)
+    detect_max_side: int = Field(
+        default=640, ge=64, description="detection runs on a copy at most this large"
+    )
+    detect_upsample: int = Field(default=0, ge=0, le=2)
     detect_threshold: float = 0.0
 
     # Shutdown: seconds uvicorn waits for in-flight requests after SIGTERM/SIGINT
-    graceful_timeout_s: float = Field(30.0, ge=0.0)
+    graceful_timeout_s: float = Field(default=30.0, ge=0.0)
 
     @field_validator("models", mode="before")
     @classmethod
