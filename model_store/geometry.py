@@ -1,0 +1,219 @@
+"""Crop geometry shared by training and serving (numpy only).
+
+Pixel convention
+----------------
+Continuous image coordinates with the origin at the top-left *corner* of the top-left
+pixel, x to the right, y down. Pixel (row i, column j) covers [j, j+1) x [i, i+1) and has
+its centre at (x, y) = (j + 0.5, i + 0.5). Landmarks, boxes and crops all use it, so a
+point maps between image and crop through one 2x3 similarity ``M`` (image -> crop) and its
+exact inverse, with no half-pixel fix-ups anywhere else.
+
+A crop of size S covers [0, S) x [0, S) in crop coordinates; crop pixel (u, v) takes the
+image's value at ``invert_affine(M) @ (u + 0.5, v + 0.5)`` (bilinear, zero outside).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from model_store.schemes import Scheme
+
+__all__ = [
+    "BoxCalibration",
+    "CropRule",
+    "apply_affine",
+    "crop_matrix_from_box",
+    "crop_matrix_from_points",
+    "flip_box",
+    "flip_points",
+    "invert_affine",
+    "similarity",
+    "tight_box",
+    "warp_affine",
+]
+
+
+@dataclass(frozen=True)
+class CropRule:
+    """How a tight face box becomes a square crop.
+
+    side = scale * max(w, h); centre = box centre + (shift_x, shift_y) * max(w, h).
+    """
+
+    scale: float = 1.25
+    shift_x: float = 0.0
+    shift_y: float = 0.0
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class BoxCalibration:
+    """Maps a face detector's box to the tight landmark box the crop rule expects.
+
+    cx += dx * w, cy += dy * h, w *= sw, h *= sh (w, h of the detector box).
+    """
+
+    dx: float = 0.0
+    dy: float = 0.0
+    sw: float = 1.0
+    sh: float = 1.0
+
+    def apply(self, boxes: np.ndarray) -> np.ndarray:
+        """[N, 4] or [4] detector boxes -> same shape, calibrated (float64)."""
+        b = np.asarray(boxes, dtype=np.float64)
+        w = b[..., 2] - b[..., 0]
+        h = b[..., 3] - b[..., 1]
+        cx = (b[..., 0] + b[..., 2]) / 2 + self.dx * w
+        cy = (b[..., 1] + b[..., 3]) / 2 + self.dy * h
+        hw, hh = self.sw * w / 2, self.sh * h / 2
+        return np.stack([cx - hw, cy - hh, cx + hw, cy + hh], axis=-1)
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def similarity(centre: tuple[float, float], side: float, size: int, angle: float = 0.0) -> np.ndarray:
+    """[2, 3] image -> crop similarity.
+
+    The square of side ``side`` centred at ``centre`` and rotated by ``angle`` radians
+    (counter-clockwise in the image as displayed, i.e. y down) maps onto [0, size)^2, with
+    the rotation removed.
+    """
+    if side <= 0 or not math.isfinite(side):
+        raise ValueError(f"crop side must be positive and finite, got {side}")
+    s = size / side
+    c, n = math.cos(angle), math.sin(angle)
+    # crop = s * R(angle) @ (p - centre) + size / 2; with y down, R(angle) = [[c, -n], [n, c]] removes a
+    # tilt of `angle` measured as atan2(dy, dx) of the eye line.
+    rot = np.array([[c, n], [-n, c]]) * s
+    cx, cy = centre
+    t = np.array([size / 2, size / 2]) - rot @ np.array([cx, cy])
+    return np.concatenate([rot, t[:, None]], axis=1)
+
+
+def crop_matrix_from_box(box: np.ndarray, size: int, rule: CropRule, angle: float = 0.0) -> np.ndarray:
+    """[4] tight face box x1, y1, x2, y2 -> [2, 3] image -> crop similarity (see ``CropRule``)."""
+    x1, y1, x2, y2 = (float(v) for v in np.asarray(box, dtype=np.float64).reshape(4))
+    if not (x2 > x1 and y2 > y1):
+        raise ValueError(f"degenerate face box {[x1, y1, x2, y2]}")
+    ref = max(x2 - x1, y2 - y1)
+    centre = ((x1 + x2) / 2 + rule.shift_x * ref, (y1 + y2) / 2 + rule.shift_y * ref)
+    return similarity(centre, rule.scale * ref, size, angle)
+
+
+def eye_angle(points: np.ndarray, scheme: Scheme) -> float:
+    """Tilt of the line from the right-eye centre to the left-eye centre, radians (atan2(dy, dx))."""
+    pts = np.asarray(points, dtype=np.float64)
+    right = pts[list(scheme.right_eye)].mean(axis=0)
+    left = pts[list(scheme.left_eye)].mean(axis=0)
+    d = left - right
+    return float(math.atan2(d[1], d[0]))
+
+
+def crop_matrix_from_points(points: np.ndarray, scheme: Scheme, size: int, rule: CropRule) -> np.ndarray:
+    """Re-aligned crop for a cascade's second stage.
+
+    Args:
+        points: [K, 2] landmarks in image pixels (e.g. stage-1 predictions).
+    Returns:
+        [2, 3] image -> crop similarity: the eye-line rotation removed, the square from
+        ``rule`` applied to the tight box of the de-rotated points.
+    """
+    pts = np.asarray(points, dtype=np.float64)
+    if pts.shape != (scheme.num_points, 2):
+        raise ValueError(f"{scheme.name}: expected points [{scheme.num_points}, 2], got {pts.shape}")
+    angle = eye_angle(pts, scheme)
+    c, n = math.cos(angle), math.sin(angle)
+    rot = np.array([[c, n], [-n, c]])
+    upright = pts @ rot.T  # de-rotated about the origin
+    x1, y1 = upright.min(axis=0)
+    x2, y2 = upright.max(axis=0)
+    w, h = max(x2 - x1, 1e-6), max(y2 - y1, 1e-6)
+    ref = max(w, h)
+    centre_up = np.array([(x1 + x2) / 2 + rule.shift_x * ref, (y1 + y2) / 2 + rule.shift_y * ref])
+    centre = rot.T @ centre_up  # back to image coordinates
+    return similarity((float(centre[0]), float(centre[1])), rule.scale * ref, size, angle)
+
+
+def invert_affine(m: np.ndarray) -> np.ndarray:
+    """[..., 2, 3] -> [..., 2, 3] exact inverse of an invertible 2-D affine map."""
+    m = np.asarray(m, dtype=np.float64)
+    a = m[..., :2]
+    t = m[..., 2:]
+    a_inv = np.linalg.inv(a)
+    return np.concatenate([a_inv, -a_inv @ t], axis=-1)
+
+
+def apply_affine(m: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Apply [2, 3] (or batched [N, 2, 3]) to points [K, 2] (or [N, K, 2]); returns float64."""
+    m = np.asarray(m, dtype=np.float64)
+    p = np.asarray(points, dtype=np.float64)
+    return np.asarray(p @ np.swapaxes(m[..., :2], -1, -2) + m[..., None, :, 2])
+
+
+def tight_box(points: np.ndarray) -> np.ndarray:
+    """[..., K, 2] -> [..., 4] the axis-aligned box x1, y1, x2, y2 around the points."""
+    p = np.asarray(points, dtype=np.float64)
+    return np.concatenate([p.min(axis=-2), p.max(axis=-2)], axis=-1)
+
+
+def flip_points(points: np.ndarray, image_width: float, scheme: Scheme) -> np.ndarray:
+    """Landmarks of the horizontally flipped image: x -> W - x, then the scheme's permutation.
+
+    points: [..., K, 2] -> [..., K, 2].
+    """
+    p = np.array(points, dtype=np.float64)
+    p[..., 0] = image_width - p[..., 0]
+    return p[..., scheme.flip_permutation, :]
+
+
+def flip_box(box: np.ndarray, image_width: float) -> np.ndarray:
+    """[..., 4] box of the horizontally flipped image."""
+    b = np.asarray(box, dtype=np.float64)
+    return np.stack([image_width - b[..., 2], b[..., 1], image_width - b[..., 0], b[..., 3]], axis=-1)
+
+
+def warp_affine(image: np.ndarray, m: np.ndarray, size: int) -> np.ndarray:
+    """Bilinear crop of ``image`` through the image -> crop map ``m``.
+
+    Args:
+        image: [H, W, C] (or [H, W]) uint8 or float.
+        m: [2, 3] image -> crop similarity.
+        size: crop side S.
+    Returns:
+        [S, S, C] float32 (or [S, S]); samples outside the image are 0.
+    """
+    img = np.asarray(image)
+    squeeze = img.ndim == 2
+    if squeeze:
+        img = img[:, :, None]
+    h, w = img.shape[:2]
+    inv = invert_affine(m)
+    centres = np.arange(size, dtype=np.float64) + 0.5
+    u, v = np.meshgrid(centres, centres)  # [S, S]: x (column) and y (row) crop coordinates
+    # Continuous image coordinates of every crop pixel centre, then to array index space (centre at i).
+    x = inv[0, 0] * u + inv[0, 1] * v + inv[0, 2] - 0.5
+    y = inv[1, 0] * u + inv[1, 1] * v + inv[1, 2] - 0.5
+    x0 = np.floor(x).astype(np.int64)
+    y0 = np.floor(y).astype(np.int64)
+    fx = (x - x0).astype(np.float32)[..., None]
+    fy = (y - y0).astype(np.float32)[..., None]
+    # Pad by one zero pixel on every side so that neighbours outside the image read 0.
+    padded = np.zeros((h + 2, w + 2, img.shape[2]), dtype=np.float32)
+    padded[1:-1, 1:-1] = img
+    xi = np.clip(x0 + 1, 0, w + 1)
+    yi = np.clip(y0 + 1, 0, h + 1)
+    xj = np.clip(x0 + 2, 0, w + 1)
+    yj = np.clip(y0 + 2, 0, h + 1)
+    top = padded[yi, xi] * (1 - fx) + padded[yi, xj] * fx
+    bottom = padded[yj, xi] * (1 - fx) + padded[yj, xj] * fx
+    out = top * (1 - fy) + bottom * fy
+    # Points that fall wholly outside the padded border (clipped indices) must read 0, not the edge.
+    outside = (x0 < -1) | (x0 > w - 1) | (y0 < -1) | (y0 > h - 1)
+    out[outside] = 0.0
+    return out[:, :, 0] if squeeze else out

@@ -1,0 +1,43 @@
+"""Crop -> network input tensor, and network output -> crop pixels (numpy only).
+
+Every stage of every wingmark model takes RGB NCHW float32 input normalised as
+``(pixel - mean) / std`` and outputs ``[N, 2K]`` coordinates (x0, y0, x1, y1, ...) in
+*crop units*: crop pixel coordinates divided by the crop size S.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+__all__ = ["Normalisation", "from_output", "to_input"]
+
+
+@dataclass(frozen=True)
+class Normalisation:
+    """Per-channel (R, G, B) mean and std on the 0..255 pixel scale."""
+
+    mean: tuple[float, float, float] = (127.5, 127.5, 127.5)
+    std: tuple[float, float, float] = (128.0, 128.0, 128.0)
+
+    def to_dict(self) -> dict[str, list[float]]:
+        return {k: list(v) for k, v in asdict(self).items()}
+
+
+def to_input(crops: np.ndarray, norm: Normalisation) -> np.ndarray:
+    """[N, S, S, 3] RGB 0..255 (any real dtype) -> [N, 3, S, S] float32 contiguous."""
+    x = np.asarray(crops, dtype=np.float32)
+    if x.ndim != 4 or x.shape[-1] != 3:
+        raise ValueError(f"expected crops [N, S, S, 3], got {x.shape}")
+    mean = np.asarray(norm.mean, dtype=np.float32)
+    std = np.asarray(norm.std, dtype=np.float32)
+    return np.ascontiguousarray(((x - mean) / std).transpose(0, 3, 1, 2))
+
+
+def from_output(output: np.ndarray, num_points: int, size: int) -> np.ndarray:
+    """[N, 2K] crop-unit network output -> [N, K, 2] crop pixels (float64)."""
+    out = np.asarray(output, dtype=np.float64)
+    if out.ndim != 2 or out.shape[1] != 2 * num_points:
+        raise ValueError(f"expected output [N, {2 * num_points}], got {out.shape}")
+    return out.reshape(out.shape[0], num_points, 2) * size
