@@ -1,0 +1,41 @@
+"""The sample record every dataset yields."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+__all__ = ["LandmarkDataset", "Sample"]
+
+
+@dataclass
+class Sample:
+    """One annotated face.
+
+    image: [H, W, 3] uint8 RGB.
+    points: [K, 2] float32 landmarks in image pixels (model_store.geometry convention: origin at the
+        top-left corner of the top-left pixel).
+    box: [4] float32 x1, y1, x2, y2: the dataset's face box, or the tight box of the points.
+    scheme: "ibug68" | "aflw19".
+    meta: free-form, e.g. {"subset": ..., "yaw": deg, "pitch": deg, "roll": deg, "path": ...}.
+    """
+
+    image: np.ndarray
+    points: np.ndarray
+    box: np.ndarray
+    scheme: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class LandmarkDataset(Protocol):
+    """What every dataset offers: a sequence of samples plus ``scheme`` and ``name``."""
+
+    scheme: str
+    name: str
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> Sample: ...
