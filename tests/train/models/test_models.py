@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from train.models import create_model, list_models
+from train.models.resnet import ResNet50
+
+torch.set_num_threads(1)
+
+# keep the big network cheap: small batch and a reduced input where the model allows it
+_TEST_INPUT = {"resnet50": 64}
+
+
+def _make(name: str, k: int) -> torch.nn.Module:
+    kwargs = {"input_size": _TEST_INPUT[name]} if name in _TEST_INPUT else {}
+    return create_model(name, k, **kwargs)
+
+
+def test_registry_lists_the_paper_models() -> None:
+    assert {"cnn6", "cnn7", "resnet50"} <= set(list_models())
+    with pytest.raises(ValueError):
+        create_model("vgg19", 68)
+
+
+@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("k", [68, 19])
+def test_forward_backward_shape(name: str, k: int) -> None:
+    torch.manual_seed(0)
+    model = _make(name, k)
+    s = int(model.input_size)
+    n = 2
+    x = torch.randn(n, 3, s, s)
+    feats = model.forward_features(x)
+    assert feats.ndim == 2 and feats.shape[0] == n
+    out = model.forward_head(feats)
+    assert out.shape == (n, 2 * k)
+    assert torch.allclose(model(x), out)
+    # fresh heads start near the crop centre (0.5 in crop units)
+    assert float((out.detach() - 0.5).abs().max()) < 0.5
+    out.pow(2).sum().backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None for g in grads)
+    assert any(float(g.abs().sum()) > 0 for g in grads if g is not None)
+
+
+def test_paper_input_sizes() -> None:
+    assert create_model("cnn6", 68).input_size == 64
+    assert create_model("cnn7", 68).input_size == 128
+    assert create_model("resnet50", 68).input_size == 224
+
+
+def test_resnet50_matches_torchvision_layout(tmp_path: Path) -> None:
+    # With a 1000-way head the network is exactly torchvision's resnet50: 25,557,032 parameters.
+    imagenet_like = ResNet50(num_points=500)
+    assert sum(p.numel() for p in imagenet_like.parameters()) == 25_557_032
+    keys = set(imagenet_like.state_dict())
+    for k in [
+        "conv1.weight",
+        "bn1.running_mean",
+        "layer1.0.downsample.0.weight",
+        "layer1.0.downsample.1.num_batches_tracked",
+        "layer2.3.conv2.weight",
+        "layer3.5.bn3.running_var",
+        "layer4.2.conv3.weight",
+        "fc.weight",
+        "fc.bias",
+    ]:
+        assert k in keys
+    assert len(keys) == 320  # torchvision's resnet50 state dict has 320 entries
+
+    # a "pretrained" checkpoint file loads into a 68-point regressor, skipping only the classifier
+    with torch.no_grad():
+        imagenet_like.layer3[2].conv2.weight.fill_(0.123)
+    path = tmp_path / "resnet50-imagenet.pth"
+    torch.save(imagenet_like.state_dict(), path)
+    model = ResNet50(num_points=68, input_size=64)
+    skipped = model.load_pretrained(path)
+    assert skipped == ["fc.bias", "fc.weight"]
+    assert torch.all(model.layer3[2].conv2.weight == 0.123)
+    assert model.fc.weight.shape == (136, 2048)
+
+    # a checkpoint of something else is rejected loudly
+    bad = tmp_path / "bad.pth"
+    torch.save({"conv1.weight": torch.zeros(3)}, bad)
+    with pytest.raises(ValueError):
+        model.load_pretrained(bad)

@@ -1,0 +1,144 @@
+"""Landmark regression losses as pure functions.
+
+Two layers:
+
+* element-wise penalties on an error ``x`` given in PIXELS of the network input
+  (``l2``, ``l1``, ``smooth_l1``, ``wing``, ``adaptive_wing``), any shape in, same shape out;
+* :func:`landmark_loss`, the API training uses: predictions and targets in CROP UNITS (the
+  network output convention of model_store: crop pixels divided by the crop size ``S``),
+  converted to pixels by multiplying with ``input_size`` BEFORE the penalty is applied.
+
+The unit conversion matters for Wing: with ``w=10, eps=2`` chosen for pixel errors, errors
+in crop units (< 1) all fall in the logarithmic part where ``w*ln(1+|x|/eps)`` is almost
+exactly ``(w/eps)*|x|``, i.e. a scaled L1 loss (see tests/train/test_losses.py).
+
+Reference: Feng, Kittler, Awais, Huber, Wu, "Wing Loss for Robust Facial Landmark
+Localisation with Convolutional Neural Networks", CVPR 2018, Eq. (5) and Sec. 4.
+Adaptive Wing: Wang, Bo, Fuxin, "Adaptive Wing Loss for Robust Face Alignment via
+Heatmap Regression", ICCV 2019, Eq. (6)-(7).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "LOSSES",
+    "adaptive_wing",
+    "l1",
+    "l2",
+    "landmark_loss",
+    "make_loss",
+    "smooth_l1",
+    "wing",
+    "wing_constant",
+]
+
+
+def l2(x: Tensor) -> Tensor:
+    """``0.5 * x**2`` element-wise (the paper's L2). ``x``: any shape, pixels."""
+    return 0.5 * x * x
+
+
+def l1(x: Tensor) -> Tensor:
+    """``|x|`` element-wise. ``x``: any shape, pixels."""
+    return x.abs()
+
+
+def smooth_l1(x: Tensor, beta: float = 1.0) -> Tensor:
+    """Smooth L1 (Girshick, Fast R-CNN): ``0.5*x**2/beta`` if ``|x| < beta`` else ``|x| - 0.5*beta``.
+
+    ``x``: any shape, pixels; ``beta`` in pixels (Fast R-CNN's 1).
+    """
+    if beta <= 0:
+        raise ValueError("beta must be positive")
+    a = x.abs()
+    return torch.where(a < beta, 0.5 * a * a / beta, a - 0.5 * beta)
+
+
+def wing_constant(w: float, eps: float) -> float:
+    """``C = w - w*ln(1 + w/eps)``: makes Wing continuous at ``|x| = w`` (paper Eq. 5)."""
+    return w - w * math.log1p(w / eps)
+
+
+def wing(x: Tensor, w: float = 10.0, eps: float = 2.0) -> Tensor:
+    """Wing loss element-wise (Feng et al. 2018, Eq. 5); ``x``: any shape, pixels.
+
+    ``w*ln(1 + |x|/eps)`` if ``|x| < w`` else ``|x| - C`` with ``C = w - w*ln(1 + w/eps)``.
+    The paper's defaults ``w=10, eps=2`` assume pixel errors on the network input.
+    """
+    if w <= 0 or eps <= 0:
+        raise ValueError("w and eps must be positive")
+    a = x.abs()
+    c = wing_constant(w, eps)
+    return torch.where(a < w, w * torch.log1p(a / eps), a - c)
+
+
+def adaptive_wing(
+    x: Tensor,
+    *,
+    omega: float = 14.0,
+    theta: float = 0.5,
+    eps: float = 1.0,
+    alpha: float = 2.1,
+    y: float = 1.0,
+) -> Tensor:
+    """Adaptive Wing loss element-wise (Wang et al. 2019, Eq. 6-7); ``x``: any shape, pixels.
+
+    ``omega*ln(1 + |x/eps|**(alpha-y))`` if ``|x| < theta`` else ``A*|x| - C``. It was designed for
+    heatmaps where ``y`` is the target pixel value; for coordinate regression ``y`` is a constant
+    (default 1, the foreground case, exponent ``alpha - y = 1.1``), which keeps the loss smooth at 0.
+    ``A`` and ``C`` make it continuous and differentiable at ``|x| = theta``.
+    """
+    p = alpha - y
+    if p <= 0:
+        raise ValueError("alpha - y must be positive")
+    r = theta / eps
+    big_a = omega * (1.0 / (1.0 + r**p)) * p * (r ** (p - 1.0)) / eps
+    big_c = theta * big_a - omega * math.log1p(r**p)
+    a = x.abs()
+    small = omega * torch.log1p((a / eps).clamp(min=0.0) ** p)
+    return torch.where(a < theta, small, big_a * a - big_c)
+
+
+Penalty = Callable[[Tensor], Tensor]
+
+#: loss name -> factory(**params) -> element-wise penalty on pixel errors
+LOSSES: dict[str, Callable[..., Penalty]] = {
+    "l2": lambda: l2,
+    "l1": lambda: l1,
+    "smooth_l1": lambda beta=1.0: (lambda x: smooth_l1(x, beta)),
+    "wing": lambda w=10.0, eps=2.0: (lambda x: wing(x, w, eps)),
+    "adaptive_wing": lambda omega=14.0, theta=0.5, eps=1.0, alpha=2.1, y=1.0: (
+        lambda x: adaptive_wing(x, omega=omega, theta=theta, eps=eps, alpha=alpha, y=y)
+    ),
+}
+
+
+def make_loss(spec: Mapping[str, Any]) -> Penalty:
+    """Element-wise penalty from a config mapping, e.g. ``{"name": "wing", "w": 10, "eps": 2}``."""
+    params = dict(spec)
+    name = str(params.pop("name"))
+    if name not in LOSSES:
+        raise ValueError(f"unknown loss {name!r}; known: {sorted(LOSSES)}")
+    return LOSSES[name](**params)
+
+
+def landmark_loss(pred: Tensor, target: Tensor, input_size: int, penalty: Penalty) -> Tensor:
+    """Per-sample sum of ``penalty`` over all coordinates, averaged over the batch (paper Eq. 1).
+
+    ``pred``, ``target``: ``[N, 2K]`` (or ``[N, K, 2]``) in CROP UNITS; ``input_size``: the crop
+    side ``S`` in pixels. Errors are converted to pixels (``* S``) before the penalty. Returns a
+    scalar.
+    """
+    if pred.shape != target.shape:
+        raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} differ")
+    if input_size <= 1:
+        raise ValueError("input_size is the crop side in pixels (e.g. 64), not 1")
+    err_px = (pred - target).reshape(pred.shape[0], -1) * float(input_size)  # (N, 2K) pixels
+    return penalty(err_px).sum(dim=1).mean()

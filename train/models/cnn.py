@@ -1,0 +1,69 @@
+"""CNN-6 and CNN-7 (Feng et al., CVPR 2018, Sec. 5.1 and Fig. 6).
+
+CNN-6: 64x64x3 input, five blocks of conv3x3 -> BN -> ReLU -> 2x2 max-pool with
+32-64-128-256-512 channels, then FC 1024 (ReLU) and FC 2K. CNN-7: 128x128x3 input and one
+more block (512 channels). Batch norm folds into the convolutions at export.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from train.models.registry import register_model
+
+__all__ = ["PlainCNN", "cnn6", "cnn7"]
+
+
+def _block(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, kernel_size=3, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(2),
+    )
+
+
+class PlainCNN(nn.Module):
+    """Plain conv/pool trunk plus a two-layer regression head; output ``[N, 2K]`` crop units."""
+
+    def __init__(self, num_points: int, input_size: int, channels: tuple[int, ...], fc: int = 1024) -> None:
+        super().__init__()
+        if input_size % (2 ** len(channels)):
+            raise ValueError("input_size must be divisible by 2**num_blocks")
+        self.input_size = input_size
+        self.num_points = num_points
+        blocks, cin = [], 3
+        for cout in channels:
+            blocks.append(_block(cin, cout))
+            cin = cout
+        self.features = nn.Sequential(*blocks)
+        side = input_size // 2 ** len(channels)
+        self.fc1 = nn.Linear(cin * side * side, fc)
+        self.relu = nn.ReLU(inplace=True)
+        self.fc2 = nn.Linear(fc, 2 * num_points)
+        # start at the crop centre: bias 0.5, small weights (faster, stabler start)
+        nn.init.normal_(self.fc2.weight, std=1e-3)
+        nn.init.constant_(self.fc2.bias, 0.5)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """``[N, 3, S, S]`` -> ``[N, C*s*s]`` flattened trunk features."""
+        return self.features(x).flatten(1)  # (N, C, s, s) -> (N, C*s*s)
+
+    def forward_head(self, features: Tensor) -> Tensor:
+        """``[N, C*s*s]`` -> ``[N, 2K]`` crop units."""
+        return self.fc2(self.relu(self.fc1(features)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+@register_model
+def cnn6(num_points: int) -> PlainCNN:
+    """CNN-6: 64x64 input, 5 conv blocks."""
+    return PlainCNN(num_points, 64, (32, 64, 128, 256, 512))
+
+
+@register_model
+def cnn7(num_points: int) -> PlainCNN:
+    """CNN-7: 128x128 input, 6 conv blocks."""
+    return PlainCNN(num_points, 128, (32, 64, 128, 256, 512, 512))
