@@ -112,8 +112,8 @@ Penalty = Callable[[Tensor], Tensor]
 LOSSES: dict[str, Callable[..., Penalty]] = {
     "l2": lambda: l2,
     "l1": lambda: l1,
-    "smooth_l1": lambda beta=1.0: (lambda x: smooth_l1(x, beta)),
-    "wing": lambda w=10.0, eps=2.0: (lambda x: wing(x, w, eps)),
+    "smooth_l1": lambda beta=1.0: lambda x: smooth_l1(x, beta),
+    "wing": lambda w=10.0, eps=2.0: lambda x: wing(x, w, eps),
     "adaptive_wing": lambda omega=14.0, theta=0.5, eps=1.0, alpha=2.1, y=1.0: (
         lambda x: adaptive_wing(x, omega=omega, theta=theta, eps=eps, alpha=alpha, y=y)
     ),

@@ -104,7 +104,9 @@ def run_cascade(
         size = stage.input_size
         mats = crop_matrices(i, stage.crop_rule, size, scheme, boxes=boxes, previous=previous)  # (N, 2, 3)
         crops = np.stack([warp_affine(img, m, size) for img, m in zip(images, mats, strict=True)])
-        crop_pts = predict_crops(stage.model, crops, stage.normalisation, batch_size=batch_size, device=device)
+        crop_pts = predict_crops(
+            stage.model, crops, stage.normalisation, batch_size=batch_size, device=device
+        )
         previous = apply_affine(invert_affine(mats), crop_pts)  # (N, K, 2) image px
         results.append(previous)
     return results

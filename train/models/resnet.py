@@ -34,7 +34,9 @@ class Bottleneck(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.downsample: nn.Module | None = None
         if stride != 1 or inplanes != out:
-            self.downsample = nn.Sequential(nn.Conv2d(inplanes, out, 1, stride=stride, bias=False), nn.BatchNorm2d(out))
+            self.downsample = nn.Sequential(
+                nn.Conv2d(inplanes, out, 1, stride=stride, bias=False), nn.BatchNorm2d(out)
+            )
 
     def forward(self, x: Tensor) -> Tensor:
         identity = x if self.downsample is None else self.downsample(x)
@@ -106,7 +108,9 @@ class ResNet50(nn.Module):
         missing = sorted(k for k in own if not k.startswith("fc.") and k not in trunk)
         unexpected = sorted(k for k in trunk if k not in own)
         if missing or unexpected:
-            raise ValueError(f"not a ResNet-50 checkpoint: missing {missing[:5]}, unexpected {unexpected[:5]}")
+            raise ValueError(
+                f"not a ResNet-50 checkpoint: missing {missing[:5]}, unexpected {unexpected[:5]}"
+            )
         bad = [k for k, v in trunk.items() if tuple(v.shape) != tuple(own[k].shape)]
         if bad:
             raise ValueError(f"shape mismatch for {bad[:5]}")

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -14,7 +15,7 @@ torch.set_num_threads(1)
 _TEST_INPUT = {"resnet50": 64}
 
 
-def _make(name: str, k: int) -> torch.nn.Module:
+def _make(name: str, k: int) -> Any:
     kwargs = {"input_size": _TEST_INPUT[name]} if name in _TEST_INPUT else {}
     return create_model(name, k, **kwargs)
 
@@ -54,7 +55,7 @@ def test_paper_input_sizes() -> None:
 
 def test_resnet50_matches_torchvision_layout(tmp_path: Path) -> None:
     # With a 1000-way head the network is exactly torchvision's resnet50: 25,557,032 parameters.
-    imagenet_like = ResNet50(num_points=500)
+    imagenet_like: Any = ResNet50(num_points=500)
     assert sum(p.numel() for p in imagenet_like.parameters()) == 25_557_032
     keys = set(imagenet_like.state_dict())
     for k in [
@@ -76,7 +77,7 @@ def test_resnet50_matches_torchvision_layout(tmp_path: Path) -> None:
         imagenet_like.layer3[2].conv2.weight.fill_(0.123)
     path = tmp_path / "resnet50-imagenet.pth"
     torch.save(imagenet_like.state_dict(), path)
-    model = ResNet50(num_points=68, input_size=64)
+    model: Any = ResNet50(num_points=68, input_size=64)
     skipped = model.load_pretrained(path)
     assert skipped == ["fc.bias", "fc.weight"]
     assert torch.all(model.layer3[2].conv2.weight == 0.123)

@@ -1,0 +1,175 @@
+"""Training configuration: YAML file + ``key=value`` overrides (dotted keys) -> resolved dict.
+
+The resolved config is a plain nested dict (JSON/YAML serialisable). It is written next to
+every output (``config.resolved.yaml``) and stored in every checkpoint, so a checkpoint alone
+can rebuild its model and its data. Unknown keys are errors (a typo must not silently train
+with a default).
+
+Layout (see train/configs/*.yaml for complete examples)::
+
+    name, seed, out_dir, device (auto|cpu|cuda), num_threads, resume
+    data:    scheme, train/val/test (dataset specs), pdb {enabled, num_bins}, augment {...}
+    stage1:  architecture, model_kwargs, pretrained, crop_rule, normalisation, loss, optim,
+             schedule, epochs, batch_size, grad_clip, eval_interval, num_workers, amp
+    stage2:  same keys plus ``enabled`` (false -> single-stage model); trained on crops
+             re-aligned from stage-1 predictions
+    eval:    thresholds, batch_size
+
+A dataset spec is one of ``{kind: synthetic, num, seed, image_size, pose, cache_dir}``,
+``{kind: 300w, root, split}``, ``{kind: aflw, mat, images, split}``.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = ["DEFAULTS", "apply_overrides", "load_config", "parse_override", "resolve", "save_config"]
+
+_STAGE_DEFAULTS: dict[str, Any] = {
+    "enabled": True,
+    "architecture": "cnn6",
+    "model_kwargs": {},
+    "pretrained": None,  # path to a local torchvision-format checkpoint (resnet50 only)
+    "crop_rule": {"scale": 1.25, "shift_x": 0.0, "shift_y": 0.0},
+    "normalisation": {"mean": [127.5, 127.5, 127.5], "std": [128.0, 128.0, 128.0]},
+    "loss": {"name": "wing", "w": 10.0, "eps": 2.0},
+    "optim": {"name": "adamw", "lr": 1e-3, "weight_decay": 1e-4, "momentum": 0.9},
+    "schedule": {"warmup_steps": 100, "min_lr_ratio": 0.01},  # linear warm-up, cosine decay
+    "epochs": 10,
+    "batch_size": 32,
+    "grad_clip": 10.0,
+    "eval_interval": 0,  # steps between validations; 0 = once per epoch
+    "num_workers": 0,
+    "amp": False,  # bfloat16 autocast on CUDA
+}
+
+DEFAULTS: dict[str, Any] = {
+    "name": "run",
+    "seed": 0,
+    "out_dir": "runs/run",
+    "device": "auto",
+    "num_threads": 0,  # torch.set_num_threads when > 0
+    "resume": False,
+    "data": {
+        "scheme": "ibug68",
+        "train": {"kind": "synthetic", "num": 1000, "seed": 1},
+        "val": {"kind": "synthetic", "num": 100, "seed": 2},
+        "test": None,  # None -> the validation set
+        "pdb": {"enabled": True, "num_bins": 9},
+        "augment": {},  # AugmentConfig fields; {} = its defaults
+    },
+    "stage1": copy.deepcopy(_STAGE_DEFAULTS),
+    "stage2": {**copy.deepcopy(_STAGE_DEFAULTS), "architecture": "cnn7"},
+    "eval": {"thresholds": [0.08, 0.10], "batch_size": 64},
+}
+
+# sub-trees whose keys are free-form (passed through to a constructor)
+_FREE = {
+    ("data", "train"),
+    ("data", "val"),
+    ("data", "test"),
+    ("data", "augment"),
+    ("stage1", "model_kwargs"),
+    ("stage2", "model_kwargs"),
+    ("stage1", "loss"),
+    ("stage2", "loss"),
+    ("stage1", "optim"),
+    ("stage2", "optim"),
+}
+
+
+def _merge(base: dict[str, Any], new: Mapping[str, Any], path: tuple[str, ...] = ()) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in new.items():
+        here = (*path, key)
+        if path and path in _FREE:
+            out[key] = copy.deepcopy(value)
+            continue
+        if key not in out:
+            raise KeyError(f"unknown config key {'.'.join(here)!r}")
+        if isinstance(out[key], dict) and isinstance(value, Mapping) and here not in _FREE:
+            out[key] = _merge(out[key], value, here)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"stage1.optim.lr=3e-4"`` -> (["stage1", "optim", "lr"], 0.0003); values parsed as YAML."""
+    if "=" not in text:
+        raise ValueError(f"override {text!r} is not key=value")
+    key, raw = text.split("=", 1)
+    parts = [p for p in key.strip().split(".")]
+    if not all(parts):
+        raise ValueError(f"bad override key {key!r}")
+    return parts, yaml.safe_load(raw) if raw.strip() else None
+
+
+def apply_overrides(config: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Apply ``key=value`` overrides (dotted keys) to a copy of ``config``; unknown keys -> KeyError
+    except inside free-form sub-trees (dataset specs, loss/optim parameters, model kwargs)."""
+    out = copy.deepcopy(dict(config))
+    for text in overrides:
+        parts, value = parse_override(text)
+        node: Any = out
+        for i, part in enumerate(parts[:-1]):
+            free = tuple(parts[: i + 1]) in _FREE or tuple(parts[:i]) in _FREE
+            if not isinstance(node, dict) or (part not in node and not free):
+                raise KeyError(f"unknown config key {'.'.join(parts[: i + 1])!r}")
+            if node.get(part) is None:
+                node[part] = {}
+            node = node[part]
+        last = parts[-1]
+        free = tuple(parts[:-1]) in _FREE
+        if not isinstance(node, dict) or (last not in node and not free):
+            raise KeyError(f"unknown config key {'.'.join(parts)!r}")
+        node[last] = value
+    return out
+
+
+def resolve(raw: Mapping[str, Any], overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """Defaults <- ``raw`` <- ``overrides``; checks the result. Returns a new dict."""
+    cfg = _merge(DEFAULTS, raw)
+    cfg = apply_overrides(cfg, overrides)
+    _check(cfg)
+    return cfg
+
+
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """Read a YAML config file and resolve it (see :func:`resolve`)."""
+    with open(path, encoding="utf-8") as f:
+        raw = yaml.safe_load(f) or {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: top level must be a mapping")
+    return resolve(raw, overrides)
+
+
+def save_config(config: Mapping[str, Any], path: str | Path) -> None:
+    """Write the resolved config as YAML."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        yaml.safe_dump(dict(config), f, sort_keys=False)
+
+
+def _check(cfg: Mapping[str, Any]) -> None:
+    if cfg["data"]["scheme"] not in {"ibug68", "aflw19"}:
+        raise ValueError(f"data.scheme must be ibug68 or aflw19, got {cfg['data']['scheme']!r}")
+    for key in ("train", "val"):
+        spec = cfg["data"][key]
+        if not isinstance(spec, Mapping) or "kind" not in spec:
+            raise ValueError(f"data.{key} needs a dataset spec with a 'kind'")
+    for name in ("stage1", "stage2"):
+        st = cfg[name]
+        if name == "stage1" and not st["enabled"]:
+            raise ValueError("stage1 cannot be disabled")
+        if st["epochs"] <= 0 or st["batch_size"] <= 0:
+            raise ValueError(f"{name}: epochs and batch_size must be positive")
+        if "name" not in st["loss"]:
+            raise ValueError(f"{name}.loss needs a name")
+    if cfg["device"] not in {"auto", "cpu", "cuda"}:
+        raise ValueError("device must be auto, cpu or cuda")

@@ -1,0 +1,166 @@
+"""Torch-side data plumbing: dataset specs -> samples, augmented crop datasets, fixed eval crops.
+
+Samples are materialised once (synthetic faces are rendered up front, a few ms each) so the
+training loop only warps crops: a ``DataLoader`` with ``num_workers=0`` is fast enough on a CPU.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from tqdm import tqdm
+
+from model_store.geometry import CropRule, apply_affine, invert_affine, tight_box, warp_affine
+from model_store.preprocess import Normalisation, to_input
+from model_store.schemes import Scheme
+from train.data.types import Sample
+from train.models.cascade import crop_matrices
+
+__all__ = ["CropDataset", "EvalCrops", "load_samples", "make_eval_crops", "training_indices"]
+
+_CACHE: dict[str, list[Sample]] = {}
+
+
+def load_samples(spec: Mapping[str, Any], scheme: str, *, progress: bool = True) -> list[Sample]:
+    """Materialise a dataset spec (see train.config) as a list of samples (memoised per process)."""
+    key = json.dumps({"scheme": scheme, **dict(spec)}, sort_keys=True, default=str)
+    if key in _CACHE:
+        return _CACHE[key]
+    kind = spec["kind"]
+    src: Sequence[Sample]
+    if kind == "synthetic":
+        from train.data.synthetic import PoseDistribution, SyntheticFaces
+
+        pose = spec.get("pose")
+        src = SyntheticFaces(
+            scheme,
+            int(spec["num"]),
+            int(spec.get("seed", 0)),
+            image_size=int(spec.get("image_size", 256)),
+            pose=PoseDistribution(**pose) if pose else None,
+            cache_dir=spec.get("cache_dir"),
+        )
+    elif kind == "300w":
+        from train.data.pts300w import load_300w
+
+        src = load_300w(spec["root"], spec["split"])
+    elif kind == "aflw":
+        from train.data.aflw import load_aflw_full
+
+        src = load_aflw_full(spec["mat"], spec["images"], spec["split"])
+    else:
+        raise ValueError(f"unknown dataset kind {kind!r} (synthetic | 300w | aflw)")
+    it = tqdm(range(len(src)), desc=f"load {kind}", leave=False, disable=not progress)
+    samples = [src[i] for i in it]
+    for s in samples:
+        if s.scheme != scheme:
+            raise ValueError(f"dataset scheme {s.scheme!r} does not match data.scheme {scheme!r}")
+    if "limit" in spec:
+        samples = samples[: int(spec["limit"])]
+    _CACHE[key] = samples
+    return samples
+
+
+def training_indices(samples: Sequence[Sample], pdb: Mapping[str, Any], seed: int) -> np.ndarray:
+    """Indices of one training epoch: all samples, or the PDB-balanced multiset (with duplicates)."""
+    if not pdb.get("enabled", False):
+        return np.arange(len(samples))
+    from train.data.pdb import pdb_indices
+
+    shapes = np.stack([s.points for s in samples]).astype(np.float64)  # (N, K, 2)
+    return np.asarray(pdb_indices(shapes, int(pdb.get("num_bins", 9)), np.random.default_rng(seed)))
+
+
+class CropDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
+    """Augmented training crops: item -> (input ``[3, S, S]`` float32, target ``[2K]`` crop units).
+
+    ``indices`` select (possibly repeated, PDB) samples; every item draws its augmentation from
+    ``(seed, epoch, position)`` so runs are reproducible and workers never share a stream.
+    ``init_points [N, K, 2]`` (image px, stage-1 predictions) make stage-2 re-aligned crops.
+    """
+
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        indices: np.ndarray,
+        scheme: Scheme,
+        size: int,
+        rule: CropRule,
+        norm: Normalisation,
+        augment: Any,
+        seed: int,
+        init_points: np.ndarray | None = None,
+    ) -> None:
+        self.samples = samples
+        self.indices = np.asarray(indices)
+        self.scheme = scheme
+        self.size = size
+        self.rule = rule
+        self.norm = norm
+        self.augment = augment
+        self.seed = seed
+        self.init_points = init_points
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, pos: int) -> tuple[torch.Tensor, torch.Tensor]:
+        from train.data.augment import make_crop
+
+        i = int(self.indices[pos])
+        rng = np.random.default_rng((self.seed, self.epoch, pos))
+        init = None if self.init_points is None else self.init_points[i]
+        crop, pts = make_crop(
+            self.samples[i], self.scheme, self.size, self.rule, rng, self.augment, init_points=init
+        )  # (S, S, 3) 0..255, (K, 2) crop px
+        x = torch.from_numpy(to_input(crop[None], self.norm)[0])  # (3, S, S)
+        y = torch.from_numpy((np.asarray(pts, dtype=np.float32) / self.size).reshape(-1))  # (2K,)
+        return x, y
+
+
+@dataclass
+class EvalCrops:
+    """Deterministic crops of an evaluation set for one stage, plus what maps results back.
+
+    crops ``[N, S, S, 3]`` float32; matrices ``[N, 2, 3]`` image -> crop; gt ``[N, K, 2]`` image px;
+    normaliser ``[N]``; meta: one dict per sample.
+    """
+
+    crops: np.ndarray
+    matrices: np.ndarray
+    gt: np.ndarray
+    normaliser: np.ndarray
+    meta: list[dict[str, Any]]
+
+    def to_image(self, crop_points: np.ndarray) -> np.ndarray:
+        """``[N, K, 2]`` crop px -> image px."""
+        return apply_affine(invert_affine(self.matrices), crop_points)
+
+
+def make_eval_crops(
+    samples: Sequence[Sample],
+    scheme: Scheme,
+    size: int,
+    rule: CropRule,
+    *,
+    stage_index: int = 0,
+    previous: np.ndarray | None = None,
+) -> EvalCrops:
+    """Stage-1 crops from the tight landmark box (the "client" box), or later-stage crops
+    re-aligned from ``previous [N, K, 2]`` image-space predictions, exactly as the service does."""
+    gt = np.stack([s.points for s in samples]).astype(np.float64)  # (N, K, 2)
+    mats = crop_matrices(stage_index, rule, size, scheme, boxes=tight_box(gt), previous=previous)
+    crops = np.stack([warp_affine(s.image, m, size) for s, m in zip(samples, mats, strict=True)])
+    boxes = np.stack([np.asarray(s.box, dtype=np.float64) for s in samples])
+    norm = np.asarray(scheme.normaliser_distance(gt, boxes), dtype=np.float64)
+    return EvalCrops(crops.astype(np.float32), mats, gt, norm, [dict(s.meta) for s in samples])
