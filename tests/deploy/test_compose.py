@@ -1,0 +1,168 @@
+"""docker-compose.yml: valid for every profile, GPU reserved, engines cached in a volume, CPU fallback.
+
+`docker compose config` (or Debian's docker-compose) parses, validates and interpolates the file without
+a Docker engine; the assertions below read what it resolved.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.deploy.conftest import COMPOSE_FILE, REPO, run
+
+PROFILE_SETS: list[tuple[str, ...]] = [(), ("cpu",), ("grafana",), ("cpu", "grafana")]
+# Variables docker-compose.yml interpolates; cleared so that its defaults are what is tested.
+COMPOSE_VARS = (
+    "MODEL_DIR",
+    "PROMETHEUS_PUBLISHED_PORT",
+    "GRAFANA_PUBLISHED_PORT",
+    "GRAFANA_ADMIN_PASSWORD",
+    "COMPOSE_PROFILES",
+    "COMPOSE_FILE",
+    "COMPOSE_PROJECT_NAME",
+)
+
+
+def compose_env(**overrides: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WINGMARK_") and k not in COMPOSE_VARS}
+    env.update(overrides)
+    return env
+
+
+def resolved(compose: list[str], profiles: tuple[str, ...] = (), **env: str) -> dict[str, Any]:
+    flags = [arg for p in profiles for arg in ("--profile", p)]
+    result = run([*compose, "-f", str(COMPOSE_FILE), *flags, "config"], env=compose_env(**env))
+    assert result.returncode == 0, f"compose config failed:\n{result.stdout}\n{result.stderr}"
+    config: dict[str, Any] = yaml.safe_load(result.stdout)
+    return config
+
+
+def raw() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load(COMPOSE_FILE.read_text())
+    return data
+
+
+def active_services(profiles: tuple[str, ...]) -> set[str]:
+    """Services `docker compose --profile ... up` starts: those without profiles or with an active one."""
+    return {
+        name
+        for name, svc in raw()["services"].items()
+        if not svc.get("profiles") or set(svc["profiles"]) & set(profiles)
+    }
+
+
+def gpu_devices(service: dict[str, Any]) -> list[dict[str, Any]]:
+    devices: list[dict[str, Any]] = (
+        service.get("deploy", {}).get("resources", {}).get("reservations", {}).get("devices", [])
+    )
+    return devices
+
+
+def published_ports(service: dict[str, Any]) -> set[str]:
+    ports = set()
+    for port in service.get("ports", []):
+        if isinstance(port, dict):
+            ports.add(f"{port['published']}:{port['target']}")
+        else:
+            ports.add(str(port))
+    return ports
+
+
+def env_of(service: dict[str, Any]) -> dict[str, str]:
+    env = service.get("environment", {})
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) for item in env)
+    return {k: "" if v is None else str(v) for k, v in env.items()}
+
+
+@pytest.mark.parametrize("profiles", PROFILE_SETS, ids=lambda p: "+".join(p) or "default")
+def test_config_is_valid_for_every_profile(compose: list[str], profiles: tuple[str, ...]) -> None:
+    config = resolved(compose, profiles)
+    assert set(config["services"]) >= active_services(profiles)
+    if compose[-1] == "compose":  # the v2 plugin filters by profile; Debian's v1 lists every service
+        result = run([*compose, "-f", str(COMPOSE_FILE), *[a for p in profiles for a in ("--profile", p)],
+                      "config", "--services"], env=compose_env())  # fmt: skip
+        assert set(result.stdout.split()) == active_services(profiles)
+
+
+def test_default_profile_is_the_gpu_stack() -> None:
+    assert active_services(()) == {"build-engines", "wingmark", "prometheus"}
+    assert active_services(("grafana",)) == {"build-engines", "wingmark", "prometheus", "grafana"}
+    assert "wingmark-cpu" in active_services(("cpu",))
+
+
+def test_gpu_services_reserve_one_nvidia_gpu(compose: list[str]) -> None:
+    services = resolved(compose)["services"]
+    for name in ("wingmark", "build-engines"):
+        devices = gpu_devices(services[name])
+        assert len(devices) == 1, name
+        assert devices[0]["driver"] == "nvidia"
+        assert "gpu" in devices[0]["capabilities"]
+        assert [str(d) for d in devices[0]["device_ids"]] == ["0"]
+        assert env_of(services[name])["WINGMARK_BACKEND"] == "tensorrt"
+        assert services[name]["build"]["dockerfile"] == "docker/Dockerfile.gpu"
+
+
+def test_gpu_id_and_ports_come_from_the_environment(compose: list[str]) -> None:
+    services = resolved(
+        compose, WINGMARK_GPU_ID="3", WINGMARK_PUBLISHED_PORT="18000", PROMETHEUS_PUBLISHED_PORT="19090"
+    )["services"]
+    assert [str(d) for d in gpu_devices(services["wingmark"])[0]["device_ids"]] == ["3"]
+    assert published_ports(services["wingmark"]) == {"18000:8000"}
+    assert published_ports(services["prometheus"]) == {"19090:9090"}
+
+
+def test_service_waits_for_engines_which_persist_in_a_named_volume(compose: list[str]) -> None:
+    config = resolved(compose)
+    services = config["services"]
+    depends = services["wingmark"]["depends_on"]
+    assert depends["build-engines"]["condition"] == "service_completed_successfully"
+    assert services["build-engines"]["command"][0] == "build-engine"
+    assert services["wingmark"]["command"] == ["serve"]
+    assert "engines" in config["volumes"]
+    for name in ("wingmark", "build-engines"):
+        engine_dir = env_of(services[name])["WINGMARK_ENGINE_DIR"]
+        mounts = services[name]["volumes"]
+        targets = {
+            (m["source"], m["target"]) if isinstance(m, dict) else tuple(m.split(":")[:2]) for m in mounts
+        }
+        assert ("engines", engine_dir) in targets, mounts
+
+
+def test_cpu_profile_runs_onnxruntime_without_a_gpu(compose: list[str]) -> None:
+    service = resolved(compose, ("cpu",))["services"]["wingmark-cpu"]
+    assert gpu_devices(service) == []
+    assert service["build"]["dockerfile"] == "docker/Dockerfile.cpu"
+    env = env_of(service)
+    assert env["WINGMARK_BACKEND"] == "onnxruntime" and env["WINGMARK_DEVICE"] == "cpu"
+    # Prometheus scrapes the DNS name "wingmark": the CPU service must answer to it as well.
+    assert "wingmark" in service["networks"]["default"]["aliases"]
+
+
+def test_service_settings_are_real_settings() -> None:
+    """Every WINGMARK_* variable the compose file sets is a field of service.settings.Settings."""
+    from service.settings import Settings
+
+    prefix = "WINGMARK_"
+    fields = {prefix + name.upper() for name in Settings.model_fields}
+    for name, svc in raw()["services"].items():
+        for var in env_of(svc):
+            if var.startswith(prefix):
+                assert var in fields, f"{name}: {var} is not a setting of service/settings.py"
+
+
+def test_mounted_host_files_exist(compose: list[str]) -> None:
+    services = resolved(compose, ("cpu", "grafana"))["services"]
+    for name, svc in services.items():
+        for mount in svc.get("volumes", []):
+            source = mount["source"] if isinstance(mount, dict) else mount.split(":")[0]
+            if source.startswith("/"):
+                assert Path(source).exists(), f"{name} mounts {source}, which is not in the repository"
+    for name in ("wingmark", "wingmark-cpu", "build-engines"):
+        sources = {m["source"] if isinstance(m, dict) else m.split(":")[0] for m in services[name]["volumes"]}
+        assert str(REPO / "model_store" / "models") in sources
