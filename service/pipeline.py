@@ -1,0 +1,470 @@
+"""The request path, independent of HTTP: decode -> faces -> crops -> batcher -> cascade -> map back.
+
+:class:`LandmarkService` owns the models, the detector, the thread pools and one batcher per model;
+the FastAPI routes (and ``wingmark predict`` in-process) call :meth:`LandmarkService.predict`.
+Coordinates inside the pipeline are those of the decoded pixel array (which may be a reduced
+JPEG decode); they are scaled to original image pixels only at the edges.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Awaitable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import numpy as np
+
+from model_store.geometry import (
+    BoxCalibration,
+    apply_affine,
+    crop_matrix_from_box,
+    crop_matrix_from_points,
+    invert_affine,
+    warp_affine,
+)
+from model_store.preprocess import from_output, to_input
+from model_store.schemes import SCHEMES, get_scheme
+from model_store.store import DEFAULT_MODELS, ModelStore, ModelVersion
+from service.backends import Backend, create_backend
+from service.batcher import (
+    BatcherClosedError,
+    DeadlineExceededError,
+    DynamicBatcher,
+    Outcome,
+    QueueFullError,
+)
+from service.decode import DecodedImage, ImageDecodeError, ImageTooLargeError, decode_image
+from service.detect import Detector, create_detector
+from service.errors import ProblemError
+from service.metrics import Metrics
+from service.settings import Settings
+
+__all__ = [
+    "Cascade",
+    "FaceJob",
+    "FaceResult",
+    "LandmarkRequest",
+    "LandmarkResult",
+    "LandmarkService",
+    "LoadedModel",
+]
+
+log = logging.getLogger("wingmark.service")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, eq=False)
+class FaceJob:
+    """One face crop waiting for the device worker."""
+
+    image: np.ndarray  # [H, W, 3] uint8, the decoded image (shared by the faces of one request)
+    matrix: np.ndarray  # [2, 3] image -> stage-1 crop
+    crop: np.ndarray  # [S, S, 3] float32 stage-1 crop
+
+
+class Cascade:
+    """A model version and its backend: builds stage-1 crops and runs every stage on a batch."""
+
+    def __init__(self, model: ModelVersion, backend: Backend) -> None:
+        manifest = model.manifest
+        self.model = model
+        self.backend = backend
+        self.scheme = get_scheme(manifest.scheme)
+        self.sizes = [s.input_size for s in manifest.stages]
+        self.rules = [s.crop_rule.to_rule() for s in manifest.stages]
+        self.norms = [s.normalisation.to_normalisation() for s in manifest.stages]
+
+    def prepare(self, image: np.ndarray, tight_boxes: np.ndarray) -> list[FaceJob]:
+        """image [H, W, 3] uint8, tight_boxes [N, 4] (image pixels) -> N stage-1 jobs."""
+        jobs = []
+        for box in np.asarray(tight_boxes, dtype=np.float64).reshape(-1, 4):
+            m = crop_matrix_from_box(box, self.sizes[0], self.rules[0])
+            jobs.append(FaceJob(image=image, matrix=m, crop=warp_affine(image, m, self.sizes[0])))
+        return jobs
+
+    def run_batch(self, jobs: Sequence[FaceJob]) -> list[np.ndarray]:
+        """The device worker's work on one batch: N jobs -> N arrays [K, 2] in image pixels."""
+        k = self.scheme.num_points
+        size = self.sizes[0]
+        mats = np.stack([j.matrix for j in jobs])  # [N, 2, 3]
+        x = to_input(np.stack([j.crop for j in jobs]), self.norms[0])  # [N, 3, S, S]
+        pts = apply_affine(invert_affine(mats), self._run(0, x, k, size))  # [N, K, 2]
+        for stage in range(1, len(self.sizes)):
+            size, rule = self.sizes[stage], self.rules[stage]
+            mats = np.stack([crop_matrix_from_points(p, self.scheme, size, rule) for p in pts])
+            crops = np.stack([warp_affine(j.image, m, size) for j, m in zip(jobs, mats, strict=True)])
+            pts = apply_affine(
+                invert_affine(mats), self._run(stage, to_input(crops, self.norms[stage]), k, size)
+            )
+        return list(pts)
+
+    def _run(self, stage: int, x: np.ndarray, k: int, size: int) -> np.ndarray:
+        out = self.backend.run(stage, x)
+        if out.shape[0] != x.shape[0]:
+            raise RuntimeError(f"stage {stage} returned {out.shape[0]} rows for a batch of {x.shape[0]}")
+        crop_pts = from_output(out, k, size)  # [N, K, 2] crop pixels
+        if not np.isfinite(crop_pts).all():
+            raise RuntimeError(f"stage {stage} returned non-finite landmarks")
+        return crop_pts
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    version: str
+    scheme: str
+    backend_name: str
+    device: str
+    input_sizes: list[int]
+    calibration_names: list[str]
+    model: ModelVersion | None = None
+    cascade: Cascade | None = None
+    batcher: DynamicBatcher[FaceJob, np.ndarray] | None = None
+    ready: bool = False
+    error: str | None = None
+
+    def calibration(self, source: str) -> BoxCalibration:
+        assert self.model is not None
+        spec = self.model.manifest.box_calibrations.get(source)
+        return spec.to_calibration() if spec is not None else BoxCalibration()
+
+
+@dataclass
+class LandmarkRequest:
+    data: bytes
+    model: str | None = None
+    scheme: str | None = None
+    boxes: list[list[float]] | None = None
+    max_faces: int | None = None
+    deadline_ms: float | None = None
+
+
+@dataclass
+class FaceResult:
+    box: list[float]
+    detection_score: float | None
+    landmarks: list[list[float]]
+
+
+@dataclass
+class LandmarkResult:
+    model: LoadedModel
+    image: DecodedImage
+    box_source: str
+    faces: list[FaceResult]
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    def server_timing(self) -> str:
+        return ", ".join(f"{k};dur={v:.2f}" for k, v in self.timings_ms.items())
+
+
+class LandmarkService:
+    """Everything a landmark request needs; built and started by the app's lifespan."""
+
+    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics or Metrics()
+        self.store = ModelStore(settings.model_root)
+        self.models: dict[str, LoadedModel] = {}
+        self.defaults: dict[str, str] = {}
+        self.detector: Detector | None = None
+        self.state = "loading"  # loading | ready | failed | stopping
+        self.load_error: str | None = None
+        self._pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="wingmark-decode")
+        self._device = ThreadPoolExecutor(1, thread_name_prefix=f"wingmark-{settings.device}")
+        self._load_task: asyncio.Task[None] | None = None
+        self.metrics.queue_depth.set_function(self._queue_depth)
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def model_names(self) -> list[str]:
+        """The models to load: settings.models, else each scheme's default model in the store, else all."""
+        if self.settings.models:
+            return list(self.settings.models)
+        available = self.store.list_models()
+        defaults = [DEFAULT_MODELS[s] for s in SCHEMES if DEFAULT_MODELS.get(s) in available]
+        return defaults or available
+
+    async def start(self, *, background: bool = True) -> None:
+        """Load detector and models (in worker threads), warm them up, start the batchers."""
+        if background:
+            self._load_task = asyncio.get_running_loop().create_task(self._load_all())
+        else:
+            await self._load_all()
+
+    async def wait_ready(self) -> None:
+        if self._load_task is not None:
+            await asyncio.shield(self._load_task)
+
+    async def _load_all(self) -> None:
+        loop = asyncio.get_running_loop()
+        s = self.settings
+        try:
+            self.detector = await loop.run_in_executor(self._pool, self._make_detector)
+            names = await loop.run_in_executor(self._pool, self.model_names)
+        except Exception as exc:
+            log.exception("service start failed")
+            self.load_error = f"{type(exc).__name__}: {exc}"
+            self.state = "failed"
+            return
+        if not names:
+            self.load_error = f"no models in the store at {self.store.root}"
+            log.error(self.load_error)
+        for spec in names:
+            lm = await loop.run_in_executor(self._device, self._load_model, spec)
+            if lm.ready:
+                lm.batcher = DynamicBatcher(
+                    lm.cascade.run_batch if lm.cascade else _no_cascade,
+                    executor=self._device,
+                    max_batch_size=s.max_batch_size,
+                    max_queue_delay_s=s.max_queue_delay_ms / 1000.0,
+                    queue_limit=s.queue_limit,
+                    observer=self.metrics,
+                    name=f"batcher-{lm.name}",
+                )
+                lm.batcher.start()
+                self.metrics.model_info.labels(lm.name, lm.version, lm.scheme, lm.backend_name).set(1)
+                preferred = DEFAULT_MODELS.get(lm.scheme) == lm.name
+                if lm.scheme not in self.defaults or preferred:
+                    self.defaults[lm.scheme] = lm.name
+            self.models[lm.name] = lm
+        failed = [n for n, m in self.models.items() if not m.ready]
+        self.state = "ready" if self.models and not failed and not self.load_error else "failed"
+        log.info("models: %s; state %s", {n: m.ready for n, m in self.models.items()}, self.state)
+
+    def _make_detector(self) -> Detector | None:
+        s = self.settings
+        if s.detector == "none":
+            return None
+        return create_detector(
+            s.detector,
+            max_side=s.detect_max_side,
+            upsample=s.detect_upsample,
+            threshold=s.detect_threshold,
+            instances=s.decode_threads,
+        )
+
+    def _load_model(self, spec: str) -> LoadedModel:
+        s = self.settings
+        name, _, version = spec.partition("@")
+        lm = LoadedModel(name, version or "?", "?", s.backend, s.device, [], [])
+        try:
+            mv = self.store.resolve(name, version or "latest")
+            if s.verify_models:
+                self.store.verify(mv)
+            lm.version, lm.scheme, lm.model = mv.version, mv.manifest.scheme, mv
+            lm.input_sizes = [st.input_size for st in mv.manifest.stages]
+            lm.calibration_names = sorted(mv.manifest.box_calibrations)
+            options: dict[str, Any] = {"threads": s.ort_threads} if s.backend == "onnxruntime" else {}
+            backend = create_backend(
+                s.backend, mv, device=s.device, max_batch_size=s.max_batch_size, **options
+            )
+            backend.warmup(s.max_batch_size)
+            lm.backend_name = backend.name
+            lm.cascade = Cascade(mv, backend)
+            if self.detector is not None and self.detector.name not in mv.manifest.box_calibrations:
+                log.warning(
+                    "%s/%s has no %r box calibration; using identity", name, mv.version, self.detector.name
+                )
+            lm.ready = True
+        except Exception as exc:
+            log.exception("loading model %s failed", spec)
+            lm.error = f"{type(exc).__name__}: {exc}"
+        return lm
+
+    async def stop(self) -> None:
+        """Finish every admitted face, then release backends and threads."""
+        self.state = "stopping"
+        if self._load_task is not None and not self._load_task.done():
+            self._load_task.cancel()
+        for lm in self.models.values():
+            if lm.batcher is not None:
+                await lm.batcher.stop(drain=True)
+        for lm in self.models.values():
+            if lm.cascade is not None:
+                lm.cascade.backend.close()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._device.shutdown(wait=True)
+
+    def _queue_depth(self) -> float:
+        return float(sum(m.batcher.queued for m in self.models.values() if m.batcher is not None))
+
+    @property
+    def ready(self) -> bool:
+        return self.state == "ready"
+
+    # -- one request -------------------------------------------------------------------------------
+    def select_model(self, model: str | None, scheme: str | None) -> LoadedModel:
+        if self.state == "stopping" or not any(m.ready for m in self.models.values()):
+            self.metrics.rejected.labels("not_ready").inc()
+            raise ProblemError("not-ready", f"the service is {self.state}", headers={"Retry-After": "5"})
+        if scheme is not None and scheme not in SCHEMES:
+            raise ProblemError("invalid-parameters", f"unknown scheme {scheme!r}; known: {sorted(SCHEMES)}")
+        if model:
+            name, _, version = model.partition("@")
+            lm = self.models.get(name)
+            if lm is None or (version and version != lm.version):
+                raise ProblemError(
+                    "unknown-model", f"model {model!r} is not loaded; loaded: {sorted(self.models)}"
+                )
+            if scheme is not None and scheme != lm.scheme:
+                raise ProblemError(
+                    "invalid-parameters", f"model {name!r} has scheme {lm.scheme}, not {scheme}"
+                )
+        else:
+            scheme = scheme or "ibug68"
+            if scheme not in self.defaults:
+                raise ProblemError("unknown-model", f"no model for scheme {scheme!r} is loaded")
+            lm = self.models[self.defaults[scheme]]
+        if not lm.ready:
+            self.metrics.rejected.labels("not_ready").inc()
+            raise ProblemError(
+                "not-ready", f"model {lm.name!r} is not ready: {lm.error}", headers={"Retry-After": "5"}
+            )
+        return lm
+
+    def _check_boxes(self, boxes: list[list[float]]) -> np.ndarray:
+        try:
+            arr = np.asarray(boxes, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ProblemError("invalid-boxes", "boxes must be a list of [x1, y1, x2, y2] numbers") from None
+        if arr.size == 0:
+            return np.zeros((0, 4))
+        if arr.ndim != 2 or arr.shape[1] != 4:
+            raise ProblemError(
+                "invalid-boxes", f"boxes must be a list of [x1, y1, x2, y2]; got shape {list(arr.shape)}"
+            )
+        if not np.isfinite(arr).all():
+            raise ProblemError("invalid-boxes", "box coordinates must be finite numbers")
+        bad = np.nonzero((arr[:, 2] <= arr[:, 0]) | (arr[:, 3] <= arr[:, 1]))[0]
+        if len(bad):
+            raise ProblemError(
+                "invalid-boxes", f"box {int(bad[0])} is empty or inverted (need x2 > x1, y2 > y1)"
+            )
+        if len(arr) > self.settings.max_faces:
+            raise ProblemError(
+                "invalid-boxes", f"{len(arr)} boxes; at most {self.settings.max_faces} per request"
+            )
+        return arr
+
+    async def predict(self, req: LandmarkRequest) -> LandmarkResult:
+        """Raises ProblemError for every failure a client should see."""
+        s = self.settings
+        t0 = time.monotonic()
+        lm = self.select_model(req.model, req.scheme)
+        if req.max_faces is not None and not 1 <= req.max_faces <= s.max_faces:
+            raise ProblemError("invalid-parameters", f"max_faces must be between 1 and {s.max_faces}")
+        if req.deadline_ms is not None and not (req.deadline_ms > 0 and math.isfinite(req.deadline_ms)):
+            raise ProblemError("invalid-parameters", "deadline_ms must be a positive number")
+        client_boxes = self._check_boxes(req.boxes) if req.boxes is not None else None
+        if client_boxes is None and self.detector is None:
+            raise ProblemError("invalid-parameters", "no face detector is configured: send boxes")
+        budget_ms = min(s.deadline_ms, req.deadline_ms) if req.deadline_ms else s.deadline_ms
+        deadline = t0 + budget_ms / 1000.0
+        loop = asyncio.get_running_loop()
+        timings: dict[str, float] = {}
+
+        # 1. decode
+        try:
+            image = await self._until(
+                deadline,
+                loop.run_in_executor(
+                    self._pool,
+                    lambda: decode_image(req.data, max_pixels=s.max_image_pixels, max_side=s.decode_max_side),
+                ),
+            )
+        except ImageTooLargeError as exc:
+            raise ProblemError("image-too-large", str(exc)) from None
+        except ImageDecodeError as exc:
+            slug = "unsupported-media-type" if "unsupported image format" in str(exc) else "invalid-image"
+            raise ProblemError(slug, str(exc)) from None
+        t1 = time.monotonic()
+        timings["decode"] = (t1 - t0) * 1000
+        self.metrics.stage_duration.labels("decode").observe(t1 - t0)
+        scale = np.array([image.scale_x, image.scale_y, image.scale_x, image.scale_y])
+
+        # 2. faces: the client's boxes or the detector's
+        scores: list[float | None]
+        if client_boxes is not None:
+            inside = (client_boxes[:, 0] < image.width) & (client_boxes[:, 2] > 0)
+            inside &= (client_boxes[:, 1] < image.height) & (client_boxes[:, 3] > 0)
+            if not inside.all():
+                i = int(np.nonzero(~inside)[0][0])
+                raise ProblemError(
+                    "invalid-boxes", f"box {i} lies outside the {image.width}x{image.height} image"
+                )
+            boxes, scores, source = client_boxes, [None] * len(client_boxes), "client"
+        else:
+            assert self.detector is not None
+            detector = self.detector
+            dets = await self._until(
+                deadline, loop.run_in_executor(self._pool, detector.detect, image.pixels)
+            )
+            limit = req.max_faces or s.max_faces
+            boxes = dets.boxes[:limit] * scale
+            scores, source = [float(v) for v in dets.scores[:limit]], detector.name
+        t2 = time.monotonic()
+        timings["detect"] = (t2 - t1) * 1000
+        if source != "client":
+            self.metrics.stage_duration.labels("detect").observe(t2 - t1)
+
+        # 3. crops -> batcher -> cascade
+        timings["queue"] = timings["inference"] = 0.0
+        faces: list[FaceResult] = []
+        if len(boxes):
+            assert lm.cascade is not None and lm.batcher is not None
+            tight = lm.calibration(source).apply(boxes / scale)
+            cascade, batcher = lm.cascade, lm.batcher
+            jobs = await self._until(
+                deadline, loop.run_in_executor(self._pool, cascade.prepare, image.pixels, tight)
+            )
+            outcomes = await self._submit(batcher, jobs, deadline)
+            timings["queue"] = max(o.queue_s for o in outcomes) * 1000
+            timings["inference"] = max(o.run_s for o in outcomes) * 1000
+            self.metrics.stage_duration.labels("queue").observe(timings["queue"] / 1000)
+            self.metrics.stage_duration.labels("inference").observe(timings["inference"] / 1000)
+            for box, score, outcome in zip(boxes, scores, outcomes, strict=True):
+                pts = outcome.value * scale[:2]
+                faces.append(FaceResult([round(float(v), 2) for v in box], score, np.round(pts, 2).tolist()))
+        total = time.monotonic() - t0
+        timings["total"] = total * 1000
+        self.metrics.stage_duration.labels("total").observe(total)
+        self.metrics.faces_per_request.observe(len(faces))
+        timings = {k: round(v, 3) for k, v in timings.items()}
+        return LandmarkResult(model=lm, image=image, box_source=source, faces=faces, timings_ms=timings)
+
+    async def _until(self, deadline: float, awaitable: Awaitable[T]) -> T:
+        remaining = deadline - time.monotonic()
+        try:
+            if remaining <= 0:
+                raise TimeoutError
+            return await asyncio.wait_for(awaitable, remaining)
+        except TimeoutError:
+            self.metrics.rejected.labels("deadline").inc()
+            raise ProblemError("deadline-exceeded", "the request's deadline passed") from None
+
+    async def _submit(
+        self, batcher: DynamicBatcher[FaceJob, np.ndarray], jobs: list[FaceJob], deadline: float
+    ) -> list[Outcome[np.ndarray]]:
+        try:
+            return await batcher.submit_many(jobs, deadline=deadline)
+        except QueueFullError as exc:
+            self.metrics.rejected.labels("queue_full").inc()
+            raise ProblemError("queue-full", str(exc), headers={"Retry-After": "1"}) from None
+        except DeadlineExceededError:
+            self.metrics.rejected.labels("deadline").inc()
+            raise ProblemError("deadline-exceeded", "the request's deadline passed while queued") from None
+        except BatcherClosedError as exc:
+            self.metrics.rejected.labels("not_ready").inc()
+            raise ProblemError("not-ready", str(exc), headers={"Retry-After": "5"}) from None
+        except Exception as exc:
+            log.exception("inference batch failed")
+            raise ProblemError("inference-failed", f"{type(exc).__name__}: {exc}") from None
+
+
+def _no_cascade(jobs: list[FaceJob]) -> list[np.ndarray]:
+    raise RuntimeError("model has no cascade")

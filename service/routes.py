@@ -1,0 +1,300 @@
+"""HTTP routes: thin adapters from requests to :class:`service.pipeline.LandmarkService`."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.datastructures import UploadFile
+
+from service.errors import PROBLEM_JSON, ProblemError, problem_response
+from service.metrics import CONTENT_TYPE_LATEST
+from service.pipeline import LandmarkRequest, LandmarkResult, LandmarkService
+from service.schemas import LandmarkResponse, ModelInfo, ModelsResponse, ReadyResponse
+
+__all__ = ["IMAGE_TYPES", "router"]
+
+router = APIRouter()
+
+# Raw-body media types accepted by POST /v1/landmarks (the bytes are sniffed; the type only gates).
+IMAGE_TYPES = frozenset(
+    {"image/jpeg", "image/jpg", "image/png", "image/webp", "image/bmp", "image/x-ms-bmp", "image/gif",
+     "image/tiff", "image/x-portable-pixmap", "application/octet-stream"}
+)  # fmt: skip
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"description": desc, "content": {PROBLEM_JSON: {"schema": {"type": "object"}}}}
+    for code, desc in {
+        400: "undecodable image, malformed body or invalid boxes",
+        413: "request body over the size limit, or image over the pixel limit",
+        415: "unsupported media type or image format",
+        422: "invalid parameters or unknown model",
+        429: "queue full (see Retry-After)",
+        503: "not ready (models loading or failed; see Retry-After)",
+        504: "the request's deadline passed",
+    }.items()
+}
+_REQUEST_BODY = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["image"],
+                "properties": {
+                    "image": {"type": "string", "format": "binary"},
+                    "model": {"type": "string"},
+                    "scheme": {"type": "string", "enum": ["ibug68", "aflw19"]},
+                    "boxes": {"type": "string", "description": "JSON list of [x1, y1, x2, y2]"},
+                    "max_faces": {"type": "integer"},
+                },
+            }
+        },
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["image"],
+                "properties": {
+                    "image": {"type": "string", "description": "base64 (a data: URL prefix is allowed)"},
+                    "model": {"type": "string"},
+                    "scheme": {"type": "string", "enum": ["ibug68", "aflw19"]},
+                    "boxes": {"type": "array", "items": {"type": "array", "items": {"type": "number"}}},
+                    "max_faces": {"type": "integer"},
+                    "deadline_ms": {"type": "number"},
+                },
+            }
+        },
+        "image/*": {"schema": {"type": "string", "format": "binary"}},
+    },
+}
+
+
+def _service(request: Request) -> LandmarkService:
+    service: LandmarkService = request.app.state.service
+    return service
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The whole body, refusing more than ``limit`` bytes (413) before reading it where possible."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise ProblemError("request-too-large", f"the body is {declared} bytes; the limit is {limit}")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ProblemError("request-too-large", f"the body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    request._body = body  # lets request.form() / request.json() parse the bytes already read
+    return body
+
+
+def _parse_boxes(value: Any) -> list[list[float]]:
+    """JSON text or a list -> list of boxes (shape checks come later); 400 on malformed input."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise ProblemError("invalid-boxes", "boxes must be JSON: [[x1, y1, x2, y2], ...]") from None
+    if isinstance(value, list) and len(value) == 4 and all(isinstance(v, int | float) for v in value):
+        value = [value]  # a single box
+    if not isinstance(value, list) or not all(
+        isinstance(b, list) and all(isinstance(v, int | float) and not isinstance(v, bool) for v in b)
+        for b in value
+    ):
+        raise ProblemError("invalid-boxes", "boxes must be a list of [x1, y1, x2, y2] numbers")
+    return [[float(v) for v in b] for b in value]
+
+
+def _parse_box_params(values: list[str]) -> list[list[float]]:
+    boxes = []
+    for text in values:
+        try:
+            boxes.append([float(v) for v in text.split(",")])
+        except ValueError:
+            raise ProblemError("invalid-boxes", f"box {text!r} is not x1,y1,x2,y2") from None
+    return boxes
+
+
+def _number(name: str, value: Any, kind: type[int] | type[float]) -> int | float | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise ProblemError("invalid-parameters", f"{name} must be a number")
+    try:
+        number = kind(value)
+        if kind is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ProblemError(
+            "invalid-parameters", f"{name} must be {'an integer' if kind is int else 'a number'}"
+        ) from None
+    return number
+
+
+def _text(name: str, value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ProblemError("invalid-parameters", f"{name} must be a string")
+    return value
+
+
+async def _parse_request(
+    request: Request, service: LandmarkService, query: dict[str, Any]
+) -> LandmarkRequest:
+    content_type = request.headers.get("content-type", "application/octet-stream")
+    media = content_type.split(";")[0].strip().lower()
+    body = await _read_body(request, service.settings.max_request_bytes)
+    options: dict[str, Any] = {k: v for k, v in query.items() if v is not None}
+    if media == "multipart/form-data":
+        try:
+            form = await request.form(max_files=1, max_fields=16)
+        except Exception as exc:
+            raise ProblemError("invalid-request", f"malformed multipart body: {exc}") from None
+        upload = form.get("image")
+        if upload is None:
+            raise ProblemError("invalid-request", "the multipart body has no 'image' field")
+        if isinstance(upload, UploadFile):
+            data = await upload.read()
+        else:
+            data = upload.encode("latin-1")
+        for key in ("model", "scheme", "boxes", "max_faces", "deadline_ms"):
+            if form.get(key) is not None:
+                options[key] = form.get(key)
+    elif media == "application/json" or media.endswith("+json"):
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            raise ProblemError("invalid-request", "the body is not valid JSON") from None
+        if not isinstance(payload, dict) or not isinstance(payload.get("image"), str):
+            raise ProblemError("invalid-request", "JSON body must be an object with a base64 'image' string")
+        encoded = payload["image"]
+        if encoded.startswith("data:"):
+            encoded = encoded.partition(",")[2]
+        try:
+            data = base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError):
+            raise ProblemError("invalid-image", "'image' is not valid base64") from None
+        unknown = set(payload) - {"image", "model", "scheme", "boxes", "max_faces", "deadline_ms"}
+        if unknown:
+            raise ProblemError("invalid-parameters", f"unknown keys: {sorted(unknown)}")
+        options.update({k: v for k, v in payload.items() if k != "image" and v is not None})
+    elif media in IMAGE_TYPES:
+        data = body
+    else:
+        raise ProblemError(
+            "unsupported-media-type",
+            f"unsupported content type {media!r}; send multipart/form-data, application/json or image/*",
+        )
+    if not data:
+        raise ProblemError("invalid-image", "the image is empty")
+    scheme = _text("scheme", options.get("scheme"))
+    boxes = options.get("boxes")
+    box_list = _parse_boxes(boxes) if boxes is not None else None
+    if options.get("box"):
+        box_list = (box_list or []) + _parse_box_params(options["box"])
+    return LandmarkRequest(
+        data=data,
+        model=_text("model", options.get("model")),
+        scheme=scheme,
+        boxes=box_list,
+        max_faces=_number("max_faces", options.get("max_faces"), int),  # type: ignore[arg-type]
+        deadline_ms=_number("deadline_ms", options.get("deadline_ms"), float),
+    )
+
+
+def _response(result: LandmarkResult) -> JSONResponse:
+    lm = result.model
+    body = {
+        "model": {"name": lm.name, "version": lm.version, "scheme": lm.scheme, "backend": lm.backend_name},
+        "image": {"width": result.image.width, "height": result.image.height, "format": result.image.format},
+        "box_source": result.box_source,
+        "faces": [
+            {"box": f.box, "detection_score": f.detection_score, "landmarks": f.landmarks}
+            for f in result.faces
+        ],
+        "timings_ms": result.timings_ms,
+    }
+    return JSONResponse(body, headers={"Server-Timing": result.server_timing()})
+
+
+@router.post(
+    "/v1/landmarks",
+    response_model=LandmarkResponse,
+    responses=_ERRORS,
+    openapi_extra={"requestBody": _REQUEST_BODY},
+    summary="Facial landmarks for every face in an image",
+)
+async def landmarks(
+    request: Request,
+    model: Annotated[
+        str | None, Query(description="model name (default: the scheme's default model)")
+    ] = None,
+    scheme: Annotated[Literal["ibug68", "aflw19"] | None, Query(description="landmark scheme")] = None,
+    boxes: Annotated[str | None, Query(description="JSON [[x1, y1, x2, y2], ...]; skips detection")] = None,
+    box: Annotated[list[str] | None, Query(description="one face box x1,y1,x2,y2 (repeatable)")] = None,
+    max_faces: Annotated[int | None, Query(ge=1, description="keep at most this many detected faces")] = None,
+    deadline_ms: Annotated[float | None, Query(gt=0, description="shorter deadline for this request")] = None,
+) -> Response:
+    service = _service(request)
+    query = {"model": model, "scheme": scheme, "boxes": boxes, "box": box, "max_faces": max_faces,
+             "deadline_ms": deadline_ms}  # fmt: skip
+    req = await _parse_request(request, service, query)
+    result = await service.predict(req)
+    return _response(result)
+
+
+@router.get("/v1/models", response_model=ModelsResponse, summary="Loaded models")
+async def models(request: Request) -> ModelsResponse:
+    service = _service(request)
+    out = []
+    for lm in service.models.values():
+        out.append(
+            ModelInfo(
+                name=lm.name,
+                version=lm.version,
+                scheme=lm.scheme,
+                num_points=lm.cascade.scheme.num_points if lm.cascade else 0,
+                backend=lm.backend_name,
+                device=lm.device,
+                input_sizes=lm.input_sizes,
+                stages=len(lm.input_sizes),
+                default_for_scheme=service.defaults.get(lm.scheme) == lm.name,
+                box_calibrations=lm.calibration_names,
+                ready=lm.ready,
+                error=lm.error,
+            )
+        )
+    return ModelsResponse(models=out)
+
+
+@router.get("/healthz", summary="Liveness: the process answers")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", response_model=ReadyResponse, responses={503: _ERRORS[503]}, summary="Readiness")
+async def readyz(request: Request) -> Response:
+    service = _service(request)
+    ready = {name: lm.ready for name, lm in service.models.items()}
+    errors = {name: lm.error for name, lm in service.models.items() if lm.error}
+    if service.load_error:
+        errors["service"] = service.load_error
+    if service.ready:
+        return JSONResponse({"status": "ready", "models": ready, "errors": errors})
+    return problem_response(
+        request, "not-ready", f"the service is {service.state}",
+        headers={"Retry-After": "5"}, extra={"state": service.state, "models": ready, "errors": errors},
+    )  # fmt: skip
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+async def metrics(request: Request) -> Response:
+    return Response(_service(request).metrics.render(), media_type=CONTENT_TYPE_LATEST)
