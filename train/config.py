@@ -10,7 +10,7 @@ Layout (see train/configs/*.yaml for complete examples)::
     name, seed, out_dir, device (auto|cpu|cuda), num_threads, resume
     data:    scheme, train/val/test (dataset specs), pdb {enabled, num_bins}, augment {...}
     stage1:  architecture, model_kwargs, pretrained, crop_rule, normalisation, loss, optim,
-             schedule, epochs, batch_size, grad_clip, eval_interval, num_workers, amp
+             schedule, epochs, max_steps, batch_size, grad_clip, eval_interval, num_workers, amp
     stage2:  same keys plus ``enabled`` (false -> single-stage model); trained on crops
              re-aligned from stage-1 predictions
     eval:    thresholds, batch_size
@@ -22,6 +22,7 @@ A dataset spec is one of ``{kind: synthetic, num, seed, image_size, pose, cache_
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,8 @@ from typing import Any
 import yaml
 
 __all__ = ["DEFAULTS", "apply_overrides", "load_config", "parse_override", "resolve", "save_config"]
+
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 _STAGE_DEFAULTS: dict[str, Any] = {
     "enabled": True,
@@ -41,9 +44,10 @@ _STAGE_DEFAULTS: dict[str, Any] = {
     "optim": {"name": "adamw", "lr": 1e-3, "weight_decay": 1e-4, "momentum": 0.9},
     "schedule": {"warmup_steps": 100, "min_lr_ratio": 0.01},  # linear warm-up, cosine decay
     "epochs": 10,
+    "max_steps": 0,  # > 0: train exactly this many steps (overrides epochs; a fixed budget)
     "batch_size": 32,
     "grad_clip": 10.0,
-    "eval_interval": 0,  # steps between validations; 0 = once per epoch
+    "eval_interval": 0,  # steps between validations; 0 = once per epoch or every total/10 steps if sooner
     "num_workers": 0,
     "amp": False,  # bfloat16 autocast on CUDA
 }
@@ -107,7 +111,10 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     parts = [p for p in key.strip().split(".")]
     if not all(parts):
         raise ValueError(f"bad override key {key!r}")
-    return parts, yaml.safe_load(raw) if raw.strip() else None
+    value = yaml.safe_load(raw) if raw.strip() else None
+    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):  # YAML 1.1 reads "3e-4" as a string
+        value = float(value)
+    return parts, value
 
 
 def apply_overrides(config: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:

@@ -61,9 +61,12 @@ from train.models.cascade import predict_crops
 __all__ = [
     "Runtime",
     "build_stage_model",
+    "cascade_errors",
     "evaluate_run",
     "load_checkpoint",
     "lr_at",
+    "run_stage_paths",
+    "sample_groups",
     "setup_runtime",
     "train",
     "train_stage",
@@ -326,8 +329,9 @@ def train_stage(
     steps_per_epoch = len(loader)
     if steps_per_epoch == 0:
         raise ValueError(f"stage{stage}: {len(dataset)} training crops < batch size {batch_size}")
-    total = int(st["epochs"]) * steps_per_epoch
-    eval_interval = int(st["eval_interval"]) or steps_per_epoch
+    total = int(st["max_steps"]) or int(st["epochs"]) * steps_per_epoch
+    # 0 -> once per epoch, but at least ~10 validations per stage
+    eval_interval = int(st["eval_interval"]) or max(1, min(steps_per_epoch, math.ceil(total / 10)))
     optimizer = _make_optimizer(model.parameters(), st["optim"])
     penalty = make_loss(st["loss"])
     base_lr = float(st["optim"].get("lr", 1e-3))
@@ -533,6 +537,48 @@ def run_stage_paths(run_dir: Path, which: str = "best") -> list[Path]:
     return found
 
 
+def cascade_errors(
+    paths: Sequence[Path],
+    samples: Sequence[Sample],
+    *,
+    device: str | torch.device = "cpu",
+    batch_size: int = 64,
+) -> tuple[dict[str, np.ndarray], list[dict[str, Any]]]:
+    """Per-face NME ``[N]`` after each stage of the cascade given by checkpoint ``paths``.
+
+    Stage 1 crops from the tight landmark box, stage 2 from stage-1 predictions (as served).
+    Returns ({"stage1": [N], "stage2": [N]}, checkpoints without weights).
+    """
+    loaded = [load_checkpoint(p, device) for p in paths]
+    scheme = get_scheme(loaded[0][1]["scheme"])
+    gt = np.stack([s.points for s in samples]).astype(np.float64)  # (N, K, 2)
+    boxes = np.stack([np.asarray(s.box, dtype=np.float64) for s in samples])  # (N, 4)
+    normaliser = scheme.normaliser_distance(gt, boxes)  # (N,)
+    errors: dict[str, np.ndarray] = {}
+    previous: np.ndarray | None = None
+    for k, (model, ck) in enumerate(loaded, start=1):
+        previous = _predict_points(
+            model,
+            samples,
+            scheme,
+            ck["config"][f"stage{k}"],
+            batch_size,
+            torch.device(device),
+            stage_index=k - 1,
+            previous=previous,
+        )  # (N, K, 2) image px
+        errors[f"stage{k}"] = nme_per_sample(previous, gt, normaliser)
+    return errors, [{k: v for k, v in ck.items() if k not in {"model", "optimizer"}} for _, ck in loaded]
+
+
+def sample_groups(samples: Sequence[Sample]) -> dict[str, np.ndarray]:
+    """Labels for the breakdowns: ``subset`` (meta["subset"], else "all") and ``yaw`` (|yaw| bins)."""
+    return {
+        "subset": np.array([str(s.meta.get("subset", "all")) for s in samples], dtype=object),
+        "yaw": yaw_bin_labels(np.array([float(s.meta.get("yaw", np.nan)) for s in samples])),
+    }
+
+
 def evaluate_run(
     run_dir: str | Path,
     *,
@@ -547,55 +593,40 @@ def evaluate_run(
 
     Writes ``eval.json`` and ``ced.png`` to ``out_dir`` (default ``run_dir``); returns the report:
     per stage ("stage1", "stage2" = the cascade output) overall / per subset / per |yaw| bin
-    summaries of the NME (normaliser: the scheme's), AUC and failure rate at each threshold.
+    summaries of the NME (normaliser: the scheme's), AUC and failure rate at each threshold;
+    "final" is the last stage's overall summary.
     """
     run = Path(run_dir)
     paths = run_stage_paths(run, which)
-    models = [load_checkpoint(p, device) for p in paths]
-    cfg = models[0][1]["config"]
-    scheme = get_scheme(models[0][1]["scheme"])
+    ck0 = torch.load(paths[0], map_location="cpu", weights_only=False)
+    cfg = ck0["config"]
     spec = data_spec or cfg["data"].get("test") or cfg["data"]["val"]
     thr = tuple(thresholds or cfg.get("eval", {}).get("thresholds") or DEFAULT_THRESHOLDS)
-    samples = load_samples(spec, scheme.name, progress=progress)
-    gt = np.stack([s.points for s in samples]).astype(np.float64)
-    boxes = np.stack([np.asarray(s.box, dtype=np.float64) for s in samples])
-    normaliser = scheme.normaliser_distance(gt, boxes)
-    groups = {
-        "subset": np.array([str(s.meta.get("subset", "all")) for s in samples], dtype=object),
-        "yaw": yaw_bin_labels(np.array([float(s.meta.get("yaw", np.nan)) for s in samples])),
-    }
+    samples = load_samples(spec, ck0["scheme"], progress=progress)
     bs = int(cfg.get("eval", {}).get("batch_size", 64))
+    errors, ckpts = cascade_errors(paths, samples, device=device, batch_size=bs)
+    groups = sample_groups(samples)
     report: dict[str, Any] = {
         "run_dir": str(run),
+        "checkpoint": which,
         "data": dict(spec),
-        "scheme": scheme.name,
+        "scheme": ck0["scheme"],
         "thresholds": list(thr),
     }
-    errors: dict[str, np.ndarray] = {}
-    previous: np.ndarray | None = None
-    for k, (model, ck) in enumerate(models, start=1):
-        previous = _predict_points(
-            model,
-            samples,
-            scheme,
-            ck["config"][f"stage{k}"],
-            bs,
-            torch.device(device),
-            stage_index=k - 1,
-            previous=previous,
-        )
-        e = nme_per_sample(previous, gt, normaliser)
-        errors[f"stage{k}"] = e
-        report[f"stage{k}"] = {"architecture": ck["architecture"], **grouped_summary(e, groups, thr)}
-    report["final"] = report[f"stage{len(models)}"]["overall"]
+    for k, ck in enumerate(ckpts, start=1):
+        report[f"stage{k}"] = {
+            "architecture": ck["architecture"],
+            "val": ck["val"],
+            **grouped_summary(errors[f"stage{k}"], groups, thr),
+        }
+    report["final"] = report[f"stage{len(ckpts)}"]["overall"]
     out = Path(out_dir) if out_dir is not None else run
     out.mkdir(parents=True, exist_ok=True)
     (out / "eval.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     from train.plots import plot_ced
 
-    labels = {
-        f"stage {k} ({models[k - 1][1]['architecture']})": errors[f"stage{k}"]
-        for k in range(1, len(models) + 1)
-    }
-    plot_ced(labels, max(thr), out / "ced.png", title=f"CED, {cfg['name']} ({scheme.name}, n={len(samples)})")
+    curves = {f"stage {k} ({ck['architecture']})": errors[f"stage{k}"] for k, ck in enumerate(ckpts, start=1)}
+    plot_ced(
+        curves, max(thr), out / "ced.png", title=f"CED, {cfg['name']} ({ck0['scheme']}, n={len(samples)})"
+    )
     return report

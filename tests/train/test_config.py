@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -70,4 +71,4 @@ def test_lr_schedule_warmup_then_cosine() -> None:
     assert lr_at(55, 100, 1.0, 10, 0.1) == pytest.approx(0.55)  # half-way: min + (1-min)/2
     assert lr_at(100, 100, 1.0, 10, 0.1) == pytest.approx(0.1)
     values = [lr_at(s, 100, 1.0, 10, 0.1) for s in range(10, 101)]
-    assert all(a >= b for a, b in zip(values, values[1:], strict=False))
+    assert all(a >= b for a, b in itertools.pairwise(values))
