@@ -8,6 +8,7 @@ CI (CI=true), where a missing tool fails the test, so CI can never pass without 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -81,3 +82,57 @@ def run(
 ) -> subprocess.CompletedProcess[str]:
     """Run a command, returning its result; the caller asserts on the exit code with the output shown."""
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+
+
+# Metric names: what service/metrics.py registers and what PromQL text (dashboard, alerts) queries.
+HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
+AUTO_LABELS = {"instance", "job", "le"}  # added by Prometheus at scrape time / by histograms
+
+
+def exported_metrics() -> dict[str, set[str]]:
+    """Every sample family name the service exposes on /metrics -> its label names.
+
+    Built from the metrics service.metrics.Metrics registers (counters as ``<name>_total``, histograms by
+    their base name; their _bucket/_sum/_count samples are folded back by :func:`promql_metric_names`).
+    """
+    from prometheus_client.metrics import MetricWrapperBase
+
+    from service.metrics import Metrics
+
+    metrics = Metrics()
+    families: dict[str, set[str]] = {}
+    for family in metrics.registry.collect():
+        name = family.name + "_total" if family.type == "counter" else family.name
+        families[name] = set()
+    for value in vars(metrics).values():
+        if isinstance(value, MetricWrapperBase):
+            base = value._name  # prometheus_client strips _total from counters here
+            name = base + "_total" if value._type == "counter" else base
+            families[name] = set(value._labelnames)
+    return families
+
+
+def _strip_strings(expr: str) -> str:
+    return re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
+
+
+def promql_metric_names(expr: str) -> set[str]:
+    """wingmark_* metric names an expression reads, histogram sample suffixes removed."""
+    names = set()
+    for name in re.findall(r"\bwingmark_[A-Za-z0-9_]+", _strip_strings(expr)):
+        for suffix in HISTOGRAM_SUFFIXES:
+            if name.endswith(suffix):
+                name = name[: -len(suffix)]
+                break
+        names.add(name)
+    return names
+
+
+def promql_selector_labels(expr: str) -> list[tuple[str, str]]:
+    """(metric, label) for every label matcher in ``metric{label="..."}`` selectors of ``expr``."""
+    pairs = []
+    for metric, body in re.findall(r"\b(wingmark_[A-Za-z0-9_]+)\s*\{([^}]*)\}", _strip_strings(expr)):
+        base = next((metric[: -len(s)] for s in HISTOGRAM_SUFFIXES if metric.endswith(s)), metric)
+        for label in re.findall(r"([A-Za-z_][A-Za-z0-9_]*)\s*(?:=~|!~|!=|=)", body):
+            pairs.append((base, label))
+    return pairs

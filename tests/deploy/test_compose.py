@@ -15,7 +15,7 @@ import yaml
 
 from tests.deploy.conftest import COMPOSE_FILE, REPO, run
 
-PROFILE_SETS: list[tuple[str, ...]] = [(), ("cpu",), ("grafana",), ("cpu", "grafana")]
+PROFILE_SETS: list[tuple[str, ...]] = [(), ("cpu",), ("grafana",), ("engines",), ("cpu", "grafana")]
 # Variables docker-compose.yml interpolates; cleared so that its defaults are what is tested.
 COMPOSE_VARS = (
     "MODEL_DIR",
@@ -91,8 +91,9 @@ def test_config_is_valid_for_every_profile(compose: list[str], profiles: tuple[s
 
 
 def test_default_profile_is_the_gpu_stack() -> None:
-    assert active_services(()) == {"build-engines", "wingmark", "prometheus"}
-    assert active_services(("grafana",)) == {"build-engines", "wingmark", "prometheus", "grafana"}
+    assert active_services(()) == {"wingmark", "prometheus"}
+    assert active_services(("grafana",)) == {"wingmark", "prometheus", "grafana"}
+    assert active_services(("engines",)) == {"wingmark", "prometheus", "build-engines"}
     assert "wingmark-cpu" in active_services(("cpu",))
 
 
@@ -117,16 +118,16 @@ def test_gpu_id_and_ports_come_from_the_environment(compose: list[str]) -> None:
     assert published_ports(services["prometheus"]) == {"19090:9090"}
 
 
-def test_service_waits_for_engines_which_persist_in_a_named_volume(compose: list[str]) -> None:
-    config = resolved(compose)
+def test_engines_persist_in_a_named_volume_at_the_backends_cache_dir(compose: list[str]) -> None:
+    from train.export.tensorrt import CACHE_ENV  # the variable the TensorRT backend's engine cache reads
+
+    config = resolved(compose, ("engines",))
     services = config["services"]
-    depends = services["wingmark"]["depends_on"]
-    assert depends["build-engines"]["condition"] == "service_completed_successfully"
     assert services["build-engines"]["command"][0] == "build-engine"
     assert services["wingmark"]["command"] == ["serve"]
     assert "engines" in config["volumes"]
     for name in ("wingmark", "build-engines"):
-        engine_dir = env_of(services[name])["WINGMARK_ENGINE_DIR"]
+        engine_dir = env_of(services[name])[CACHE_ENV]
         mounts = services[name]["volumes"]
         targets = {
             (m["source"], m["target"]) if isinstance(m, dict) else tuple(m.split(":")[:2]) for m in mounts
@@ -145,11 +146,13 @@ def test_cpu_profile_runs_onnxruntime_without_a_gpu(compose: list[str]) -> None:
 
 
 def test_service_settings_are_real_settings() -> None:
-    """Every WINGMARK_* variable the compose file sets is a field of service.settings.Settings."""
+    """Every WINGMARK_* variable the compose file sets is a field of service.settings.Settings (or the
+    engine cache folder, which the TensorRT backend reads itself)."""
     from service.settings import Settings
+    from train.export.tensorrt import CACHE_ENV
 
     prefix = "WINGMARK_"
-    fields = {prefix + name.upper() for name in Settings.model_fields}
+    fields = {prefix + name.upper() for name in Settings.model_fields} | {CACHE_ENV}
     for name, svc in raw()["services"].items():
         for var in env_of(svc):
             if var.startswith(prefix):
@@ -163,6 +166,7 @@ def test_mounted_host_files_exist(compose: list[str]) -> None:
             source = mount["source"] if isinstance(mount, dict) else mount.split(":")[0]
             if source.startswith("/"):
                 assert Path(source).exists(), f"{name} mounts {source}, which is not in the repository"
+    services = resolved(compose, ("cpu", "engines"))["services"]
     for name in ("wingmark", "wingmark-cpu", "build-engines"):
         sources = {m["source"] if isinstance(m, dict) else m.split(":")[0] for m in services[name]["volumes"]}
         assert str(REPO / "model_store" / "models") in sources
