@@ -70,7 +70,7 @@ PRECISIONS = ("fp32", "fp16", "int8")
 SIDECAR_FORMAT = 1
 # Identifier of the calibration set ``wingmark build-engine --precision int8`` uses by default
 # (synthetic validation crops; see train.export.cli); part of an INT8 engine's cache key.
-DEFAULT_INT8_CALIBRATION = "synthetic-val:n=512:seed=20180618"
+DEFAULT_INT8_CALIBRATION = "synthetic:n=512:seed=20180618"
 
 
 class TensorRTUnavailable(RuntimeError):

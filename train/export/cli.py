@@ -1,0 +1,371 @@
+"""``wingmark export``, ``wingmark build-engine`` and ``wingmark quantize``.
+
+Heavy imports (torch, TensorRT, onnxruntime.quantization) happen inside the commands: ``build-engine``
+never imports torch, so it runs in a GPU image without the training extra.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["build_engine_main", "export_main", "quantize_main"]
+
+# max abs error (crop units) allowed between a TensorRT engine and ONNX Runtime, per precision
+ENGINE_TOLERANCE = {"fp32": 1e-3, "fp16": 1e-2, "int8": 5e-2}
+
+
+def _store(root: str | None) -> Any:
+    from model_store.store import ModelStore
+
+    return ModelStore(Path(root) if root else None)
+
+
+def _write_json(path: str | None, payload: dict[str, Any]) -> None:
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(payload, indent=2, default=str) + "\n")
+
+
+# --------------------------------------------------------------------------------------------
+# export
+# --------------------------------------------------------------------------------------------
+
+
+def export_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="wingmark export",
+        description="Export a trained run's stages to ONNX, check parity, evaluate, calibrate the "
+        "dlib box and publish a model version into the model store.",
+    )
+    parser.add_argument(
+        "run_dir", type=Path, help="training run directory (holds stage1/best.pt, stage2/best.pt)"
+    )
+    parser.add_argument("--name", required=True, help="model name, e.g. cnn67-ibug68")
+    parser.add_argument("--version", required=True, help="version string, e.g. 1.0.0")
+    parser.add_argument(
+        "--store", help="model store root (default $WINGMARK_MODEL_ROOT or model_store/models)"
+    )
+    parser.add_argument("--which", default="best", choices=["best", "last"], help="which checkpoints")
+    parser.add_argument(
+        "--fp16-weights", action="store_true", help="store weights as float16 (half the size)"
+    )
+    parser.add_argument("--tolerance", type=float, default=1e-4, help="fp32 ONNX vs PyTorch max abs error")
+    parser.add_argument("--fp16-tolerance", type=float, default=2e-3, help="same, for --fp16-weights files")
+    parser.add_argument(
+        "--eval-data", help="JSON dataset spec for the evaluation (default: the run's val set)"
+    )
+    parser.add_argument(
+        "--min-dlib-faces", type=int, default=20, help="fewer -> documented default calibration"
+    )
+    parser.add_argument("--description", default="")
+    parser.add_argument("--work-dir", type=Path, help="where ONNX files and the report are written first")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing version")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--json", help="also write the export report here")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from train.export.parity import ParityError
+    from train.export.publish import export_run
+
+    torch.set_num_threads(max(1, args.threads))
+    try:
+        published, report = export_run(
+            args.run_dir,
+            args.name,
+            args.version,
+            store=_store(args.store),
+            work_dir=args.work_dir,
+            which=args.which,
+            fp16_weights=args.fp16_weights,
+            tolerance=args.tolerance,
+            fp16_tolerance=args.fp16_tolerance,
+            eval_data=json.loads(args.eval_data) if args.eval_data else None,
+            min_dlib_faces=args.min_dlib_faces,
+            description=args.description,
+            overwrite=args.overwrite,
+        )
+    except ParityError as exc:
+        print(f"wingmark export: parity check failed: {exc}", file=sys.stderr)
+        return 1
+    except (FileNotFoundError, FileExistsError, ValueError) as exc:
+        print(f"wingmark export: {exc}", file=sys.stderr)
+        return 2
+    _write_json(args.json, report)
+    ev = report["evaluation"]
+    print(
+        json.dumps(
+            {
+                "published": str(published.path),
+                "files": report["files"],
+                "nme": {k: ev[k]["nme"] for k in ev if k.startswith("stage")},
+                "parity_max_abs_error": [p["max_abs_error"] for p in ev["parity"]],
+                "dlib_faces_found": ev["box_calibration"]["faces_found"],
+            },
+            indent=2,
+        )
+    )
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# build-engine
+# --------------------------------------------------------------------------------------------
+
+
+def _batch_sizes(text: str) -> list[int]:
+    sizes = sorted({int(t) for t in text.split(",") if t.strip()})
+    if not sizes or sizes[0] < 1:
+        raise argparse.ArgumentTypeError("batch sizes must be positive integers, e.g. 1,8,32,64")
+    return sizes
+
+
+def _check_samples(model: Any, n: int, seed: int) -> tuple[list[Any], str]:
+    """Synthetic faces like the model's validation set (``seed`` picks a disjoint set), or none."""
+    from train.export.evaluate import load_synthetic
+
+    spec = dict(model.manifest.provenance.data.get("val") or {"kind": "synthetic", "image_size": 256})
+    spec.update(num=n, seed=seed)
+    spec.pop("limit", None)
+    spec.setdefault("kind", "synthetic")
+    try:
+        return load_synthetic(spec, model.manifest.scheme), f"synthetic:n={n}:seed={seed}"
+    except (ImportError, ValueError) as exc:
+        return [], f"unavailable ({exc})"
+
+
+def build_engine_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="wingmark build-engine",
+        description="Build (or find in the cache) a TensorRT engine per stage of a model version, check "
+        "it against ONNX Runtime on the same batch, optionally measure throughput.",
+    )
+    parser.add_argument("model", help="model name in the store, e.g. cnn67-ibug68")
+    parser.add_argument("--version", default="latest")
+    parser.add_argument("--store", help="model store root")
+    parser.add_argument("--precision", default="fp16", choices=["fp32", "fp16", "int8"])
+    parser.add_argument("--max-batch", type=int, default=64, help="profile max batch size (min is 1)")
+    parser.add_argument("--opt-batch", type=int, help="profile optimum batch size (default max/4)")
+    parser.add_argument("--cache-dir", type=Path, help="engine cache (default $WINGMARK_ENGINE_CACHE)")
+    parser.add_argument("--device", type=int, default=0, help="CUDA device index")
+    parser.add_argument("--calibration-samples", type=int, default=512, help="INT8 calibration faces")
+    parser.add_argument("--check-samples", type=int, default=64, help="faces for the ONNX Runtime check")
+    parser.add_argument("--tolerance", type=float, help="engine vs ONNX Runtime max abs error (crop units)")
+    parser.add_argument("--no-check", action="store_true", help="skip the ONNX Runtime comparison")
+    parser.add_argument(
+        "--bench", type=_batch_sizes, help="measure faces/s at these batch sizes, e.g. 1,8,32,64"
+    )
+    parser.add_argument("--bench-seconds", type=float, default=1.0)
+    parser.add_argument("--force", action="store_true", help="rebuild even when a valid engine is cached")
+    parser.add_argument("--json", help="write the report here")
+    args = parser.parse_args(argv)
+
+    from train.export import tensorrt as te
+    from train.export.evaluate import StageGeometry, evaluate_cascade, stage_inputs
+    from train.export.parity import ParityError, compare_outputs, onnx_runtime_session, run_onnx
+
+    ok, reason = te.cuda_available()
+    if not ok:
+        print(f"wingmark build-engine: {reason}", file=sys.stderr)
+        return 3
+    model = _store(args.store).resolve(args.model, args.version)
+    _store(args.store).verify(model)
+    manifest = model.manifest
+    profile = te.BatchProfile.for_max(args.max_batch, args.opt_batch)
+    cache = te.EngineCache(args.cache_dir or te.default_cache_dir())
+    capability, trt_version = te.device_compute_capability(args.device), te.tensorrt_version()
+    geometries = [StageGeometry.from_spec(s) for s in manifest.stages]
+
+    samples: list[Any] = []
+    check_note = "skipped"
+    if not args.no_check or args.precision == "int8":
+        samples, check_note = _check_samples(model, max(args.check_samples, 1), seed=7)
+    calib_id = None
+    calib_samples: list[Any] = []
+    if args.precision == "int8":
+        calib_samples, calib_id = _check_samples(model, args.calibration_samples, seed=20180618)
+        if not calib_samples:
+            print(f"wingmark build-engine: INT8 needs calibration data: {calib_id}", file=sys.stderr)
+            return 2
+
+    report: dict[str, Any] = {
+        "model": f"{manifest.name}/{manifest.version}",
+        "precision": args.precision,
+        "profile": {"min": profile.min, "opt": profile.opt, "max": profile.max},
+        "compute_capability": capability,
+        "tensorrt": trt_version,
+        "stages": [],
+    }
+    runners = []
+    from model_store.geometry import tight_box
+    from model_store.schemes import get_scheme
+
+    scheme = get_scheme(manifest.scheme)
+    tolerance = args.tolerance if args.tolerance is not None else ENGINE_TOLERANCE[args.precision]
+    status = 0
+    for i, spec in enumerate(manifest.stages):
+        onnx_path = model.path / spec.file
+        key = te.EngineKey(
+            onnx_sha256=te.sha256_file(onnx_path),
+            compute_capability=capability,
+            tensorrt_version=trt_version,
+            precision=args.precision,
+            profile=profile,
+            input_shape=(3, spec.input_size, spec.input_size),
+            calibration=calib_id,
+        )
+        engine_path = te.engine_path_for(cache.root, manifest.name, manifest.version, i, key)
+        if args.force:
+            engine_path.with_name(engine_path.name + ".json").unlink(missing_ok=True)
+
+        # INT8 calibration cache: tied to this ONNX file and this calibration set
+        calib_cache = (
+            engine_path.parent / f"stage{i}_{key.onnx_sha256[:16]}_{(calib_id or '').replace(':', '_')}.calib"
+        )
+
+        def build(onnx_path: Path = onnx_path, i: int = i, calib_cache: Path = calib_cache) -> bytes:
+            batches = None
+            if args.precision == "int8":
+                gt = np.stack([s.points for s in calib_samples]).astype(np.float64)
+                x, _ = stage_inputs(
+                    [s.image for s in calib_samples],
+                    i,
+                    geometries[i],
+                    scheme,
+                    boxes=tight_box(gt),
+                    previous=gt,
+                )
+                batches = [x[j : j + profile.opt] for j in range(0, len(x) - profile.opt + 1, profile.opt)]
+            return te.build_serialized_engine(
+                onnx_path,
+                profile,
+                args.precision,
+                calibration_batches=batches,
+                calibration_cache=calib_cache if args.precision == "int8" else None,
+            )
+
+        path, built = cache.get_or_build(manifest.name, manifest.version, i, key, build)
+        runner = te.EngineRunner(path, profile.max, device=args.device)
+        runners.append(runner)
+        entry: dict[str, Any] = {
+            "stage": i + 1,
+            "engine": str(path),
+            "built": built,
+            "bytes": path.stat().st_size,
+        }
+        if samples and not args.no_check:
+            gt = np.stack([s.points for s in samples]).astype(np.float64)
+            x, _ = stage_inputs(
+                [s.image for s in samples], i, geometries[i], scheme, boxes=tight_box(gt), previous=gt
+            )
+            x = x[: profile.max]
+            reference = run_onnx(onnx_runtime_session(onnx_path), x)
+            try:
+                parity = compare_outputs(
+                    reference, runner.run(x), tolerance, ("onnxruntime", f"tensorrt {args.precision}")
+                )
+                entry["parity"] = parity.to_dict()
+            except ParityError as exc:
+                entry["parity"] = {"passed": False, "error": str(exc)}
+                status = 1
+        report["stages"].append(entry)
+    report["check_data"] = check_note
+
+    if samples and not args.no_check:
+        ort_sessions = [onnx_runtime_session(model.path / s.file) for s in manifest.stages]
+        ort_eval = evaluate_cascade(lambda k, b: run_onnx(ort_sessions[k], b), geometries, samples, scheme)
+        trt_eval = evaluate_cascade(
+            lambda k, b: runners[k].run(b), geometries, samples, scheme, batch_size=profile.max
+        )
+        report["cascade_nme"] = {
+            "onnxruntime": ort_eval["final"]["nme"],
+            "tensorrt": trt_eval["final"]["nme"],
+        }
+
+    if args.bench:
+        sizes = [n for n in args.bench if n <= profile.max]
+        per_stage = [
+            te.benchmark_runner(r.run, (3, g.input_size, g.input_size), sizes, seconds=args.bench_seconds)
+            for r, g in zip(runners, geometries, strict=True)
+        ]
+        rows = []
+        for j, n in enumerate(sizes):
+            latency = sum(stage[j]["latency_ms"] for stage in per_stage)
+            rows.append(
+                {
+                    "batch_size": n,
+                    "stage_latency_ms": [round(stage[j]["latency_ms"], 3) for stage in per_stage],
+                    "cascade_latency_ms": round(latency, 3),
+                    "faces_per_s": round(n / (latency / 1e3), 1),
+                }
+            )
+        report["throughput"] = rows
+        print(f"\n{manifest.name}/{manifest.version} TensorRT {trt_version} {args.precision} sm{capability}")
+        print(f"{'batch':>6} {'stage ms':>20} {'cascade ms':>11} {'faces/s':>10}")
+        for row in rows:
+            stage_ms = "/".join(f"{v:.2f}" for v in row["stage_latency_ms"])
+            n, total, fps = row["batch_size"], row["cascade_latency_ms"], row["faces_per_s"]
+            print(f"{n:>6} {stage_ms:>20} {total:>11.2f} {fps:>10.1f}")
+    for r in runners:
+        r.close()
+    _write_json(args.json, report)
+    print(json.dumps(report, indent=2, default=str))
+    return status
+
+
+# --------------------------------------------------------------------------------------------
+# quantize
+# --------------------------------------------------------------------------------------------
+
+
+def quantize_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="wingmark quantize",
+        description="ONNX Runtime INT8 quantisation of a model version for CPU serving; reports the NME "
+        "change on the synthetic validation set and the CPU speed-up, and publishes NAME-int8.",
+    )
+    parser.add_argument("model", help="model name in the store, e.g. cnn67-ibug68")
+    parser.add_argument("--version", default="latest")
+    parser.add_argument("--store", help="model store root to read from")
+    parser.add_argument("--out-store", default="runs/quantized", help="store root to publish NAME-int8 into")
+    parser.add_argument("--mode", default="static", choices=["static", "dynamic"])
+    parser.add_argument("--suffix", default="-int8")
+    parser.add_argument("--calibration-samples", type=int, default=256)
+    parser.add_argument("--eval-samples", type=int, help="limit the evaluation set")
+    parser.add_argument("--batch-sizes", type=_batch_sizes, default=[1, 32])
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--json", help="write the report here")
+    args = parser.parse_args(argv)
+
+    from train.export.quantize import quantize_version
+
+    store = _store(args.store)
+    model = store.resolve(args.model, args.version)
+    store.verify(model)
+    _, report = quantize_version(
+        model,
+        _store(args.out_store),
+        mode=args.mode,
+        suffix=args.suffix,
+        calibration_samples=args.calibration_samples,
+        eval_samples=args.eval_samples,
+        batch_sizes=args.batch_sizes,
+        repeats=args.repeats,
+        overwrite=args.overwrite,
+    )
+    _write_json(args.json, report)
+    summary = {
+        k: report[k] for k in ("source", "mode", "n", "nme_float", "nme_int8", "nme_change", "sizes_bytes")
+    }
+    summary["speed"] = report["speed"]
+    summary["published"] = report["published"]
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
