@@ -7,6 +7,7 @@ a Docker engine; the assertions below read what it resolved.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -170,3 +171,39 @@ def test_mounted_host_files_exist(compose: list[str]) -> None:
     for name in ("wingmark", "wingmark-cpu", "build-engines"):
         sources = {m["source"] if isinstance(m, dict) else m.split(":")[0] for m in services[name]["volumes"]}
         assert str(REPO / "model_store" / "models") in sources
+
+
+MULTI_GPU = REPO / "docker" / "compose.multi-gpu.yml"
+NGINX_CONF = REPO / "docker" / "nginx.conf"
+
+
+def test_multi_gpu_example_pins_one_gpu_per_replica_behind_nginx(compose: list[str]) -> None:
+    result = run([*compose, "-f", str(MULTI_GPU), "--profile", "grafana", "config"], env=compose_env())
+    assert result.returncode == 0, result.stdout + result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    replicas = {name: svc for name, svc in services.items() if gpu_devices(svc)}
+    assert len(replicas) >= 2
+    gpu_ids = [str(gpu_devices(svc)[0]["device_ids"][0]) for svc in replicas.values()]
+    assert len(set(gpu_ids)) == len(gpu_ids), "two replicas reserve the same GPU"
+    for name, svc in replicas.items():
+        assert not svc.get("ports"), f"{name} is reached through the load balancer only"
+        assert "wingmark" in svc["networks"]["default"]["aliases"], "Prometheus finds replicas by this name"
+        assert env_of(svc)["WINGMARK_DEVICE"] == "cuda:0"  # the one reserved GPU, whichever it is
+        for mount in svc["volumes"]:
+            source = mount["source"] if isinstance(mount, dict) else mount.split(":")[0]
+            assert not source.startswith("/") or Path(source).exists(), source
+    upstream = re.findall(r"^\s*server\s+([\w.-]+):(\d+)", NGINX_CONF.read_text(), flags=re.M)
+    assert sorted(upstream) == sorted((name, "8000") for name in replicas)
+    assert published_ports(services["lb"]) == {"8000:8000"}
+    for name in ("lb", "prometheus", "grafana"):
+        for mount in services[name]["volumes"]:
+            source = mount["source"] if isinstance(mount, dict) else mount.split(":")[0]
+            assert not source.startswith("/") or Path(source).exists(), f"{name}: {source}"
+
+
+def test_nginx_accepts_the_largest_request_the_service_accepts() -> None:
+    from service.settings import Settings
+
+    match = re.search(r"client_max_body_size\s+(\d+)m;", NGINX_CONF.read_text())
+    assert match is not None
+    assert int(match.group(1)) * 1024 * 1024 >= Settings.model_fields["max_request_bytes"].default
