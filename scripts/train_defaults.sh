@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Train, export and publish the two embedded default models (cnn67-ibug68, cnn67-aflw19).
+#
+#   scripts/train_defaults.sh train     # start both trainings in the background (logs in runs/)
+#   scripts/train_defaults.sh export    # export + evaluate + publish both into model_store/models
+#   scripts/train_defaults.sh all       # train (in the foreground, both in parallel), then export
+#
+# Environment:
+#   VERSION        version to publish (default 1.0.0)
+#   TRAIN_ARGS     extra 'key=value' overrides for both trainings, e.g. "stage1.max_steps=800"
+#   THREADS        torch/OMP threads per training (default 1: the two trainings run side by side)
+#   PYTHON_BIN     default .venv/bin/python
+# The defaults are trained on synthetic faces only (see docs/models.md). Weights are stored as
+# float16 in the ONNX files (computation stays float32) to keep the repository small.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PYTHON_BIN:-.venv/bin/python}
+VERSION=${VERSION:-1.0.0}
+THREADS=${THREADS:-1}
+read -r -a EXTRA <<<"${TRAIN_ARGS:-}"
+MODELS=("cnn67-ibug68:train/configs/cnn67_synth_ibug68.yaml:runs/cnn67_synth_ibug68"
+        "cnn67-aflw19:train/configs/cnn67_synth_aflw19.yaml:runs/cnn67_synth_aflw19")
+
+train_one() {  # name config run_dir
+  local name=$1 config=$2 run=$3
+  mkdir -p runs
+  echo "$(date -u +%FT%TZ) training $name -> $run (log runs/$name.train.log)"
+  OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS nohup "$PY" -m service.cli train "$config" \
+    "out_dir=$run" "num_threads=$THREADS" "${EXTRA[@]}" --no-progress >"runs/$name.train.log" 2>&1 &
+  echo $! >"runs/$name.train.pid"
+}
+
+export_one() {  # name config run_dir
+  local name=$1 run=$3
+  echo "$(date -u +%FT%TZ) exporting $name/$VERSION from $run"
+  OMP_NUM_THREADS=$THREADS "$PY" -m service.cli export "$run" --name "$name" --version "$VERSION" \
+    --fp16-weights --overwrite --json "runs/$name.export.json" 2>&1 | tee "runs/$name.export.log"
+}
+
+case "${1:-}" in
+  train)
+    for m in "${MODELS[@]}"; do IFS=: read -r n c r <<<"$m"; train_one "$n" "$c" "$r"; done
+    echo "started; follow with: tail -f runs/cnn67-*.train.log"
+    ;;
+  export)
+    for m in "${MODELS[@]}"; do IFS=: read -r n c r <<<"$m"; export_one "$n" "$c" "$r"; done
+    ;;
+  all)
+    for m in "${MODELS[@]}"; do IFS=: read -r n c r <<<"$m"; train_one "$n" "$c" "$r"; done
+    for m in "${MODELS[@]}"; do
+      IFS=: read -r n _ _ <<<"$m"
+      pid=$(cat "runs/$n.train.pid")
+      if ! wait "$pid"; then echo "training $n failed; see runs/$n.train.log" >&2; exit 1; fi
+    done
+    for m in "${MODELS[@]}"; do IFS=: read -r n c r <<<"$m"; export_one "$n" "$c" "$r"; done
+    ;;
+  *)
+    sed -n '2,14p' "$0"; exit 2 ;;
+esac
