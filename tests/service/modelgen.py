@@ -104,18 +104,14 @@ def _write_torchscript(path: Path, scheme_name: str, size: int, seed: int) -> bo
     except ImportError:
         return False
     w = stage_weights(scheme_name, seed)
-    net = torch.nn.Sequential(
-        torch.nn.Conv2d(3, CHANNELS, 3, stride=2),
-        torch.nn.ReLU(),
-        torch.nn.AdaptiveAvgPool2d(1),
-        torch.nn.Flatten(),
-        torch.nn.Linear(CHANNELS, w["fc_b"].shape[0]),
-    )
+    conv = torch.nn.Conv2d(3, CHANNELS, 3, stride=2)
+    fc = torch.nn.Linear(CHANNELS, w["fc_b"].shape[0])
     with torch.no_grad():
-        net[0].weight.copy_(torch.from_numpy(w["conv_w"]))
-        net[0].bias.copy_(torch.from_numpy(w["conv_b"]))
-        net[4].weight.copy_(torch.from_numpy(w["fc_w"]))
-        net[4].bias.copy_(torch.from_numpy(w["fc_b"]))
+        conv.weight.copy_(torch.from_numpy(w["conv_w"]))
+        conv.bias.copy_(torch.from_numpy(w["conv_b"]))  # type: ignore[union-attr]
+        fc.weight.copy_(torch.from_numpy(w["fc_w"]))
+        fc.bias.copy_(torch.from_numpy(w["fc_b"]))
+    net = torch.nn.Sequential(conv, torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), fc)
     scripted = torch.jit.trace(net.eval(), torch.zeros(1, 3, size, size))
     torch.jit.save(scripted, str(path))
     return True

@@ -1,0 +1,97 @@
+"""Image decoding: formats, modes, EXIF orientation, reduced JPEG decoding, bombs and broken files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from service.decode import ImageDecodeError, ImageTooLargeError, decode_image
+from tests.service.images import bomb_png, encode, exif_rotated_jpeg, gradient, png16_rgb, truncated
+
+LIMIT = 10_000_000
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF"])
+def test_formats_decode_to_rgb_uint8(fmt: str) -> None:
+    pixels = gradient()
+    params = {"quality": 95} if fmt in {"JPEG", "WEBP"} else {}
+    out = decode_image(encode(pixels, fmt, **params), max_pixels=LIMIT)
+    assert out.pixels.shape == (64, 96, 3) and out.pixels.dtype == np.uint8
+    assert (out.width, out.height, out.format) == (96, 64, fmt)
+    tolerance = 40 if fmt == "GIF" else 12  # GIF quantises to a palette
+    assert np.abs(out.pixels.astype(int) - pixels.astype(int)).mean() < tolerance
+
+
+def test_greyscale_rgba_palette_cmyk_modes() -> None:
+    pixels = gradient()
+    grey = decode_image(encode(Image.fromarray(pixels).convert("L"), "PNG"), max_pixels=LIMIT)
+    assert grey.mode == "L" and grey.pixels.shape == (64, 96, 3)
+    assert (grey.pixels[..., 0] == grey.pixels[..., 2]).all()
+    rgba = np.dstack([pixels, np.full(pixels.shape[:2], 128, np.uint8)])
+    out = decode_image(encode(rgba, "PNG"), max_pixels=LIMIT)
+    assert out.mode == "RGBA" and (out.pixels == pixels).all()
+    pal = decode_image(encode(Image.fromarray(pixels).convert("P"), "PNG"), max_pixels=LIMIT)
+    assert pal.mode == "P" and np.abs(pal.pixels.astype(int) - pixels.astype(int)).mean() < 40
+    cmyk = decode_image(encode(Image.fromarray(pixels).convert("CMYK"), "JPEG", quality=95), max_pixels=LIMIT)
+    assert cmyk.mode == "CMYK" and np.abs(cmyk.pixels.astype(int) - pixels.astype(int)).mean() < 12
+
+
+def test_16_bit_greyscale_and_rgb_are_scaled_not_clipped() -> None:
+    grey16 = (np.linspace(0, 65535, 64 * 96).reshape(64, 96)).astype(np.uint16)
+    out = decode_image(encode(Image.fromarray(grey16), "PNG"), max_pixels=LIMIT)
+    assert out.pixels[0, 0, 0] == 0 and out.pixels[-1, -1, 0] == 255
+    assert abs(int(out.pixels[32, 48, 0]) - int(grey16[32, 48] >> 8)) <= 1
+    rgb16 = gradient().astype(np.uint16) * 257
+    out = decode_image(png16_rgb(rgb16), max_pixels=LIMIT)
+    assert np.abs(out.pixels.astype(int) - gradient().astype(int)).max() <= 1
+
+
+def test_exif_orientation_is_applied() -> None:
+    stored = gradient(96, 64)
+    out = decode_image(exif_rotated_jpeg(stored, 6), max_pixels=LIMIT)  # 6: rotate 90° clockwise to display
+    assert out.orientation == 6
+    assert (out.width, out.height) == (64, 96) and out.pixels.shape == (96, 64, 3)
+    # After a clockwise turn, the stored image's left column (R = 0) is the displayed top row.
+    assert out.pixels[0, :, 0].mean() < 30 and out.pixels[-1, :, 0].mean() > 220
+
+
+def test_large_jpeg_is_decoded_reduced_and_reports_its_scale() -> None:
+    pixels = np.asarray(Image.fromarray(gradient(64, 48)).resize((2048, 1536)))
+    out = decode_image(encode(pixels, "JPEG", quality=90), max_pixels=LIMIT, max_side=512)
+    assert (out.width, out.height) == (2048, 1536)
+    assert out.pixels.shape == (384, 512, 3)  # 1/4: the largest reduction keeping the long side >= 512
+    assert out.scale_x == pytest.approx(4.0) and out.scale_y == pytest.approx(4.0)
+    full = decode_image(encode(pixels, "JPEG", quality=90), max_pixels=LIMIT, max_side=2048)
+    assert full.pixels.shape == (1536, 2048, 3) and full.scale_x == 1.0
+
+
+def test_pixel_limit_refuses_a_bomb_before_decoding() -> None:
+    data = bomb_png(30000, 30000)
+    assert len(data) < 10_000
+    with pytest.raises(ImageTooLargeError):
+        decode_image(data, max_pixels=LIMIT)
+    with pytest.raises(ImageTooLargeError):
+        decode_image(encode(gradient(), "PNG"), max_pixels=96 * 64 - 1)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"not an image at all",
+        truncated(encode(gradient(), "JPEG", quality=90), 0.4),
+        truncated(encode(gradient(), "PNG"), 0.5),
+        b"\x89PNG\r\n\x1a\n" + b"\x00" * 40,
+    ],
+    ids=["empty", "text", "truncated-jpeg", "truncated-png", "broken-png-header"],
+)
+def test_undecodable_bytes_raise_decode_error(data: bytes) -> None:
+    with pytest.raises(ImageDecodeError):
+        decode_image(data, max_pixels=LIMIT)
+
+
+def test_unsupported_format_is_named() -> None:
+    data = encode(gradient(), "ICO")
+    with pytest.raises(ImageDecodeError, match="unsupported image format"):
+        decode_image(data, max_pixels=LIMIT)

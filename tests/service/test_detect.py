@@ -1,0 +1,108 @@
+"""Face detection: dlib's HOG detector on real photographs and the detector-box calibration fit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from model_store.geometry import BoxCalibration, tight_box
+from service.detect import Detections, DlibHogDetector, box_iou, create_detector, fit_box_calibration
+from tests.service.modelgen import mean_face
+from tests.service.photos import FRONTAL
+
+
+def test_box_iou() -> None:
+    a = np.array([[0, 0, 10, 10], [20, 20, 30, 30]])
+    b = np.array([[0, 0, 10, 10], [5, 0, 15, 10]])
+    iou = box_iou(a, b)
+    assert iou.shape == (2, 2)
+    assert iou[0, 0] == pytest.approx(1.0) and iou[0, 1] == pytest.approx(50 / 150)
+    assert iou[1, 0] == 0.0
+
+
+class ShiftedDetector:
+    """Fake detector: answers each image's known tight box through the inverse of a calibration."""
+
+    name = "fake"
+
+    def __init__(
+        self, boxes: list[np.ndarray], cal: BoxCalibration, miss: frozenset[int] = frozenset()
+    ) -> None:
+        self.boxes = boxes
+        self.cal = cal
+        self.miss = miss
+        self.calls = 0
+
+    def detect(self, image: np.ndarray) -> Detections:
+        i = self.calls
+        self.calls += 1
+        if i in self.miss:
+            return Detections(np.zeros((0, 4)), np.zeros(0))
+        t = self.boxes[i]
+        w, h = (t[2] - t[0]) / self.cal.sw, (t[3] - t[1]) / self.cal.sh
+        cx = (t[0] + t[2]) / 2 - self.cal.dx * w
+        cy = (t[1] + t[3]) / 2 - self.cal.dy * h
+        det = np.array([[cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], [0, 0, 5, 5]])  # plus a stray box
+        return Detections(det, np.array([1.0, 0.5]))
+
+
+def test_fit_box_calibration_recovers_a_known_mapping() -> None:
+    rng = np.random.default_rng(0)
+    truth = BoxCalibration(dx=0.02, dy=0.15, sw=1.1, sh=1.3)
+    points = [mean_face("ibug68") * rng.uniform(80, 200) + rng.uniform(0, 100, 2) for _ in range(12)]
+    detector = ShiftedDetector([tight_box(p) for p in points], truth, miss=frozenset({3, 7}))
+    report: dict[str, int] = {}
+    images = [np.zeros((400, 400, 3), np.uint8)] * len(points)
+    fitted = fit_box_calibration(detector, images, points, report=report)
+    assert report == {"images": 12, "faces": 12, "matched": 10}
+    for key in ("dx", "dy", "sw", "sh"):
+        assert getattr(fitted, key) == pytest.approx(getattr(truth, key), abs=1e-9)
+    # Applying the fit to a detector box gives back the tight landmark box.
+    detector.calls = 0
+    assert np.allclose(fitted.apply(detector.detect(images[0]).boxes[0]), tight_box(points[0]))
+
+
+def test_fit_box_calibration_needs_matches() -> None:
+    detector = ShiftedDetector([np.array([0, 0, 1, 1])], BoxCalibration(), miss=frozenset({0}))
+    with pytest.raises(ValueError, match="matched 0 faces"):
+        fit_box_calibration(detector, [np.zeros((8, 8, 3), np.uint8)], [mean_face("aflw19") * 100])
+
+
+def test_create_detector() -> None:
+    assert create_detector("none") is None
+    assert create_detector("dlib_hog").name == "dlib_hog"  # type: ignore[union-attr]
+    with pytest.raises(ValueError):
+        create_detector("haar")
+
+
+def test_dlib_finds_no_face_in_a_flat_image() -> None:
+    det = DlibHogDetector().detect(np.full((240, 320, 3), 128, np.uint8))
+    assert det.boxes.shape == (0, 4) and det.scores.shape == (0,)
+
+
+def _load(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def test_dlib_finds_the_face_in_real_photographs(photos: Path) -> None:
+    detector = DlibHogDetector(max_side=640)
+    for name in FRONTAL:
+        image = _load(photos / name)
+        det = detector.detect(image)
+        assert len(det.boxes) == 1, name
+        x1, y1, x2, y2 = det.boxes[0]
+        h, w = image.shape[:2]
+        assert 0 <= x1 < x2 <= w and 0 <= y1 < y2 <= h, name
+        assert (x2 - x1) > 0.1 * min(w, h), name  # a face, not a speck
+
+
+def test_detection_on_a_downscaled_copy_maps_back_to_full_size(photos: Path) -> None:
+    image = _load(photos / "cage.jpg")
+    small = DlibHogDetector(max_side=4096).detect(image).boxes[0]
+    big = np.asarray(Image.fromarray(image).resize((image.shape[1] * 2, image.shape[0] * 2)))
+    boxes = DlibHogDetector(max_side=640).detect(big).boxes  # detected on a copy ~0.5x the input
+    assert len(boxes) == 1
+    assert box_iou(boxes[:1], small[None] * 2)[0, 0] > 0.7
