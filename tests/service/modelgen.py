@@ -22,7 +22,7 @@ from model_store.manifest import BoxCalibrationSpec, Manifest, StageSpec
 from model_store.schemes import get_scheme
 from model_store.store import ModelStore, ModelVersion
 
-__all__ = ["CHANNELS", "mean_face", "publish_test_model", "stage_weights", "write_stage_onnx"]
+__all__ = ["CHANNELS", "mean_face", "publish_test_model", "stage_seed", "stage_weights", "write_stage_onnx"]
 
 CHANNELS = 4
 
@@ -55,6 +55,11 @@ def mean_face(scheme_name: str) -> np.ndarray:
         out[10] = pts[42:48].mean(axis=0)
         return out
     raise ValueError(scheme_name)
+
+
+def stage_seed(scheme_name: str, stage: int) -> int:
+    """The weight seed of ``stage`` (0-based) of the test model of ``scheme_name``."""
+    return 100 * stage + len(scheme_name)
 
 
 def stage_weights(scheme_name: str, seed: int) -> dict[str, np.ndarray]:
@@ -138,11 +143,11 @@ def publish_test_model(
     with tempfile.TemporaryDirectory() as tmp:
         for i, size in enumerate(sizes):
             onnx_name = f"stage{i + 1}.onnx"
-            src = write_stage_onnx(Path(tmp) / onnx_name, scheme_name, size, seed=100 * i + len(scheme_name))
+            src = write_stage_onnx(Path(tmp) / onnx_name, scheme_name, size, seed=stage_seed(scheme_name, i))
             files[onnx_name] = src
             checkpoint = None
             if with_torch and _write_torchscript(
-                Path(tmp) / f"stage{i + 1}.pt", scheme_name, size, 100 * i + len(scheme_name)
+                Path(tmp) / f"stage{i + 1}.pt", scheme_name, size, stage_seed(scheme_name, i)
             ):
                 checkpoint = f"stage{i + 1}.pt"
                 files[checkpoint] = Path(tmp) / checkpoint

@@ -1,0 +1,113 @@
+"""One contract for every inference backend the machine has (CONTRACT.md: service/backends).
+
+Each backend runs the real two-stage test model and must match an independent numpy evaluation of
+the same weights, give the same rows whatever the batch size, and keep shapes and dtype.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model_store.store import ModelStore, ModelVersion
+from service.backends import Backend, BackendUnavailableError, create_backend
+from tests.service.modelgen import stage_weights
+
+
+def _cuda_reason() -> str | None:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return None
+    except ImportError:
+        pass
+    return "no CUDA device on this machine"
+
+
+BACKENDS = [
+    pytest.param(("onnxruntime", "cpu"), id="onnxruntime"),
+    pytest.param(
+        ("torch", "cpu"),
+        id="torch",
+        marks=pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch is not installed"),
+    ),
+    pytest.param(
+        ("tensorrt", "cuda:0"),
+        id="tensorrt",
+        marks=[pytest.mark.gpu, pytest.mark.skipif(_cuda_reason() is not None, reason=_cuda_reason() or "")],
+    ),
+]
+TOLERANCE = {"onnxruntime": 1e-5, "torch": 1e-5, "tensorrt": 3e-3}  # tensorrt runs fp16 by default
+
+
+def reference(x: np.ndarray, scheme: str, seed: int) -> np.ndarray:
+    """numpy conv(3x3, stride 2) -> ReLU -> global average -> fully connected: [N, 3, S, S] -> [N, 2K]."""
+    w = stage_weights(scheme, seed)
+    win = np.lib.stride_tricks.sliding_window_view(x, (3, 3), axis=(2, 3))[
+        :, :, ::2, ::2
+    ]  # [N, 3, H', W', 3, 3]
+    conv = np.einsum("nchwij,ocij->nohw", win, w["conv_w"]) + w["conv_b"][None, :, None, None]
+    pooled = np.maximum(conv, 0).mean(axis=(2, 3))  # [N, C]
+    return np.asarray(pooled @ w["fc_w"].T + w["fc_b"], dtype=np.float32)
+
+
+@pytest.fixture(scope="module", params=["ibug68", "aflw19"])
+def model(request: pytest.FixtureRequest, test_store: Path) -> ModelVersion:
+    return ModelStore(test_store).resolve(f"test-{request.param}")
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest, model: ModelVersion) -> Iterator[Backend]:
+    kind, device = request.param
+    try:
+        b = create_backend(kind, model, device=device, max_batch_size=8)
+    except BackendUnavailableError as exc:
+        pytest.skip(str(exc))
+    yield b
+    b.close()
+
+
+def _batch(n: int, size: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(-1, 1, (n, 3, size, size)).astype(np.float32)
+
+
+def test_backend_matches_the_numpy_reference(backend: Backend, model: ModelVersion) -> None:
+    k = 68 if model.manifest.scheme == "ibug68" else 19
+    for stage, spec in enumerate(model.manifest.stages):
+        x = _batch(5, spec.input_size, seed=stage)
+        out = backend.run(stage, x)
+        assert out.shape == (5, 2 * k) and out.dtype == np.float32
+        seed = 100 * stage + len(model.manifest.scheme)
+        np.testing.assert_allclose(
+            out, reference(x, model.manifest.scheme, seed), atol=TOLERANCE[backend.name]
+        )
+
+
+def test_rows_do_not_depend_on_the_batch(backend: Backend, model: ModelVersion) -> None:
+    size = model.manifest.stages[0].input_size
+    x = _batch(8, size, seed=3)
+    together = backend.run(0, x)
+    alone = np.concatenate([backend.run(0, x[i : i + 1]) for i in range(8)])
+    np.testing.assert_allclose(together, alone, atol=TOLERANCE[backend.name])
+    np.testing.assert_allclose(backend.run(0, x[2:5]), together[2:5], atol=TOLERANCE[backend.name])
+
+
+def test_warmup_and_input_checks(backend: Backend, model: ModelVersion) -> None:
+    backend.warmup(8)
+    size = model.manifest.stages[0].input_size
+    with pytest.raises(ValueError):
+        backend.run(0, np.zeros((2, 3, size + 1, size), np.float32))
+    with pytest.raises(ValueError):
+        backend.run(0, np.zeros((3, size, size), np.float32))
+    out = backend.run(0, np.zeros((1, 3, size, size), np.float64))  # other dtypes are converted
+    assert out.dtype == np.float32
+
+
+def test_unknown_backend_kind() -> None:
+    with pytest.raises(ValueError, match="unknown backend"):
+        create_backend("tvm", None)  # type: ignore[arg-type]
