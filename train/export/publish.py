@@ -196,7 +196,7 @@ def calibrate_detector(
     }
     idx = np.asarray(matched_idx, dtype=np.int64)
     found = np.asarray(matched_boxes, dtype=np.float64).reshape(-1, 4)
-    if len(matched_idx) < min_faces:
+    if len(matched_idx) < max(1, min_faces):
         info["fitted"] = False
         spec = DEFAULT_BOX_CALIBRATIONS[scheme.name].model_copy(update={"fitted_on": None})
         return spec, info, idx, found
