@@ -40,7 +40,7 @@ class Server:
         return httpx.Client(base_url=self.url, timeout=60, **kw)  # type: ignore[arg-type]
 
     def stop(self, timeout: float = 30) -> int:
-        """SIGTERM, then wait. uvicorn shuts down gracefully and re-raises the signal: -SIGTERM is a clean exit."""
+        """SIGTERM, then wait (uvicorn shuts down gracefully, then re-raises the signal)."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -54,7 +54,7 @@ class Server:
         return self.log.read_text(errors="replace")
 
 
-def start_server(tmp: Path, *, wait_ready: bool = True, **settings: object) -> Server:
+def start_server(tmp: Path, settings: dict[str, object], *, wait_ready: bool = True) -> Server:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("WINGMARK_")}
     env.update({"WINGMARK_HOST": "127.0.0.1", "WINGMARK_PORT": str(port), "OMP_NUM_THREADS": "1",
@@ -110,7 +110,7 @@ E2E_SETTINGS: dict[str, object] = {
 def test_server(e2e_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """The service with the tests' own two-stage ONNX models (always available)."""
     settings = dict(E2E_SETTINGS, model_root=e2e_store, models="test-ibug68,test-aflw19")
-    srv = start_server(tmp_path_factory.mktemp("e2e"), **settings)
+    srv = start_server(tmp_path_factory.mktemp("e2e"), settings)
     yield srv
     code = srv.stop()
     assert code in (0, -signal.SIGTERM), srv.logs()
@@ -127,7 +127,7 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     if missing:
         pytest.skip(f"the default models are not in model_store/models yet: {missing}")
     settings = dict(E2E_SETTINGS, model_root=store.root, models=",".join(DEFAULT_MODELS.values()))
-    srv = start_server(tmp_path_factory.mktemp("e2e"), **settings)
+    srv = start_server(tmp_path_factory.mktemp("e2e"), settings)
     srv.kind = "default-models"
     yield srv
     code = srv.stop()

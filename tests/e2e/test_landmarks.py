@@ -108,7 +108,7 @@ def test_timings_and_server_timing_header(server: Server, photos: Path) -> None:
 def test_exif_orientation_and_reduced_decoding_keep_original_coordinates(
     server: Server, photos: Path
 ) -> None:
-    data, pixels = _photo(photos, "cage.jpg")
+    _, pixels = _photo(photos, "cage.jpg")
     box = [150.0, 140.0, 350.0, 360.0]
     with server.client() as c:
         plain = landmarks(post_raw(c, encode(pixels, "JPEG", quality=95), box=",".join(map(str, box))))[0]
