@@ -455,7 +455,7 @@ def train_stage(
             optimizer.step()
             step += 1
             # 6. log
-            running += float(loss)
+            running += float(loss.detach())
             seen += 1
             if step % 20 == 0 or step == total:
                 log.write(
