@@ -1,0 +1,121 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from model_store.geometry import tight_box
+from train.data.render import RenderOptions, render_face
+from train.data.synthetic import PoseDistribution, SyntheticFaces
+from train.data.types import LandmarkDataset
+
+CLEAN = RenderOptions(occlusion_prob=0, glasses_prob=0, blur_prob=0, noise_prob=0, jpeg_prob=0, lowres_prob=0)
+
+
+def test_samples_have_the_contract_types_and_are_deterministic():
+    ds = SyntheticFaces("ibug68", num=3, seed=11, image_size=96)
+    assert isinstance(ds, LandmarkDataset)
+    assert (ds.scheme, ds.name, len(ds)) == ("ibug68", "synthetic-ibug68", 3)
+    s2 = ds[2]  # access out of order: sample i depends on (seed, i) only
+    s0 = ds[0]
+    assert s0.image.shape == (96, 96, 3) and s0.image.dtype == np.uint8
+    assert s0.points.shape == (68, 2) and s0.points.dtype == np.float32
+    assert s0.box.dtype == np.float32
+    np.testing.assert_allclose(s0.box, tight_box(s0.points), atol=1e-4)
+    for key in ("yaw", "pitch", "roll"):
+        assert isinstance(s0.meta[key], float)
+    again = SyntheticFaces("ibug68", num=3, seed=11, image_size=96)
+    np.testing.assert_array_equal(again[2].image, s2.image)
+    np.testing.assert_array_equal(again[2].points, s2.points)
+    other = SyntheticFaces("ibug68", num=3, seed=12, image_size=96)[2]
+    assert not np.array_equal(other.points, s2.points)
+    assert not np.array_equal(s0.image, s2.image)
+    with pytest.raises(IndexError):
+        ds[3]
+    assert len(ds[0:2]) == 2
+
+
+def test_aflw19_points_come_from_the_same_3d_face():
+    a = SyntheticFaces("aflw19", num=2, seed=5, image_size=96)
+    b = SyntheticFaces("ibug68", num=2, seed=5, image_size=96)
+    for i in range(2):
+        p19, p68 = a[i].points, b[i].points
+        assert p19.shape == (19, 2)
+        np.testing.assert_array_equal(a[i].image, b[i].image)
+        # Single-point correspondences are exact: brows, eye corners, nose wings and tip, mouth corners, chin.
+        pairs = {0: 17, 1: 19, 2: 21, 3: 22, 4: 24, 5: 26, 6: 36, 8: 39, 9: 42, 11: 45, 12: 31, 13: 30}
+        pairs |= {14: 35, 15: 48, 17: 54, 18: 8}
+        for i19, i68 in pairs.items():
+            np.testing.assert_allclose(p19[i19], p68[i68], atol=1e-3)
+        # Eye centres: projection of the 3-D mean, close to the mean of the projected contour.
+        np.testing.assert_allclose(p19[7], p68[36:42].mean(axis=0), atol=0.5)
+        np.testing.assert_allclose(p19[10], p68[42:48].mean(axis=0), atol=0.5)
+
+
+def test_default_pose_distribution_is_imbalanced_with_a_long_yaw_tail():
+    dist = PoseDistribution()
+    rng = np.random.default_rng(0)
+    poses = np.array([dist.sample(rng) for _ in range(4000)])
+    yaw = np.abs(poses[:, 0])
+    assert yaw.max() <= 90.0 and np.abs(poses[:, 1]).max() <= 40.0
+    assert (yaw < 30).mean() > 0.7  # mostly frontal
+    assert 0.02 < (yaw > 60).mean() < 0.1  # but a tail of profiles
+    assert (yaw > 85).sum() > 0
+    flat = PoseDistribution.uniform_yaw()
+    uyaw = np.abs(np.array([flat.sample(rng) for _ in range(4000)])[:, 0])
+    assert abs((uyaw > 60).mean() - 1 / 3) < 0.04
+
+
+def test_geometry_only_matches_the_full_render():
+    ds = SyntheticFaces("ibug68", num=4, seed=3, image_size=64)
+    shapes = ds.shapes()
+    for i in range(4):
+        np.testing.assert_array_equal(shapes[i], ds[i].points)
+    np.testing.assert_allclose(ds.poses()[:, 0], [ds[i].meta["yaw"] for i in range(4)])
+
+
+def test_cache_round_trip(tmp_path):
+    ds = SyntheticFaces("aflw19", num=2, seed=9, image_size=64, cache_dir=tmp_path)
+    first = ds[1]
+    files = list(tmp_path.rglob("*.npz"))
+    assert len(files) == 1
+    cached = SyntheticFaces("aflw19", num=2, seed=9, image_size=64, cache_dir=tmp_path)[1]
+    np.testing.assert_array_equal(first.image, cached.image)
+    np.testing.assert_array_equal(first.points, cached.points)
+    assert cached.meta["yaw"] == first.meta["yaw"]
+
+
+def test_landmarks_sit_on_the_rendered_face():
+    """With clean rendering the face is drawn where the landmarks say: each eye (sclera, iris and
+    pupil) is a high-contrast patch, the cheek below it is smooth; the frontal face is centred."""
+    for seed in range(3):
+        face = render_face(np.random.default_rng(seed), 128, 0.0, 0.0, 0.0, CLEAN)
+        p = face.points68
+        assert (p > 0).all() and (p < 128).all()
+        centre = (p.min(axis=0) + p.max(axis=0)) / 2
+        assert np.all(np.abs(centre - 64) < 0.2 * 128)
+        grey = face.image.astype(np.float64).mean(axis=2)
+
+        def patch_std(pt: np.ndarray, r: int = 2, grey: np.ndarray = grey) -> float:
+            x, y = int(pt[0]), int(pt[1])
+            return float(grey[y - r : y + r + 1, x - r : x + r + 1].std())
+
+        for eye, corner in ((slice(36, 42), 48), (slice(42, 48), 54)):
+            e = p[eye].mean(axis=0)
+            cheek = (e + p[corner]) / 2
+            assert patch_std(e) > patch_std(cheek) + 8, seed
+
+
+def test_mirrored_poses_give_mirrored_point_layouts():
+    """Yaw +a and -a of the same identity: the landmark layouts are mirror images (scheme permutation)."""
+    from model_store.schemes import IBUG68
+
+    p_pos = render_face(np.random.default_rng(4), 128, 40.0, 0.0, 0.0, CLEAN, geometry_only=True).points68
+    p_neg = render_face(np.random.default_rng(4), 128, -40.0, 0.0, 0.0, CLEAN, geometry_only=True).points68
+    # Identity noise is not symmetric, so compare the centred layouts loosely.
+    a = p_pos - p_pos.mean(axis=0)
+    b = p_neg[IBUG68.flip_permutation] - p_neg.mean(axis=0)
+    b[:, 0] *= -1
+    scale = np.linalg.norm(a, axis=1).mean()
+    assert np.abs(a - b).mean() < 0.1 * scale
+    # The nose tip moves towards the side the face turns to.
+    assert p_pos[30, 0] > p_pos[27:31, 0].mean() - 1 and p_pos[30, 0] > (p_pos[0, 0] + p_pos[16, 0]) / 2

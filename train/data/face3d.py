@@ -1,0 +1,275 @@
+"""A deformable 3-D head for the synthetic face generator.
+
+The head is one triangle mesh built once from the 3-D 68-point mean shape
+(:mod:`train.data.meanshape68`): every vertex is given in cylindrical coordinates around a
+vertical axis behind the face, the radius is a thin-plate-spline surface through the 68
+landmarks and an ellipsoidal skull, and the mesh is a Delaunay triangulation of the
+(angle, height) parameters. Because the thin-plate spline is linear in its data, a change of
+the landmarks (identity, expression) moves every other vertex through one precomputed matrix.
+
+Coordinates: x to the image's right (the subject's left), y down, z towards the camera, in
+mean-shape units (the jaw spans about 1.25 units, roughly 14 cm).
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+
+from train.data.meanshape68 import MEAN_SHAPE_68
+
+__all__ = [
+    "AFLW19_FROM_68",
+    "HeadModel",
+    "aflw19_from_68",
+    "head_model",
+    "rotation_matrix",
+]
+
+# Axis of the cylindrical parametrisation and the skull ellipsoid (mean-shape units).
+RINGS = 2
+AXIS_Z = -0.45
+SKULL_CENTRE_Y = -0.45
+SKULL_RADII = (0.665, 0.86, 0.93)  # x, y, z semi-axes
+_THETA_SCALE = 0.8  # metric weight of the angle (radians) against height in the (theta, y) plane
+
+RIGHT_EYE = tuple(range(36, 42))
+LEFT_EYE = tuple(range(42, 48))
+OUTER_MOUTH = tuple(range(48, 60))
+INNER_MOUTH = tuple(range(60, 68))
+JAW = tuple(range(17))
+
+# The 19 AFLW points from the 68-point model (aflw19 order in model_store.schemes). Each row lists the
+# 68-point indices whose 3-D mean is the AFLW point: brows 17, 19, 21 / 22, 24, 26; eye corners 36, 39 /
+# 42, 45 with the eye centre the mean of the eye contour; nose wings 31, 35 and tip 30; mouth corners
+# 48, 54 with the mouth centre between the inner lips (62, 66); chin 8.
+AFLW19_FROM_68: tuple[tuple[int, ...], ...] = (
+    (17,), (19,), (21,), (22,), (24,), (26,),
+    (36,), RIGHT_EYE, (39,), (42,), LEFT_EYE, (45,),
+    (31,), (30,), (35,),
+    (48,), (62, 66), (54,),
+    (8,),
+)  # fmt: skip
+
+
+def aflw19_from_68(points68: np.ndarray) -> np.ndarray:
+    """[..., 68, D] -> [..., 19, D]: the AFLW-19 points as means of 68-point groups (in 3-D)."""
+    p = np.asarray(points68, dtype=np.float64)
+    return np.stack([p[..., list(idx), :].mean(axis=-2) for idx in AFLW19_FROM_68], axis=-2)
+
+
+def rotation_matrix(yaw: float, pitch: float, roll: float) -> np.ndarray:
+    """[3, 3] head rotation from degrees.
+
+    yaw > 0 turns the nose towards the image's right (+x), pitch > 0 lifts it (-y, y is down),
+    roll > 0 tilts the eye line clockwise on screen (its angle atan2(dy, dx) grows by ``roll``).
+    Applied as R = R_roll @ R_pitch @ R_yaw to column vectors.
+    """
+    a, b, c = np.radians([yaw, pitch, roll])
+    ry = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
+    rx = np.array([[1, 0, 0], [0, np.cos(b), -np.sin(b)], [0, np.sin(b), np.cos(b)]])
+    rz = np.array([[np.cos(c), -np.sin(c), 0], [np.sin(c), np.cos(c), 0], [0, 0, 1]])
+    return np.asarray(rz @ rx @ ry)
+
+
+def _skull_radius(theta: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Radius of the skull ellipsoid around the axis at angle ``theta`` (radians) and height ``y``."""
+    a, b, c = SKULL_RADII
+    s = np.sqrt(np.clip(1.0 - ((y - SKULL_CENTRE_Y) / b) ** 2, 0.05, None))
+    return np.asarray(1.0 / np.sqrt((np.sin(theta) / (a * s)) ** 2 + (np.cos(theta) / (c * s)) ** 2))
+
+
+def _to_cyl(p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    theta = np.arctan2(p[:, 0], p[:, 2] - AXIS_Z)
+    r = np.hypot(p[:, 0], p[:, 2] - AXIS_Z)
+    return theta, p[:, 1].copy(), r
+
+
+def _from_cyl(theta: np.ndarray, y: np.ndarray, r: np.ndarray) -> np.ndarray:
+    return np.stack([r * np.sin(theta), y, AXIS_Z + r * np.cos(theta)], axis=1)
+
+
+def _inside(poly: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    """Even-odd point-in-polygon test. poly [P, 2], pts [N, 2] -> [N] bool."""
+    x, y = pts[:, 0][:, None], pts[:, 1][:, None]
+    x1, y1 = poly[:, 0][None], poly[:, 1][None]
+    x2, y2 = np.roll(poly[:, 0], -1)[None], np.roll(poly[:, 1], -1)[None]
+    cond = (y1 > y) != (y2 > y)
+    xint = x1 + (y - y1) * (x2 - x1) / np.where(y2 == y1, 1e-12, y2 - y1)
+    return np.asarray((cond & (x < xint)).sum(axis=1) % 2 == 1)
+
+
+@dataclass(frozen=True)
+class HeadModel:
+    """The mean head mesh and the linear map that moves it with the landmarks.
+
+    vertices: [V, 3] mean-shape vertices; the first 68 are the landmarks.
+    triangles: [T, 3] vertex indices, counter-clockwise seen from outside (outward normals).
+    deform: [V, 68] weights: a landmark displacement D [68, 3] moves the vertices by deform @ D.
+    theta, height: [V] cylindrical parameters (for hair lines and other per-sample attributes).
+    ao: [V] ambient-occlusion factor in (0, 1] (eye sockets, under the nose, lips and jaw are darker).
+    tri_material: [T] 0 skin, 1 lips, 2 mouth interior, 3 right eye, 4 left eye.
+    surf_theta [A], surf_y [B], surf_r [B, A]: the mean head's radius on a regular (angle, height) table
+        (at least the skull's), for shells that sit on the head such as the hair.
+    """
+
+    vertices: np.ndarray
+    triangles: np.ndarray
+    deform: np.ndarray
+    theta: np.ndarray
+    height: np.ndarray
+    ao: np.ndarray
+    tri_material: np.ndarray
+    surf_theta: np.ndarray
+    surf_y: np.ndarray
+    surf_r: np.ndarray
+
+    def surface_radius(self, theta: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Bilinear look-up of the mean head's radius at angles ``theta`` (radians) and heights ``y``."""
+        ta, ya = self.surf_theta, self.surf_y
+        fi = np.clip((np.asarray(theta) - ta[0]) / (ta[1] - ta[0]), 0, len(ta) - 1.001)
+        fj = np.clip((np.asarray(y) - ya[0]) / (ya[1] - ya[0]), 0, len(ya) - 1.001)
+        i, j = fi.astype(int), fj.astype(int)
+        di, dj = fi - i, fj - j
+        r = self.surf_r
+        top = r[j, i] * (1 - di) + r[j, i + 1] * di
+        bottom = r[j + 1, i] * (1 - di) + r[j + 1, i + 1] * di
+        return np.asarray(top * (1 - dj) + bottom * dj)
+
+
+@functools.lru_cache(maxsize=1)
+def head_model() -> HeadModel:
+    """Build (once per process, ~0.1 s) the mean head mesh."""
+    from scipy.interpolate import RBFInterpolator
+    from scipy.spatial import Delaunay
+
+    lm = np.asarray(MEAN_SHAPE_68, dtype=np.float64)
+    lt, ly, lr = _to_cyl(lm)
+
+    def metric(theta: np.ndarray, y: np.ndarray) -> np.ndarray:
+        return np.stack([theta * _THETA_SCALE, y], axis=1)
+
+    # Regular grid over the head, denser in angle at the front.
+    thetas = np.radians(
+        np.concatenate([np.arange(-180, -90, 22.5), np.arange(-90, 90.1, 9.0), [112.5, 135, 157.5]])
+    )
+    # Rows: evenly spaced in height over the face, then by latitude towards the crown (no pointed top).
+    lat = np.radians(np.arange(30.0, 88.0, 12.0))
+    crown = SKULL_CENTRE_Y - SKULL_RADII[1] * np.sin(lat)
+    heights = np.concatenate([crown[::-1], np.arange(SKULL_CENTRE_Y - 0.42, 0.62, 0.1)])
+    gt, gy = (a.ravel() for a in np.meshgrid(thetas, heights))
+    # The jaw line as a function of angle: the grid stops just above it; under-jaw rings close the bottom.
+    jaw_t, jaw_y = lt[list(JAW)], ly[list(JAW)]
+    bottom = np.interp(gt, jaw_t, jaw_y, left=jaw_y[0], right=jaw_y[-1])
+    # Behind the jaw's ends the head's lower edge runs down to the nape.
+    side = np.clip((np.abs(gt) - abs(jaw_t[0])) / (np.radians(125) - abs(jaw_t[0])), 0.0, 1.0)
+    bottom = np.where(side > 0, (1 - side) * bottom + side * 0.15, bottom - 0.03)
+    keep = gy < bottom
+    g_metric = metric(gt, gy)
+    l_metric = metric(lt, ly)
+    d_min = np.min(np.linalg.norm(g_metric[:, None] - l_metric[None], axis=-1), axis=1)
+    keep &= d_min > 0.055
+    for poly_idx in (RIGHT_EYE, LEFT_EYE, OUTER_MOUTH):
+        keep &= ~_inside(l_metric[list(poly_idx)], g_metric)
+    gt, gy = gt[keep], gy[keep]
+
+    # Thin-plate spline of the radius through the landmarks and skull anchors far from the face.
+    anchor_t = np.radians(np.arange(-180, 180, 15.0))
+    at, ay = (a.ravel() for a in np.meshgrid(anchor_t, np.arange(-1.40, 0.2, 0.2)))
+    far = (np.abs(at) > np.radians(100)) | (ay < -0.95)
+    at, ay = at[far], ay[far]
+    data_metric = np.concatenate([l_metric, metric(at, ay)])
+    data_r = np.concatenate([lr, _skull_radius(at, ay)])
+    # Forehead: a few anchors on the skull above the brows keep the spline from bulging there.
+    ft = np.radians(np.array([-60, -40, -20, 0, 20, 40, 60], dtype=np.float64))
+    fy = np.full_like(ft, -0.80)
+    data_metric = np.concatenate([data_metric, metric(ft, fy)])
+    data_r = np.concatenate([data_r, _skull_radius(ft, fy) + 0.02 * np.cos(ft)])
+    n_data = len(data_r)
+    tps = RBFInterpolator(data_metric, np.eye(n_data), kernel="thin_plate_spline", smoothing=1e-6)
+    grid_w = tps(metric(gt, gy))  # [G, n_data]: radius at grid points as a linear map of the data radii
+    gr = grid_w @ data_r
+
+    # Under-jaw rings: tucked under the jaw points towards the neck.
+    ring_idx = np.arange(1, 16)
+    rings_t, rings_y, rings_r, rings_src = [], [], [], []
+    for dy, shrink in ((0.05, 0.9), (0.11, 0.74))[:RINGS]:
+        rings_t.append(lt[ring_idx])
+        rings_y.append(ly[ring_idx] + dy)
+        rings_r.append(lr[ring_idx] * shrink)
+        rings_src.append(ring_idx)
+    rt, ry_, rr = np.concatenate(rings_t), np.concatenate(rings_y), np.concatenate(rings_r)
+
+    all_t = np.concatenate([lt, gt, rt])
+    all_y = np.concatenate([ly, gy, ry_])
+    all_r = np.concatenate([lr, gr, rr])
+    verts = _from_cyl(all_t, all_y, all_r)
+
+    # Deformation weights: landmarks move themselves; grid vertices follow through the spline's landmark
+    # columns (a displacement field interpolated like the radius); rings follow their jaw point.
+    n_grid, n_ring = len(gt), len(rt)
+    deform = np.zeros((68 + n_grid + n_ring, 68))
+    deform[:68] = np.eye(68)
+    gw = grid_w[:, :68]
+    deform[68 : 68 + n_grid] = gw
+    src = np.concatenate(rings_src)
+    deform[68 + n_grid + np.arange(n_ring), src] = 1.0
+
+    tri = Delaunay(metric(all_t, all_y)).simplices
+    # Drop long, thin triangles on the hull.
+    pm = metric(all_t, all_y)
+    edge = np.max(
+        np.stack([np.linalg.norm(pm[tri[:, i]] - pm[tri[:, (i + 1) % 3]], axis=1) for i in range(3)]), axis=0
+    )
+    tri = tri[edge < 0.42]
+    # Orient outwards: the normal must point away from the axis.
+    a, b, c = verts[tri[:, 0]], verts[tri[:, 1]], verts[tri[:, 2]]
+    n = np.cross(b - a, c - a)
+    centre = (a + b + c) / 3
+    radial = centre - np.stack([0 * centre[:, 0], centre[:, 1], np.full(len(centre), AXIS_Z)], axis=1)
+    flip = (n * radial).sum(axis=1) < 0
+    tri[flip] = tri[flip][:, ::-1]
+
+    # Materials from the landmark sets (no grid vertex lies inside an eye or the mouth).
+    in_set = [
+        np.isin(tri, s).all(axis=1) for s in (INNER_MOUTH, OUTER_MOUTH + INNER_MOUTH, RIGHT_EYE, LEFT_EYE)
+    ]
+    mat = np.zeros(len(tri), dtype=np.int64)
+    mat[in_set[1]] = 1
+    mat[in_set[0]] = 2
+    mat[in_set[2]] = 3
+    mat[in_set[3]] = 4
+
+    # Ambient occlusion: Gaussian dips around eye sockets, nose sides, under the nose and lower lip.
+    def dip(centre_pt: np.ndarray, sigma: float, depth: float) -> np.ndarray:
+        d2 = ((verts - centre_pt) ** 2).sum(axis=1)
+        return np.asarray(depth * np.exp(-d2 / (2 * sigma**2)))
+
+    occ = np.zeros(len(verts))
+    for eye in (RIGHT_EYE, LEFT_EYE):
+        c_eye = lm[list(eye)].mean(axis=0)
+        occ += dip(c_eye + np.array([0.0, -0.04, -0.02]), 0.10, 0.30)
+        occ += dip(lm[eye[3]] + np.array([0.05 * np.sign(-c_eye[0]), 0.0, 0.0]), 0.05, 0.20)
+    occ += dip(lm[33] + np.array([0, 0.04, -0.02]), 0.05, 0.35)
+    occ += dip((lm[57] + lm[8]) / 2, 0.06, 0.18)
+    for side in (31, 35):
+        occ += dip(lm[side] + np.array([0.03 * np.sign(lm[side, 0]), -0.03, -0.04]), 0.05, 0.25)
+    for corner in (48, 54):
+        occ += dip(lm[corner], 0.035, 0.25)
+    ao = np.clip(1.0 - occ, 0.45, 1.0)
+    ao[68 + n_grid :] *= 0.75
+
+    # Radius table for shells (hair): the spline surface, never inside the skull.
+    st = np.radians(np.arange(-180.0, 180.1, 5.0))
+    sy = np.arange(SKULL_CENTRE_Y - SKULL_RADII[1], 0.45, 0.025)
+    tt, yy = np.meshgrid(st, sy)
+    sr = np.maximum(tps(metric(tt.ravel(), yy.ravel())) @ data_r, _skull_radius(tt.ravel(), yy.ravel()))
+    sr = sr.reshape(tt.shape)
+    top = SKULL_CENTRE_Y - SKULL_RADII[1] * np.sin(np.radians(84.0))
+    sr[sy < top] = np.minimum(sr[sy < top], _skull_radius(tt[sy < top], yy[sy < top]))
+
+    for arr in (verts, tri, deform, all_t, all_y, ao, mat, st, sy, sr):
+        arr.setflags(write=False)
+    return HeadModel(verts, tri, deform, all_t, all_y, ao, mat, st, sy, sr)

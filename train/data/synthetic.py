@@ -1,0 +1,168 @@
+"""Synthetic faces with exact 68- and 19-point ground truth and a controllable pose distribution.
+
+``SyntheticFaces(scheme, num, seed)`` is a ``Sequence[Sample]``: sample ``i`` is rendered on demand by
+:func:`train.data.render.render_face` from ``np.random.default_rng([seed, i])``, so it is the same
+for the same (seed, i, image size, pose distribution, renderer version) on every machine, whatever
+the order of access. With ``cache_dir`` set, rendered samples are kept as small ``.npz`` files.
+
+Poses: yaw, pitch and roll (degrees) come from :class:`PoseDistribution`; the default is
+imbalanced like in-the-wild photo collections: mostly near-frontal with a long tail out to
++-90 degrees of yaw, where the landmarks of the hidden side are still labelled at their
+projected 3-D positions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import overload
+
+import numpy as np
+
+from model_store.geometry import tight_box
+from model_store.schemes import get_scheme
+from train.data.render import RenderOptions, render_face
+from train.data.types import Sample
+
+__all__ = ["RENDERER_VERSION", "PoseDistribution", "SyntheticFaces"]
+
+RENDERER_VERSION = 1  # bump whenever the renderer's output for a given seed changes (invalidates caches)
+
+
+@dataclass(frozen=True)
+class PoseDistribution:
+    """Head-pose distribution in degrees.
+
+    Yaw: with probability ``yaw_tail`` uniform in [-yaw_max, yaw_max] (the long tail of profiles),
+    otherwise normal(0, yaw_std), clipped to +-yaw_max. Pitch and roll: normal(0, std), clipped.
+    Signs: yaw > 0 turns the nose to the image's right, pitch > 0 lifts it, roll > 0 tilts the eye
+    line clockwise on screen (see ``train.data.face3d.rotation_matrix``).
+    """
+
+    yaw_std: float = 18.0
+    yaw_tail: float = 0.15
+    yaw_max: float = 90.0
+    pitch_std: float = 10.0
+    pitch_max: float = 40.0
+    roll_std: float = 8.0
+    roll_max: float = 40.0
+
+    @classmethod
+    def uniform_yaw(cls, yaw_max: float = 90.0) -> PoseDistribution:
+        """Yaw uniform in [-yaw_max, yaw_max] (a balanced reference)."""
+        return cls(yaw_tail=1.0, yaw_max=yaw_max)
+
+    @classmethod
+    def frontal(cls) -> PoseDistribution:
+        """Near-frontal only (no tail), e.g. for quick tests."""
+        return cls(yaw_std=10.0, yaw_tail=0.0, yaw_max=30.0, pitch_std=5.0, roll_std=5.0)
+
+    def sample(self, rng: np.random.Generator) -> tuple[float, float, float]:
+        """(yaw, pitch, roll) in degrees."""
+        if rng.random() < self.yaw_tail:
+            yaw = rng.uniform(-self.yaw_max, self.yaw_max)
+        else:
+            yaw = np.clip(rng.normal(0.0, self.yaw_std), -self.yaw_max, self.yaw_max)
+        pitch = np.clip(rng.normal(0.0, self.pitch_std), -self.pitch_max, self.pitch_max)
+        roll = np.clip(rng.normal(0.0, self.roll_std), -self.roll_max, self.roll_max)
+        return float(yaw), float(pitch), float(roll)
+
+
+class SyntheticFaces(Sequence[Sample]):
+    """``num`` synthetic faces of ``image_size`` x ``image_size`` pixels in ``scheme`` (ibug68 | aflw19)."""
+
+    def __init__(
+        self,
+        scheme: str,
+        num: int,
+        seed: int,
+        image_size: int = 256,
+        pose: PoseDistribution | None = None,
+        cache_dir: Path | None = None,
+        options: RenderOptions | None = None,
+    ) -> None:
+        self.scheme = get_scheme(scheme).name
+        if num < 0:
+            raise ValueError(f"num must be >= 0, got {num}")
+        if image_size < 32:
+            raise ValueError(f"image_size must be >= 32, got {image_size}")
+        self.num = int(num)
+        self.seed = int(seed)
+        self.image_size = int(image_size)
+        self.pose = pose or PoseDistribution()
+        self.options = options or RenderOptions()
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.name = f"synthetic-{self.scheme}"
+        key = json.dumps(
+            {
+                "v": RENDERER_VERSION,
+                "seed": self.seed,
+                "size": self.image_size,
+                "pose": asdict(self.pose),
+                "options": asdict(self.options),
+            },
+            sort_keys=True,
+        )
+        self._key = hashlib.sha256(key.encode()).hexdigest()[:16]
+
+    def __len__(self) -> int:
+        return self.num
+
+    @overload
+    def __getitem__(self, index: int) -> Sample: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Sample]: ...
+    def __getitem__(self, index: int | slice) -> Sample | Sequence[Sample]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(self.num))]
+        i = int(index)
+        if i < 0:
+            i += self.num
+        if not 0 <= i < self.num:
+            raise IndexError(f"index {index} out of range for {self.num} samples")
+        return self._load(i)
+
+    def __iter__(self) -> Iterator[Sample]:
+        for i in range(self.num):
+            yield self._load(i)
+
+    def poses(self) -> np.ndarray:
+        """[N, 3] yaw, pitch, roll (degrees) of every sample, without rendering."""
+        return np.array([self.pose.sample(np.random.default_rng([self.seed, i])) for i in range(self.num)])
+
+    def shapes(self) -> np.ndarray:
+        """[N, K, 2] landmarks of every sample in this scheme, computed without rendering images."""
+        out = np.empty((self.num, get_scheme(self.scheme).num_points, 2), dtype=np.float32)
+        for i in range(self.num):
+            rng = np.random.default_rng([self.seed, i])
+            yaw, pitch, roll = self.pose.sample(rng)
+            face = render_face(rng, self.image_size, yaw, pitch, roll, self.options, geometry_only=True)
+            out[i] = face.points68 if self.scheme == "ibug68" else face.points19
+        return out
+
+    def _render(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, object]]:
+        rng = np.random.default_rng([self.seed, i])
+        yaw, pitch, roll = self.pose.sample(rng)
+        face = render_face(rng, self.image_size, yaw, pitch, roll, self.options)
+        return face.image, face.points68, face.points19, face.meta
+
+    def _load(self, i: int) -> Sample:
+        path = self.cache_dir / self._key / f"{i:07d}.npz" if self.cache_dir is not None else None
+        if path is not None and path.exists():
+            with np.load(path) as z:
+                image, p68, p19 = z["image"], z["points68"], z["points19"]
+                meta = json.loads(str(z["meta"]))
+        else:
+            image, p68, p19, meta = self._render(i)
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_suffix(".tmp.npz")
+                np.savez_compressed(tmp, image=image, points68=p68, points19=p19, meta=json.dumps(meta))
+                tmp.replace(path)
+        points = np.asarray(p68 if self.scheme == "ibug68" else p19, dtype=np.float32)
+        meta = {**meta, "index": i, "seed": self.seed, "subset": self.name}
+        box = tight_box(points).astype(np.float32)
+        return Sample(image=image, points=points, box=box, scheme=self.scheme, meta=meta)
