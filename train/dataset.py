@@ -109,7 +109,12 @@ def training_indices(samples: Sequence[Sample], pdb: Mapping[str, Any], seed: in
     from train.data.pdb import pdb_indices
 
     shapes = np.stack([s.points for s in samples]).astype(np.float64)  # (N, K, 2)
-    return np.asarray(pdb_indices(shapes, int(pdb.get("num_bins", 9)), np.random.default_rng(seed)))
+    max_factor = pdb.get("max_factor")
+    rng = np.random.default_rng(seed)
+    idx = pdb_indices(
+        shapes, int(pdb.get("num_bins", 9)), rng, max_factor=None if max_factor is None else float(max_factor)
+    )
+    return np.asarray(idx)
 
 
 class CropDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):

@@ -359,6 +359,7 @@ def train_stage(
         if rt.is_main:
             print(f"stage{stage}: resuming at step {step}/{total}")
 
+    resumed_at = step  # its evaluation is in the checkpoint already
     train_model: nn.Module = model
     if rt.distributed:
         train_model = DistributedDataParallel(
@@ -431,7 +432,7 @@ def train_stage(
             for group in optimizer.param_groups:
                 group["lr"] = lr
             # 2. evaluate / checkpoint
-            if step > 0 and step % eval_interval == 0:
+            if step > 0 and step % eval_interval == 0 and step != resumed_at:
                 last_val = evaluate_and_save(epoch, completed=False)
                 bar.set_postfix(
                     loss=f"{running / max(seen, 1):.3f}", val_nme=f"{last_val.get('nme', math.nan):.4f}"
