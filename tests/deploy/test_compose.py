@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +135,28 @@ def test_engines_persist_in_a_named_volume_at_the_backends_cache_dir(compose: li
             (m["source"], m["target"]) if isinstance(m, dict) else tuple(m.split(":")[:2]) for m in mounts
         }
         assert ("engines", engine_dir) in targets, mounts
+
+
+def test_prebuilt_engines_match_the_services_batch_profile(compose: list[str]) -> None:
+    """build-engines passes the service's max batch size, so the engine key (which includes the batch
+    profile) is the one the service looks up."""
+    for size in ("32", "48"):
+        services = resolved(compose, ("engines",), WINGMARK_MAX_BATCH_SIZE=size)["services"]
+        command = services["build-engines"]["command"]
+        assert command[command.index("--max-batch") + 1] == size
+        assert env_of(services["wingmark"])["WINGMARK_MAX_BATCH_SIZE"] == size
+
+
+def test_build_engines_command_is_accepted_by_the_cli(compose: list[str], tmp_path: Path) -> None:
+    """The one-shot's arguments parse with the real `wingmark build-engine`; without a GPU it then stops
+    with its 'no CUDA' status (3) instead of an argparse error (2)."""
+    command = resolved(compose, ("engines",))["services"]["build-engines"]["command"]
+    env = compose_env(WINGMARK_ENGINE_CACHE=str(tmp_path), WINGMARK_MODEL_ROOT=str(tmp_path))
+    result = run([sys.executable, "-m", "service.cli", *command], env=env)
+    assert "usage:" not in result.stderr, result.stderr
+    assert result.returncode != 2, result.stderr
+    if result.returncode == 3:
+        assert "wingmark build-engine:" in result.stderr
 
 
 def test_cpu_profile_runs_onnxruntime_without_a_gpu(compose: list[str]) -> None:
