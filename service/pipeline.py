@@ -159,6 +159,25 @@ class LandmarkResult:
     faces: list[FaceResult]
     timings_ms: dict[str, float] = field(default_factory=dict)
 
+    def to_dict(self) -> dict[str, Any]:
+        """The response document of POST /v1/landmarks (see service.schemas.LandmarkResponse)."""
+        lm = self.model
+        return {
+            "model": {
+                "name": lm.name,
+                "version": lm.version,
+                "scheme": lm.scheme,
+                "backend": lm.backend_name,
+            },
+            "image": {"width": self.image.width, "height": self.image.height, "format": self.image.format},
+            "box_source": self.box_source,
+            "faces": [
+                {"box": f.box, "detection_score": f.detection_score, "landmarks": f.landmarks}
+                for f in self.faces
+            ],
+            "timings_ms": self.timings_ms,
+        }
+
     def server_timing(self) -> str:
         return ", ".join(f"{k};dur={v:.2f}" for k, v in self.timings_ms.items())
 

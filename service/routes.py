@@ -13,7 +13,7 @@ from starlette.datastructures import UploadFile
 
 from service.errors import PROBLEM_JSON, ProblemError, problem_response
 from service.metrics import CONTENT_TYPE_LATEST
-from service.pipeline import LandmarkRequest, LandmarkResult, LandmarkService
+from service.pipeline import LandmarkRequest, LandmarkService
 from service.schemas import LandmarkResponse, ModelInfo, ModelsResponse, ReadyResponse
 
 __all__ = ["IMAGE_TYPES", "router"]
@@ -210,21 +210,6 @@ async def _parse_request(
     )
 
 
-def _response(result: LandmarkResult) -> JSONResponse:
-    lm = result.model
-    body = {
-        "model": {"name": lm.name, "version": lm.version, "scheme": lm.scheme, "backend": lm.backend_name},
-        "image": {"width": result.image.width, "height": result.image.height, "format": result.image.format},
-        "box_source": result.box_source,
-        "faces": [
-            {"box": f.box, "detection_score": f.detection_score, "landmarks": f.landmarks}
-            for f in result.faces
-        ],
-        "timings_ms": result.timings_ms,
-    }
-    return JSONResponse(body, headers={"Server-Timing": result.server_timing()})
-
-
 @router.post(
     "/v1/landmarks",
     response_model=LandmarkResponse,
@@ -248,7 +233,7 @@ async def landmarks(
              "deadline_ms": deadline_ms}  # fmt: skip
     req = await _parse_request(request, service, query)
     result = await service.predict(req)
-    return _response(result)
+    return JSONResponse(result.to_dict(), headers={"Server-Timing": result.server_timing()})
 
 
 @router.get("/v1/models", response_model=ModelsResponse, summary="Loaded models")
