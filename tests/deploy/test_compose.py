@@ -6,6 +6,7 @@ a Docker engine; the assertions below read what it resolved.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import sys
@@ -36,11 +37,21 @@ def compose_env(**overrides: str) -> dict[str, str]:
     return env
 
 
-def resolved(compose: list[str], profiles: tuple[str, ...] = (), **env: str) -> dict[str, Any]:
+@functools.cache
+def _config_text(
+    compose: tuple[str, ...], profiles: tuple[str, ...], env: tuple[tuple[str, str], ...]
+) -> str:
     flags = [arg for p in profiles for arg in ("--profile", p)]
-    result = run([*compose, "-f", str(COMPOSE_FILE), *flags, "config"], env=compose_env(**env))
+    result = run([*compose, "-f", str(COMPOSE_FILE), *flags, "config"], env=compose_env(**dict(env)))
     assert result.returncode == 0, f"compose config failed:\n{result.stdout}\n{result.stderr}"
-    config: dict[str, Any] = yaml.safe_load(result.stdout)
+    return result.stdout
+
+
+def resolved(compose: list[str], profiles: tuple[str, ...] = (), **env: str) -> dict[str, Any]:
+    """What `compose [--profile P ...] config` resolves (each distinct call runs once per session)."""
+    config: dict[str, Any] = yaml.safe_load(
+        _config_text(tuple(compose), profiles, tuple(sorted(env.items())))
+    )
     return config
 
 
