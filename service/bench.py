@@ -52,6 +52,7 @@ async def _run_one(
     statuses: Counter[int] = Counter()
     faces = 0
     server: dict[str, list[float]] = {}
+    errors: dict[str, str] = {}  # one sample body per error status
     next_index = 0
 
     async def worker() -> None:
@@ -68,6 +69,8 @@ async def _run_one(
                 continue
             latencies.append((time.perf_counter() - t0) * 1000)
             statuses[r.status_code] += 1
+            if r.status_code != 200 and str(r.status_code) not in errors:
+                errors[str(r.status_code)] = r.text[:300]
             if r.status_code == 200:
                 body = r.json()
                 faces += len(body["faces"])
@@ -95,6 +98,7 @@ async def _run_one(
         "faces_per_s": round(faces / wall, 2) if wall > 0 else 0.0,
         "faces_per_request": round(faces / ok, 3) if ok else 0.0,
         "server_mean_ms": {k: round(statistics.fmean(v), 2) for k, v in server.items()},
+        "error_samples": errors,
     }
 
 
@@ -119,6 +123,12 @@ async def run_bench(
         max_connections=max(concurrencies) + 2, max_keepalive_connections=max(concurrencies) + 2
     )
     async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
+        for _ in range(600):  # wait up to a minute for the models to be loaded
+            if (await client.get("/readyz")).status_code == 200:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise SystemExit(f"wingmark bench: {url} is not ready")
         models = (await client.get("/v1/models")).json().get("models", [])
         runs: list[dict[str, Any]] = []
         for mode in modes:

@@ -318,7 +318,8 @@ class LandmarkService:
 
     # -- one request -------------------------------------------------------------------------------
     def select_model(self, model: str | None, scheme: str | None) -> LoadedModel:
-        if self.state == "stopping" or not any(m.ready for m in self.models.values()):
+        # While loading, every request waits for readiness; once failed, the models that did load still serve.
+        if self.state in ("loading", "stopping") or not any(m.ready for m in self.models.values()):
             self.metrics.rejected.labels("not_ready").inc()
             raise ProblemError("not-ready", f"the service is {self.state}", headers={"Retry-After": "5"})
         if scheme is not None and scheme not in SCHEMES:
