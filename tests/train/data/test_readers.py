@@ -1,0 +1,147 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from model_store.geometry import tight_box
+from train.data.aflw import AflwFull, load_aflw_full, read_aflw_info
+from train.data.pts300w import EXPECTED_SIZES, load_300w, read_pts, write_pts
+from train.data.types import LandmarkDataset
+
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
+
+
+def test_pts_is_one_based_and_round_trips(tmp_path):
+    # A hand-written file: the point "21 11" (1-based) is the pixel at column 20, row 10, whose centre
+    # in the model_store convention is (20.5, 10.5).
+    path = tmp_path / "a.pts"
+    path.write_text("version: 1\nn_points:  2\n{\n21 11\n1.0 1.0\n}\n")
+    pts = read_pts(path)
+    assert pts.dtype == np.float32
+    np.testing.assert_allclose(pts, [[20.5, 10.5], [0.5, 0.5]])
+    write_pts(tmp_path / "b.pts", pts)
+    assert (tmp_path / "b.pts").read_text().splitlines()[:4] == [
+        "version: 1",
+        "n_points:  2",
+        "{",
+        "21.000 11.000",
+    ]
+    np.testing.assert_allclose(read_pts(tmp_path / "b.pts"), pts)
+    # Windows line endings and scientific notation occur in the wild.
+    path.write_text("version: 1\r\nn_points: 1\r\n{\r\n2.1e1 1.1E1\r\n}\r\n")
+    np.testing.assert_allclose(read_pts(path), [[20.5, 10.5]])
+
+
+def test_malformed_pts_is_rejected(tmp_path):
+    path = tmp_path / "bad.pts"
+    path.write_text("version: 1\nn_points: 3\n{\n1 2\n3 4\n}\n")
+    with pytest.raises(ValueError, match="n_points is 3"):
+        read_pts(path)
+    path.write_text("hello")
+    with pytest.raises(ValueError, match="not an iBUG"):
+        read_pts(path)
+
+
+@pytest.mark.parametrize(
+    ("split", "subsets"),
+    [
+        ("train", ["lfpw/trainset", "helen/trainset", "afw"]),
+        ("common", ["lfpw/testset", "helen/testset"]),
+        ("challenging", ["ibug"]),
+        ("full", ["lfpw/testset", "helen/testset", "ibug"]),
+        ("test600", ["300w/01_indoor", "300w/02_outdoor"]),
+    ],
+)
+def test_300w_splits_follow_the_protocol(split, subsets):
+    ds = load_300w(FIXTURES / "300w", split)
+    assert isinstance(ds, LandmarkDataset)
+    assert ds.scheme == "ibug68" and ds.name == f"300w-{split}"
+    assert [s.meta["subset"] for s in ds] == subsets
+    s = ds[0]
+    assert s.image.dtype == np.uint8 and s.image.ndim == 3 and s.image.shape[2] == 3
+    assert s.points.shape == (68, 2) and s.points.dtype == np.float32
+    np.testing.assert_allclose(s.box, tight_box(s.points), atol=1e-5)
+    assert Path(s.meta["path"]).exists()
+    assert getattr(ds, "expected_size", None) == EXPECTED_SIZES[split]
+
+
+def test_300w_points_match_the_fixture_pixels():
+    """In the lossless fixtures the pixel under point 30 is pure magenta: the 1-based .pts value
+    read as x - 0.5 falls inside exactly that pixel."""
+    checked = 0
+    for split in ("train", "common", "test600"):
+        for s in load_300w(FIXTURES / "300w", split):
+            if not s.meta["path"].endswith(".png"):
+                continue
+            img = s.image.astype(int)
+            ys, xs = np.nonzero((img[..., 0] == 255) & (img[..., 1] == 0) & (img[..., 2] == 255))
+            assert (len(xs), len(ys)) == (1, 1)
+            assert (int(s.points[30, 0]), int(s.points[30, 1])) == (xs[0], ys[0])
+            checked += 1
+    assert checked == 4
+
+
+def test_300w_missing_folders(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        load_300w(tmp_path, "challenging")
+    with pytest.raises(ValueError, match="unknown 300-W split"):
+        load_300w(tmp_path, "val")
+    # A partial copy (only AFW) still loads its part of the training split and says what is missing.
+    (tmp_path / "AFW").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "AFW" / "x.jpg")
+    write_pts(tmp_path / "AFW" / "x.pts", np.zeros((68, 2)))
+    ds = load_300w(tmp_path, "train")
+    assert len(ds) == 1 and ds.missing == ("lfpw/trainset", "helen/trainset")  # type: ignore[attr-defined]
+
+
+def test_aflw_info_structure():
+    info = read_aflw_info(FIXTURES / "aflw" / "AFLWinfo_release.mat")
+    pts, boxes = np.asarray(info["points"]), np.asarray(info["boxes"])
+    assert pts.shape == (5, 19, 2) and boxes.shape == (5, 4)
+    np.testing.assert_array_equal(info["order"], [2, 0, 4, 1, 3])
+    assert info["names"][1] == "0/image00004.jpg"
+    # The fixture's boxes are the points' tight box grown by 4 px: x1 < min x, x2 > max x, same for y.
+    np.testing.assert_allclose(boxes[:, :2], pts.min(axis=1) - 4, atol=1e-4)
+    np.testing.assert_allclose(boxes[:, 2:], pts.max(axis=1) + 4, atol=1e-4)
+    assert not np.asarray(info["visible"])[1, 2] and np.asarray(info["visible"])[0].all()
+
+
+def test_aflw_splits_and_samples():
+    mat, images = FIXTURES / "aflw" / "AFLWinfo_release.mat", FIXTURES / "aflw" / "flickr"
+    train = AflwFull(mat, images, "train", train_count=3)
+    test = AflwFull(mat, images, "test", train_count=3)
+    assert (len(train), len(test)) == (3, 2)
+    assert [s.meta["index"] for s in train] == [2, 0, 4] and [s.meta["index"] for s in test] == [1, 3]
+    s = test[0]
+    assert isinstance(test, LandmarkDataset) and s.scheme == "aflw19" and test.name == "aflw-full-test"
+    assert s.image.shape == (72, 72, 3) and s.points.shape == (19, 2)
+    assert s.meta["path"].endswith("0/image00004.jpg") and not s.meta["visible"][3]
+    np.testing.assert_allclose(s.meta["tight_box"], tight_box(s.points), atol=1e-5)
+    # The standard split of the real file: the first 20,000 of ra train, the rest test.
+    assert len(load_aflw_full(mat, images, "train")) == 5
+    assert len(load_aflw_full(mat, images, "test")) == 0
+    with pytest.raises(ValueError, match="split"):
+        AflwFull(mat, images, "val")
+
+
+def test_aflw_21_point_variant_drops_the_ears(tmp_path):
+    from scipy.io import savemat
+
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(10, 60, size=(2, 21, 2))
+    data = np.concatenate([xy[..., 0], xy[..., 1]], axis=1)  # [2, 42]: 21 x then 21 y
+    names = np.empty((2, 1), dtype=object)
+    names[0, 0], names[1, 0] = np.array(["a.jpg"]), np.array(["b.jpg"])
+    savemat(tmp_path / "info.mat", {"data": data, "bbox": np.ones((2, 4)), "nameList": names, "ra": [[1, 2]]})
+    info = read_aflw_info(tmp_path / "info.mat")
+    keep = [i for i in range(21) if i not in (12, 16)]  # ears: points 13 and 17, 1-based
+    np.testing.assert_allclose(np.asarray(info["points"]), xy[:, keep] - 0.5, atol=1e-5)
+    savemat(
+        tmp_path / "bad.mat",
+        {"data": np.zeros((2, 10)), "bbox": np.ones((2, 4)), "nameList": names, "ra": [[1, 2]]},
+    )
+    with pytest.raises(ValueError, match="columns"):
+        read_aflw_info(tmp_path / "bad.mat")
