@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -159,7 +160,7 @@ class SyntheticFaces(Sequence[Sample]):
             image, p68, p19, meta = self._render(i)
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_suffix(".tmp.npz")
+                tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")  # concurrent writers
                 np.savez_compressed(tmp, image=image, points68=p68, points19=p19, meta=json.dumps(meta))
                 tmp.replace(path)
         points = np.asarray(p68 if self.scheme == "ibug68" else p19, dtype=np.float32)
