@@ -1,0 +1,251 @@
+"""The app in-process (ASGI, no sockets): settings, metrics isolation, failure paths needing a slow or
+failing backend (a thin wrapper around the real ONNX Runtime backend), and wingmark predict."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+import service.pipeline
+from model_store.store import ModelVersion
+from service.app import create_app
+from service.backends import Backend, create_backend
+from service.settings import Settings, get_settings
+from tests.e2e.helpers import assert_problem, metric
+from tests.service.images import encode
+
+FACE = encode(np.asarray(np.random.default_rng(0).integers(0, 255, (160, 160, 3)), np.uint8), "PNG")
+WHITE = encode(np.full((160, 160, 3), 255, np.uint8), "PNG")
+BOX = {"box": "20,20,140,140"}
+
+
+class WrappedBackend:
+    """The real ONNX Runtime backend, made slow or failing on demand (white crops fail their batch)."""
+
+    name = "onnxruntime"
+
+    def __init__(self, inner: Backend, delay: float, warmup_delay: float) -> None:
+        self.inner = inner
+        self.delay = delay
+        self.warmup_delay = warmup_delay
+
+    def run(self, stage: int, batch: np.ndarray) -> np.ndarray:
+        if stage == 0 and (batch.reshape(len(batch), -1).min(axis=1) > 0.99).any():
+            raise RuntimeError("white crop: simulated device failure")
+        time.sleep(self.delay)
+        return self.inner.run(stage, batch)
+
+    def warmup(self, max_batch_size: int) -> None:
+        time.sleep(self.warmup_delay)
+        self.inner.warmup(max_batch_size)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+@pytest.fixture
+def wrap_backend(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
+    def install(delay: float = 0.0, warmup_delay: float = 0.0) -> None:
+        def factory(kind: str, model: ModelVersion, **kw: Any) -> Backend:
+            return WrappedBackend(create_backend(kind, model, **kw), delay, warmup_delay)
+
+        monkeypatch.setattr(service.pipeline, "create_backend", factory)
+
+    return install
+
+
+def settings(store: Path, **kw: Any) -> Settings:
+    base: dict[str, Any] = {"model_root": store, "models": ["test-ibug68"], "detector": "none"}
+    return Settings(**{**base, **kw})
+
+
+@asynccontextmanager
+async def serving(s: Settings, *, wait: bool = True) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(s)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://wingmark.test", timeout=30
+        ) as client:
+            if wait:
+                for _ in range(300):
+                    if (await client.get("/readyz")).status_code == 200:
+                        break
+                    await asyncio.sleep(0.02)
+            yield client
+
+
+def run(coro: Coroutine[Any, Any, Any]) -> Any:
+    return asyncio.run(asyncio.wait_for(coro, 60))
+
+
+async def post(client: httpx.AsyncClient, data: bytes = FACE, /, **params: Any) -> httpx.Response:
+    return await client.post(
+        "/v1/landmarks", content=data, headers={"content-type": "image/png"}, params=params
+    )
+
+
+def test_settings_come_from_wingmark_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("WINGMARK_PORT", "9123")
+    monkeypatch.setenv("WINGMARK_MODELS", "a, b@2")
+    monkeypatch.setenv("WINGMARK_MODEL_ROOT", str(tmp_path))
+    monkeypatch.setenv("WINGMARK_MAX_QUEUE_DELAY_MS", "7.5")
+    monkeypatch.setenv("WINGMARK_DETECTOR", "none")
+    get_settings.cache_clear()
+    try:
+        s = get_settings()
+        assert (s.port, s.models, s.model_root, s.max_queue_delay_ms, s.detector) == (
+            9123, ["a", "b@2"], tmp_path, 7.5, "none",
+        )  # fmt: skip
+        assert get_settings() is s  # cached
+        assert (s.host, s.backend, s.device) == ("127.0.0.1", "onnxruntime", "cpu")
+        monkeypatch.setenv("WINGMARK_BACKEND", "cuda-magic")
+        get_settings.cache_clear()
+        with pytest.raises(ValueError):
+            get_settings()
+    finally:
+        get_settings.cache_clear()
+
+
+def test_each_app_has_its_own_metrics_registry(test_store: Path) -> None:
+    async def main() -> tuple[str, str]:
+        s = settings(test_store)
+        async with serving(s) as a, serving(s) as b:
+            for _ in range(2):
+                assert (await post(a, **BOX)).status_code == 200
+            return (await a.get("/metrics")).text, (await b.get("/metrics")).text
+
+    text_a, text_b = run(main())
+    assert metric(text_a, "wingmark_http_requests_total", route="/v1/landmarks", status="200") == 2
+    assert metric(text_b, "wingmark_http_requests_total", route="/v1/landmarks") == 0
+    assert metric(text_a, "wingmark_faces_per_request_sum") == 2
+
+
+def test_readiness_waits_for_warmup(test_store: Path, wrap_backend: Callable[..., None]) -> None:
+    wrap_backend(warmup_delay=0.5)
+
+    async def main() -> None:
+        async with serving(settings(test_store), wait=False) as c:
+            assert (await c.get("/healthz")).status_code == 200
+            r = await c.get("/readyz")
+            assert r.status_code == 503 and r.json()["state"] == "loading"
+            assert_problem(await post(c, **BOX), 503, "not-ready")
+            for _ in range(200):
+                if (await c.get("/readyz")).status_code == 200:
+                    break
+                await asyncio.sleep(0.02)
+            assert (await post(c, **BOX)).status_code == 200
+            assert (
+                'wingmark_rejected_requests_total{reason="not_ready"} 1.0' in (await c.get("/metrics")).text
+            )
+
+    run(main())
+
+
+def test_a_failing_batch_fails_only_its_requests(test_store: Path, wrap_backend: Callable[..., None]) -> None:
+    wrap_backend()
+
+    async def main() -> None:
+        async with serving(settings(test_store)) as c:
+            assert (await post(c, **BOX)).status_code == 200
+            assert_problem(await post(c, WHITE, **BOX), 500, "inference-failed")
+            assert (await post(c, **BOX)).status_code == 200  # the worker lives on
+            text = (await c.get("/metrics")).text
+            assert metric(text, "wingmark_batch_failures_total") == 1
+
+    run(main())
+
+
+def test_queue_overflow_under_load_gives_429_and_others_succeed(
+    test_store: Path, wrap_backend: Callable[..., None]
+) -> None:
+    wrap_backend(delay=0.2)
+
+    async def main() -> list[httpx.Response]:
+        s = settings(test_store, queue_limit=3, max_batch_size=2, max_queue_delay_ms=1)
+        async with serving(s) as c:
+            return list(await asyncio.gather(*(post(c, **BOX) for _ in range(12))))
+
+    responses = run(main())
+    codes = sorted(r.status_code for r in responses)
+    assert set(codes) == {200, 429}, codes
+    assert codes.count(200) >= 3
+    for r in responses:
+        if r.status_code == 429:
+            assert_problem(r, 429, "queue-full")
+            assert r.headers["retry-after"] == "1"
+
+
+def test_deadline_passes_while_queued(test_store: Path, wrap_backend: Callable[..., None]) -> None:
+    wrap_backend(delay=0.3)
+
+    async def main() -> None:
+        s = settings(test_store, max_batch_size=1, max_queue_delay_ms=0)
+        async with serving(s) as c:
+            slow = asyncio.ensure_future(post(c, **BOX))
+            await asyncio.sleep(0.05)
+            t0 = time.monotonic()
+            late = await post(c, deadline_ms=100, **BOX)
+            assert time.monotonic() - t0 < 0.3
+            assert_problem(late, 504, "deadline-exceeded")
+            assert (await slow).status_code == 200
+            assert 'wingmark_rejected_requests_total{reason="deadline"} 1.0' in (await c.get("/metrics")).text
+
+    run(main())
+
+
+def test_requests_need_boxes_without_a_detector(test_store: Path) -> None:
+    async def main() -> None:
+        async with serving(settings(test_store)) as c:
+            body = assert_problem(await post(c), 422, "invalid-parameters")
+            assert "detector" in body["detail"]
+
+    run(main())
+
+
+def test_predict_in_process_prints_and_draws(
+    test_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from service.predict import main
+
+    monkeypatch.setenv("WINGMARK_MODEL_ROOT", str(test_store))
+    monkeypatch.setenv("WINGMARK_DETECTOR", "none")
+    image = tmp_path / "face.png"
+    image.write_bytes(FACE)
+    out = tmp_path / "drawn.png"
+    assert (
+        main([str(image), "--box", "20,20,140,140", "--scheme", "aflw19", "--json", "--draw", str(out)]) == 0
+    )
+    printed = capsys.readouterr().out
+    result = json.loads(printed[: printed.rindex("}") + 1])
+    assert result["model"]["name"] == "test-aflw19" and len(result["faces"][0]["landmarks"]) == 19
+    drawn = np.asarray(Image.open(out).convert("RGB")).astype(int)
+    original = np.asarray(Image.open(image).convert("RGB")).astype(int)
+    assert drawn.shape == original.shape and (np.abs(drawn - original).sum(axis=2) > 0).sum() > 50
+    x, y = (round(v) for v in result["faces"][0]["landmarks"][18])  # the chin point is painted red
+    assert tuple(drawn[y, x]) == (255, 60, 60)
+    assert main([str(image), "--box", "200,200,300,300"]) == 1  # box outside the image: a clean error
+    assert "400" in capsys.readouterr().err
+
+
+def test_lifespan_stop_drains_threads(test_store: Path) -> None:
+    before = threading.active_count()
+
+    async def main() -> None:
+        async with serving(settings(test_store)) as c:
+            assert (await post(c, **BOX)).status_code == 200
+
+    run(main())
+    time.sleep(0.2)
+    assert threading.active_count() <= before + 1
