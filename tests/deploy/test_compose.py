@@ -194,6 +194,25 @@ def test_service_settings_are_real_settings() -> None:
                 assert var in fields, f"{name}: {var} is not a setting of service/settings.py"
 
 
+def test_service_environment_validates_as_settings(
+    compose: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The values compose resolves (defaults included) are accepted by the service's settings."""
+    from service.settings import Settings
+
+    services = resolved(compose, ("cpu", "engines"))["services"]
+    for name in ("wingmark", "wingmark-cpu", "build-engines"):
+        with monkeypatch.context() as m:
+            for key in [k for k in os.environ if k.startswith("WINGMARK_")]:
+                m.delenv(key)
+            for key, value in env_of(services[name]).items():
+                m.setenv(key, value)
+            settings = Settings()
+        assert settings.host == "0.0.0.0" and settings.port == 8000, name
+        assert settings.models == [] and str(settings.model_root) == "/models", name
+        assert settings.backend == ("onnxruntime" if name == "wingmark-cpu" else "tensorrt"), name
+
+
 def test_mounted_host_files_exist(compose: list[str]) -> None:
     services = resolved(compose, ("cpu", "grafana"))["services"]
     for name, svc in services.items():
