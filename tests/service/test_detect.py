@@ -11,7 +11,7 @@ from PIL import Image
 from model_store.geometry import BoxCalibration, tight_box
 from service.detect import Detections, DlibHogDetector, box_iou, create_detector, fit_box_calibration
 from tests.service.modelgen import mean_face
-from tests.service.photos import FRONTAL
+from tests.service.photos import FRONTAL, synthetic_faces
 
 
 def test_box_iou() -> None:
@@ -106,3 +106,28 @@ def test_detection_on_a_downscaled_copy_maps_back_to_full_size(photos: Path) -> 
     boxes = DlibHogDetector(max_side=640).detect(big).boxes  # detected on a copy ~0.5x the input
     assert len(boxes) == 1
     assert box_iou(boxes[:1], small[None] * 2)[0, 0] > 0.7
+
+
+def test_dlib_on_synthetic_faces_and_a_calibration_fitted_on_them() -> None:
+    faces = synthetic_faces("ibug68", 8)
+    detector = DlibHogDetector()
+    found = 0
+    for face in faces:
+        det = detector.detect(face.image)
+        if len(det.boxes):
+            found += 1
+            assert box_iou(det.boxes[:1], tight_box(face.points)[None])[0, 0] > 0.3
+    assert found >= 3, f"dlib found {found}/8 synthetic frontal faces"
+    report: dict[str, int] = {}
+    cal = fit_box_calibration(detector, [f.image for f in faces], [f.points for f in faces], report=report)
+    assert report["matched"] == found
+    assert 0.6 < cal.sw < 1.6 and 0.6 < cal.sh < 1.6 and abs(cal.dx) < 0.3 and abs(cal.dy) < 0.3
+    # The calibrated detector box is closer to the tight landmark box than the raw one.
+    raw, fitted = [], []
+    for face in faces:
+        det = detector.detect(face.image)
+        if len(det.boxes):
+            truth = tight_box(face.points)[None]
+            raw.append(box_iou(det.boxes[:1], truth)[0, 0])
+            fitted.append(box_iou(cal.apply(det.boxes[:1]), truth)[0, 0])
+    assert np.mean(fitted) >= np.mean(raw)
