@@ -74,8 +74,8 @@ def _chunk(src: Sequence[Sample], start: int, stop: int) -> list[Sample]:
 
 
 def _materialise(src: Sequence[Sample], workers: int, desc: str, progress: bool) -> list[Sample]:
-    """All samples of ``src`` (rendering synthetic faces, ~0.2 s each at 256 px), in ``workers``
-    spawned processes when there are many."""
+    """All samples of ``src`` (rendering synthetic faces, ~0.1-0.2 s each at 256 px), in ``workers``
+    processes when there are many."""
     n = len(src)
     bar = tqdm(total=n, desc=desc, leave=False, disable=not progress)
     if workers <= 1 or n < 64:
@@ -91,7 +91,9 @@ def _materialise(src: Sequence[Sample], workers: int, desc: str, progress: bool)
     step = max(8, n // (workers * 8))
     bounds = [(a, min(a + step, n)) for a in range(0, n, step)]
     parts: dict[int, list[Sample]] = {}
-    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+    # fork (Linux): no re-import of the caller's __main__; the children only run numpy/Pillow code
+    method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context(method)) as pool:
         futures = {pool.submit(_chunk, src, a, b): a for a, b in bounds}
         from concurrent.futures import as_completed
 

@@ -324,7 +324,7 @@ def train_stage(
         num_workers=int(st["num_workers"]),
         drop_last=True,
         pin_memory=rt.device.type == "cuda",
-        persistent_workers=int(st["num_workers"]) > 0,
+        persistent_workers=False,  # workers re-created each epoch so they see dataset.set_epoch()
     )
     steps_per_epoch = len(loader)
     if steps_per_epoch == 0:
@@ -341,6 +341,12 @@ def train_stage(
         val_samples, scheme, size, rule, stage_index=stage - 1, previous=init_val
     )  # fixed for the whole stage
     eval_bs = int(cfg["eval"]["batch_size"])
+    if rt.is_main and progress:
+        print(
+            f"stage{stage}: {st['architecture']} {size}x{size}, {len(dataset)} training crops per epoch "
+            f"({len(train_samples)} faces, PDB {'on' if cfg['data']['pdb'].get('enabled') else 'off'}), "
+            f"{total} steps of {batch_size} x {rt.world_size} process(es), {len(val_samples)} val faces"
+        )
 
     # ---- resume
     step, best_nme, last_val = 0, math.inf, {}
