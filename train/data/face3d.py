@@ -156,7 +156,7 @@ def head_model() -> HeadModel:
         np.concatenate([np.arange(-180, -90, 22.5), np.arange(-90, 90.1, 9.0), [112.5, 135, 157.5]])
     )
     # Rows: evenly spaced in height over the face, then by latitude towards the crown (no pointed top).
-    lat = np.radians(np.arange(30.0, 88.0, 12.0))
+    lat = np.radians(np.array([30.0, 42.0, 53.0, 63.0, 71.0, 78.0, 84.0]))
     crown = SKULL_CENTRE_Y - SKULL_RADII[1] * np.sin(lat)
     heights = np.concatenate([crown[::-1], np.arange(SKULL_CENTRE_Y - 0.42, 0.62, 0.1)])
     gt, gy = (a.ravel() for a in np.meshgrid(thetas, heights))
@@ -164,8 +164,8 @@ def head_model() -> HeadModel:
     jaw_t, jaw_y = lt[list(JAW)], ly[list(JAW)]
     bottom = np.interp(gt, jaw_t, jaw_y, left=jaw_y[0], right=jaw_y[-1])
     # Behind the jaw's ends the head's lower edge runs down to the nape.
-    side = np.clip((np.abs(gt) - abs(jaw_t[0])) / (np.radians(125) - abs(jaw_t[0])), 0.0, 1.0)
-    bottom = np.where(side > 0, (1 - side) * bottom + side * 0.15, bottom - 0.03)
+    side = np.clip((np.abs(gt) - abs(jaw_t[0])) / (np.radians(110) - abs(jaw_t[0])), 0.0, 1.0)
+    bottom = np.where(side > 0, (1 - side) * bottom + side * 0.3, bottom - 0.03)
     keep = gy < bottom
     g_metric = metric(gt, gy)
     l_metric = metric(lt, ly)
@@ -177,7 +177,7 @@ def head_model() -> HeadModel:
 
     # Thin-plate spline of the radius through the landmarks and skull anchors far from the face.
     anchor_t = np.radians(np.arange(-180, 180, 15.0))
-    at, ay = (a.ravel() for a in np.meshgrid(anchor_t, np.arange(-1.40, 0.2, 0.2)))
+    at, ay = (a.ravel() for a in np.meshgrid(anchor_t, np.arange(-1.25, 0.2, 0.2)))
     far = (np.abs(at) > np.radians(100)) | (ay < -0.95)
     at, ay = at[far], ay[far]
     data_metric = np.concatenate([l_metric, metric(at, ay)])
@@ -190,7 +190,10 @@ def head_model() -> HeadModel:
     n_data = len(data_r)
     tps = RBFInterpolator(data_metric, np.eye(n_data), kernel="thin_plate_spline", smoothing=1e-6)
     grid_w = tps(metric(gt, gy))  # [G, n_data]: radius at grid points as a linear map of the data radii
-    gr = grid_w @ data_r
+    # Above the forehead the head is the skull ellipsoid (the spline is unconstrained up there).
+    w_skull = np.clip((-0.8 - gy) / 0.25, 0.0, 1.0)
+    grid_w = grid_w * (1 - w_skull)[:, None]
+    gr = grid_w @ data_r + w_skull * _skull_radius(gt, gy)
 
     # Under-jaw rings: tucked under the jaw points towards the neck.
     ring_idx = np.arange(1, 16)
@@ -265,7 +268,11 @@ def head_model() -> HeadModel:
     st = np.radians(np.arange(-180.0, 180.1, 5.0))
     sy = np.arange(SKULL_CENTRE_Y - SKULL_RADII[1], 0.45, 0.025)
     tt, yy = np.meshgrid(st, sy)
-    sr = np.maximum(tps(metric(tt.ravel(), yy.ravel())) @ data_r, _skull_radius(tt.ravel(), yy.ravel()))
+    ws = np.clip((-0.8 - yy.ravel()) / 0.25, 0.0, 1.0)
+    sr = (1 - ws) * (tps(metric(tt.ravel(), yy.ravel())) @ data_r) + ws * _skull_radius(
+        tt.ravel(), yy.ravel()
+    )
+    sr = np.maximum(sr, _skull_radius(tt.ravel(), yy.ravel()))
     sr = sr.reshape(tt.shape)
     top = SKULL_CENTRE_Y - SKULL_RADII[1] * np.sin(np.radians(84.0))
     sr[sy < top] = np.minimum(sr[sy < top], _skull_radius(tt[sy < top], yy[sy < top]))

@@ -20,8 +20,10 @@ Every landmark, visible or not, is the projection of its 3-D point.
 
 from __future__ import annotations
 
+import functools
 import io
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -158,10 +160,45 @@ def _random_shape(
 
 # ------------------------------------------------------------------------------------------- textures
 def _noise(rng: np.random.Generator, size: tuple[int, int], cells: tuple[int, int]) -> np.ndarray:
-    """Smooth value noise [H, W] float32 in about -1..1 (bicubic upsampling of a coarse random grid)."""
-    small = rng.uniform(0, 255, size=(cells[1], cells[0])).astype(np.uint8)
-    img = Image.fromarray(small, "L").resize(size, Image.Resampling.BICUBIC)
-    return np.asarray(img, dtype=np.float32) / 127.5 - 1.0
+    """Smooth value noise [H, W] float32 in about -1..1: a random window of a cached texture.
+
+    The texture (twice the size, fixed seed) is made once per (size, cells); the window offset and
+    orientation come from ``rng``, so results are deterministic and cost a slice, not a resize.
+    """
+    bank = _noise_bank(size, cells)
+    w, h = size
+    ox, oy = int(rng.integers(0, w)), int(rng.integers(0, h))
+    view = bank[oy : oy + h, ox : ox + w]
+    flip = int(rng.integers(4))
+    if flip & 1:
+        view = view[:, ::-1]
+    if flip & 2:
+        view = view[::-1]
+    return view
+
+
+def _grain(rng: np.random.Generator, s: int) -> np.ndarray:
+    """[S, S] unit Gaussian sensor noise: a random window of a cached field."""
+    bank = _grain_bank(s)
+    ox, oy = int(rng.integers(0, s)), int(rng.integers(0, s))
+    return bank[oy : oy + s, ox : ox + s]
+
+
+@functools.lru_cache(maxsize=8)
+def _grain_bank(s: int) -> np.ndarray:
+    arr = np.random.default_rng([7, s]).standard_normal((2 * s, 2 * s), dtype=np.float32)
+    arr.setflags(write=False)
+    return arr
+
+
+@functools.lru_cache(maxsize=64)
+def _noise_bank(size: tuple[int, int], cells: tuple[int, int]) -> np.ndarray:
+    rng = np.random.default_rng([cells[0], cells[1], *size])
+    small = rng.uniform(0, 255, size=(cells[1] * 2, cells[0] * 2)).astype(np.uint8)
+    img = Image.fromarray(small, "L").resize((size[0] * 2, size[1] * 2), Image.Resampling.BICUBIC)
+    arr = np.asarray(img, dtype=np.float32) / 127.5 - 1.0
+    arr.setflags(write=False)
+    return arr
 
 
 def _hsv_to_rgb(h: float, sat: float, val: float) -> np.ndarray:
@@ -204,9 +241,8 @@ def _background(rng: np.random.Generator, s: int) -> np.ndarray:
             pts = (np.array([x0, y0]) + rng.uniform(-0.3, 0.3, (5, 2)) * n).ravel().tolist()
             draw.polygon(pts, fill=col)
     if n != s:
-        img = img.resize((s, s), Image.Resampling.BICUBIC)
-    arr = np.asarray(img, dtype=np.float32)
-    return np.asarray(arr * (1 + 0.06 * _noise(rng, (s, s), (10, 10))[..., None]))
+        img = img.resize((s, s), Image.Resampling.BILINEAR)
+    return np.asarray(img, dtype=np.float32)
 
 
 # ------------------------------------------------------------------------------------------ rendering
@@ -255,7 +291,7 @@ class _HairShell:
 
 def _hair_shell(rng: np.random.Generator, model: HeadModel, style: str) -> _HairShell:
     """A shell over the skull from a random hair line (forehead arc, temples, nape) up to the crown."""
-    cols = np.radians(np.arange(-180.0, 180.0, 10.0))
+    cols = np.radians(np.arange(-180.0, 180.0, 15.0))
     side = np.abs(cols)
     hairline = rng.normal(-0.98, 0.06)
     line = hairline + 0.38 * np.clip((side - 0.55) / 0.9, 0, 1) + 0.6 * np.clip((side - 1.7) / 0.9, 0, 1)
@@ -266,8 +302,8 @@ def _hair_shell(rng: np.random.Generator, model: HeadModel, style: str) -> _Hair
     line = line + rng.normal(0.0, 0.012, len(cols))
     thick = rng.uniform(0.03, 0.09) * (1.6 if style == "long" else 1.0)
     y_top = SKULL_CENTRE_Y - SKULL_RADII[1] * math.sin(math.radians(84.0))
-    t = np.linspace(0.0, 1.0, 6)[:, None]
-    yy = line[None, :] + (y_top - line[None, :]) * t**0.8
+    t = np.linspace(0.0, 1.0, 5)[:, None]
+    yy = line[None, :] + (y_top - line[None, :]) * np.sin(t * np.pi / 2)
     tt = np.broadcast_to(cols[None, :], yy.shape)
     rr = model.surface_radius(tt, yy) + thick * np.minimum(1.0, 0.45 + 2.5 * t)
     ring = np.stack([rr * np.sin(tt), yy, AXIS_Z + rr * np.cos(tt)], axis=-1).reshape(-1, 3)
@@ -329,11 +365,11 @@ def render_face(
     r_torso = rotation_matrix(0.12 * yaw + rng.normal(0, 8), 0.0, 0.2 * roll)
     dist = float(rng.uniform(4.5, 14.0))
     face_px = float(rng.uniform(*opt.face_fraction)) * s
-    k = face_px / 1.05  # pixels per unit at the head's depth
+    px_per_unit = face_px / 1.05  # at the head's depth
 
     def project(p: np.ndarray) -> np.ndarray:
         z = dist / (dist - p[..., 2:3])
-        return np.asarray(p[..., :2] * z * k)
+        return np.asarray(p[..., :2] * z * px_per_unit)
 
     pts68 = project(lm_cam)
     pts19 = project(aflw19_from_68(lm_cam))
@@ -373,8 +409,8 @@ def render_face(
 
     # --- lighting
     light = _unit(np.array([rng.normal(0, 0.6), rng.normal(-0.4, 0.4), abs(rng.normal(0.9, 0.3)) + 0.2]))
-    ambient = float(rng.uniform(0.25, 0.55))
-    diffuse = float(rng.uniform(0.55, 0.95))
+    ambient = float(rng.uniform(0.2, 0.45))
+    diffuse = float(rng.uniform(0.7, 1.1))
     gloss = float(rng.uniform(0.1, 1.0))
 
     def shade_of(n: np.ndarray, cen: np.ndarray, ao: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
@@ -421,7 +457,14 @@ def render_face(
 
     neck_a = np.linspace(0, 2 * np.pi, 19)[:-1]
     neck_y = np.array([-0.1, 0.55, 1.3])
-    nv = np.array([[0.42 * np.sin(a), yy, -0.45 + 0.38 * np.cos(a)] for yy in neck_y for a in neck_a])
+    neck_rx, neck_rz, neck_z = (0.5, 0.43, 0.47), (0.44, 0.38, 0.42), (-0.5, -0.45, -0.5)
+    nv = np.array(
+        [
+            [rx * np.sin(a), yy, cz + rz * np.cos(a)]
+            for yy, rx, rz, cz in zip(neck_y, neck_rx, neck_rz, neck_z, strict=True)
+            for a in neck_a
+        ]
+    )
     nv[:, 0] *= rng.normal(1.0, 0.08)
     nv = (nv - pivot) @ r_neck.T + pivot
     na = len(neck_a)
@@ -464,20 +507,11 @@ def render_face(
     painter.add_many(depth[vis], tri_px[vis], np.stack([mats, gg, bb, aa], axis=1)[vis])
 
     # --- decals (a small offset towards the camera puts them over the skin they sit on)
-    def decal_shade(normal_head: np.ndarray, centre_cam: np.ndarray, ao: float) -> tuple[int, int, bool]:
-        n_cam = _unit(r_head @ normal_head)
-        facing = float((n_cam * (cam - centre_cam)).sum()) > 0
-        sh1, sp1 = shade_of(n_cam[None], centre_cam[None], ao)
-        return int(g(sh1)[0]), int(np.clip(sp1[0] * 255, 0, 255)), facing
+    decals: list[tuple[np.ndarray, int, np.ndarray, float, int, float]] = []
 
     def add_decal(points_head: np.ndarray, mat: int, normal_head: np.ndarray, ao: float = 0.9,
-                  width: int = 0, spec: float = 0.0, hair: int = 0) -> None:  # fmt: skip
-        pc = (points_head - pivot) @ r_head.T + pivot
-        gsh, gsp, facing = decal_shade(normal_head, pc.mean(0), ao)
-        if not facing:
-            return
-        pp = to_px(pc) * SS - 0.5
-        painter.add(float((pc.mean(0) - cam)[2]) + 0.012, pp, (mat, gsh, int(gsp * spec), hair), width)
+                  width: int = 0, spec: float = 0.0) -> None:  # fmt: skip
+        decals.append((points_head, mat, normal_head, ao, width, spec))
 
     up = np.array([0.0, -1.0, 0.0])
     fwd = np.array([0.0, 0.0, 1.0])
@@ -488,9 +522,7 @@ def render_face(
         taper = np.linspace(1.0, 0.45, 5) if inner_first else np.linspace(0.45, 1.0, 5)
         top = bp + up * (brow_thick * taper)[:, None] * 0.7 + fwd * 0.01
         bottom = bp - up * (brow_thick * taper)[:, None] * 0.45 + fwd * 0.01
-        add_decal(
-            np.concatenate([top, bottom[::-1]]), BROW, _unit(np.cross(bp[-1] - bp[0], up)) * 0 + fwd, ao=0.85
-        )
+        add_decal(np.concatenate([top, bottom[::-1]]), BROW, fwd, ao=0.85)
     lash_w = max(1, round(SS * s / 256 * rng.uniform(0.8, 2.0)))
     for eye in (RIGHT_EYE, LEFT_EYE):
         upper_lid = lm[list(eye[:4])]  # outer/inner corner and the two upper-lid points
@@ -510,12 +542,28 @@ def render_face(
     if hair_style != "long" or rng.random() < 0.3:
         for sgn in (-1.0, 1.0):
             ang = np.linspace(0, 2 * np.pi, 13)[:-1]
-            ear_c = np.array([sgn * 0.62, (lm[0, 1] + lm[2, 1]) / 2 - 0.03, -0.48])
-            shape_y = 0.24 * np.sin(ang) - 0.03 * np.cos(ang) ** 2
-            ring = ear_c + np.stack([sgn * 0.05 * np.cos(ang), shape_y, 0.13 * np.cos(ang) - 0.02], axis=1)
+            ear_c = np.array([sgn * 0.6, (lm[0, 1] + lm[2, 1]) / 2 - 0.03, -0.5])
+            shape_y = 0.2 * np.sin(ang) - 0.03 * np.cos(ang) ** 2
+            ring = ear_c + np.stack([sgn * 0.04 * np.cos(ang), shape_y, 0.1 * np.cos(ang) - 0.02], axis=1)
             normal = _unit(np.array([sgn, 0.0, 0.35]))
             add_decal(ring, EAR, normal, ao=0.85, spec=0.3)
             add_decal(ear_c + (ring - ear_c) * 0.55 + normal * 0.01, EAR_IN, normal, ao=0.6)
+
+    # Shade every decal at once, then queue the visible ones with the mesh.
+    sizes = [len(d[0]) for d in decals]
+    allp = (np.concatenate([d[0] for d in decals]) - pivot) @ r_head.T + pivot
+    allpx = to_px(allp) * SS - 0.5
+    splits = np.cumsum(sizes)[:-1]
+    centres = np.stack([c.mean(axis=0) for c in np.split(allp, splits)])
+    d_n = _unit(np.stack([d[2] for d in decals]) @ r_head.T)
+    d_facing = ((cam - centres) * d_n).sum(-1) > 0
+    d_sh, d_sp = shade_of(d_n, centres, np.array([d[3] for d in decals]))
+    d_g = g(d_sh)
+    d_spec = np.clip(d_sp * np.array([d[5] for d in decals]) * 255, 0, 255).astype(np.int64)
+    d_depth = (centres - cam)[:, 2] + 0.012  # a little towards the camera: over the skin they sit on
+    for di, (pp, dec) in enumerate(zip(np.split(allpx, splits), decals, strict=True)):
+        if d_facing[di]:
+            painter.add(float(d_depth[di]), pp, (dec[1], int(d_g[di]), int(d_spec[di]), 0), dec[4])
 
     gbuf = Image.new("CMYK", (big, big), (0, 0, 0, 0))  # 4 plain channels: no alpha premultiplication
     painter.draw(ImageDraw.Draw(gbuf))
@@ -576,32 +624,34 @@ def render_face(
     lut[HAIR, :3] = hair_col
     cloth_hsv = (rng.uniform(0, 1), rng.uniform(0, 0.7), rng.uniform(0.1, 0.95))
     lut[CLOTH, :3] = _hsv_to_rgb(*cloth_hsv)
-    lut[1:, 3] = 255
+    lut[:, :3] *= 1.0 + rng.normal(0, 0.05, 3)  # the light's colour
     pal = Image.fromarray(mat_big, "P")
-    pal.putpalette(np.clip(lut, 0, 255).astype(np.uint8).tobytes(), rawmode="RGBA")
-    albedo_img = pal.convert("RGBA").reduce(SS)
-    albedo4 = np.asarray(albedo_img, dtype=np.float32)
-    alpha = albedo4[..., 3:4] * (1.0 / 255.0)  # coverage; Pillow's RGBA reduction averages colour over it
+    pal.putpalette(np.clip(lut[:, :3], 0, 255).astype(np.uint8).tobytes(), rawmode="RGB")
+    # Background is black in the palette, so the reduced colour is premultiplied by the coverage.
+    premult = np.asarray(pal.convert("RGB").reduce(SS), dtype=np.float32)
+    cover_img = Image.fromarray(mat_big, "L").point([0] + [255] * 255).reduce(SS)
+    cover = np.asarray(cover_img, dtype=np.float32) * (1.0 / 255.0)
+    alpha = cover[..., None]
+    albedo = premult / np.maximum(alpha, 1.0 / 255.0)
     gsmall = gbuf.reduce(SS)
 
     # --- shading: smoothed by a blur normalised over the foreground (no dark halo at the silhouette)
     radius = max(1.0, 0.022 * s)
     num = np.asarray(gsmall.getchannel(1).filter(ImageFilter.BoxBlur(radius)), dtype=np.float32)
-    den = np.asarray(albedo_img.getchannel(3).filter(ImageFilter.BoxBlur(radius)), dtype=np.float32)
+    den = np.asarray(cover_img.filter(ImageFilter.BoxBlur(radius)), dtype=np.float32)
     shade = num / np.maximum(den, 1.0) * 1.6
     spec = np.asarray(gsmall.getchannel(2).filter(ImageFilter.BoxBlur(radius * 0.5)), dtype=np.float32)
 
     # --- textures: skin mottling, hair strands with a soft, noisy hair line
     tex = 1.0 + 0.045 * _noise(rng, (s, s), (12, 12)) + 0.03 * _noise(rng, (s, s), (56, 56))
-    rgb = albedo4[..., :3] * (shade * tex)[..., None]
+    rgb = albedo * (shade * tex)[..., None]
     if hair_shell is not None:
         hair_a = np.asarray(gsmall.getchannel(3), dtype=np.float32) * (1.0 / 255.0)
         strands = 0.6 * _noise(rng, (s, s), (max(8, s // 3), 5)) + 0.4 * _noise(
             rng, (s, s), (max(8, s // 8), 3)
         )
         rgb *= (1.0 + 0.45 * strands * hair_a)[..., None]
-    light_col = (np.array([1.0, 1.0, 1.0]) + rng.normal(0, 0.05, 3)).astype(np.float32)
-    rgb = rgb * light_col + (spec * 0.8)[..., None]
+    rgb += (spec * 0.8)[..., None]
     for c in catch:
         rad = max(0.6, 0.006 * s)
         cx, cy = int(c[0]), int(c[1])
@@ -638,10 +688,10 @@ def render_face(
         small = (max(8, int(s * f)), max(8, int(s * f)))
         img = img.resize(small, Image.Resampling.BILINEAR).resize((s, s), Image.Resampling.BILINEAR)
     if rng.random() < opt.blur_prob:
-        img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.6) * s / 256))
+        img = img.filter(ImageFilter.BoxBlur(rng.uniform(0.4, 1.5) * s / 256))
     if rng.random() < opt.noise_prob:
         sigma = rng.uniform(1.0, 8.0)
-        noisy = np.asarray(img, dtype=np.float32) + rng.standard_normal((s, s, 1), dtype=np.float32) * sigma
+        noisy = np.asarray(img, dtype=np.float32) + (_grain(rng, s) * sigma)[..., None]
         img = Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8), "RGB")
     if rng.random() < opt.jpeg_prob:
         buf = io.BytesIO()
@@ -660,18 +710,48 @@ def render_face(
     return RenderedFace(image=image, points68=pts68c, points19=pts19c, meta=meta)
 
 
-def _overlay(out: np.ndarray, layer: Image.Image) -> np.ndarray:
-    """Alpha-composite an RGBA layer [S, S] over the float image."""
-    la = np.asarray(layer, dtype=np.float32)
-    a = la[..., 3:4] / 255.0
-    return np.asarray(out * (1 - a) + la[..., :3] * a, dtype=np.float32)
+class _Layer:
+    """An RGBA overlay drawn at 2x as premultiplied RGB plus an alpha mask (both reduce quickly)."""
+
+    def __init__(self, s: int) -> None:
+        self.rgb = Image.new("RGB", (s * SS, s * SS), (0, 0, 0))
+        self.alpha = Image.new("L", (s * SS, s * SS), 0)
+        self._c = ImageDraw.Draw(self.rgb)
+        self._a = ImageDraw.Draw(self.alpha)
+
+    @staticmethod
+    def _split(fill: tuple[int, ...]) -> tuple[tuple[int, int, int], int]:
+        a = fill[3] if len(fill) > 3 else 255
+        return (fill[0] * a // 255, fill[1] * a // 255, fill[2] * a // 255), a
+
+    def polygon(self, xy: Sequence[tuple[float, float]], fill: tuple[int, ...]) -> None:
+        c, a = self._split(fill)
+        self._c.polygon(list(xy), fill=c)
+        self._a.polygon(list(xy), fill=a)
+
+    def ellipse(self, box: tuple[float, float, float, float], fill: tuple[int, ...]) -> None:
+        c, a = self._split(fill)
+        self._c.ellipse(box, fill=c)
+        self._a.ellipse(box, fill=a)
+
+    def line(self, xy: Sequence[tuple[float, float]], fill: tuple[int, ...], width: int) -> None:
+        c, a = self._split(fill)
+        self._c.line(list(xy), fill=c, width=width, joint="curve")
+        self._a.line(list(xy), fill=a, width=width, joint="curve")
+
+    def over(self, out: np.ndarray, texture: np.ndarray | None = None) -> np.ndarray:
+        """Composite over the float image [S, S, 3]; ``texture`` [S, S] multiplies the layer's colour."""
+        rgb = np.asarray(self.rgb.reduce(SS), dtype=np.float32)
+        a = np.asarray(self.alpha.reduce(SS), dtype=np.float32)[..., None] * (1.0 / 255.0)
+        if texture is not None:
+            rgb = rgb * texture[..., None]
+        return np.asarray(out * (1.0 - a) + rgb, dtype=np.float32)
 
 
 def _glasses(rng: np.random.Generator, out: np.ndarray, pts: np.ndarray) -> np.ndarray:
     """Spectacles or sunglasses over both eyes (frames follow the eye line)."""
     s = out.shape[0]
-    layer = Image.new("RGBA", (s * SS, s * SS), (0, 0, 0, 0))
-    draw = ImageDraw.Draw(layer)
+    draw = _Layer(s)
     sun = rng.random() < 0.35
     frame = tuple(int(c) for c in rng.uniform(0, 120, 3)) + (255,)
     lens = (*(int(c) for c in rng.uniform(5, 50, 3)), int(rng.uniform(190, 245)))
@@ -697,21 +777,20 @@ def _glasses(rng: np.random.Generator, out: np.ndarray, pts: np.ndarray) -> np.n
     for ring in rings:
         if sun:
             draw.polygon(ring, fill=lens)
-        draw.line([*ring, ring[0]], fill=frame, width=width, joint="curve")
+        draw.line([*ring, ring[0]], fill=frame, width=width)
     bridge = [rings[0][0], rings[1][len(ang) // 2]]
     draw.line(bridge, fill=frame, width=width)
     for ring, jaw in ((rings[0], pts[0]), (rings[1], pts[16])):
         start = ring[len(ang) // 2] if ring is rings[0] else ring[0]
         draw.line([start, (float(jaw[0]) * SS - 0.5, float(jaw[1]) * SS - 0.5)], fill=frame, width=width)
-    return _overlay(out, layer.reduce(SS))
+    return draw.over(out)
 
 
 def _occluder(rng: np.random.Generator, out: np.ndarray, pts: np.ndarray, skin: np.ndarray
               ) -> tuple[np.ndarray, str]:  # fmt: skip
     """A hand, a microphone or a random textured object over part of the face."""
     s = out.shape[0]
-    layer = Image.new("RGBA", (s * SS, s * SS), (0, 0, 0, 0))
-    draw = ImageDraw.Draw(layer)
+    draw = _Layer(s)
     lo, hi = pts.min(axis=0), pts.max(axis=0)
     size = float(max(hi - lo))
     target = pts[int(rng.integers(len(pts)))] * SS
@@ -728,7 +807,7 @@ def _occluder(rng: np.random.Generator, out: np.ndarray, pts: np.ndarray, skin: 
             perp = np.array([-np.sin(direction), np.cos(direction)])
             base = palm + perp * off
             tip = base + r * rng.uniform(1.3, 1.9) * np.array([np.cos(direction), np.sin(direction)])
-            draw.line([tuple(base), tuple(tip)], fill=col, width=max(2, int(r * 0.38)), joint="curve")
+            draw.line([tuple(base), tuple(tip)], fill=col, width=max(2, int(r * 0.38)))
             draw.ellipse(
                 (tip[0] - r * 0.19, tip[1] - r * 0.19, tip[0] + r * 0.19, tip[1] + r * 0.19), fill=col
             )
@@ -753,8 +832,5 @@ def _occluder(rng: np.random.Generator, out: np.ndarray, pts: np.ndarray, skin: 
             draw.ellipse(
                 (target[0] - w / 2, target[1] - h / 2, target[0] + w / 2, target[1] + h / 2), fill=col
             )
-    small = layer.reduce(SS)
-    la = np.asarray(small, dtype=np.float32).copy()
     shade = 1.0 + 0.15 * _noise(rng, (s, s), (6, 6)) + 0.05 * _noise(rng, (s, s), (40, 40))
-    la[..., :3] *= shade[..., None]
-    return _overlay(out, Image.fromarray(np.clip(la, 0, 255).astype(np.uint8), "RGBA")), kind
+    return draw.over(out, shade), kind
