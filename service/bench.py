@@ -123,9 +123,12 @@ async def run_bench(
         max_connections=max(concurrencies) + 2, max_keepalive_connections=max(concurrencies) + 2
     )
     async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
-        for _ in range(600):  # wait up to a minute for the models to be loaded
-            if (await client.get("/readyz")).status_code == 200:
-                break
+        for _ in range(600):  # wait up to a minute for the service to start and load its models
+            try:
+                if (await client.get("/readyz")).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
             await asyncio.sleep(0.1)
         else:
             raise SystemExit(f"wingmark bench: {url} is not ready")
