@@ -83,7 +83,7 @@ def run_comparison(
     def run(key: str, cfg: dict[str, Any], label: str) -> None:
         t0 = time.time()
         torch.manual_seed(0)
-        train(cfg, progress=progress)
+        train(cfg, progress=progress, evaluate=False)
         errs, _ = cascade_errors(run_stage_paths(Path(cfg["out_dir"])), test)
         last = sorted(errs)[-1]
         errors[key] = errs[last]
@@ -233,6 +233,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--stage2-steps", type=int, default=80, help="CNN-7 training steps of the cascade run"
     )
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="batch size of every run (default: config's)"
+    )
     parser.add_argument("--out", default="runs/compare", help="where the runs are written")
     parser.add_argument("--docs", default="docs", help="where comparison.{md,json} and img/ced_*.png go")
     parser.add_argument("--no-progress", action="store_true")
@@ -242,6 +245,8 @@ def main(argv: list[str]) -> int:
     from train.config import load_config
 
     base = load_config(args.config, args.overrides)
+    if args.batch_size:
+        base["stage1"]["batch_size"] = base["stage2"]["batch_size"] = args.batch_size
     report = run_comparison(
         base,
         steps=args.steps,

@@ -15,7 +15,8 @@ read by the export engineer (train/export) and by ``wingmark eval``:
     "normalisation"  model_store.preprocess.Normalisation fields (dict)
     "stage"          1 or 2
     "val"            {"nme": mean validation NME (fraction), "step": ..., "epoch": ..., "n": ...}
-    resume state (export ignores it): "step", "epoch", "optimizer", "best_nme", "completed"
+    resume state (export ignores it): "step", "epoch", "best_nme", "completed", and in last.pt only
+                     "optimizer"
 
 Run directory: config.resolved.yaml, metrics.jsonl (one JSON object per log/eval line),
 curves.png (loss and validation NME), stage1/ and stage2/ checkpoints, eval.json + ced.png
@@ -380,36 +381,21 @@ def train_stage(
             _, nme = _stage_nme(model, val_crops, norm, eval_bs, rt.device)
             val = {"nme": float(nme.mean()), "step": step, "epoch": epoch, "n": len(nme)}
             log.write(kind="val", stage=stage, step=step, epoch=epoch, val_nme=val["nme"])
-            if val["nme"] < best_nme:
-                best_nme = val["nme"]
-                _save_atomic(
-                    _checkpoint(
-                        cfg,
-                        stage,
-                        model,
-                        optimizer,
-                        step=step,
-                        epoch=epoch,
-                        best_nme=best_nme,
-                        val=val,
-                        completed=completed,
-                    ),
-                    best_path,
-                )
-            _save_atomic(
-                _checkpoint(
-                    cfg,
-                    stage,
-                    model,
-                    optimizer,
-                    step=step,
-                    epoch=epoch,
-                    best_nme=best_nme,
-                    val=val,
-                    completed=completed,
-                ),
-                last_path,
+            ck = _checkpoint(
+                cfg,
+                stage,
+                model,
+                optimizer,
+                step=step,
+                epoch=epoch,
+                best_nme=best_nme,
+                val=val,
+                completed=completed,
             )
+            if val["nme"] < best_nme:
+                best_nme = ck["best_nme"] = val["nme"]
+                _save_atomic({k: v for k, v in ck.items() if k != "optimizer"}, best_path)  # no resume state
+            _save_atomic(ck, last_path)
         _barrier(rt)
         return val
 
@@ -487,8 +473,9 @@ def train_stage(
 # --------------------------------------------------------------------------- whole run
 
 
-def train(cfg: Mapping[str, Any], *, progress: bool = True) -> dict[str, Any]:
-    """Train every enabled stage, then evaluate the run on the test set. Returns the eval report."""
+def train(cfg: Mapping[str, Any], *, progress: bool = True, evaluate: bool = True) -> dict[str, Any]:
+    """Train every enabled stage, then (``evaluate``) evaluate the run on the test set and plot the
+    curves. Returns the eval report ({} without evaluation)."""
     rt = setup_runtime(cfg["device"])
     if int(cfg.get("num_threads") or 0) > 0:
         torch.set_num_threads(int(cfg["num_threads"]))
@@ -524,7 +511,7 @@ def train(cfg: Mapping[str, Any], *, progress: bool = True) -> dict[str, Any]:
         )
 
     report: dict[str, Any] = {}
-    if rt.is_main:
+    if rt.is_main and evaluate:
         report = evaluate_run(out, progress=progress, device=rt.device)
         from train.plots import plot_curves
 
