@@ -3,6 +3,7 @@ tests (alerts.test.yml), and the rules query only metrics and labels the service
 
 from __future__ import annotations
 
+import subprocess
 from typing import Any
 
 import yaml
@@ -69,3 +70,20 @@ def test_scrape_target_is_the_service_on_the_compose_network() -> None:
     assert mounts["./docker/prometheus/prometheus.yml"] == "/etc/prometheus/prometheus.yml"
     # rule_files are resolved beside the config file, inside the container too.
     assert mounts["./docker/prometheus/alerts.yml"] == "/etc/prometheus/" + config["rule_files"][0]
+
+
+def test_service_exposition_passes_promtool_lint(promtool: str) -> None:
+    """What the dashboard and alerts read, as the service renders it, passes `promtool check metrics`
+    (naming and unit conventions, histogram/counter suffixes)."""
+    from service.metrics import Metrics
+
+    metrics = Metrics()
+    metrics.http_requests.labels(route="/v1/landmarks", method="POST", status="200").inc()
+    metrics.http_duration.labels(route="/v1/landmarks", method="POST").observe(0.02)
+    metrics.stage_duration.labels(stage="inference").observe(0.004)
+    metrics.model_info.labels(name="cnn67-ibug68", version="1", scheme="ibug68", backend="onnxruntime").set(1)
+    metrics.on_batch(8, 0.004)
+    text = metrics.render()
+    result = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, timeout=60)
+    assert result.returncode == 0, (result.stdout + result.stderr).decode()
+    assert not result.stdout.strip() and not result.stderr.strip(), (result.stdout + result.stderr).decode()
