@@ -67,6 +67,27 @@ class FaceJob:
     crop: np.ndarray  # [S, S, 3] float32 stage-1 crop
 
 
+def crop(image: np.ndarray, m: np.ndarray, size: int) -> np.ndarray:
+    """``warp_affine(image, m, size)``, computed on the part of the image the crop can sample.
+
+    warp_affine pads (copies) the whole image it is given; passing only the window under the crop,
+    with the matrix shifted to match, gives the same pixels at a cost that follows the face's size
+    instead of the image's. image [H, W, 3] uint8, m [2, 3] image -> crop; returns [S, S, 3] float32.
+    """
+    h, w = image.shape[:2]
+    corners = np.array([[0.0, 0.0], [size, 0.0], [0.0, size], [size, size]])
+    src = apply_affine(invert_affine(m), corners)  # [4, 2] image coordinates of the crop's corners
+    x0 = max(0, math.floor(src[:, 0].min()) - 2)
+    y0 = max(0, math.floor(src[:, 1].min()) - 2)
+    x1 = min(w, math.ceil(src[:, 0].max()) + 2)
+    y1 = min(h, math.ceil(src[:, 1].max()) + 2)
+    if x1 <= x0 or y1 <= y0:  # the crop lies wholly outside the image
+        return np.zeros((size, size, image.shape[2]), dtype=np.float32)
+    shifted = np.array(m, dtype=np.float64)
+    shifted[:, 2] += shifted[:, :2] @ np.array([x0, y0], dtype=np.float64)  # window coords = image - (x0, y0)
+    return warp_affine(image[y0:y1, x0:x1], shifted, size)
+
+
 class Cascade:
     """A model version and its backend: builds stage-1 crops and runs every stage on a batch."""
 
@@ -84,7 +105,7 @@ class Cascade:
         jobs = []
         for box in np.asarray(tight_boxes, dtype=np.float64).reshape(-1, 4):
             m = crop_matrix_from_box(box, self.sizes[0], self.rules[0])
-            jobs.append(FaceJob(image=image, matrix=m, crop=warp_affine(image, m, self.sizes[0])))
+            jobs.append(FaceJob(image=image, matrix=m, crop=crop(image, m, self.sizes[0])))
         return jobs
 
     def run_batch(self, jobs: Sequence[FaceJob]) -> list[np.ndarray]:
@@ -97,7 +118,7 @@ class Cascade:
         for stage in range(1, len(self.sizes)):
             size, rule = self.sizes[stage], self.rules[stage]
             mats = np.stack([crop_matrix_from_points(p, self.scheme, size, rule) for p in pts])
-            crops = np.stack([warp_affine(j.image, m, size) for j, m in zip(jobs, mats, strict=True)])
+            crops = np.stack([crop(j.image, m, size) for j, m in zip(jobs, mats, strict=True)])
             pts = apply_affine(
                 invert_affine(mats), self._run(stage, to_input(crops, self.norms[stage]), k, size)
             )
