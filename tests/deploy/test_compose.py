@@ -213,6 +213,15 @@ def test_service_environment_validates_as_settings(
         assert settings.backend == ("onnxruntime" if name == "wingmark-cpu" else "tensorrt"), name
 
 
+def test_service_containers_are_locked_down(compose: list[str]) -> None:
+    services = resolved(compose, ("cpu", "engines"))["services"]
+    for name in ("wingmark", "wingmark-cpu", "build-engines"):
+        assert services[name]["cap_drop"] == ["ALL"], name
+        assert "no-new-privileges:true" in services[name]["security_opt"], name
+    assert services["wingmark-cpu"]["read_only"] is True
+    assert "/tmp" in services["wingmark-cpu"]["tmpfs"]
+
+
 def test_mounted_host_files_exist(compose: list[str]) -> None:
     services = resolved(compose, ("cpu", "grafana"))["services"]
     for name, svc in services.items():
