@@ -49,7 +49,7 @@ SS = 2  # supersampling factor of the G-buffer
 
 # Material ids in the G-buffer's red channel.
 BG, SKIN, LIPS, MOUTH, TEETH, SCLERA_R, SCLERA_L, BROW, HAIR, NECK, CLOTH = range(11)
-NOSTRIL, LASH, EAR, EAR_IN, IRIS, PUPIL, LIPLINE = range(11, 18)
+NOSTRIL, LASH, EAR, EAR_IN, IRIS, PUPIL, LIPLINE, CREASE, FOLD = range(11, 20)
 _TRI_MAT = np.array([SKIN, LIPS, MOUTH, SCLERA_R, SCLERA_L], dtype=np.int64)
 _SPEC_OF = {SKIN: 0.35, LIPS: 0.6, SCLERA_R: 0.8, SCLERA_L: 0.8, HAIR: 0.25, NECK: 0.2, EAR: 0.3, CLOTH: 0.05}
 
@@ -138,7 +138,7 @@ def _random_shape(
         p[corner, 1] -= 0.035 * smile
     for near in (49, 53, 59, 55):
         p[near, 1] -= 0.015 * smile
-    opening = float(rng.uniform(0.02, 0.24)) if rng.random() < 0.35 else 0.0
+    opening = float(rng.uniform(0.02, 0.2)) ** 1.3 * 2.2 if rng.random() < 0.28 else 0.0
     if opening > 0:
         p[[65, 66, 67], 1] += opening
         p[55:60, 1] += opening * 0.92
@@ -242,7 +242,10 @@ def _background(rng: np.random.Generator, s: int) -> np.ndarray:
             draw.polygon(pts, fill=col)
     if n != s:
         img = img.resize((s, s), Image.Resampling.BILINEAR)
-    return np.asarray(img, dtype=np.float32)
+    # Surface texture (plaster, fabric, foliage...), as blurred as the rest of the background.
+    cells = max(4, int(48 / blur))
+    tex = 0.6 * _noise(rng, (s, s), (cells, cells)) + 0.4 * _noise(rng, (s, s), (cells * 4, cells * 4))
+    return np.asarray(img, dtype=np.float32) * (1.0 + rng.uniform(0.03, 0.25) * tex)[..., None]
 
 
 # ------------------------------------------------------------------------------------------ rendering
@@ -384,7 +387,7 @@ def render_face(
             meta={"yaw": float(yaw), "pitch": float(pitch), "roll": float(roll), **expr},
         )
 
-    hair_style = str(rng.choice(["short", "long", "bald", "bun"], p=[0.45, 0.4, 0.07, 0.08]))
+    hair_style = str(rng.choice(["short", "long", "bald", "bun"], p=[0.47, 0.41, 0.04, 0.08]))
     hair_shell = _hair_shell(rng, model, hair_style) if hair_style != "bald" else None
     if hair_shell is not None:
         # Head triangles wholly under the hair are never seen: skip them.
@@ -457,7 +460,7 @@ def render_face(
 
     neck_a = np.linspace(0, 2 * np.pi, 19)[:-1]
     neck_y = np.array([-0.1, 0.55, 1.3])
-    neck_rx, neck_rz, neck_z = (0.5, 0.43, 0.47), (0.44, 0.38, 0.42), (-0.5, -0.45, -0.5)
+    neck_rx, neck_rz, neck_z = (0.44, 0.38, 0.46), (0.4, 0.36, 0.42), (-0.52, -0.47, -0.5)
     nv = np.array(
         [
             [rx * np.sin(a), yy, cz + rz * np.cos(a)]
@@ -477,7 +480,8 @@ def render_face(
     qn = -_unit(np.cross(q[:, 1] - q[:, 0], q[:, 3] - q[:, 0]))  # outward
     qc = q.mean(axis=1)
     front = ((cam - qc) * qn).sum(-1) > 0
-    qsh, qsp = shade_of(qn, qc, 0.8)
+    # The head shades the top of the neck.
+    qsh, qsp = shade_of(qn, qc, np.where(quads.min(axis=1) < na, 0.5, 0.8))
     qfill = np.stack([np.full(len(q), NECK), g(qsh), (qsp * 40).astype(np.int64), np.zeros(len(q), int)], 1)
     painter.add_many((-1e5 + qc[:, 2])[front], to_px(q[front]) * SS - 0.5, qfill[front])
     shoulder = np.array(
@@ -502,7 +506,19 @@ def render_face(
     spec_scale = np.array([_SPEC_OF.get(int(m), 0.3) for m in range(18)])[mats]
     px = to_px(v_cam) * SS - 0.5
     tri_px = px[tri]
-    gg, bb, aa = g(sh), np.clip(sp * spec_scale * 255, 0, 255).astype(np.int64), np.zeros(len(tri), np.int64)
+    # K channel of skin: redness (cheeks, nose, chin, ears are redder); hair uses 255.
+    mv = model.vertices
+    red_v = np.zeros(len(mv))
+    for centre_pt, sigma, amp in (
+        ((mv[2] + mv[31] + mv[41]) / 3, 0.12, 1.0),
+        ((mv[14] + mv[35] + mv[46]) / 3, 0.12, 1.0),
+        (mv[30], 0.08, 0.8),
+        (mv[8], 0.1, 0.5),
+    ):
+        red_v += amp * np.exp(-((mv - centre_pt) ** 2).sum(axis=1) / (2 * sigma**2))
+    red_t = np.clip(red_v[tri].mean(axis=1) * rng.uniform(0.3, 1.0), 0, 1)
+    gg, bb = g(sh), np.clip(sp * spec_scale * 255, 0, 255).astype(np.int64)
+    aa = (red_t * 150).astype(np.int64)
     depth = (cen - cam)[:, 2]
     painter.add_many(depth[vis], tri_px[vis], np.stack([mats, gg, bb, aa], axis=1)[vis])
 
@@ -527,11 +543,28 @@ def render_face(
     for eye in (RIGHT_EYE, LEFT_EYE):
         upper_lid = lm[list(eye[:4])]  # outer/inner corner and the two upper-lid points
         add_decal(upper_lid + fwd * 0.006, LASH, fwd, width=lash_w)
+        # Eyelid crease above the lid and the lower lid's rim.
+        crease = upper_lid[[0, 1, 2, 3]] + up * rng.uniform(0.018, 0.035) + fwd * 0.004
+        add_decal(crease, CREASE, fwd, width=max(1, lash_w - 1))
+        lower = lm[[eye[3], eye[4], eye[5], eye[0]]] + fwd * 0.004 + up * -0.004
+        add_decal(lower, CREASE, fwd, width=1)
     for wing, nostril_side in ((31, 32), (35, 34)):
         ctr = (lm[wing] * 0.45 + lm[nostril_side] * 0.55) + np.array([0, -0.012, -0.01])
         ang = np.linspace(0, 2 * np.pi, 9)[:-1]
         ring = ctr + np.stack([0.028 * np.cos(ang), 0.006 * np.sin(ang), 0.012 * np.sin(ang)], axis=1)
         add_decal(ring, NOSTRIL, _unit(np.array([0.0, 1.0, 0.6])), ao=0.5)
+    fold = rng.uniform(0.0, 1.0) + max(expr["smile"], 0.0)
+    if fold > 0.6:  # nasolabial folds, from the nose wings towards the mouth corners
+        for wing, corner, sgn in ((31, 48, -1.0), (35, 54, 1.0)):
+            a0 = lm[wing] + np.array([sgn * 0.03, -0.02, -0.03])
+            a2 = lm[corner] + np.array([sgn * 0.035, 0.03, -0.02])
+            a1 = (a0 + a2) / 2 + np.array([sgn * 0.02, 0.0, 0.0])
+            add_decal(
+                np.stack([a0, a1, a2]),
+                FOLD,
+                _unit(np.array([sgn * 0.6, 0.0, 1.0])),
+                width=max(1, SS * s // 200),
+            )
     if expr["mouth_open"] > 0.04:
         upper = lm[[60, 61, 62, 63, 64]]
         tooth_h = min(0.045, expr["mouth_open"] * 0.45)
@@ -620,11 +653,13 @@ def render_face(
     lut[PUPIL, :3] = [10, 8, 8]
     lut[BROW, :3] = skin + (hair_col * 0.8 - skin) * rng.uniform(0.6, 0.92)
     lut[LASH, :3] = hair_col * 0.3 + 6
+    lut[CREASE, :3] = skin * 0.7
+    lut[FOLD, :3] = skin * 0.86
     lut[NOSTRIL, :3] = skin * 0.28
     lut[HAIR, :3] = hair_col
     cloth_hsv = (rng.uniform(0, 1), rng.uniform(0, 0.7), rng.uniform(0.1, 0.95))
     lut[CLOTH, :3] = _hsv_to_rgb(*cloth_hsv)
-    lut[:, :3] *= 1.0 + rng.normal(0, 0.05, 3)  # the light's colour
+    lut[:, :3] *= 1.0 + rng.normal(0, 0.03, 3)  # the light's colour
     pal = Image.fromarray(mat_big, "P")
     pal.putpalette(np.clip(lut[:, :3], 0, 255).astype(np.uint8).tobytes(), rawmode="RGB")
     # Background is black in the palette, so the reduced colour is premultiplied by the coverage.
@@ -644,9 +679,12 @@ def render_face(
 
     # --- textures: skin mottling, hair strands with a soft, noisy hair line
     tex = 1.0 + 0.045 * _noise(rng, (s, s), (12, 12)) + 0.03 * _noise(rng, (s, s), (56, 56))
-    rgb = albedo * (shade * tex)[..., None]
+    k_chan = np.asarray(gsmall.getchannel(3), dtype=np.float32)
+    hair_a = np.clip((k_chan - 160.0) * (1.0 / 95.0), 0.0, 1.0)
+    red = np.clip(k_chan * (1.0 / 150.0), 0.0, 1.0) * (1.0 - hair_a)
+    tint = np.array([0.05, -0.07, -0.07], dtype=np.float32) * rng.uniform(0.5, 1.2)
+    rgb = albedo * (shade * tex)[..., None] * (1.0 + red[..., None] * tint)
     if hair_shell is not None:
-        hair_a = np.asarray(gsmall.getchannel(3), dtype=np.float32) * (1.0 / 255.0)
         strands = 0.6 * _noise(rng, (s, s), (max(8, s // 3), 5)) + 0.4 * _noise(
             rng, (s, s), (max(8, s // 8), 3)
         )
@@ -679,7 +717,7 @@ def render_face(
     contrast = rng.uniform(0.8, 1.15)
     ramp = np.arange(256, dtype=np.float64) / 255.0
     tables = []
-    for gain in rng.normal(1.0, 0.05, 3):
+    for gain in rng.normal(1.0, 0.035, 3):
         v = np.clip((ramp**gamma - 0.5) * contrast + 0.5, 0, 1) * gain
         tables.extend(np.clip(v * 255, 0, 255).astype(np.uint8).tolist())
     img = img.point(tables)
