@@ -27,7 +27,7 @@ train_one() {  # name config run_dir
   mkdir -p runs
   echo "$(date -u +%FT%TZ) training $name -> $run (log runs/$name.train.log)"
   OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS nohup "$PY" -m service.cli train "$config" \
-    "out_dir=$run" "num_threads=$THREADS" "${EXTRA[@]}" --no-progress >"runs/$name.train.log" 2>&1 &
+    "out_dir=$run" "num_threads=$THREADS" "${EXTRA[@]}" --no-progress >>"runs/$name.train.log" 2>&1 &
   echo $! >"runs/$name.train.pid"
 }
 
