@@ -101,7 +101,7 @@ def _inside(poly: np.ndarray, pts: np.ndarray) -> np.ndarray:
     return np.asarray((cond & (x < xint)).sum(axis=1) % 2 == 1)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # compared and hashed by identity (one instance per process)
 class HeadModel:
     """The mean head mesh and the linear map that moves it with the landmarks.
 

@@ -77,7 +77,7 @@ _IRIS_COLOURS = np.array(
 class RenderOptions:
     """Knobs of the renderer (all probabilities per sample)."""
 
-    occlusion_prob: float = 0.25
+    occlusion_prob: float = 0.2
     glasses_prob: float = 0.12
     blur_prob: float = 0.3
     noise_prob: float = 0.6
@@ -314,6 +314,27 @@ def _hair_shell(rng: np.random.Generator, model: HeadModel, style: str) -> _Hair
     verts = np.concatenate([ring, pole])
     nc = len(cols)
     tris = []
+    if style == "long":  # hair hanging from the sides and back of the hair line down to the shoulders
+        length = rng.uniform(0.7, 1.7)
+        drop = np.stack([line + length * 0.5, line + length], axis=0)  # [2, C]
+        td = np.broadcast_to(cols[None, :], drop.shape)
+        r0 = rr[0][None, :]
+        rd = np.maximum(r0, model.surface_radius(td, np.minimum(drop, 0.3)) + thick) + np.array(
+            [[0.03], [0.08]]
+        )
+        skirt = np.stack([rd * np.sin(td), drop, AXIS_Z + rd * np.cos(td)], axis=-1).reshape(-1, 3)
+        base = len(verts)
+        verts = np.concatenate([verts, skirt])
+        hangs = side >= np.radians(65)
+        for i in range(nc):
+            j = (i + 1) % nc
+            if not (hangs[i] and hangs[j]):
+                continue
+            for top_i, top_j, bot_i, bot_j in (
+                (i, j, base + i, base + j),
+                (base + i, base + j, base + nc + i, base + nc + j),
+            ):
+                tris += [(top_i, top_j, bot_j), (top_i, bot_j, bot_i)]
     for r in range(len(t) - 1):
         for i in range(nc):
             a, b = r * nc + i, r * nc + (i + 1) % nc
@@ -329,6 +350,26 @@ def _hair_shell(rng: np.random.Generator, model: HeadModel, style: str) -> _Hair
     flip = (n * out).sum(axis=1) < 0
     tri[flip] = tri[flip][:, ::-1]
     return _HairShell(verts, tri, cols, line)
+
+
+@functools.lru_cache(maxsize=1)
+def _beard_zones(model: HeadModel) -> tuple[np.ndarray, np.ndarray]:
+    """Per-vertex weights (0..1) of the beard (chin, jaw, lower cheeks, sideburns) and moustache zones."""
+    lm = model.vertices[:68]
+    th, y = model.theta, model.height
+    t_lm = np.arctan2(lm[:, 0], lm[:, 2] - AXIS_Z)
+    a48, a3, a1 = abs(t_lm[48]), abs(t_lm[3]), abs(t_lm[1])
+    # Upper edge of the beard: under the lower lip at the centre, up the cheeks to the sideburns.
+    line = np.interp(np.abs(th), [0.0, a48, a3, a1, a1 + 0.15], [lm[57, 1] + 0.02, lm[48, 1] - 0.02,
+                     lm[3, 1] - 0.08, lm[0, 1] - 0.2, lm[0, 1] - 0.2])  # fmt: skip
+    beard = np.clip((y - line) / 0.04, 0, 1) * (np.abs(th) < a1 + 0.12)
+    # Moustache: between the nose base and the upper lip, as wide as the mouth.
+    half = abs(t_lm[54] - t_lm[48]) / 2 + 0.08
+    mou = np.clip((y - lm[33, 1] - 0.015) / 0.02, 0, 1) * np.clip((lm[51, 1] - y) / 0.015, 0, 1)
+    mou = mou * np.clip((half - np.abs(th)) / 0.05, 0, 1)
+    beard.setflags(write=False)
+    mou.setflags(write=False)
+    return beard, mou
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
@@ -519,6 +560,16 @@ def render_face(
     red_t = np.clip(red_v[tri].mean(axis=1) * rng.uniform(0.3, 1.0), 0, 1)
     gg, bb = g(sh), np.clip(sp * spec_scale * 255, 0, 255).astype(np.int64)
     aa = (red_t * 150).astype(np.int64)
+    # Facial hair: K above 160 marks hair coverage (stubble, moustache, beard) on skin triangles.
+    beard_style = str(rng.choice(["none", "stubble", "moustache", "beard"], p=[0.7, 0.12, 0.05, 0.13]))
+    if beard_style != "none":
+        zones = _beard_zones(model)
+        weight = zones[1] if beard_style == "moustache" else np.maximum(zones[0], zones[1])
+        density = {"stubble": rng.uniform(0.25, 0.5), "moustache": rng.uniform(0.7, 1.0)}.get(
+            beard_style, rng.uniform(0.75, 1.0)
+        )
+        cover_t = weight[tri].mean(axis=1) * density
+        aa = np.where(cover_t > 0.12, (160 + 95 * np.clip(cover_t, 0, 1)).astype(np.int64), aa)
     depth = (cen - cam)[:, 2]
     painter.add_many(depth[vis], tri_px[vis], np.stack([mats, gg, bb, aa], axis=1)[vis])
 
@@ -683,6 +734,8 @@ def render_face(
     hair_a = np.clip((k_chan - 160.0) * (1.0 / 95.0), 0.0, 1.0)
     red = np.clip(k_chan * (1.0 / 150.0), 0.0, 1.0) * (1.0 - hair_a)
     tint = np.array([0.05, -0.07, -0.07], dtype=np.float32) * rng.uniform(0.5, 1.2)
+    hair_rgb = (hair_col * rng.uniform(0.6, 1.0)).astype(np.float32)  # body/facial hair, a little darker
+    albedo += (hair_rgb - albedo) * hair_a[..., None]
     rgb = albedo * (shade * tex)[..., None] * (1.0 + red[..., None] * tint)
     if hair_shell is not None:
         strands = 0.6 * _noise(rng, (s, s), (max(8, s // 3), 5)) + 0.4 * _noise(
