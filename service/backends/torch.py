@@ -2,8 +2,9 @@
 
 torch is imported when the backend is built, not when this module is imported. Each stage
 needs the ``checkpoint`` file the manifest names beside its ONNX file: a TorchScript archive
-(``torch.jit.save``), loaded without any model code; or a checkpoint dict with a ``state_dict``
-(or ``model``) entry, rebuilt through ``train.models.create_model(stage.architecture)``.
+(``torch.jit.save``), loaded without any model code; or a training checkpoint (train.loop's dict:
+``model`` state dict, ``architecture``, ``model_kwargs``, ``num_points``), rebuilt through
+``train.models.create_model``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from model_store.schemes import get_scheme
 from model_store.store import ModelVersion
 from service.backends import BackendUnavailableError, check_batch
 
@@ -41,22 +43,26 @@ class TorchBackend:
             path = model.path / stage.checkpoint
             if not path.is_file():
                 raise BackendUnavailableError(f"checkpoint missing: {path}")
-            self._modules.append(self._load(path, stage.architecture).to(self.device).eval())
+            module = self._load(path, stage.architecture, get_scheme(model.manifest.scheme).num_points)
+            self._modules.append(module.to(self.device).eval())
 
-    def _load(self, path: Any, architecture: str) -> Any:
+    def _load(self, path: Any, architecture: str, num_points: int) -> Any:
         torch = self._torch
         try:
             return torch.jit.load(str(path), map_location="cpu")
         except RuntimeError:
-            pass  # not TorchScript: a plain checkpoint dict
+            pass  # not TorchScript: a training checkpoint (train.loop's format)
         checkpoint = torch.load(str(path), map_location="cpu", weights_only=True)
-        state = checkpoint.get("state_dict", checkpoint.get("model", checkpoint))
         try:
             create_model = importlib.import_module("train.models").create_model
         except (ImportError, AttributeError) as exc:
             raise BackendUnavailableError(f"cannot rebuild {architecture!r}: {exc}") from exc
-        module = create_model(architecture, **checkpoint.get("model_kwargs", {}))
-        module.load_state_dict(state)
+        module = create_model(
+            checkpoint.get("architecture", architecture),
+            int(checkpoint.get("num_points", num_points)),
+            **dict(checkpoint.get("model_kwargs") or {}),
+        )
+        module.load_state_dict(checkpoint.get("model", checkpoint.get("state_dict")))
         return module
 
     def run(self, stage: int, batch: np.ndarray) -> np.ndarray:

@@ -111,3 +111,27 @@ def test_warmup_and_input_checks(backend: Backend, model: ModelVersion) -> None:
 def test_unknown_backend_kind() -> None:
     with pytest.raises(ValueError, match="unknown backend"):
         create_backend("tvm", None)  # type: ignore[arg-type]
+
+
+def test_torch_backend_rebuilds_a_training_checkpoint(tmp_path: Path) -> None:
+    """The reference backend also loads train.loop's checkpoint dict through train.models."""
+    torch = pytest.importorskip("torch")
+    try:
+        from train.models import create_model
+    except ImportError as exc:
+        pytest.skip(f"train.models is not available: {exc}")
+    from model_store.manifest import Manifest, StageSpec
+    from service.backends.torch import TorchBackend
+
+    torch.manual_seed(0)
+    net = create_model("cnn6", 19).eval()
+    ckpt = {"model": net.state_dict(), "architecture": "cnn6", "model_kwargs": {}, "num_points": 19}
+    torch.save(ckpt, tmp_path / "stage1.pt")
+    stage = StageSpec(name="stage1", architecture="cnn6", input_size=64, file="stage1.onnx", sha256="0" * 64,
+                      checkpoint="stage1.pt")  # fmt: skip
+    manifest = Manifest(name="ck", version="1", scheme="aflw19", stages=[stage])
+    backend = TorchBackend(ModelVersion("ck", "1", tmp_path, manifest))
+    x = _batch(3, 64)
+    with torch.no_grad():
+        expected = net(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(backend.run(0, x), expected, atol=1e-5)
