@@ -249,3 +249,31 @@ def test_lifespan_stop_drains_threads(test_store: Path) -> None:
     run(main())
     time.sleep(0.2)
     assert threading.active_count() <= before + 1
+
+
+def test_the_serving_path_never_imports_torch_or_onnx(test_store: Path) -> None:
+    """Build the app, load the models (ONNX Runtime + dlib) and answer a request in a fresh interpreter."""
+    import subprocess
+    import sys
+
+    code = f"""
+import asyncio, sys
+from service.pipeline import LandmarkRequest, LandmarkService
+from service.settings import Settings
+import service.app, service.server, service.predict, service.bench, service.client, service.cli
+async def main():
+    s = LandmarkService(Settings(model_root={str(test_store)!r}))
+    await s.start(background=False)
+    assert s.ready, s.load_error
+    from tests.service.images import encode, gradient
+    r = await s.predict(LandmarkRequest(encode(gradient(), "PNG"), boxes=[[10, 10, 60, 60]]))
+    assert len(r.faces) == 1
+    await s.stop()
+asyncio.run(main())
+bad = sorted(m for m in sys.modules if m.split(".")[0] in {{"torch", "onnx", "tensorrt"}})
+print("IMPORTED", bad)
+"""
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "IMPORTED []" in proc.stdout, proc.stdout
