@@ -88,12 +88,18 @@ class RenderOptions:
 
 @dataclass
 class RenderedFace:
-    """image [S, S, 3] uint8; points68 [68, 2], points19 [19, 2] in image pixels (corner origin)."""
+    """image [S, S, 3] uint8; points68 [68, 2], points19 [19, 2] in image pixels (corner origin).
+
+    materials: with ``keep_materials``, the [2S, 2S] uint8 material-id map (ids in this module) of
+    the face before occluders and camera effects; supersampled pixel (i, j) covers image
+    [j / 2, (j + 1) / 2) x [i / 2, (i + 1) / 2).
+    """
 
     image: np.ndarray
     points68: np.ndarray
     points19: np.ndarray
     meta: dict[str, Any] = field(default_factory=dict)
+    materials: np.ndarray | None = None
 
 
 # ----------------------------------------------------------------------------------------------- shape
@@ -385,6 +391,7 @@ def render_face(
     options: RenderOptions | None = None,
     *,
     geometry_only: bool = False,
+    keep_materials: bool = False,
 ) -> RenderedFace:
     """Render one face of ``size`` x ``size`` pixels at the given pose (degrees).
 
@@ -716,42 +723,40 @@ def render_face(
     # Background is black in the palette, so the reduced colour is premultiplied by the coverage.
     premult = np.asarray(pal.convert("RGB").reduce(SS), dtype=np.float32)
     cover_img = Image.fromarray(mat_big, "L").point([0] + [255] * 255).reduce(SS)
-    cover = np.asarray(cover_img, dtype=np.float32) * (1.0 / 255.0)
-    alpha = cover[..., None]
-    albedo = premult / np.maximum(alpha, 1.0 / 255.0)
+    alpha = np.asarray(cover_img, dtype=np.float32) * (1.0 / 255.0)
     gsmall = gbuf.reduce(SS)
 
     # --- shading: smoothed by a blur normalised over the foreground (no dark halo at the silhouette)
     radius = max(1.0, 0.022 * s)
     num = np.asarray(gsmall.getchannel(1).filter(ImageFilter.BoxBlur(radius)), dtype=np.float32)
     den = np.asarray(cover_img.filter(ImageFilter.BoxBlur(radius)), dtype=np.float32)
-    shade = num / np.maximum(den, 1.0) * 1.6
     spec = np.asarray(gsmall.getchannel(2).filter(ImageFilter.BoxBlur(radius * 0.5)), dtype=np.float32)
+    factor = num / np.maximum(den, 1.0) * 1.6  # [S, S] shading
 
-    # --- textures: skin mottling, hair strands with a soft, noisy hair line
-    tex = 1.0 + 0.045 * _noise(rng, (s, s), (12, 12)) + 0.03 * _noise(rng, (s, s), (56, 56))
+    # --- textures (per-pixel factors on premultiplied colour): skin mottling and redness, hair strands
+    factor *= 1.0 + 0.045 * _noise(rng, (s, s), (12, 12)) + 0.03 * _noise(rng, (s, s), (56, 56))
     k_chan = np.asarray(gsmall.getchannel(3), dtype=np.float32)
     hair_a = np.clip((k_chan - 160.0) * (1.0 / 95.0), 0.0, 1.0)
     red = np.clip(k_chan * (1.0 / 150.0), 0.0, 1.0) * (1.0 - hair_a)
-    tint = np.array([0.05, -0.07, -0.07], dtype=np.float32) * rng.uniform(0.5, 1.2)
+    tint = np.array([0.05, -0.07, -0.07], dtype=np.float32) * np.float32(rng.uniform(0.5, 1.2))
     hair_rgb = (hair_col * rng.uniform(0.6, 1.0)).astype(np.float32)  # body/facial hair, a little darker
-    albedo += (hair_rgb - albedo) * hair_a[..., None]
-    rgb = albedo * (shade * tex)[..., None] * (1.0 + red[..., None] * tint)
     if hair_shell is not None:
         strands = 0.6 * _noise(rng, (s, s), (max(8, s // 3), 5)) + 0.4 * _noise(
             rng, (s, s), (max(8, s // 8), 3)
         )
-        rgb *= (1.0 + 0.45 * strands * hair_a)[..., None]
-    rgb += (spec * 0.8)[..., None]
+        factor *= 1.0 + 0.45 * strands * hair_a
+    hair_w = hair_a * alpha
+    face = premult + (hair_rgb * hair_w[..., None] - premult * hair_a[..., None])  # hair albedo where hairy
+    face *= (factor[..., None] * (1.0 + red[..., None] * tint)).astype(np.float32)
+    face += (spec * 0.8 * alpha)[..., None]
     for c in catch:
-        rad = max(0.6, 0.006 * s)
         cx, cy = int(c[0]), int(c[1])
         if 0 <= cx < s and 0 <= cy < s:
-            rgb[cy, cx] = rgb[cy, cx] * 0.3 + 190
-        del rad
+            face[cy, cx] = face[cy, cx] * 0.3 + 190 * alpha[cy, cx]
 
     bg = _background(rng, s)
-    out = bg + (rgb - bg) * alpha
+    bg *= (1.0 - alpha)[..., None]
+    out = bg + face  # premultiplied face over the background
 
     pts68c = (pts68 + centre).astype(np.float32)
     pts19c = (pts19 + centre).astype(np.float32)
@@ -798,7 +803,8 @@ def render_face(
         "occluder": occluded,
         **{k2: round(v2, 4) for k2, v2 in expr.items()},
     }
-    return RenderedFace(image=image, points68=pts68c, points19=pts19c, meta=meta)
+    materials = mat_big if keep_materials else None
+    return RenderedFace(image=image, points68=pts68c, points19=pts19c, meta=meta, materials=materials)
 
 
 class _Layer:

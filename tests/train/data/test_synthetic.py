@@ -119,3 +119,32 @@ def test_mirrored_poses_give_mirrored_point_layouts():
     assert np.abs(a - b).mean() < 0.1 * scale
     # The nose tip moves towards the side the face turns to.
     assert p_pos[30, 0] > p_pos[27:31, 0].mean() - 1 and p_pos[30, 0] > (p_pos[0, 0] + p_pos[16, 0]) / 2
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_drawn_features_are_under_their_landmarks(seed):
+    """The renderer's material map (before occluders) agrees with the projected landmarks: eye
+    centres on the eye (sclera, iris, pupil or lashes), the upper lip's middle on the lips, the nose
+    tip on skin, and every point of a near-frontal face within a pixel of the face."""
+    from train.data import render as r
+
+    rng = np.random.default_rng([99, seed])
+    yaw, pitch, roll = rng.uniform(-25, 25), rng.uniform(-10, 10), rng.uniform(-20, 20)
+    face = render_face(rng, 128, yaw, pitch, roll, CLEAN, keep_materials=True)
+    mats = face.materials
+    assert mats is not None and mats.shape == (256, 256)
+
+    def mat_at(pt: np.ndarray) -> int:
+        return int(mats[int(pt[1] * r.SS), int(pt[0] * r.SS)])
+
+    p = face.points68
+    eye_ids = {r.SCLERA_R, r.SCLERA_L, r.IRIS, r.PUPIL, r.LASH}
+    for eye in (slice(36, 42), slice(42, 48)):
+        assert mat_at(p[eye].mean(axis=0)) in eye_ids
+    assert mat_at((p[51] + p[62]) / 2) in {r.LIPS, r.LIPLINE}
+    assert mat_at(p[30]) in {r.SKIN, r.NOSTRIL}
+    face_ids = set(range(1, 20)) - {r.CLOTH}
+    for k, pt in enumerate(p):
+        x, y = int(pt[0] * r.SS), int(pt[1] * r.SS)
+        window = mats[max(y - 2, 0) : y + 3, max(x - 2, 0) : x + 3]
+        assert face_ids & set(np.unique(window).tolist()), k
