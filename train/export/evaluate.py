@@ -72,10 +72,8 @@ def load_synthetic(spec: Mapping[str, Any], scheme: str) -> list[Sample]:
         pose=PoseDistribution(**pose) if pose else None,
         cache_dir=spec.get("cache_dir"),
     )
-    samples = [faces[i] for i in range(len(faces))]
-    if "limit" in spec:
-        samples = samples[: int(spec["limit"])]
-    return samples
+    n = min(len(faces), int(spec["limit"])) if "limit" in spec else len(faces)
+    return [faces[i] for i in range(n)]  # sample i does not depend on the others: render only n
 
 
 def _matrices(

@@ -82,3 +82,40 @@ def test_static_needs_calibration_and_mode_is_checked(stage, tmp_path):
 def test_measure_speed_returns_positive_seconds(stage):
     speeds = measure_speed(stage, 64, batch_sizes=(1, 4), repeats=3)
     assert set(speeds) == {1, 4} and all(v > 0 for v in speeds.values())
+
+
+def test_quantize_main_publishes_an_int8_version_with_its_costs(tmp_path, capsys):
+    import json
+
+    from model_store.store import ModelStore
+    from tests.service.modelgen import publish_test_model
+    from train.export.cli import quantize_main
+
+    src = publish_test_model(tmp_path / "src", "aflw19", name="tiny-aflw19", version="1.0.0")
+    report_path = tmp_path / "q.json"
+    args = ["tiny-aflw19", "--store", str(tmp_path / "src"), "--out-store", str(tmp_path / "out")]
+    args += [
+        "--calibration-samples",
+        "8",
+        "--eval-samples",
+        "6",
+        "--repeats",
+        "2",
+        "--batch-sizes",
+        "1,4",
+        "--json",
+        str(report_path),
+    ]
+    assert quantize_main(args) == 0
+    assert '"nme_change"' in capsys.readouterr().out
+    out = ModelStore(tmp_path / "out")
+    q = out.resolve("tiny-aflw19-int8", "1.0.0")
+    out.verify(q)
+    assert [s.input_size for s in q.manifest.stages] == [s.input_size for s in src.manifest.stages]
+    assert q.manifest.scheme == "aflw19" and q.manifest.box_calibrations == src.manifest.box_calibrations
+    report = json.loads(report_path.read_text())
+    assert report["n"] == 6 and report["calibration"]["n"] == 8
+    assert report["nme_change"] == pytest.approx(report["nme_int8"] - report["nme_float"])
+    assert abs(report["nme_change"]) < 0.05
+    assert set(report["speed"]["cascade_speedup"]) == {"1", "4"}
+    assert q.manifest.evaluation["quantization"]["mode"] == "static"
