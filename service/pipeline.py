@@ -333,6 +333,14 @@ class LandmarkService:
     def _queue_depth(self) -> float:
         return float(sum(m.batcher.queued for m in self.models.values() if m.batcher is not None))
 
+    def not_ready_reason(self) -> str:
+        if self.state == "loading":
+            return "models are still loading"
+        if self.state == "stopping":
+            return "the service is stopping"
+        errors = [f"{n}: {m.error}" for n, m in self.models.items() if m.error]
+        return "model loading failed: " + "; ".join(([self.load_error] if self.load_error else []) + errors)
+
     @property
     def ready(self) -> bool:
         return self.state == "ready"
@@ -342,7 +350,7 @@ class LandmarkService:
         # While loading, every request waits for readiness; once failed, the models that did load still serve.
         if self.state in ("loading", "stopping") or not any(m.ready for m in self.models.values()):
             self.metrics.rejected.labels("not_ready").inc()
-            raise ProblemError("not-ready", f"the service is {self.state}", headers={"Retry-After": "5"})
+            raise ProblemError("not-ready", self.not_ready_reason(), headers={"Retry-After": "5"})
         if scheme is not None and scheme not in SCHEMES:
             raise ProblemError("invalid-parameters", f"unknown scheme {scheme!r}; known: {sorted(SCHEMES)}")
         if model:

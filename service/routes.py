@@ -275,7 +275,7 @@ async def readyz(request: Request) -> Response:
     if service.ready:
         return JSONResponse({"status": "ready", "models": ready, "errors": errors})
     return problem_response(
-        request, "not-ready", f"the service is {service.state}",
+        request, "not-ready", service.not_ready_reason(),
         headers={"Retry-After": "5"}, extra={"state": service.state, "models": ready, "errors": errors},
     )  # fmt: skip
 
