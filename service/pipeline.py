@@ -236,10 +236,6 @@ class LandmarkService:
         else:
             await self._load_all()
 
-    async def wait_ready(self) -> None:
-        if self._load_task is not None:
-            await asyncio.shield(self._load_task)
-
     async def _load_all(self) -> None:
         loop = asyncio.get_running_loop()
         s = self.settings
@@ -257,8 +253,9 @@ class LandmarkService:
         for spec in names:
             lm = await loop.run_in_executor(self._device, self._load_model, spec)
             if lm.ready:
+                assert lm.cascade is not None
                 lm.batcher = DynamicBatcher(
-                    lm.cascade.run_batch if lm.cascade else _no_cascade,
+                    lm.cascade.run_batch,
                     executor=self._device,
                     max_batch_size=s.max_batch_size,
                     max_queue_delay_s=s.max_queue_delay_ms / 1000.0,
@@ -513,7 +510,3 @@ class LandmarkService:
         except Exception as exc:
             log.exception("inference batch failed")
             raise ProblemError("inference-failed", f"{type(exc).__name__}: {exc}") from None
-
-
-def _no_cascade(jobs: list[FaceJob]) -> list[np.ndarray]:
-    raise RuntimeError("model has no cascade")
