@@ -145,3 +145,54 @@ def test_aflw_21_point_variant_drops_the_ears(tmp_path):
     )
     with pytest.raises(ValueError, match="columns"):
         read_aflw_info(tmp_path / "bad.mat")
+
+
+def test_wflw_line_format_and_convention():
+    from train.data.wflw import parse_wflw_line
+
+    coords = np.arange(196, dtype=float) / 4
+    line = " ".join(f"{v:g}" for v in coords) + " 10 20 110 140 1 0 0 1 0 0 7--Cheering/7_x.jpg"
+    rec = parse_wflw_line(line)
+    assert rec.points.shape == (98, 2)
+    np.testing.assert_allclose(rec.points[1], [0.5 + 0.5, 0.75 + 0.5])  # 0-based -> corner origin
+    np.testing.assert_allclose(rec.box, [10.5, 20.5, 110.5, 140.5])
+    assert rec.attributes == {
+        "pose": True, "expression": False, "illumination": False, "makeup": True, "occlusion": False,
+        "blur": False,
+    }  # fmt: skip
+    assert rec.name == "7--Cheering/7_x.jpg"
+    with pytest.raises(ValueError, match="207 fields"):
+        parse_wflw_line("1 2 3 x.jpg")
+
+
+def test_wflw_splits_and_samples():
+    from train.data.wflw import WFLW98, load_wflw
+
+    root = FIXTURES / "wflw"
+    train, test = load_wflw(root, "train"), load_wflw(root, "test")
+    assert (len(train), len(test)) == (2, 1)
+    assert len(load_wflw(root, "test_blur")) == 1 and len(load_wflw(root, "test_pose")) == 0
+    s = train[1]
+    assert s.scheme == "wflw98" and s.points.shape == (98, 2) and s.image.shape == (72, 72, 3)
+    assert s.meta["attr_pose"] and s.meta["attr_occlusion"] and not s.meta["attr_blur"]
+    # The fixture box is the points' box grown by 3 px and rounded.
+    assert np.all(s.box[:2] <= s.points.min(axis=0)) and np.all(s.box[2:] >= s.points.max(axis=0))
+    assert WFLW98.num_points == 98 and WFLW98.normaliser_indices == (60, 72)
+    with pytest.raises(ValueError, match="unknown WFLW split"):
+        load_wflw(root, "val")
+
+
+def test_wflw_flip_pairs_agree_with_ibug68():
+    """Mirroring a face and then laying out its 98 points equals laying out first and mirroring
+    with the wflw98 permutation (the fixture layout is interpolated from the 68 iBUG points)."""
+    from model_store.geometry import flip_points
+    from model_store.schemes import IBUG68
+    from tests.fixtures.make_fixtures import wflw98_from_ibug68
+    from train.data.wflw import WFLW98
+
+    p68 = np.random.default_rng(0).uniform(0, 100, size=(68, 2))
+    a = wflw98_from_ibug68(flip_points(p68, 100.0, IBUG68))
+    b = flip_points(wflw98_from_ibug68(p68), 100.0, WFLW98)
+    # The brows' lower edges carry a +1 px offset in y only, which mirroring keeps: exact equality.
+    np.testing.assert_allclose(a, b, atol=1e-9)
+    assert sorted(WFLW98.flip_permutation.tolist()) == list(range(98))
