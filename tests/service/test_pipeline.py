@@ -74,3 +74,50 @@ def test_a_batch_gives_each_face_its_own_answer(cascade: Cascade) -> None:
     for a, b in zip(together, alone, strict=True):
         np.testing.assert_allclose(a, b, atol=1e-3)
     assert not np.allclose(together[0], together[1], atol=1.0)  # different faces, different answers
+
+
+def test_detector_boxes_go_through_the_manifest_calibration(tmp_path: Path) -> None:
+    """Detector boxes go through box_calibrations[detector.name] before cropping; client boxes "client"."""
+    import asyncio
+
+    from model_store.manifest import BoxCalibrationSpec
+    from service.detect import Detections
+    from service.pipeline import LandmarkRequest, LandmarkService
+    from service.settings import Settings
+    from tests.service.images import encode
+    from tests.service.modelgen import publish_test_model
+
+    cal = BoxCalibrationSpec(dx=0.1, dy=0.2, sw=1.5, sh=1.5)
+    publish_test_model(tmp_path, "ibug68", calibrations={"fake": cal})
+    box = [60.0, 50.0, 140.0, 130.0]
+
+    class FakeDetector:
+        name = "fake"
+
+        def detect(self, image: np.ndarray) -> Detections:
+            return Detections(np.array([box]), np.array([0.9]))
+
+    async def main() -> tuple[np.ndarray, np.ndarray, dict[str, object]]:
+        service = LandmarkService(Settings(model_root=tmp_path, detector="none"))
+        await service.start(background=False)
+        service.detector = FakeDetector()
+        data = encode(_face_image(4), "PNG")
+        detected = await service.predict(LandmarkRequest(data))
+        client = await service.predict(LandmarkRequest(data, boxes=[box]))
+        await service.stop()
+        return (
+            np.asarray(detected.faces[0].landmarks),
+            np.asarray(client.faces[0].landmarks),
+            detected.to_dict(),
+        )
+
+    via_detector, via_client, body = asyncio.run(main())
+    assert body["box_source"] == "fake" and body["faces"][0]["box"] == box  # type: ignore[index]
+    assert body["faces"][0]["detection_score"] == pytest.approx(0.9)  # type: ignore[index]
+    # The test model's landmarks sit at (nearly) fixed places in the crop, so they follow the box: the
+    # calibrated box has its centre moved by (0.1 w, 0.2 h) = (8, 16) and is 1.5 times as large.
+    centre, calibrated_centre = np.array([100.0, 90.0]), np.array([108.0, 106.0])
+    expected = calibrated_centre + 1.5 * (via_client.mean(axis=0) - centre)
+    np.testing.assert_allclose(via_detector.mean(axis=0), expected, atol=1.5)
+    spread = np.ptp(via_detector, axis=0) / np.ptp(via_client, axis=0)
+    np.testing.assert_allclose(spread, [1.5, 1.5], atol=0.08)
