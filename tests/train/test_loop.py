@@ -159,3 +159,13 @@ def test_cli_train_and_eval(tmp_path: Path, cascade_run: tuple[Path, dict[str, A
 def test_evaluate_run_rejects_a_dir_without_checkpoints(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         evaluate_run(tmp_path)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (none on this machine)")
+def test_cuda_training_with_bf16_autocast(tmp_path: Path) -> None:
+    cfg = _tiny(tmp_path, **{"device": "cuda", "stage1.amp": True, "stage2.amp": True, "stage2.max_steps": 2})
+    report = train(cfg, progress=False)
+    assert np.isfinite(report["final"]["nme"])
+    model, ck = load_checkpoint(tmp_path / "stage2" / "best.pt", "cuda")
+    assert next(model.parameters()).is_cuda and ck["architecture"] == "cnn7"
