@@ -31,13 +31,16 @@ LARGE_YAW = 30.0
 
 
 def _summ(e: np.ndarray, yaw: np.ndarray, thresholds: tuple[float, ...]) -> dict[str, Any]:
-    from train.metrics import summarise
+    """Overall, large-/small-yaw and per-|yaw|-bin summaries of per-face NMEs ``e [N]``."""
+    from train.metrics import summarise, yaw_bin_labels
 
     big = np.abs(yaw) >= LARGE_YAW
+    labels = yaw_bin_labels(yaw)
     return {
         "all": summarise(e, thresholds),
         "large_yaw": summarise(e[big], thresholds),
         "small_yaw": summarise(e[~big], thresholds),
+        "yaw_bins": {str(b): summarise(e[labels == b], thresholds) for b in sorted(set(labels.tolist()))},
     }
 
 
@@ -169,7 +172,7 @@ def _markdown(report: dict[str, Any]) -> str:
     thr = [f"{t:.2f}" for t in report["thresholds"]]
     runs = report["runs"]
     head = (
-        "| run | loss | PDB | stages | NME % | NME % |yaw|>=30 | "
+        "| run | loss | PDB | stages | NME % | NME % at yaw >= 30° | "
         + " | ".join(f"AUC@{t}" for t in thr)
         + " | "
         + " | ".join(f"FR@{t} %" for t in thr)
@@ -186,6 +189,19 @@ def _markdown(report: dict[str, Any]) -> str:
             + " | "
             + " | ".join(f"{100 * a['failure_rate'][t]:.1f}" for t in thr)
             + f" | {r['train_seconds']:.0f} |"
+        )
+    bins = list(runs["loss_wing"]["yaw_bins"])
+    pdb_keys = [k for k in ("loss_wing", "pdb_off", "pdb_on") if k in runs]
+    pdb_lines = [
+        "| run | PDB | " + " | ".join(f"{b}°" for b in bins) + " |",
+        "|" + "---|" * (2 + len(bins)),
+    ]
+    for key in pdb_keys:
+        r = runs[key]
+        pdb_lines.append(
+            f"| {key} | {'on' if r['pdb'] else 'off'} | "
+            + " | ".join(f"{100 * r['yaw_bins'][b]['nme']:.2f} (n={r['yaw_bins'][b]['n']})" for b in bins)
+            + " |"
         )
     base = report["base_config"]
     test = report["test_set"]
@@ -212,6 +228,10 @@ def _markdown(report: dict[str, Any]) -> str:
             "",
             f"Paper's claim (Feng et al. 2018): {report['paper_claim_loss_order']}. "
             f"Observed here: {report['observed_loss_order']}.",
+            "",
+            "NME (%) per |yaw| bin, with and without pose-based data balancing:",
+            "",
+            *pdb_lines,
             "",
             "![CED of the loss functions](img/ced_losses.png)",
             "![CED with and without PDB](img/ced_pdb.png)",
