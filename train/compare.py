@@ -249,9 +249,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--config", default=str(_DEFAULT_CONFIG), help="base config (default: cnn67_synth_ibug68)"
     )
-    parser.add_argument("--steps", type=int, default=400, help="CNN-6 training steps per run")
+    parser.add_argument("--steps", type=int, default=250, help="CNN-6 training steps per run")
     parser.add_argument(
-        "--stage2-steps", type=int, default=100, help="CNN-7 training steps of the cascade run"
+        "--stage2-steps", type=int, default=80, help="CNN-7 training steps of the cascade run"
     )
     parser.add_argument(
         "--batch-size", type=int, default=16, help="batch size of every run (0: the config's)"
