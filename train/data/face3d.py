@@ -168,11 +168,18 @@ def head_model() -> HeadModel:
     bottom = np.where(side > 0, (1 - side) * bottom + side * 0.3, bottom - 0.03)
     keep = gy < bottom
     g_metric = metric(gt, gy)
+    # Topology is decided with the mouth open (lower lip moved down in parameter space), so that the
+    # inner-lip contour bounds the mouth's triangles and the lips form a ring around it.
+    ly_topo = ly.copy()
+    ly_topo[[65, 66, 67]] += 0.07
+    ly_topo[55:60] += 0.06
+    ly_topo[[60, 64]] += 0.02
+    l_topo = metric(lt, ly_topo)
     l_metric = metric(lt, ly)
-    d_min = np.min(np.linalg.norm(g_metric[:, None] - l_metric[None], axis=-1), axis=1)
+    d_min = np.min(np.linalg.norm(g_metric[:, None] - l_topo[None], axis=-1), axis=1)
     keep &= d_min > 0.055
     for poly_idx in (RIGHT_EYE, LEFT_EYE, OUTER_MOUTH):
-        keep &= ~_inside(l_metric[list(poly_idx)], g_metric)
+        keep &= ~_inside(l_topo[list(poly_idx)], g_metric)
     gt, gy = gt[keep], gy[keep]
 
     # Thin-plate spline of the radius through the landmarks and skull anchors far from the face.
@@ -220,9 +227,10 @@ def head_model() -> HeadModel:
     src = np.concatenate(rings_src)
     deform[68 + n_grid + np.arange(n_ring), src] = 1.0
 
-    tri = Delaunay(metric(all_t, all_y)).simplices
+    all_y_topo = np.concatenate([ly_topo, gy, ry_])
+    tri = Delaunay(metric(all_t, all_y_topo)).simplices
     # Drop long, thin triangles on the hull.
-    pm = metric(all_t, all_y)
+    pm = metric(all_t, all_y_topo)
     edge = np.max(
         np.stack([np.linalg.norm(pm[tri[:, i]] - pm[tri[:, (i + 1) % 3]], axis=1) for i in range(3)]), axis=0
     )
@@ -253,7 +261,7 @@ def head_model() -> HeadModel:
     occ = np.zeros(len(verts))
     for eye in (RIGHT_EYE, LEFT_EYE):
         c_eye = lm[list(eye)].mean(axis=0)
-        occ += dip(c_eye + np.array([0.0, -0.04, -0.02]), 0.10, 0.30)
+        occ += dip(c_eye + np.array([0.0, -0.04, -0.02]), 0.10, 0.42)
         occ += dip(lm[eye[3]] + np.array([0.05 * np.sign(-c_eye[0]), 0.0, 0.0]), 0.05, 0.20)
     occ += dip(lm[33] + np.array([0, 0.04, -0.02]), 0.05, 0.35)
     occ += dip((lm[57] + lm[8]) / 2, 0.06, 0.18)

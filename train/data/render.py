@@ -589,7 +589,7 @@ def render_face(
 
     up = np.array([0.0, -1.0, 0.0])
     fwd = np.array([0.0, 0.0, 1.0])
-    brow_thick = rng.uniform(0.02, 0.045)
+    brow_thick = rng.uniform(0.028, 0.055)
     for brow_idx in (list(range(17, 22)), list(range(22, 27))):
         bp = lm[brow_idx]
         inner_first = brow_idx[0] == 22
@@ -597,7 +597,7 @@ def render_face(
         top = bp + up * (brow_thick * taper)[:, None] * 0.7 + fwd * 0.01
         bottom = bp - up * (brow_thick * taper)[:, None] * 0.45 + fwd * 0.01
         add_decal(np.concatenate([top, bottom[::-1]]), BROW, fwd, ao=0.85)
-    lash_w = max(1, round(SS * s / 256 * rng.uniform(0.8, 2.0)))
+    lash_w = max(1, round(SS * s / 256 * rng.uniform(1.2, 2.5)))
     for eye in (RIGHT_EYE, LEFT_EYE):
         upper_lid = lm[list(eye[:4])]  # outer/inner corner and the two upper-lid points
         add_decal(upper_lid + fwd * 0.006, LASH, fwd, width=lash_w)
@@ -624,10 +624,7 @@ def render_face(
                 width=max(1, SS * s // 200),
             )
     if expr["mouth_open"] > 0.04:
-        upper = lm[[60, 61, 62, 63, 64]]
-        tooth_h = min(0.045, expr["mouth_open"] * 0.45)
-        teeth = np.concatenate([upper + [0, 0.004, -0.004], (upper + [0, tooth_h, -0.01])[::-1]])
-        add_decal(teeth, TEETH, fwd, ao=0.8, spec=0.3)
+        pass  # teeth are drawn per pixel inside the mouth (below)
     else:
         add_decal(lm[list(INNER_MOUTH[:5])] + fwd * 0.004, LIPLINE, fwd, width=max(1, SS * s // 256))
     if hair_style != "long" or rng.random() < 0.3:
@@ -651,7 +648,8 @@ def render_face(
     d_sh, d_sp = shade_of(d_n, centres, np.array([d[3] for d in decals]))
     d_g = g(d_sh)
     d_spec = np.clip(d_sp * np.array([d[5] for d in decals]) * 255, 0, 255).astype(np.int64)
-    d_depth = (centres - cam)[:, 2] + 0.012  # a little towards the camera: over the skin they sit on
+    # A little towards the camera, over the skin (or, for teeth, the mouth interior) they sit on.
+    d_depth = (centres - cam)[:, 2] + np.where(np.array([d[1] for d in decals]) == TEETH, 0.05, 0.012)
     for di, (pp, dec) in enumerate(zip(np.split(allpx, splits), decals, strict=True)):
         if d_facing[di]:
             painter.add(float(d_depth[di]), pp, (dec[1], int(d_g[di]), int(d_spec[di]), 0), dec[4])
@@ -689,6 +687,31 @@ def render_face(
             rp[0] / SS + (rp[1] - rp[0]) / SS * 0.35 * light[0] + (rp[2] - rp[0]) / SS * 0.35 * light[1]
         )
 
+    # --- teeth: per pixel inside the open mouth, under the upper (and in a wide mouth the lower) lip
+    if expr["mouth_open"] > 0.04:
+        ip = (pts68[60:68] + centre) * SS  # inner lip contour in G-buffer pixels
+        x0, y0 = np.clip(np.floor(ip.min(axis=0)).astype(int) - 2, 0, big)
+        x1, y1 = np.clip(np.ceil(ip.max(axis=0)).astype(int) + 3, 0, big)
+        win = mat_big[y0:y1, x0:x1]
+        ys, xs = np.nonzero(win == MOUTH)
+        if len(ys):
+            xq, yq = xs + x0 + 0.5, ys + y0 + 0.5
+            upper_line = ip[[0, 1, 2, 3, 4]]  # 60 -> 64
+            lower_line = ip[[0, 7, 6, 5, 4]]  # 60, 67, 66, 65, 64
+            unit_px = px_per_unit * SS
+            top_h = min(0.045, expr["mouth_open"] * 0.45) * unit_px
+            low_h = min(0.03, max(expr["mouth_open"] - 0.08, 0.0) * 0.4) * unit_px
+            span = max(float(upper_line[4, 0] - upper_line[0, 0]), 1e-6)
+            taper = (
+                1.0 - np.clip(np.abs((xq - upper_line[0, 0]) / span * 2 - 1), 0, 1) ** 6
+            )  # rounder at corners
+            o_up = np.argsort(upper_line[:, 0])
+            o_lo = np.argsort(lower_line[:, 0])
+            y_up = np.interp(xq, upper_line[o_up, 0], upper_line[o_up, 1])
+            y_lo = np.interp(xq, lower_line[o_lo, 0], lower_line[o_lo, 1])
+            teeth = (yq - y_up < top_h * taper) | (y_lo - yq < low_h * taper)
+            win[ys[teeth], xs[teeth]] = TEETH
+
     # --- materials -> albedo through an RGBA palette; the 2x2 reduction antialiases every edge
     tone = rng.uniform(0, len(_SKIN_TONES) - 1)
     i0 = int(tone)
@@ -704,12 +727,12 @@ def render_face(
     lut[LIPLINE, :3] = skin * 0.3
     lut[MOUTH, :3] = [60, 22, 22]
     lut[TEETH, :3] = [215, 205, 180]
-    sclera_c = np.array([228, 222, 212]) * rng.uniform(0.8, 0.95)
+    sclera_c = np.array([228, 222, 212]) * rng.uniform(0.75, 0.92)
     lut[SCLERA_R, :3] = sclera_c
     lut[SCLERA_L, :3] = sclera_c
     lut[IRIS, :3] = _IRIS_COLOURS[rng.integers(len(_IRIS_COLOURS))] * rng.normal(1.0, 0.08, 3)
     lut[PUPIL, :3] = [10, 8, 8]
-    lut[BROW, :3] = skin + (hair_col * 0.8 - skin) * rng.uniform(0.6, 0.92)
+    lut[BROW, :3] = skin + (hair_col * 0.7 - skin) * rng.uniform(0.75, 0.95)
     lut[LASH, :3] = hair_col * 0.3 + 6
     lut[CREASE, :3] = skin * 0.7
     lut[FOLD, :3] = skin * 0.86
@@ -735,7 +758,12 @@ def render_face(
 
     # --- textures (per-pixel factors on premultiplied colour): skin mottling and redness, hair strands
     factor *= 1.0 + 0.045 * _noise(rng, (s, s), (12, 12)) + 0.03 * _noise(rng, (s, s), (56, 56))
-    k_chan = np.asarray(gsmall.getchannel(3), dtype=np.float32)
+    k_chan = np.asarray(
+        gsmall.getchannel(3).filter(ImageFilter.BoxBlur(max(1.0, 0.006 * s))), dtype=np.float32
+    )
+    k_chan = k_chan + np.float32(22.0) * _noise(rng, (s, s), (max(8, s // 6), max(8, s // 6))) * (
+        k_chan > 100
+    )
     hair_a = np.clip((k_chan - 160.0) * (1.0 / 95.0), 0.0, 1.0)
     red = np.clip(k_chan * (1.0 / 150.0), 0.0, 1.0) * (1.0 - hair_a)
     tint = np.array([0.05, -0.07, -0.07], dtype=np.float32) * np.float32(rng.uniform(0.5, 1.2))
