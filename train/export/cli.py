@@ -105,7 +105,8 @@ def export_main(argv: list[str]) -> int:
             {
                 "published": str(published.path),
                 "files": report["files"],
-                "nme": {k: ev[k]["nme"] for k in ev if k.startswith("stage")},
+                "val_nme": {k: ev[k]["nme"] for k in ev if k.startswith("stage")},
+                "test_nme": ev["test"]["final"]["nme"] if "test" in ev else None,
                 "parity_max_abs_error": [p["max_abs_error"] for p in ev["parity"]],
                 "dlib_faces_found": ev["box_calibration"]["faces_found"],
             },

@@ -333,6 +333,22 @@ def export_run(
         evaluation["fp32_weights_nme"] = fp32_eval["final"]["nme"]
         evaluation["fp16_weights_nme_change"] = evaluation["final"]["nme"] - fp32_eval["final"]["nme"]
 
+    test_spec = config["data"].get("test")
+    test_eval: dict[str, Any] | None = None
+    if eval_data is None and test_spec and dict(test_spec) != spec:
+        test_samples = load_samples(test_spec, scheme.name, progress=False)
+        log(f"  evaluating the ONNX cascade on {len(test_samples)} test faces")
+        test_eval = {
+            "dataset": dict(test_spec),
+            **evaluate_cascade(
+                _onnx_runner([s.onnx_path for s in stages]),
+                geometries,
+                test_samples,
+                scheme,
+                thresholds=thresholds,
+            ),
+        }
+
     log("  fitting the dlib_hog box calibration")
     calibration, cal_info, found_idx, found_boxes = calibrate_detector(
         samples, scheme, min_faces=min_dlib_faces
@@ -374,6 +390,8 @@ def export_run(
         ],
         "box_calibration": cal_info,
     }
+    if test_eval is not None:
+        evaluation["test"] = test_eval
 
     stage_specs = [
         StageSpec(
