@@ -785,6 +785,14 @@ def render_face(
     bg = _background(rng, s)
     bg *= (1.0 - alpha)[..., None]
     out = bg + face  # premultiplied face over the background
+    # Auto-exposure: cameras meter on the face, so a dark face in dim light is brightened (and a
+    # bright one dimmed) towards a random target; the skin tone still sets the face's relative level.
+    inner = alpha > 0.99
+    if inner.any():
+        lum = float((face[inner] @ np.array([0.299, 0.587, 0.114], dtype=np.float32)).mean())
+        base = float(skin @ np.array([0.299, 0.587, 0.114]))  # the albedo's own luminance
+        target = base * rng.uniform(0.5, 0.75) + 255 * rng.uniform(0.02, 0.08)
+        out *= np.float32(np.clip(target / max(lum, 1.0), 0.8, 1.8))
 
     pts68c = (pts68 + centre).astype(np.float32)
     pts19c = (pts19 + centre).astype(np.float32)
