@@ -67,11 +67,31 @@ def pose_projection(shapes: np.ndarray) -> np.ndarray:
     aligned = procrustes_align(shapes)
     flat = aligned.reshape(len(aligned), -1)
     centred = flat - flat.mean(axis=0)
-    _, _, vt = np.linalg.svd(centred, full_matrices=False)
-    pc = vt[0]
+    pc = _first_component(centred.T @ centred)
     if pc[np.argmax(np.abs(pc))] < 0:
         pc = -pc
     return np.asarray(centred @ pc)
+
+
+def _first_component(gram: np.ndarray, iterations: int = 2000, tol: float = 1e-12) -> np.ndarray:
+    """Unit eigenvector of the largest eigenvalue of a symmetric PSD [D, D] matrix.
+
+    Power iteration (matrix-vector products only): LAPACK's threaded SVD/eigh can be orders of
+    magnitude slower on an oversubscribed machine; falls back to ``eigh`` if it does not converge.
+    """
+    d = gram.shape[0]
+    v = np.full(d, 1.0 / np.sqrt(d)) + np.linspace(0.0, 1e-3, d)
+    v /= np.linalg.norm(v)
+    for _ in range(iterations):
+        w = gram @ v
+        norm = float(np.linalg.norm(w))
+        if norm == 0.0:
+            break
+        w /= norm
+        if float(np.abs(w - v).max()) < tol or float(np.abs(w + v).max()) < tol:
+            return w
+        v = w
+    return np.asarray(np.linalg.eigh(gram)[1][:, -1])
 
 
 def pose_histogram(projection: np.ndarray, num_bins: int) -> tuple[np.ndarray, np.ndarray]:

@@ -63,3 +63,16 @@ def test_pdb_flattens_the_histogram(skewed):
     capped = pdb_indices(shapes, 9, np.random.default_rng(0), max_factor=3.0)
     assert len(shapes) < len(capped) < len(idx)
     assert (np.bincount(bins[capped], minlength=9) <= 3 * counts).all()
+
+
+def test_degenerate_inputs():
+    rng = np.random.default_rng(0)
+    assert pdb_indices(np.zeros((0, 68, 2)), 9, rng).shape == (0,)
+    one = rng.normal(size=(1, 68, 2))
+    np.testing.assert_array_equal(pdb_indices(one, 9, rng), [0])
+    bins, counts = pose_histogram(np.zeros(5), 4)
+    assert bins.tolist() == [0] * 5 and counts.tolist() == [5, 0, 0, 0]
+    with pytest.raises(ValueError):
+        pose_histogram(np.zeros(5), 0)
+    with pytest.raises(ValueError):
+        procrustes_align(np.zeros((3, 68)))
