@@ -168,6 +168,19 @@ def head_model() -> HeadModel:
     bottom = np.where(side > 0, (1 - side) * bottom + side * 0.3, bottom - 0.03)
     keep = gy < bottom
     g_metric = metric(gt, gy)
+    # Nose walls: explicit vertices on the sides of the bridge and above the wings (landmark + 3-D offset),
+    # which give the nose its sides; each follows its landmark.
+    nose_parent, nose_off = [], []
+    for k, w, dy, dz in ((28, 0.045, 0.0, -0.06), (29, 0.06, 0.0, -0.08), (30, 0.075, 0.01, -0.12)):
+        for sgn in (-1.0, 1.0):
+            nose_parent.append(k)
+            nose_off.append((sgn * w, dy, dz))
+    for k in (31, 35):
+        nose_parent.append(k)
+        nose_off.append((0.008 * np.sign(lm[k, 0]), -0.05, 0.005))
+    nose_p = lm[nose_parent] + np.array(nose_off)
+    nt, ny, nr = _to_cyl(nose_p)
+
     # Topology is decided with the mouth open (lower lip moved down in parameter space), so that the
     # inner-lip contour bounds the mouth's triangles and the lips form a ring around it.
     ly_topo = ly.copy()
@@ -176,7 +189,8 @@ def head_model() -> HeadModel:
     ly_topo[[60, 64]] += 0.02
     l_topo = metric(lt, ly_topo)
     l_metric = metric(lt, ly)
-    d_min = np.min(np.linalg.norm(g_metric[:, None] - l_topo[None], axis=-1), axis=1)
+    near = np.concatenate([l_topo, metric(nt, ny)])
+    d_min = np.min(np.linalg.norm(g_metric[:, None] - near[None], axis=-1), axis=1)
     keep &= d_min > 0.055
     for poly_idx in (RIGHT_EYE, LEFT_EYE, OUTER_MOUTH):
         keep &= ~_inside(l_topo[list(poly_idx)], g_metric)
@@ -194,6 +208,9 @@ def head_model() -> HeadModel:
     fy = np.full_like(ft, -0.80)
     data_metric = np.concatenate([data_metric, metric(ft, fy)])
     data_r = np.concatenate([data_r, _skull_radius(ft, fy) + 0.02 * np.cos(ft)])
+    n_before_nose = len(data_r)
+    data_metric = np.concatenate([data_metric, metric(nt, ny)])
+    data_r = np.concatenate([data_r, nr])
     n_data = len(data_r)
     tps = RBFInterpolator(data_metric, np.eye(n_data), kernel="thin_plate_spline", smoothing=1e-6)
     grid_w = tps(metric(gt, gy))  # [G, n_data]: radius at grid points as a linear map of the data radii
@@ -212,22 +229,25 @@ def head_model() -> HeadModel:
         rings_src.append(ring_idx)
     rt, ry_, rr = np.concatenate(rings_t), np.concatenate(rings_y), np.concatenate(rings_r)
 
-    all_t = np.concatenate([lt, gt, rt])
-    all_y = np.concatenate([ly, gy, ry_])
-    all_r = np.concatenate([lr, gr, rr])
+    all_t = np.concatenate([lt, gt, rt, nt])
+    all_y = np.concatenate([ly, gy, ry_, ny])
+    all_r = np.concatenate([lr, gr, rr, nr])
     verts = _from_cyl(all_t, all_y, all_r)
 
     # Deformation weights: landmarks move themselves; grid vertices follow through the spline's landmark
     # columns (a displacement field interpolated like the radius); rings follow their jaw point.
-    n_grid, n_ring = len(gt), len(rt)
-    deform = np.zeros((68 + n_grid + n_ring, 68))
+    n_grid, n_ring, n_nose = len(gt), len(rt), len(nt)
+    deform = np.zeros((68 + n_grid + n_ring + n_nose, 68))
     deform[:68] = np.eye(68)
-    gw = grid_w[:, :68]
+    gw = grid_w[:, :68].copy()
+    for col, parent in enumerate(nose_parent):
+        gw[:, parent] += grid_w[:, n_before_nose + col]
     deform[68 : 68 + n_grid] = gw
     src = np.concatenate(rings_src)
     deform[68 + n_grid + np.arange(n_ring), src] = 1.0
+    deform[68 + n_grid + n_ring + np.arange(n_nose), nose_parent] = 1.0
 
-    all_y_topo = np.concatenate([ly_topo, gy, ry_])
+    all_y_topo = np.concatenate([ly_topo, gy, ry_, ny])
     tri = Delaunay(metric(all_t, all_y_topo)).simplices
     # Drop long, thin triangles on the hull.
     pm = metric(all_t, all_y_topo)
@@ -266,11 +286,14 @@ def head_model() -> HeadModel:
     occ += dip(lm[33] + np.array([0, 0.04, -0.02]), 0.05, 0.35)
     occ += dip((lm[57] + lm[8]) / 2, 0.06, 0.18)
     for side in (31, 35):
-        occ += dip(lm[side] + np.array([0.03 * np.sign(lm[side, 0]), -0.03, -0.04]), 0.05, 0.25)
+        occ += dip(lm[side] + np.array([0.03 * np.sign(lm[side, 0]), -0.03, -0.04]), 0.05, 0.3)
+    for eye_inner, wing in ((39, 31), (42, 35)):  # the sides of the nose bridge
+        sgn = np.sign(lm[wing, 0])
+        occ += dip((lm[eye_inner] + lm[wing]) / 2 + np.array([0.0, 0.0, 0.0]) * sgn, 0.045, 0.22)
     for corner in (48, 54):
         occ += dip(lm[corner], 0.035, 0.25)
     ao = np.clip(1.0 - occ, 0.45, 1.0)
-    ao[68 + n_grid :] *= 0.75
+    ao[68 + n_grid : 68 + n_grid + n_ring] *= 0.75  # under the jaw
 
     # Radius table for shells (hair): the spline surface, never inside the skull.
     st = np.radians(np.arange(-180.0, 180.1, 5.0))

@@ -607,10 +607,21 @@ def render_face(
         lower = lm[[eye[3], eye[4], eye[5], eye[0]]] + fwd * 0.004 + up * -0.004
         add_decal(lower, CREASE, fwd, width=1)
     for wing, nostril_side in ((31, 32), (35, 34)):
-        ctr = (lm[wing] * 0.45 + lm[nostril_side] * 0.55) + np.array([0, -0.012, -0.01])
-        ang = np.linspace(0, 2 * np.pi, 9)[:-1]
-        ring = ctr + np.stack([0.028 * np.cos(ang), 0.006 * np.sin(ang), 0.012 * np.sin(ang)], axis=1)
-        add_decal(ring, NOSTRIL, _unit(np.array([0.0, 1.0, 0.6])), ao=0.5)
+        ctr = (lm[wing] * 0.45 + lm[nostril_side] * 0.55) + np.array([0, -0.008, -0.004])
+        ang = np.linspace(0, 2 * np.pi, 11)[:-1]
+        ring = ctr + np.stack([0.036 * np.cos(ang), 0.01 * np.sin(ang), 0.018 * np.sin(ang)], axis=1)
+        add_decal(ring, NOSTRIL, _unit(np.array([0.0, 1.0, 0.8])), ao=0.5)
+        # The alar crease: a shadow line curving up around the nose wing.
+        sgn = float(np.sign(lm[wing, 0] - lm[33, 0]))
+        crease = lm[wing] + np.array(
+            [
+                [-sgn * 0.01, 0.012, 0.0],
+                [sgn * 0.012, -0.01, -0.01],
+                [sgn * 0.008, -0.04, -0.01],
+                [-sgn * 0.01, -0.06, 0.0],
+            ]
+        )
+        add_decal(crease, FOLD, _unit(np.array([sgn * 0.7, 0.0, 1.0])), width=max(1, round(SS * s / 220)))
     fold = rng.uniform(0.0, 1.0) + max(expr["smile"], 0.0)
     if fold > 0.6:  # nasolabial folds, from the nose wings towards the mouth corners
         for wing, corner, sgn in ((31, 48, -1.0), (35, 54, 1.0)):
@@ -750,9 +761,10 @@ def render_face(
     gsmall = gbuf.reduce(SS)
 
     # --- shading: smoothed by a blur normalised over the foreground (no dark halo at the silhouette)
-    radius = max(1.0, 0.022 * s)
-    num = np.asarray(gsmall.getchannel(1).filter(ImageFilter.BoxBlur(radius)), dtype=np.float32)
-    den = np.asarray(cover_img.filter(ImageFilter.BoxBlur(radius)), dtype=np.float32)
+    radius = max(1.0, 0.015 * s)
+    smooth = ImageFilter.GaussianBlur(max(0.7, 0.0065 * s))  # hides the facets, keeps the nose and eyes
+    num = np.asarray(gsmall.getchannel(1).filter(smooth), dtype=np.float32)
+    den = np.asarray(cover_img.filter(smooth), dtype=np.float32)
     spec = np.asarray(gsmall.getchannel(2).filter(ImageFilter.BoxBlur(radius * 0.5)), dtype=np.float32)
     factor = num / np.maximum(den, 1.0) * 1.6  # [S, S] shading
 

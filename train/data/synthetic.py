@@ -30,7 +30,7 @@ from train.data.types import Sample
 
 __all__ = ["RENDERER_VERSION", "PoseDistribution", "SyntheticFaces"]
 
-RENDERER_VERSION = 3  # bump whenever the renderer's output for a given seed changes (invalidates caches)
+RENDERER_VERSION = 4  # bump whenever the renderer's output for a given seed changes (invalidates caches)
 
 
 @dataclass(frozen=True)
