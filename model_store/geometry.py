@@ -27,6 +27,7 @@ __all__ = [
     "apply_affine",
     "crop_matrix_from_box",
     "crop_matrix_from_points",
+    "eye_angle",
     "flip_box",
     "flip_points",
     "invert_affine",
