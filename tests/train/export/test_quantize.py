@@ -80,8 +80,8 @@ def test_static_needs_calibration_and_mode_is_checked(stage, tmp_path):
 
 
 def test_measure_speed_returns_positive_seconds(stage):
-    speeds = measure_speed(stage, 64, batch_sizes=(1, 4), repeats=3)
-    assert set(speeds) == {1, 4} and all(v > 0 for v in speeds.values())
+    a, b = measure_speed([stage, stage], 64, batch_sizes=(1, 4), repeats=3)
+    assert set(a) == set(b) == {1, 4} and all(v > 0 for v in (*a.values(), *b.values()))
 
 
 def test_quantize_main_publishes_an_int8_version_with_its_costs(tmp_path, capsys):
