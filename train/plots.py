@@ -52,17 +52,26 @@ def plot_curves(metrics_path: str | Path, png_path: str | Path) -> None:
 
 
 def plot_ced(
-    errors: Mapping[str, np.ndarray], threshold: float, png_path: str | Path, title: str = "CED"
+    errors: Mapping[str, np.ndarray],
+    threshold: float,
+    png_path: str | Path,
+    title: str = "CED",
+    xmax: float | None = None,
 ) -> None:
-    """One CED curve per label (errors ``[N]`` NME fractions) on ``[0, threshold]``, AUC in the legend."""
+    """One CED curve per label (errors ``[N]`` NME fractions) on ``[0, xmax]`` (default: the
+    threshold); the legend gives the mean NME and the AUC at ``threshold``."""
     plt = _pyplot()
+    xmax = threshold if xmax is None else xmax
     fig, ax = plt.subplots(figsize=(6, 4.5))
     for label, e in errors.items():
-        x, y = ced_curve(e, threshold)
-        ax.plot(100 * x, y, label=f"{label}: NME {100 * float(np.mean(e)):.2f}%, AUC {auc(e, threshold):.3f}")
-    ax.set(xlabel="NME (%)", ylabel="fraction of faces", title=title, xlim=(0, 100 * threshold), ylim=(0, 1))
+        x, y = ced_curve(e, xmax, num=401)
+        mean = 100 * float(np.mean(e))
+        ax.plot(100 * x, y, label=f"{label}: NME {mean:.2f}%, AUC@{threshold:g} {auc(e, threshold):.3f}")
+    ax.set(xlabel="NME (%)", ylabel="fraction of faces", title=title, xlim=(0, 100 * xmax), ylim=(0, 1))
+    if xmax > threshold:
+        ax.axvline(100 * threshold, color="grey", linestyle=":", linewidth=1)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper left", fontsize=7)
     fig.tight_layout()
     Path(png_path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png_path, dpi=100)
