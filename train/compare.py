@@ -256,12 +256,12 @@ def _markdown(report: dict[str, Any]) -> str:
             f"seed, optimiser ({optim['name']}, lr {optim['lr']}), schedule, batch size "
             f"({base['stage1']['batch_size']}) and number of steps ({wing['steps'][0]}); "
             f"the two-stage run adds a CNN-7 trained for {runs['cascade']['steps'][-1]} steps on crops",
-            "re-aligned from stage-1 predictions. This is a small CPU budget with one seed: the CNN-6 runs are",
-            "still leaving the mean-shape plateau of early training (the validation NME was still falling",
-            "steeply at the last step; the default 800-step, batch-32 model reaches about 10 % on synthetic",
-            "faces), and the CNN-7 of the cascade starts from scratch with fewer steps. Differences of one or",
-            "two NME points can flip with another seed or a longer budget; rerun with `--steps` / `--stage2-steps`",
-            "on a bigger machine for converged numbers.",
+            "re-aligned from stage-1 predictions. This is a small CPU budget with one seed: the CNN-6",
+            "runs are still leaving the mean-shape plateau of early training (the validation NME was still",
+            "falling steeply at the last step; the default 800-step, batch-32 model reaches about 10 % on",
+            "synthetic faces), and the CNN-7 of the cascade starts from scratch with few steps. Differences",
+            "of one or two NME points can flip with another seed or a longer budget; rerun with `--steps`",
+            "and `--stage2-steps` on a bigger machine for converged numbers.",
             "",
             f"Scheme {base['data']['scheme']}; test set: {json.dumps(test)} (n = {wing['all']['n']}, "
             f"{wing['large_yaw']['n']} with |yaw| >= {report['large_yaw_deg']:g} deg). "
