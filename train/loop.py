@@ -357,7 +357,7 @@ def train_stage(
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         step, best_nme, last_val = int(ckpt["step"]), float(ckpt["best_nme"]), dict(ckpt["val"])
-        if ckpt.get("completed") and best_path.exists():
+        if ckpt.get("completed") and step >= total and best_path.exists():  # a larger budget continues
             if rt.is_main:
                 print(
                     f"stage{stage}: already complete at step {step} (best val NME {best_nme:.4f}), skipping"
