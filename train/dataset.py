@@ -6,6 +6,7 @@ training loop only warps crops: a ``DataLoader`` with ``num_workers=0`` is fast 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -162,8 +163,12 @@ class CropDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         i = int(self.indices[pos])
         rng = np.random.default_rng((self.seed, self.epoch, pos))
         init = None if self.init_points is None else self.init_points[i]
+        sample = self.samples[i]
+        # the crop rule is defined on the TIGHT landmark box (model_store contract); some datasets
+        # (AFLW-Full) carry their annotated face box in Sample.box, which is only for the NME normaliser
+        sample = dataclasses.replace(sample, box=tight_box(sample.points).astype(np.float32))
         crop, pts = make_crop(
-            self.samples[i], self.scheme, self.size, self.rule, rng, self.augment, init_points=init
+            sample, self.scheme, self.size, self.rule, rng, self.augment, init_points=init
         )  # (S, S, 3) 0..255, (K, 2) crop px
         x = torch.from_numpy(to_input(crop[None], self.norm)[0])  # (3, S, S)
         y = torch.from_numpy((np.asarray(pts, dtype=np.float32) / self.size).reshape(-1))  # (2K,)

@@ -81,3 +81,16 @@ def test_stage2_crops_are_realigned_upright() -> None:
     assert np.all(right[:, 0] < left[:, 0])
     with pytest.raises(ValueError):
         make_eval_crops(samples, IBUG68, 128, CropRule(), stage_index=1, previous=None)
+
+
+def test_training_crops_use_the_tight_landmark_box() -> None:
+    from train.dataset import CropDataset
+
+    face = _face(0.0, (80, 80), 60, 0)
+    face.box = np.array([10.0, 5.0, 150.0, 155.0], dtype=np.float32)  # a loose dataset box (AFLW style)
+    ds = CropDataset([face], np.array([0]), IBUG68, 64, CropRule(scale=1.25), Normalisation(), None, seed=0)
+    x, y = ds[0]  # augment=None: the deterministic crop
+    assert x.shape == (3, 64, 64) and y.shape == (136,)
+    pts = y.numpy().reshape(68, 2) * 64  # crop pixels
+    assert float(np.ptp(pts, axis=0).max()) == pytest.approx(64 / 1.25, rel=1e-4)
+    np.testing.assert_allclose((pts.min(axis=0) + pts.max(axis=0)) / 2, [32.0, 32.0], atol=1e-3)
