@@ -1,0 +1,62 @@
+"""The default models committed under model_store/models: present, intact, documented, and
+reproducing their recorded NME when served by the ONNX Runtime backend (no training step)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from model_store.store import DEFAULT_MODELS, ModelStore, default_root
+from service.backends import create_backend
+from train.export.evaluate import StageGeometry, evaluate_cascade, load_synthetic
+
+MAX_BYTES = 45_000_000  # both defaults together stay small enough to commit
+
+
+@pytest.fixture(scope="module")
+def store() -> ModelStore:
+    return ModelStore(default_root())
+
+
+@pytest.mark.parametrize(("scheme", "name"), sorted(DEFAULT_MODELS.items()))
+def test_default_model_is_published_and_intact(store, scheme, name):
+    model = store.resolve(name)
+    store.verify(model)
+    m = model.manifest
+    assert m.scheme == scheme and len(m.stages) == 2
+    assert [(s.architecture, s.input_size) for s in m.stages] == [("cnn6", 64), ("cnn7", 128)]
+    # what it was trained on, how well it does, how boxes map
+    assert m.provenance.data["synthetic_only"] is True and m.provenance.config["data"]["scheme"] == scheme
+    assert m.provenance.config_sha256
+    assert 0 < m.evaluation["final"]["nme"] < 0.2
+    assert all(p["passed"] for p in m.evaluation["parity"])
+    assert {"client", "dlib_hog"} <= set(m.box_calibrations)
+
+
+def test_default_models_are_small(store):
+    total = sum(
+        (mv.path / s.file).stat().st_size
+        for mv in (store.resolve(n) for n in DEFAULT_MODELS.values())
+        for s in mv.manifest.stages
+    )
+    assert total < MAX_BYTES
+
+
+@pytest.mark.parametrize("name", sorted(DEFAULT_MODELS.values()))
+def test_default_model_served_by_onnxruntime_reproduces_its_nme(store, name):
+    model = store.resolve(name)
+    m = model.manifest
+    spec = {**m.evaluation["dataset"], "limit": 24}
+    samples = load_synthetic(spec, m.scheme)
+    backend = create_backend("onnxruntime", model, device="cpu", max_batch_size=16)
+    try:
+        report = evaluate_cascade(
+            backend.run, [StageGeometry.from_spec(s) for s in m.stages], samples, m.scheme
+        )
+    finally:
+        backend.close()
+    # the first 24 validation faces: same images, same runtime -> a mean NME close to the recorded one
+    recorded = m.evaluation["final"]["nme"]
+    assert report["final"]["nme"] < max(2.5 * recorded, recorded + 0.02)
+    assert report["stage2"]["nme"] <= report["stage1"]["nme"] * 1.25
+    assert np.isfinite(report["final"]["nme"])
