@@ -145,10 +145,12 @@ class ModelStore:
             raise FileExistsError(f"{final} exists; publish a new version or pass overwrite=True")
         final.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=final.parent))
+        staging.chmod(0o755)  # mkdtemp creates 0700; a serving user other than the publisher must read it
         try:
             for file_name, src in files.items():
                 dst = staging / file_name
                 shutil.copyfile(src, dst)
+                dst.chmod(0o644)
                 with open(dst, "rb") as f:
                     os.fsync(f.fileno())
             write_manifest(staging / MANIFEST_FILE, manifest)

@@ -44,6 +44,9 @@ def test_publish_resolve_and_verify(tmp_path):
     assert store.list_models() == ["cnn67-ibug68"]
     # nothing but the version folder is left beside it (no staging debris)
     assert [p.name for p in path.parent.iterdir()] == ["1.0.0"]
+    # readable by a serving user other than the publisher
+    assert path.stat().st_mode & 0o777 == 0o755
+    assert {(p.stat().st_mode & 0o777) for p in path.iterdir()} == {0o644}
 
 
 def test_latest_uses_natural_version_order(tmp_path):
