@@ -12,6 +12,8 @@
 #   PYTHON_BIN     default .venv/bin/python
 # The defaults are trained on synthetic faces only (see docs/models.md). Weights are stored as
 # float16 in the ONNX files (computation stays float32) to keep the repository small.
+# The published 1.0.0 defaults ended with stage1.max_steps=800 (config) and stage2.max_steps=400
+# (TRAIN_ARGS="stage2.max_steps=400"; the runs were resumed with resume=true, see docs/models.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
