@@ -23,13 +23,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, overload
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from model_store.geometry import tight_box
-from train.data.types import Sample
+from train.data.types import Sample, SampleSequence
 
 __all__ = ["AFLW_TRAIN_COUNT", "AflwFull", "load_aflw_full", "read_aflw_info"]
 
@@ -95,7 +95,7 @@ def read_aflw_info(mat_path: Path | str) -> dict[str, np.ndarray | list[str]]:
     }
 
 
-class AflwFull(Sequence[Sample]):
+class AflwFull(SampleSequence):
     """AFLW-Full train (first ``train_count`` of ``ra``) or test (the rest); images read lazily."""
 
     scheme = "aflw19"
@@ -116,13 +116,7 @@ class AflwFull(Sequence[Sample]):
     def __len__(self) -> int:
         return len(self._idx)
 
-    @overload
-    def __getitem__(self, index: int) -> Sample: ...
-    @overload
-    def __getitem__(self, index: slice) -> Sequence[Sample]: ...
-    def __getitem__(self, index: int | slice) -> Sample | Sequence[Sample]:
-        if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(len(self)))]
+    def _load(self, index: int) -> Sample:
         j = int(self._idx[index])
         names = self._info["names"]
         assert isinstance(names, list)

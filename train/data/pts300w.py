@@ -28,13 +28,12 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import overload
 
 import numpy as np
 from PIL import Image
 
 from model_store.geometry import tight_box
-from train.data.types import Sample
+from train.data.types import Sample, SampleSequence
 
 __all__ = ["SPLITS", "Pts300W", "load_300w", "read_pts", "write_pts"]
 
@@ -107,7 +106,7 @@ class _Item:
     subset: str
 
 
-class Pts300W(Sequence[Sample]):
+class Pts300W(SampleSequence):
     """A 300-W split: images are read lazily, one ``Sample`` per ``.pts`` file."""
 
     scheme = "ibug68"
@@ -146,13 +145,7 @@ class Pts300W(Sequence[Sample]):
     def __len__(self) -> int:
         return len(self._items)
 
-    @overload
-    def __getitem__(self, index: int) -> Sample: ...
-    @overload
-    def __getitem__(self, index: slice) -> Sequence[Sample]: ...
-    def __getitem__(self, index: int | slice) -> Sample | Sequence[Sample]:
-        if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(len(self)))]
+    def _load(self, index: int) -> Sample:
         item = self._items[index]
         points = read_pts(item.pts)
         if points.shape != (68, 2):

@@ -16,17 +16,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import overload
 
 import numpy as np
 
 from model_store.geometry import tight_box
 from model_store.schemes import get_scheme
 from train.data.render import RenderOptions, render_face
-from train.data.types import Sample
+from train.data.types import Sample, SampleSequence
 
 __all__ = ["RENDERER_VERSION", "PoseDistribution", "SyntheticFaces"]
 
@@ -72,7 +71,7 @@ class PoseDistribution:
         return float(yaw), float(pitch), float(roll)
 
 
-class SyntheticFaces(Sequence[Sample]):
+class SyntheticFaces(SampleSequence):
     """``num`` synthetic faces of ``image_size`` x ``image_size`` pixels in ``scheme`` (ibug68 | aflw19)."""
 
     def __init__(
@@ -112,20 +111,6 @@ class SyntheticFaces(Sequence[Sample]):
     def __len__(self) -> int:
         return self.num
 
-    @overload
-    def __getitem__(self, index: int) -> Sample: ...
-    @overload
-    def __getitem__(self, index: slice) -> Sequence[Sample]: ...
-    def __getitem__(self, index: int | slice) -> Sample | Sequence[Sample]:
-        if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(self.num))]
-        i = int(index)
-        if i < 0:
-            i += self.num
-        if not 0 <= i < self.num:
-            raise IndexError(f"index {index} out of range for {self.num} samples")
-        return self._load(i)
-
     def __iter__(self) -> Iterator[Sample]:
         for i in range(self.num):
             yield self._load(i)
@@ -150,7 +135,12 @@ class SyntheticFaces(Sequence[Sample]):
         face = render_face(rng, self.image_size, yaw, pitch, roll, self.options)
         return face.image, face.points68, face.points19, face.meta
 
-    def _load(self, i: int) -> Sample:
+    def _load(self, index: int) -> Sample:
+        i = int(index)
+        if i < 0:
+            i += self.num
+        if not 0 <= i < self.num:
+            raise IndexError(f"index {index} out of range for {self.num} samples")
         path = self.cache_dir / self._key / f"{i:07d}.npz" if self.cache_dir is not None else None
         if path is not None and path.exists():
             with np.load(path) as z:

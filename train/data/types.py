@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, overload, runtime_checkable
 
 import numpy as np
 
-__all__ = ["LandmarkDataset", "Sample"]
+__all__ = ["LandmarkDataset", "Sample", "SampleSequence"]
 
 
 @dataclass
@@ -39,3 +40,23 @@ class LandmarkDataset(Protocol):
     def __len__(self) -> int: ...
 
     def __getitem__(self, index: int) -> Sample: ...
+
+
+class SampleSequence(Sequence[Sample]):
+    """Base of the datasets: a subclass gives ``__len__`` and ``_load(index)``; integer and slice
+    indexing come from here."""
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def _load(self, index: int) -> Sample:
+        raise NotImplementedError
+
+    @overload
+    def __getitem__(self, index: int) -> Sample: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Sample]: ...
+    def __getitem__(self, index: int | slice) -> Sample | Sequence[Sample]:
+        if isinstance(index, slice):
+            return [self._load(i) for i in range(*index.indices(len(self)))]
+        return self._load(index)

@@ -21,13 +21,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import overload
 
 import numpy as np
 from PIL import Image
 
 from model_store.schemes import Scheme
-from train.data.types import Sample
+from train.data.types import Sample, SampleSequence
 
 __all__ = ["ATTRIBUTES", "WFLW98", "WflwDataset", "load_wflw", "parse_wflw_line"]
 
@@ -89,7 +88,7 @@ def parse_wflw_line(line: str) -> _Record:
     return _Record(points, box, dict(zip(ATTRIBUTES, (f == 1 for f in flags), strict=True)), parts[206])
 
 
-class WflwDataset(Sequence[Sample]):
+class WflwDataset(SampleSequence):
     """A WFLW split: train, test, or test_<attribute> for one of ``ATTRIBUTES`` (e.g. test_pose)."""
 
     scheme = WFLW98.name
@@ -112,13 +111,7 @@ class WflwDataset(Sequence[Sample]):
     def __len__(self) -> int:
         return len(self._records)
 
-    @overload
-    def __getitem__(self, index: int) -> Sample: ...
-    @overload
-    def __getitem__(self, index: slice) -> Sequence[Sample]: ...
-    def __getitem__(self, index: int | slice) -> Sample | Sequence[Sample]:
-        if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(len(self)))]
+    def _load(self, index: int) -> Sample:
         rec = self._records[index]
         path = self.root / "WFLW_images" / rec.name
         with Image.open(path) as im:
