@@ -30,7 +30,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -39,6 +38,8 @@ from types import ModuleType
 from typing import Any
 
 import numpy as np
+
+from model_store.manifest import atomic_write_bytes
 
 __all__ = [
     "CACHE_ENV",
@@ -228,21 +229,6 @@ def check_cached_engine(engine_path: Path, key: EngineKey, verify_checksum: bool
     return CacheCheck(True, "cache hit")
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def write_cache_entry(
     engine_path: Path, engine: bytes, key: EngineKey, info: dict[str, Any] | None = None
 ) -> None:
@@ -252,7 +238,7 @@ def write_cache_entry(
     engine_path = Path(engine_path)
     sidecar = _sidecar(engine_path)
     sidecar.unlink(missing_ok=True)
-    _atomic_write(engine_path, engine)
+    atomic_write_bytes(engine_path, engine)
     payload = {
         "format": SIDECAR_FORMAT,
         "key": key.to_dict(),
@@ -261,7 +247,7 @@ def write_cache_entry(
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "info": info or {},
     }
-    _atomic_write(sidecar, (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode())
+    atomic_write_bytes(sidecar, (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode())
 
 
 @dataclass
@@ -414,7 +400,7 @@ def _make_calibrator(
             return cache_path.read_bytes() if cache_path.is_file() else None
 
         def write_calibration_cache(self, cache: Any) -> None:
-            _atomic_write(cache_path, bytes(cache))
+            atomic_write_bytes(cache_path, bytes(cache))
 
         def __del__(self) -> None:
             if self._device is not None:
