@@ -39,17 +39,9 @@ def load_samples(spec: Mapping[str, Any], scheme: str, *, progress: bool = True)
     kind = spec["kind"]
     src: Sequence[Sample]
     if kind == "synthetic":
-        from train.data.synthetic import PoseDistribution, SyntheticFaces
+        from train.data.synthetic import SyntheticFaces
 
-        pose = spec.get("pose")
-        src = SyntheticFaces(
-            scheme,
-            int(spec["num"]),
-            int(spec.get("seed", 0)),
-            image_size=int(spec.get("image_size", 256)),
-            pose=PoseDistribution(**pose) if pose else None,
-            cache_dir=spec.get("cache_dir"),
-        )
+        src = SyntheticFaces.from_spec(spec, scheme)
     elif kind == "300w":
         from train.data.pts300w import load_300w
 

@@ -16,9 +16,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -107,6 +108,19 @@ class SyntheticFaces(SampleSequence):
             sort_keys=True,
         )
         self._key = hashlib.sha256(key.encode()).hexdigest()[:16]
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any], scheme: str) -> SyntheticFaces:
+        """From a config's dataset spec ``{kind: synthetic, num, seed, image_size, pose, cache_dir}``."""
+        pose = spec.get("pose")
+        return cls(
+            scheme,
+            int(spec["num"]),
+            int(spec.get("seed", 0)),
+            image_size=int(spec.get("image_size", 256)),
+            pose=PoseDistribution(**pose) if pose else None,
+            cache_dir=spec.get("cache_dir"),
+        )
 
     def __len__(self) -> int:
         return self.num

@@ -61,17 +61,9 @@ def load_synthetic(spec: Mapping[str, Any], scheme: str) -> list[Sample]:
     """Render a synthetic dataset spec (``{kind: synthetic, num, seed, image_size, pose}``) without torch."""
     if spec.get("kind") != "synthetic":
         raise ValueError(f"only synthetic dataset specs are rendered here, got {spec.get('kind')!r}")
-    from train.data.synthetic import PoseDistribution, SyntheticFaces
+    from train.data.synthetic import SyntheticFaces
 
-    pose = spec.get("pose")
-    faces = SyntheticFaces(
-        scheme,
-        int(spec["num"]),
-        int(spec.get("seed", 0)),
-        image_size=int(spec.get("image_size", 256)),
-        pose=PoseDistribution(**pose) if pose else None,
-        cache_dir=spec.get("cache_dir"),
-    )
+    faces = SyntheticFaces.from_spec(spec, scheme)
     n = min(len(faces), int(spec["limit"])) if "limit" in spec else len(faces)
     return [faces[i] for i in range(n)]  # sample i does not depend on the others: render only n
 
