@@ -18,6 +18,7 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.demo import install_demo
 from service.errors import install_error_handlers
 from service.metrics import Metrics
 from service.pipeline import LandmarkService
@@ -88,5 +89,6 @@ def create_app(settings: Settings | None = None, *, load_in_background: bool = T
     app.state.metrics = metrics
     install_error_handlers(app)
     app.include_router(router)
+    install_demo(app)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app

@@ -51,6 +51,7 @@ _REQUEST_BODY = {
                     "scheme": {"type": "string", "enum": ["ibug68", "aflw19"]},
                     "boxes": {"type": "string", "description": "JSON list of [x1, y1, x2, y2]"},
                     "max_faces": {"type": "integer"},
+                    "pose": {"type": "boolean", "description": "also estimate each face's head pose"},
                 },
             }
         },
@@ -65,6 +66,7 @@ _REQUEST_BODY = {
                     "boxes": {"type": "array", "items": {"type": "array", "items": {"type": "number"}}},
                     "max_faces": {"type": "integer"},
                     "deadline_ms": {"type": "number"},
+                    "pose": {"type": "boolean", "description": "also estimate each face's head pose"},
                 },
             }
         },
@@ -138,6 +140,21 @@ def _number(name: str, value: Any, kind: type[int] | type[float]) -> int | float
     return number
 
 
+def _flag(name: str, value: Any) -> bool:
+    """A boolean option: JSON true/false, or the text true/false/1/0/yes/no/on/off (form fields)."""
+    if value is None or value == "":
+        return False
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise ProblemError("invalid-parameters", f"{name} must be true or false")
+
+
+_TRUE = frozenset({"true", "1", "yes", "on"})
+_FALSE = frozenset({"false", "0", "no", "off"})
+
+
 def _text(name: str, value: Any) -> str | None:
     if value is None or value == "":
         return None
@@ -165,7 +182,7 @@ async def _parse_request(
             data = await upload.read()
         else:
             data = upload.encode("latin-1")
-        for key in ("model", "scheme", "boxes", "max_faces", "deadline_ms"):
+        for key in ("model", "scheme", "boxes", "max_faces", "deadline_ms", "pose"):
             if form.get(key) is not None:
                 options[key] = form.get(key)
     elif media == "application/json" or media.endswith("+json"):
@@ -182,7 +199,7 @@ async def _parse_request(
             data = base64.b64decode(encoded, validate=True)
         except (binascii.Error, ValueError):
             raise ProblemError("invalid-image", "'image' is not valid base64") from None
-        unknown = set(payload) - {"image", "model", "scheme", "boxes", "max_faces", "deadline_ms"}
+        unknown = set(payload) - {"image", "model", "scheme", "boxes", "max_faces", "deadline_ms", "pose"}
         if unknown:
             raise ProblemError("invalid-parameters", f"unknown keys: {sorted(unknown)}")
         options.update({k: v for k, v in payload.items() if k != "image" and v is not None})
@@ -207,6 +224,7 @@ async def _parse_request(
         boxes=box_list,
         max_faces=_number("max_faces", options.get("max_faces"), int),  # type: ignore[arg-type]
         deadline_ms=_number("deadline_ms", options.get("deadline_ms"), float),
+        pose=_flag("pose", options.get("pose")),
     )
 
 
@@ -227,10 +245,16 @@ async def landmarks(
     box: Annotated[list[str] | None, Query(description="one face box x1,y1,x2,y2 (repeatable)")] = None,
     max_faces: Annotated[int | None, Query(ge=1, description="keep at most this many detected faces")] = None,
     deadline_ms: Annotated[float | None, Query(gt=0, description="shorter deadline for this request")] = None,
+    pose: Annotated[
+        bool | None,
+        Query(
+            description="also estimate each face's head pose (yaw, pitch, roll in degrees; see docs/api.md)"
+        ),
+    ] = None,
 ) -> Response:
     service = _service(request)
     query = {"model": model, "scheme": scheme, "boxes": boxes, "box": box, "max_faces": max_faces,
-             "deadline_ms": deadline_ms}  # fmt: skip
+             "deadline_ms": deadline_ms, "pose": pose}  # fmt: skip
     req = await _parse_request(request, service, query)
     result = await service.predict(req)
     return JSONResponse(result.to_dict(), headers={"Server-Timing": result.server_timing()})

@@ -8,6 +8,7 @@ from pydantic import BaseModel, Field
 
 __all__ = [
     "Face",
+    "HeadPose",
     "ImageInfo",
     "LandmarkResponse",
     "ModelInfo",
@@ -31,12 +32,26 @@ class ImageInfo(BaseModel):
     format: str
 
 
+class HeadPose(BaseModel):
+    """Head orientation from the landmarks (a PnP fit of a 3-D mean face; conventions in docs/api.md)."""
+
+    yaw: float = Field(description="degrees; > 0: the nose turns towards the image's right (subject's left)")
+    pitch: float = Field(description="degrees; > 0: the nose lifts (the face looks up)")
+    roll: float = Field(description="degrees; > 0: the eye line tilts clockwise on screen")
+    reprojection_error: float = Field(
+        description="RMS pixel distance between the landmarks and the fitted mean face's projection"
+    )
+
+
 class Face(BaseModel):
     box: list[float] = Field(
         description="x1, y1, x2, y2 in original image pixels (the client's or the detector's)"
     )
     detection_score: float | None = Field(description="detector score; null for client boxes")
     landmarks: list[list[float]] = Field(description="[[x, y], ...] in original image pixels, 68 or 19 pairs")
+    pose: HeadPose | None = Field(
+        default=None, description="only with pose=true: yaw, pitch, roll (R = R_roll R_pitch R_yaw)"
+    )
 
 
 class Timings(BaseModel):

@@ -1,7 +1,7 @@
 """A deformable 3-D head for the synthetic face generator.
 
 The head is one triangle mesh built once from the 3-D 68-point mean shape
-(:mod:`train.data.meanshape68`): every vertex is given in cylindrical coordinates around a
+(:mod:`model_store.meanshape`): every vertex is given in cylindrical coordinates around a
 vertical axis behind the face, the radius is a thin-plate-spline surface through the 68
 landmarks and an ellipsoidal skull, and the mesh is a Delaunay triangulation of the
 (angle, height) parameters. Because the thin-plate spline is linear in its data, a change of
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from train.data.meanshape68 import MEAN_SHAPE_68
+from model_store.meanshape import AFLW19_FROM_68, MEAN_SHAPE_68, aflw19_from_68
 
 __all__ = [
     "AFLW19_FROM_68",
@@ -40,25 +40,6 @@ LEFT_EYE = tuple(range(42, 48))
 OUTER_MOUTH = tuple(range(48, 60))
 INNER_MOUTH = tuple(range(60, 68))
 JAW = tuple(range(17))
-
-# The 19 AFLW points from the 68-point model (aflw19 order in model_store.schemes). Each row lists the
-# 68-point indices whose 3-D mean is the AFLW point: brows 17, 19, 21 / 22, 24, 26; eye corners 36, 39 /
-# 42, 45 with the eye centre the mean of the eye contour; nose wings 31, 35 and tip 30; mouth corners
-# 48, 54 with the mouth centre between the inner lips (62, 66); chin 8.
-AFLW19_FROM_68: tuple[tuple[int, ...], ...] = (
-    (17,), (19,), (21,), (22,), (24,), (26,),
-    (36,), RIGHT_EYE, (39,), (42,), LEFT_EYE, (45,),
-    (31,), (30,), (35,),
-    (48,), (62, 66), (54,),
-    (8,),
-)  # fmt: skip
-
-
-def aflw19_from_68(points68: np.ndarray) -> np.ndarray:
-    """[..., 68, D] -> [..., 19, D]: the AFLW-19 points as means of 68-point groups (in 3-D)."""
-    p = np.asarray(points68, dtype=np.float64)
-    return np.stack([p[..., list(idx), :].mean(axis=-2) for idx in AFLW19_FROM_68], axis=-2)
-
 
 def rotation_matrix(yaw: float, pitch: float, roll: float) -> np.ndarray:
     """[3, 3] head rotation from degrees.

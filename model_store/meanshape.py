@@ -1,4 +1,7 @@
-"""A 3-D mean face shape in the iBUG 68-point layout.
+"""A 3-D mean face shape in the iBUG 68-point layout, and the AFLW-19 points derived from it.
+
+Shared by the synthetic renderer (``train.data.face3d``) and head-pose estimation
+(:mod:`model_store.pose`), so it lives here, with no torch and no scipy.
 
 Source: ``insightface/data/objects/meanshape_68.pkl`` from the ``insightface`` 2.1 wheel on PyPI
 (https://github.com/deepinsight/insightface, MIT licence), 68 x 3 float32, rounded to 4 decimals.
@@ -10,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["MEAN_SHAPE_68"]
+__all__ = ["AFLW19_FROM_68", "MEAN_SHAPE_19", "MEAN_SHAPE_68", "aflw19_from_68"]
 
 _ROWS: tuple[tuple[float, float, float], ...] = (
     (-0.6267, -0.2927, -0.3140),
@@ -85,3 +88,25 @@ _ROWS: tuple[tuple[float, float, float], ...] = (
 
 MEAN_SHAPE_68: np.ndarray = np.array(_ROWS, dtype=np.float64)
 MEAN_SHAPE_68.setflags(write=False)
+
+# The 19 AFLW points from the 68-point model (aflw19 order in model_store.schemes). Each row lists the
+# 68-point indices whose 3-D mean is the AFLW point: brows 17, 19, 21 / 22, 24, 26; eye corners 36, 39 /
+# 42, 45 with the eye centre the mean of the eye contour; nose wings 31, 35 and tip 30; mouth corners
+# 48, 54 with the mouth centre between the inner lips (62, 66); chin 8.
+AFLW19_FROM_68: tuple[tuple[int, ...], ...] = (
+    (17,), (19,), (21,), (22,), (24,), (26,),
+    (36,), tuple(range(36, 42)), (39,), (42,), tuple(range(42, 48)), (45,),
+    (31,), (30,), (35,),
+    (48,), (62, 66), (54,),
+    (8,),
+)  # fmt: skip
+
+
+def aflw19_from_68(points68: np.ndarray) -> np.ndarray:
+    """[..., 68, D] -> [..., 19, D]: the AFLW-19 points as means of 68-point groups (in 3-D)."""
+    p = np.asarray(points68, dtype=np.float64)
+    return np.stack([p[..., list(idx), :].mean(axis=-2) for idx in AFLW19_FROM_68], axis=-2)
+
+
+MEAN_SHAPE_19: np.ndarray = aflw19_from_68(MEAN_SHAPE_68)
+MEAN_SHAPE_19.setflags(write=False)
