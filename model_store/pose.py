@@ -139,20 +139,25 @@ def _exp_so3(w: np.ndarray) -> np.ndarray:
     return np.asarray(np.eye(3) + math.sin(theta) * kx + (1 - math.cos(theta)) * kx @ kx)
 
 
-def _orthographic_init(model: np.ndarray, uv: np.ndarray, focal: float) -> tuple[np.ndarray, np.ndarray]:
+def _orthographic_init(
+    model: np.ndarray, uv: np.ndarray, focal: float, w: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Scaled-orthographic start: camera-frame rotation [3, 3] and translation [3].
 
-    model [K, 3] camera-frame-oriented points (z away from the camera), uv [K, 2] centred pixels.
+    model [K, 3] camera-frame-oriented points (z away from the camera), uv [K, 2] centred pixels,
+    w [K] point weights.
     """
-    mc = model - model.mean(axis=0)
-    a, *_ = np.linalg.lstsq(mc, uv - uv.mean(axis=0), rcond=None)  # [3, 2]: uv ~ mc @ a
+    wn = w / w.sum()
+    model_mean, uv_mean = wn @ model, wn @ uv
+    sw = np.sqrt(w)[:, None]
+    a, *_ = np.linalg.lstsq(sw * (model - model_mean), sw * (uv - uv_mean), rcond=None)  # uv ~ mc @ a [3, 2]
     u, s, vt = np.linalg.svd(a.T, full_matrices=False)  # a.T [2, 3] = s * (first two rows of R)
     rows = u @ vt  # the nearest pair of orthonormal rows
     r = np.vstack([rows, np.cross(rows[0], rows[1])])
     scale = float(s.mean())
     tz = focal / max(scale, 1e-9)
-    centre_3d = r @ model.mean(axis=0)
-    txy = uv.mean(axis=0) * tz / focal - centre_3d[:2]
+    centre_3d = r @ model_mean
+    txy = uv_mean * tz / focal - centre_3d[:2]
     return r, np.array([txy[0], txy[1], tz - centre_3d[2]])
 
 
@@ -163,12 +168,14 @@ def estimate_pose(
     height: float,
     *,
     focal: float | None = None,
+    weights: np.ndarray | None = None,
     iterations: int = 30,
 ) -> HeadPose:
     """Pose of one face from its landmarks ``points`` [K, 2] (image pixels) in ``scheme``.
 
     The camera: focal length ``focal`` (default :func:`default_focal` of the image size), principal
-    point at the image centre (``width / 2``, ``height / 2``).
+    point at the image centre (``width / 2``, ``height / 2``). ``weights`` [K] (default all 1) weigh
+    each point's squared reprojection error; ``reprojection_error`` is their weighted RMS.
     """
     model = model_points(scheme)
     uv = np.asarray(points, dtype=np.float64)
@@ -178,15 +185,19 @@ def estimate_pose(
         raise ValueError("landmarks must be finite")
     f = float(focal) if focal is not None else default_focal(width, height)
     centre = np.array([width / 2.0, height / 2.0])
+    w = np.ones(len(model)) if weights is None else np.asarray(weights, dtype=np.float64)
+    if w.shape != (len(model),) or not (np.isfinite(w).all() and (w >= 0).all() and (w > 0).sum() >= 6):
+        raise ValueError(f"weights must be [{len(model)}] non-negative numbers, at least 6 of them > 0")
+    sw = np.repeat(np.sqrt(w), 2)  # [2K] per coordinate
     x = model @ _FLIP  # [K, 3] model points in camera orientation (z away from the camera)
-    r, t = _orthographic_init(x, uv - centre, f)
+    r, t = _orthographic_init(x, uv - centre, f, w)
     if t[2] <= 0 or not np.isfinite(t).all():  # degenerate landmarks (all on a point or a line)
         t = np.array([0.0, 0.0, f])
 
     def residual(r: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         q = x @ r.T + t  # [K, 3]
         z = np.maximum(q[:, 2:3], 1e-6)
-        return (f * q[:, :2] / z + centre - uv).ravel(), q
+        return sw * (f * q[:, :2] / z + centre - uv).ravel(), q
 
     err, q = residual(r, t)
     cost = float(err @ err)
@@ -199,7 +210,7 @@ def estimate_pose(
         dproj[:, 0, 2] = -f * q[:, 0] / z**2
         dproj[:, 1, 2] = -f * q[:, 1] / z**2
         jw = -dproj @ _skew(q - t)  # [K, 2, 3]
-        jac = np.concatenate([jw, dproj], axis=2).reshape(-1, 6)  # [2K, 6]
+        jac = sw[:, None] * np.concatenate([jw, dproj], axis=2).reshape(-1, 6)  # [2K, 6]
         jtj, jte = jac.T @ jac, jac.T @ err
         improved = False
         for _ in range(10):
@@ -220,5 +231,5 @@ def estimate_pose(
             break
     rotation = _FLIP @ r @ _FLIP  # camera orientation -> head frame
     yaw, pitch, roll = euler_from_rotation(rotation)
-    rms = math.sqrt(cost / len(uv))
+    rms = math.sqrt(cost / w.sum())
     return HeadPose(yaw, pitch, roll, rotation, t, f, rms)

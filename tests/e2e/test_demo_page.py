@@ -115,7 +115,7 @@ def test_upload_draws_landmarks_pose_and_timings(
     assert page.get_attribute("#canvas", "data-faces") == "1"
     assert page.get_attribute("#canvas", "data-points") == "68"
     # The canvas is the photo's size and holds the drawn points: the landmark colour (#00e5ff) is there.
-    size = page.evaluate("[document.getElementById('canvas').width, document.getElementById('canvas').height]")
+    size = page.evaluate("(c => [c.width, c.height])(document.getElementById('canvas'))")
     with Image.open(photo) as im:
         assert tuple(size) == im.size
     cyan = page.evaluate(

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from model_store.geometry import CropRule, apply_affine, tight_box
+from model_store.meanshape import MEAN_SHAPE_68
 from model_store.preprocess import Normalisation
 from model_store.schemes import IBUG68
-from model_store.meanshape import MEAN_SHAPE_68
 from train.data.types import Sample
 from train.dataset import make_eval_crops
 from train.loop import _stage_nme

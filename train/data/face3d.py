@@ -41,6 +41,7 @@ OUTER_MOUTH = tuple(range(48, 60))
 INNER_MOUTH = tuple(range(60, 68))
 JAW = tuple(range(17))
 
+
 def rotation_matrix(yaw: float, pitch: float, roll: float) -> np.ndarray:
     """[3, 3] head rotation from degrees.
 
