@@ -167,7 +167,7 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("--solver-only", action="store_true", help="skip the models (true landmarks only)")
     parser.add_argument("--out", type=Path, default=Path("docs/pose_eval.json"), help="JSON report")
-    parser.add_argument("--plot", type=Path, default=Path("docs/img/pose_eval.png"), help="PNG ('' for none)")
+    parser.add_argument("--plot", default="docs/img/pose_eval.png", help="PNG ('' for none)")
     args = parser.parse_args(argv)
     report = evaluate(
         args.num, args.seed, args.image_size, args.yaw_max, args.model_root, not args.solver_only
@@ -175,12 +175,12 @@ def main(argv: list[str]) -> int:
     errors = report.pop("_errors")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
-    if str(args.plot):
-        _plot(report | {"_errors": errors}, args.plot)
+    if args.plot:
+        _plot(report | {"_errors": errors}, Path(args.plot))
     for kind in ("solver_only", "end_to_end"):
         for scheme, summary in report.get(kind, {}).items():
             mae = summary["mae_deg"]
             angles = ", ".join(f"{k} {mae[k]:.2f}" for k in ANGLES)
             print(f"{kind:12s} {scheme}: MAE (degrees) {angles}")
-    print(f"wrote {args.out}" + (f" and {args.plot}" if str(args.plot) else ""))
+    print(f"wrote {args.out}" + (f" and {args.plot}" if args.plot else ""))
     return 0
