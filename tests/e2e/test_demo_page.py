@@ -28,13 +28,15 @@ CHROMIUM_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
     "--disable-dev-shm-usage",
+    # A fake camera (a moving test pattern) and no permission prompt, for the webcam path.
+    "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
 ]  # fmt: skip
 
 
 def _chromium() -> str | None:
     env = os.environ.get("WINGMARK_CHROMIUM")
-    if env:
-        return env
+    if env:  # an explicit choice: that browser or none
+        return env if os.access(env, os.X_OK) else None
     for name in ("chromium", "chromium-browser", "google-chrome"):
         found = shutil.which(name)
         if found:
@@ -158,6 +160,26 @@ def test_api_errors_show_as_readable_messages(browser: Any, demo_server: Server,
     with demo_server.client() as c:
         r = c.post("/v1/landmarks", files={"image": ("x.jpg", b"this is not a JPEG", "image/jpeg")})
     assert r.json()["title"] in message
+    page.close()
+
+
+def test_webcam_frames_are_sent(browser: Any, demo_server: Server) -> None:
+    """Chromium's fake camera (a test pattern, no face): a frame goes to the API and its answer is shown."""
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(demo_server.url + "/")
+    page.click("#camera")
+    page.wait_for_function("!document.getElementById('snap').disabled", timeout=20_000)
+    page.wait_for_function("document.getElementById('video').videoWidth > 0", timeout=20_000)
+    page.click("#snap")
+    assert _wait_done(page) == "done", page.inner_text("#error")
+    assert page.get_attribute("#canvas", "data-faces") == "0"
+    assert "webcam frame" in page.inner_text("#status") and "total" in page.inner_text("#timings")
+    size = page.evaluate("(c => [c.width, c.height])(document.getElementById('canvas'))")
+    assert size[0] > 0 and size[1] > 0
+    page.click("#camera")  # stop
+    assert page.inner_text("#camera") == "Start webcam" and not errors, errors
     page.close()
 
 
