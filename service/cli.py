@@ -24,7 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("train.export.cli:export_main", "export checkpoints to ONNX and publish a model version"),
     "build-engine": ("train.export.cli:build_engine_main", "build TensorRT engines for a model version"),
     "quantize": ("train.export.cli:quantize_main", "ONNX Runtime INT8 quantisation of a model version"),
-    "data": ("train.data.real_cli:main", "build the real-face cache (data real) and benchmark on it (data bench)"),
+    "data": ("train.data.real_cli:main", "real-face cache (data real), real-photo benchmark (data bench)"),
 }
 
 

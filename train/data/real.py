@@ -222,9 +222,7 @@ class RealFaces(SampleSequence):
 
     scheme = "ibug68"
 
-    def __init__(
-        self, root: Path | str, split: str = "test", sources: Iterable[str] | None = None
-    ) -> None:
+    def __init__(self, root: Path | str, split: str = "test", sources: Iterable[str] | None = None) -> None:
         if split not in {"train", "test", "all"}:
             raise ValueError(f"split must be train, test or all, got {split!r}")
         self.root = Path(root)
@@ -480,7 +478,12 @@ def build_real(
         answer = _worker(
             mp_python,
             "mesh",
-            {"crops": [{"id": f["id"], "file": str(crops_dir / f"{f['id'].replace('/', '__')}.png")} for f in todo]},
+            {
+                "crops": [
+                    {"id": f["id"], "file": str(crops_dir / f"{f['id'].replace('/', '__')}.png")}
+                    for f in todo
+                ]
+            },
             work,
         )
         mesh_cache.update(answer["faces"])

@@ -6,8 +6,9 @@ Ground truth is the *teacher consensus* (dlib's 68 points where MediaPipe Face M
 box: the stage-1 crop rule widens it as in training), so the figure measures landmarks, not face
 detection. For ``aflw19`` models the consensus is reduced to 19 points with
 ``train.data.face3d.aflw19_from_68`` (means of 68-point groups) and the scheme's own normaliser is
-used (for AFLW's ``box_size``: sqrt(w * h) of the tight box of the 68 consensus points). The reference row "mediapipe (2nd teacher)" is the mapped mesh against the same labels,
-inter-ocular: it says how far two independent real-photo models are apart on these faces.
+used (for AFLW's ``box_size``: sqrt(w * h) of the tight box of the 68 consensus points). The
+reference row "mediapipe (2nd teacher)" is the mapped mesh against the same labels, inter-ocular: it
+says how far two independent real-photo models are apart on these faces.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ DEFAULT_MODELS = ("cnn67-ibug68@1.0.0", "cnn67-aflw19@1.0.0")
 
 def _stats(errors: np.ndarray) -> dict[str, Any]:
     s = summarise(errors)
-    return {"faces": int(len(errors)), **s}
+    return {"faces": len(errors), **s}
 
 
 def bench_models(
@@ -56,7 +57,9 @@ def bench_models(
         "truth": "teacher consensus (dlib 68-point where MediaPipe agrees), not human annotation",
         "box": "tight box of the consensus label",
         "faces": len(samples),
-        "faces_per_source": {str(k): int(v) for k, v in zip(*np.unique(sources, return_counts=True), strict=True)},
+        "faces_per_source": {
+            str(k): int(v) for k, v in zip(*np.unique(sources, return_counts=True), strict=True)
+        },
         "models": {},
     }
 
@@ -88,7 +91,11 @@ def bench_models(
 
         preds = cascade_predict(run, stages, images, boxes, scheme)
         normaliser = np.asarray(scheme.normaliser_distance(gt, boxes), dtype=np.float64)
-        entry: dict[str, Any] = {"scheme": scheme.name, "normaliser": scheme.normaliser, "num_stages": len(preds)}
+        entry: dict[str, Any] = {
+            "scheme": scheme.name,
+            "normaliser": scheme.normaliser,
+            "num_stages": len(preds),
+        }
         for k, pred in enumerate(preds, start=1):
             label = "stage1" if k == 1 else f"cascade_stage{k}"
             entry[label] = per_source(nme_per_sample(pred, gt, normaliser))
@@ -98,7 +105,11 @@ def bench_models(
 
 def _table(report: dict[str, Any]) -> str:
     sources = ["all", *sorted(report["faces_per_source"])]
-    head = "| model | stage | " + " | ".join(f"{s} ({report['faces_per_source'].get(s, report['faces'])})" for s in sources) + " |"
+    head = (
+        "| model | stage | "
+        + " | ".join(f"{s} ({report['faces_per_source'].get(s, report['faces'])})" for s in sources)
+        + " |"
+    )
     lines = [head, "|" + "---|" * (len(sources) + 2)]
 
     def row(label: str, stage: str, block: dict[str, Any]) -> str:

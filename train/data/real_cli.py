@@ -1,7 +1,7 @@
 """``wingmark data``: build the real-face cache (``real``) and benchmark models on it (``bench``).
 
-    wingmark data real [--cache-dir DIR] [--max-video-frames N] [--sources a,b,...]
-    wingmark data bench [--cache-dir DIR] [--models NAME@VERSION,...] [--json PATH]
+wingmark data real [--cache-dir DIR] [--max-video-frames N] [--sources a,b,...]
+wingmark data bench [--cache-dir DIR] [--models NAME@VERSION,...] [--json PATH]
 """
 
 from __future__ import annotations
