@@ -546,6 +546,8 @@ def build_real(
             test=sum(f["split"] == "test" for f in mine_kept),
         )
     summary = _summary(faces, keep_threshold)
+    if summary["identities_in_both"]:  # cannot happen with assign_splits; a guard for later edits
+        raise RuntimeError(f"{summary['identities_in_both']} identities are in both train and test")
     manifest = {
         "version": MANIFEST_VERSION,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
