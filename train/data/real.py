@@ -217,7 +217,7 @@ class RealFaces(SampleSequence):
     """The kept (teacher-agreed) real faces of one split: ``"train"``, ``"test"`` or ``"all"``.
 
     Samples are 68-point (``ibug68``) with the tight box of the label as ``box``; ``meta`` holds
-    ``source``, ``identity``, ``kind`` (still | video), ``agreement`` and ``id``.
+    ``source``, ``identity``, ``kind`` (still | video), ``agreement``, ``id`` and ``detector_box``.
     """
 
     scheme = "ibug68"
@@ -236,6 +236,7 @@ class RealFaces(SampleSequence):
             if wanted is not None and face["source"] not in wanted:
                 continue
             meta = {k: face[k] for k in ("id", "source", "identity", "kind", "agreement", "split")}
+            meta["detector_box"] = face["box"]  # dlib HOG's box (corner coordinates)
             self.faces.append(_Face(self.root / face["image"], self.root / face["pts"], meta))
 
     def __len__(self) -> int:

@@ -24,7 +24,7 @@ import numpy as np
 from model_store.geometry import tight_box
 from model_store.schemes import get_scheme
 from model_store.store import ModelStore
-from train.data.real import RealFaces
+from train.data.real import REGIONS, RealFaces
 from train.metrics import nme_per_sample, summarise
 
 __all__ = ["DEFAULT_MODELS", "bench_models", "main"]
@@ -51,11 +51,12 @@ def bench_models(
     sources = np.asarray([s.meta["source"] for s in samples])
     gt68 = np.stack([s.points for s in samples]).astype(np.float64)
     images = [s.image for s in samples]
+    detector_boxes = [s.meta["detector_box"] for s in samples]
     store = store or ModelStore()
     report: dict[str, Any] = {
         "split": split,
         "truth": "teacher consensus (dlib 68-point where MediaPipe agrees), not human annotation",
-        "box": "tight box of the consensus label",
+        "box": "tight box of the consensus label (from_dlib_box: dlib HOG box + dlib_hog calibration)",
         "faces": len(samples),
         "faces_per_source": {
             str(k): int(v) for k, v in zip(*np.unique(sources, return_counts=True), strict=True)
@@ -96,9 +97,27 @@ def bench_models(
             "normaliser": scheme.normaliser,
             "num_stages": len(preds),
         }
-        for k, pred in enumerate(preds, start=1):
-            label = "stage1" if k == 1 else f"cascade_stage{k}"
+        labels = ["stage1" if k == 1 else f"cascade_stage{k}" for k in range(1, len(preds) + 1)]
+        for label, pred in zip(labels, preds, strict=True):
             entry[label] = per_source(nme_per_sample(pred, gt, normaliser))
+        if scheme.name == "ibug68":  # where on the face the error is (all faces, per region)
+            dist = [np.linalg.norm(p - gt, axis=-1) / normaliser[:, None] for p in preds]  # (N, 68)
+            entry["regions"] = {
+                label: {r: round(float(d[:, a:b].mean()), 5) for r, (a, b) in REGIONS.items()}
+                for label, d in zip(labels, dist, strict=True)
+            }
+        # as the service does by default: dlib HOG's box through the model's dlib_hog calibration
+        calibration = manifest.box_calibrations.get("dlib_hog", manifest.box_calibrations["client"])
+        det = calibration.to_calibration().apply(np.asarray(detector_boxes, dtype=np.float64))
+        det_preds = cascade_predict(run, stages, images, det, scheme)
+        entry["from_dlib_box"] = {
+            label: per_source(nme_per_sample(pred, gt, normaliser))
+            for label, pred in zip(labels, det_preds, strict=True)
+        }
+        ev = manifest.evaluation  # the model's own synthetic test figures, for side-by-side reading
+        entry["synthetic_test_nme_from_manifest"] = {
+            k: ev[k]["nme"] for k in ("stage1", "stage2") if isinstance(ev.get(k), dict) and "nme" in ev[k]
+        }
         report["models"][f"{manifest.name}@{manifest.version}"] = entry
     return report
 
@@ -110,16 +129,20 @@ def _table(report: dict[str, Any]) -> str:
         + " | ".join(f"{s} ({report['faces_per_source'].get(s, report['faces'])})" for s in sources)
         + " |"
     )
-    lines = [head, "|" + "---|" * (len(sources) + 2)]
+    head += " synthetic test (manifest) |"
+    lines = [head, "|" + "---|" * (len(sources) + 3)]
 
-    def row(label: str, stage: str, block: dict[str, Any]) -> str:
+    def row(label: str, stage: str, block: dict[str, Any], synthetic: float | None = None) -> str:
         cells = [f"{100 * block[s]['nme']:.2f}" if s in block else "-" for s in sources]
+        cells.append("-" if synthetic is None else f"{100 * synthetic:.2f}")
         return f"| {label} | {stage} | " + " | ".join(cells) + " |"
 
     lines.append(row("mediapipe (2nd teacher), reference", "-", report["reference_mediapipe_vs_dlib"]))
     for model, entry in report["models"].items():
         for stage in [k for k in entry if k.startswith(("stage", "cascade"))]:
-            lines.append(row(f"{model} ({entry['scheme']})", stage, entry[stage]))
+            key = "stage1" if stage == "stage1" else stage.removeprefix("cascade_")
+            synthetic = entry.get("synthetic_test_nme_from_manifest", {}).get(key)
+            lines.append(row(f"{model} ({entry['scheme']})", stage, entry[stage], synthetic))
     return "\n".join(lines)
 
 

@@ -173,6 +173,10 @@ def test_bench_runs_both_default_models_per_source_and_stage():
         s1, s2 = entry["stage1"]["all"]["nme"], entry["cascade_stage2"]["all"]["nme"]
         assert 0.0 < s1 < 1.0 and 0.0 < s2 < 1.0 and s1 != s2  # stage 2 really ran and moved points
         assert entry["stage1"]["beta"]["faces"] == 2
+        assert set(entry["from_dlib_box"]) == {"stage1", "cascade_stage2"}
+        assert entry["from_dlib_box"]["stage1"]["all"]["faces"] == 2
+    regions = report["models"]["cnn67-ibug68@1.0.0"]["regions"]["stage1"]
+    assert set(regions) == {"jaw", "brows", "nose", "eyes", "mouth"} and all(v > 0 for v in regions.values())
     table = _table(report)
     assert "cnn67-aflw19@1.0.0 (aflw19) | cascade_stage2" in table
 
