@@ -177,7 +177,8 @@ def _run(cmd: list[str], cwd: Path, timeout: float = 900) -> None:
     proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-        raise RuntimeError(f"{' '.join(cmd[:3])} ... failed: {' | '.join(tail)}")
+        why = " | ".join(tail) or "no output"
+        raise RuntimeError(f"{' '.join(cmd[:3])} ... failed (exit status {proc.returncode}): {why}")
 
 
 def _apt_options(work: Path) -> list[str]:
