@@ -22,7 +22,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["MODEL_FILES", "SOURCES", "Source", "extract_source", "fetch_models", "fetch_source"]
+__all__ = [
+    "MODEL_FILES",
+    "SOURCES",
+    "Source",
+    "extract_source",
+    "fetch_models",
+    "fetch_source",
+    "machine_debian_source",
+]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 VIDEO_SUFFIXES = (".mp4", ".mov")
@@ -181,18 +189,33 @@ def _run(cmd: list[str], cwd: Path, timeout: float = 900) -> None:
         raise RuntimeError(f"{' '.join(cmd[:3])} ... failed (exit status {proc.returncode}): {why}")
 
 
+def machine_debian_source(etc: Path = Path("/etc/apt/sources.list.d")) -> tuple[str, str, str]:
+    """(mirror URI, suite, keyring) of the machine's first ``deb`` entry in deb822 ``*.sources``
+    files, so that the private deb-src line matches it; bookworm on deb.debian.org otherwise."""
+    for path in sorted(etc.glob("*.sources")) if etc.is_dir() else []:
+        for stanza in path.read_text(errors="replace").split("\n\n"):
+            fields: dict[str, str] = {}
+            for line in stanza.splitlines():
+                if ":" in line and not line.lstrip().startswith("#"):
+                    key, _, value = line.partition(":")
+                    fields[key.strip().lower()] = value.strip()
+            if "deb" in fields.get("types", "").split() and fields.get("uris") and fields.get("suites"):
+                if "security" in fields["uris"]:
+                    continue
+                keyring = fields.get("signed-by", DEBIAN_KEYRING)
+                return fields["uris"].split()[0], fields["suites"].split()[0], keyring
+    return DEBIAN_MIRROR, DEBIAN_SUITE, DEBIAN_KEYRING
+
+
 def _apt_options(work: Path) -> list[str]:
     """apt options that read a private deb-src list instead of /etc/apt (which stays untouched)."""
     parts = work / "apt" / "sources.list.d"
     lists = work / "apt" / "lists"
     (lists / "partial").mkdir(parents=True, exist_ok=True)
     parts.mkdir(parents=True, exist_ok=True)
+    mirror, suite, keyring = machine_debian_source()
     (parts / "wingmark-src.sources").write_text(
-        "Types: deb deb-src\n"
-        f"URIs: {DEBIAN_MIRROR}\n"
-        f"Suites: {DEBIAN_SUITE}\n"
-        "Components: main\n"
-        f"Signed-By: {DEBIAN_KEYRING}\n"
+        f"Types: deb deb-src\nURIs: {mirror}\nSuites: {suite}\nComponents: main\nSigned-By: {keyring}\n"
     )
     return [
         "-o",

@@ -191,3 +191,15 @@ def test_cli_registers_data_and_its_subcommands(capsys):
         main(["data", "real", "--help"])
     assert exc.value.code == 0
     assert "--max-video-frames" in capsys.readouterr().out
+
+
+def test_machine_debian_source_matches_the_first_plain_deb_entry(tmp_path):
+    from train.data.real_sources import machine_debian_source
+
+    (tmp_path / "debian.sources").write_text(
+        "Types: deb\n# a comment: here\nURIs: http://mirror.example/debian\nSuites: trixie trixie-updates\n"
+        "Components: main\nSigned-By: /k.gpg\n\n"
+        "Types: deb\nURIs: http://mirror.example/debian-security\nSuites: trixie-security\n"
+    )
+    assert machine_debian_source(tmp_path) == ("http://mirror.example/debian", "trixie", "/k.gpg")
+    assert machine_debian_source(tmp_path / "missing")[1] == "bookworm"
