@@ -26,7 +26,7 @@ Cache layout (``<cache>``, default ``<repo>/cache/real``)::
     models/               the dlib .dat files
     mp-venv/              MediaPipe's own virtual environment
     images/<source>/      photos and sampled video frames, with <stem>_<k>.pts (k = 1, 2, ...)
-    work/                 crops for the mesh, teacher outputs (JSON), intermediate files
+    work/                 crops for the mesh, teacher outputs (JSON; delete work/ to relabel)
     manifest.json         sources (package, version, licence), teachers, mapping, split, every face
 """
 
@@ -294,8 +294,6 @@ def _worker(python: Path, job: str, request: dict[str, Any], work: Path) -> dict
 
 
 def _dlib_faces(path: Path, detector: Any, predictor: Any, facerec: Any) -> list[dict[str, Any]]:
-    import dlib
-
     image = np.ascontiguousarray(_load_rgb(path))
     h, w = image.shape[:2]
     upsample = 1 if max(h, w) <= 1200 else 0
@@ -308,7 +306,6 @@ def _dlib_faces(path: Path, detector: Any, predictor: Any, facerec: Any) -> list
         pts = [[p.x + 0.5, p.y + 0.5] for p in shape.parts()]  # pixel index -> pixel centre
         desc = list(facerec.compute_face_descriptor(image, shape))
         out.append({"box": [float(v) for v in box], "dlib": pts, "descriptor": desc})
-    del dlib
     return out
 
 
