@@ -19,16 +19,9 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from model_store.geometry import (
-    BoxCalibration,
-    apply_affine,
-    crop_matrix_from_box,
-    crop_matrix_from_points,
-    invert_affine,
-    warp_affine,
-)
-from model_store.preprocess import from_output, to_input
-from model_store.schemes import SCHEMES, get_scheme
+from model_store.cascade import Cascade as StageCascade
+from model_store.geometry import BoxCalibration
+from model_store.schemes import SCHEMES
 from model_store.store import DEFAULT_MODELS, ModelStore, ModelVersion
 from service.backends import Backend, create_backend
 from service.batcher import (
@@ -67,71 +60,38 @@ class FaceJob:
     crop: np.ndarray  # [S, S, 3] float32 stage-1 crop
 
 
-def crop(image: np.ndarray, m: np.ndarray, size: int) -> np.ndarray:
-    """``warp_affine(image, m, size)``, computed on the part of the image the crop can sample.
-
-    warp_affine pads (copies) the whole image it is given; passing only the window under the crop,
-    with the matrix shifted to match, gives the same pixels at a cost that follows the face's size
-    instead of the image's. image [H, W, 3] uint8, m [2, 3] image -> crop; returns [S, S, 3] float32.
-    """
-    h, w = image.shape[:2]
-    corners = np.array([[0.0, 0.0], [size, 0.0], [0.0, size], [size, size]])
-    src = apply_affine(invert_affine(m), corners)  # [4, 2] image coordinates of the crop's corners
-    x0 = max(0, math.floor(src[:, 0].min()) - 2)
-    y0 = max(0, math.floor(src[:, 1].min()) - 2)
-    x1 = min(w, math.ceil(src[:, 0].max()) + 2)
-    y1 = min(h, math.ceil(src[:, 1].max()) + 2)
-    if x1 <= x0 or y1 <= y0:  # the crop lies wholly outside the image
-        return np.zeros((size, size, image.shape[2]), dtype=np.float32)
-    shifted = np.array(m, dtype=np.float64)
-    shifted[:, 2] += shifted[:, :2] @ np.array([x0, y0], dtype=np.float64)  # window coords = image - (x0, y0)
-    return warp_affine(image[y0:y1, x0:x1], shifted, size)
-
-
 class Cascade:
-    """A model version and its backend: builds stage-1 crops and runs every stage on a batch."""
+    """A model version and its backend: the geometry of ``model_store.cascade`` over ``backend.run``.
+
+    :meth:`prepare` (decode pool) makes the stage-1 crops; :meth:`run_batch` (device worker) runs
+    stage 1 on a batch and every later stage from the re-aligned crops of the previous one.
+    """
 
     def __init__(self, model: ModelVersion, backend: Backend) -> None:
-        manifest = model.manifest
         self.model = model
         self.backend = backend
-        self.scheme = get_scheme(manifest.scheme)
-        self.sizes = [s.input_size for s in manifest.stages]
-        self.rules = [s.crop_rule.to_rule() for s in manifest.stages]
-        self.norms = [s.normalisation.to_normalisation() for s in manifest.stages]
+        self.geometry = StageCascade.from_manifest(model.manifest)
+        self.scheme = self.geometry.scheme
+        self.sizes = [g.input_size for g in self.geometry.stages]
 
     def prepare(self, image: np.ndarray, tight_boxes: np.ndarray) -> list[FaceJob]:
         """image [H, W, 3] uint8, tight_boxes [N, 4] (image pixels) -> N stage-1 jobs."""
-        jobs = []
-        for box in np.asarray(tight_boxes, dtype=np.float64).reshape(-1, 4):
-            m = crop_matrix_from_box(box, self.sizes[0], self.rules[0])
-            jobs.append(FaceJob(image=image, matrix=m, crop=crop(image, m, self.sizes[0])))
-        return jobs
+        g = self.geometry
+        mats = g.matrices(0, boxes=np.asarray(tight_boxes, dtype=np.float64).reshape(-1, 4))  # (N, 2, 3)
+        crops = g.crops(0, [image] * len(mats), mats)  # (N, S, S, 3)
+        return [FaceJob(image=image, matrix=m, crop=c) for m, c in zip(mats, crops, strict=True)]
 
     def run_batch(self, jobs: Sequence[FaceJob]) -> list[np.ndarray]:
         """The device worker's work on one batch: N jobs -> N arrays [K, 2] in image pixels."""
-        k = self.scheme.num_points
-        size = self.sizes[0]
-        mats = np.stack([j.matrix for j in jobs])  # [N, 2, 3]
-        x = to_input(np.stack([j.crop for j in jobs]), self.norms[0])  # [N, 3, S, S]
-        pts = apply_affine(invert_affine(mats), self._run(0, x, k, size))  # [N, K, 2]
-        for stage in range(1, len(self.sizes)):
-            size, rule = self.sizes[stage], self.rules[stage]
-            mats = np.stack([crop_matrix_from_points(p, self.scheme, size, rule) for p in pts])
-            crops = np.stack([crop(j.image, m, size) for j, m in zip(jobs, mats, strict=True)])
-            pts = apply_affine(
-                invert_affine(mats), self._run(stage, to_input(crops, self.norms[stage]), k, size)
-            )
+        g = self.geometry
+        images = [j.image for j in jobs]
+        mats = np.stack([j.matrix for j in jobs])  # (N, 2, 3)
+        x = g.to_input(0, np.stack([j.crop for j in jobs]))  # (N, 3, S, S)
+        pts = g.points(0, self.backend.run(0, x), mats)  # (N, K, 2) image px
+        for stage in range(1, g.num_stages):
+            mats = g.matrices(stage, previous=pts)
+            pts = g.points(stage, self.backend.run(stage, g.inputs(stage, images, mats)), mats)
         return list(pts)
-
-    def _run(self, stage: int, x: np.ndarray, k: int, size: int) -> np.ndarray:
-        out = self.backend.run(stage, x)
-        if out.shape[0] != x.shape[0]:
-            raise RuntimeError(f"stage {stage} returned {out.shape[0]} rows for a batch of {x.shape[0]}")
-        crop_pts = from_output(out, k, size)  # [N, K, 2] crop pixels
-        if not np.isfinite(crop_pts).all():
-            raise RuntimeError(f"stage {stage} returned non-finite landmarks")
-        return crop_pts
 
 
 @dataclass
