@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     backend: BackendKind = "onnxruntime"
     device: str = "cpu"
     ort_threads: int = Field(default=1, ge=0, description="ORT intra-op threads per session (0: ORT decides)")
+    ort_spinning: bool = Field(default=False, description="ORT worker threads busy-wait between ops")
+    cascade_pipeline: bool = Field(
+        default=True, description="one batcher per stage; later stages' crops cut beside the device thread"
+    )
     max_batch_size: int = Field(default=32, ge=1, le=1024)
     max_queue_delay_ms: float = Field(default=5.0, ge=0.0, le=10_000.0)
     queue_limit: int = Field(default=256, ge=1)
