@@ -8,7 +8,7 @@ PIP := $(PY) -m pip --disable-pip-version-check -q
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: serve test lint typecheck pytest clean
+.PHONY: serve test lint typecheck pytest benchmark clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ pytest: $(VENV)/.dev-stamp
 	OMP_NUM_THREADS=2 $(VENV)/bin/pytest $(PYTEST_ARGS)
 
 test: lint typecheck pytest
+
+# about 10 minutes on 2 cores; writes docs/benchmarks.md, docs/benchmarks.json, docs/img/benchmarks_*.png
+benchmark: $(VENV)/.dev-stamp
+	$(VENV)/bin/wingmark benchmark $(BENCHMARK_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -18,6 +18,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("service.server:serve_main", "run the HTTP service (uvicorn)"),
     "predict": ("service.predict:main", "landmarks for an image, via a running service or in-process"),
     "bench": ("service.bench:main", "load-test a running service and write a JSON report"),
+    "benchmark": (
+        "service.benchmark:main",
+        "bare models, service, peers and the CPU's peak: docs/benchmarks.md",
+    ),
     "train": ("train.cli:train_main", "train a model from a YAML config (needs the 'train' extra)"),
     "eval": ("train.cli:eval_main", "evaluate a checkpoint or model version: NME, CED, AUC, failure rate"),
     "compare": ("train.compare:main", "rerun the paper's loss / PDB / cascade comparisons"),

@@ -9,27 +9,21 @@ JPEG decode); they are scaled to original image pixels only at the edges.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import numpy as np
 
-from model_store.geometry import (
-    BoxCalibration,
-    apply_affine,
-    crop_matrix_from_box,
-    crop_matrix_from_points,
-    invert_affine,
-    warp_affine,
-)
+from model_store.cascade import Cascade as StageCascade
+from model_store.geometry import BoxCalibration
 from model_store.pose import estimate_pose
-from model_store.preprocess import from_output, to_input
-from model_store.schemes import SCHEMES, get_scheme
+from model_store.schemes import SCHEMES
 from model_store.store import DEFAULT_MODELS, ModelStore, ModelVersion
 from service.backends import Backend, create_backend
 from service.batcher import (
@@ -69,71 +63,64 @@ class FaceJob:
     crop: np.ndarray  # [S, S, 3] float32 stage-1 crop
 
 
-def crop(image: np.ndarray, m: np.ndarray, size: int) -> np.ndarray:
-    """``warp_affine(image, m, size)``, computed on the part of the image the crop can sample.
-
-    warp_affine pads (copies) the whole image it is given; passing only the window under the crop,
-    with the matrix shifted to match, gives the same pixels at a cost that follows the face's size
-    instead of the image's. image [H, W, 3] uint8, m [2, 3] image -> crop; returns [S, S, 3] float32.
-    """
-    h, w = image.shape[:2]
-    corners = np.array([[0.0, 0.0], [size, 0.0], [0.0, size], [size, size]])
-    src = apply_affine(invert_affine(m), corners)  # [4, 2] image coordinates of the crop's corners
-    x0 = max(0, math.floor(src[:, 0].min()) - 2)
-    y0 = max(0, math.floor(src[:, 1].min()) - 2)
-    x1 = min(w, math.ceil(src[:, 0].max()) + 2)
-    y1 = min(h, math.ceil(src[:, 1].max()) + 2)
-    if x1 <= x0 or y1 <= y0:  # the crop lies wholly outside the image
-        return np.zeros((size, size, image.shape[2]), dtype=np.float32)
-    shifted = np.array(m, dtype=np.float64)
-    shifted[:, 2] += shifted[:, :2] @ np.array([x0, y0], dtype=np.float64)  # window coords = image - (x0, y0)
-    return warp_affine(image[y0:y1, x0:x1], shifted, size)
-
-
 class Cascade:
-    """A model version and its backend: builds stage-1 crops and runs every stage on a batch."""
+    """A model version and its backend: the geometry of ``model_store.cascade`` over ``backend.run``.
+
+    :meth:`prepare` (decode pool) makes the stage-1 crops; :meth:`run_batch` (device worker) runs
+    stage 1 on a batch and every later stage from the re-aligned crops of the previous one.
+    """
 
     def __init__(self, model: ModelVersion, backend: Backend) -> None:
-        manifest = model.manifest
         self.model = model
         self.backend = backend
-        self.scheme = get_scheme(manifest.scheme)
-        self.sizes = [s.input_size for s in manifest.stages]
-        self.rules = [s.crop_rule.to_rule() for s in manifest.stages]
-        self.norms = [s.normalisation.to_normalisation() for s in manifest.stages]
+        self.geometry = StageCascade.from_manifest(model.manifest)
+        self.scheme = self.geometry.scheme
+        self.sizes = [g.input_size for g in self.geometry.stages]
 
     def prepare(self, image: np.ndarray, tight_boxes: np.ndarray) -> list[FaceJob]:
         """image [H, W, 3] uint8, tight_boxes [N, 4] (image pixels) -> N stage-1 jobs."""
-        jobs = []
-        for box in np.asarray(tight_boxes, dtype=np.float64).reshape(-1, 4):
-            m = crop_matrix_from_box(box, self.sizes[0], self.rules[0])
-            jobs.append(FaceJob(image=image, matrix=m, crop=crop(image, m, self.sizes[0])))
-        return jobs
+        g = self.geometry
+        mats = g.matrices(0, boxes=np.asarray(tight_boxes, dtype=np.float64).reshape(-1, 4))  # (N, 2, 3)
+        crops = g.crops(0, [image] * len(mats), mats)  # (N, S, S, 3)
+        return [FaceJob(image=image, matrix=m, crop=c) for m, c in zip(mats, crops, strict=True)]
 
     def run_batch(self, jobs: Sequence[FaceJob]) -> list[np.ndarray]:
-        """The device worker's work on one batch: N jobs -> N arrays [K, 2] in image pixels."""
-        k = self.scheme.num_points
-        size = self.sizes[0]
-        mats = np.stack([j.matrix for j in jobs])  # [N, 2, 3]
-        x = to_input(np.stack([j.crop for j in jobs]), self.norms[0])  # [N, 3, S, S]
-        pts = apply_affine(invert_affine(mats), self._run(0, x, k, size))  # [N, K, 2]
-        for stage in range(1, len(self.sizes)):
-            size, rule = self.sizes[stage], self.rules[stage]
-            mats = np.stack([crop_matrix_from_points(p, self.scheme, size, rule) for p in pts])
-            crops = np.stack([crop(j.image, m, size) for j, m in zip(jobs, mats, strict=True)])
-            pts = apply_affine(
-                invert_affine(mats), self._run(stage, to_input(crops, self.norms[stage]), k, size)
-            )
+        """The whole cascade on one batch, on one thread: N jobs -> N arrays [K, 2] in image pixels.
+
+        Used when ``settings.cascade_pipeline`` is off (and by tests): later stages' crops are then
+        cut on the device worker, between its inference calls.
+        """
+        g = self.geometry
+        images = [j.image for j in jobs]
+        mats = np.stack([j.matrix for j in jobs])  # (N, 2, 3)
+        x = g.to_input(0, np.stack([j.crop for j in jobs]))  # (N, 3, S, S)
+        pts = g.points(0, self.backend.run(0, x), mats)  # (N, K, 2) image px
+        for stage in range(1, g.num_stages):
+            mats = g.matrices(stage, previous=pts)
+            pts = g.points(stage, self.backend.run(stage, g.inputs(stage, images, mats)), mats)
         return list(pts)
 
-    def _run(self, stage: int, x: np.ndarray, k: int, size: int) -> np.ndarray:
-        out = self.backend.run(stage, x)
-        if out.shape[0] != x.shape[0]:
-            raise RuntimeError(f"stage {stage} returned {out.shape[0]} rows for a batch of {x.shape[0]}")
-        crop_pts = from_output(out, k, size)  # [N, K, 2] crop pixels
-        if not np.isfinite(crop_pts).all():
-            raise RuntimeError(f"stage {stage} returned non-finite landmarks")
-        return crop_pts
+    # -- the pipelined cascade: crops in the worker pool, one batcher per stage ----------------------
+    def stage_inputs(
+        self,
+        stage: int,
+        image: np.ndarray,
+        *,
+        boxes: np.ndarray | None = None,
+        previous: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """One request's faces for ``stage``: matrices [N, 2, 3] and network input [N, 3, S, S]."""
+        g = self.geometry
+        mats = g.matrices(stage, boxes=boxes, previous=previous)
+        return mats, g.inputs(stage, [image] * len(mats), mats)
+
+    def stage_runner(self, stage: int) -> Callable[[list[np.ndarray]], list[np.ndarray]]:
+        """The device worker's work for one stage: N inputs [3, S, S] -> N outputs [2K] (inference only)."""
+
+        def run(xs: list[np.ndarray]) -> list[np.ndarray]:
+            return list(self.backend.run(stage, np.stack(xs)))
+
+        return run
 
 
 @dataclass
@@ -148,6 +135,7 @@ class LoadedModel:
     model: ModelVersion | None = None
     cascade: Cascade | None = None
     batcher: DynamicBatcher[FaceJob, np.ndarray] | None = None
+    stage_batchers: list[DynamicBatcher[np.ndarray, np.ndarray]] = field(default_factory=list)
     ready: bool = False
     error: str | None = None
 
@@ -223,6 +211,19 @@ def face_poses(
     return out
 
 
+class _FailuresOnly:
+    """A batch observer that passes failures on and ignores batch sizes."""
+
+    def __init__(self, inner: Metrics) -> None:
+        self._inner = inner
+
+    def on_batch(self, size: int, run_s: float) -> None:
+        pass
+
+    def on_failure(self, size: int, error: BaseException) -> None:
+        self._inner.on_failure(size, error)
+
+
 class LandmarkService:
     """Everything a landmark request needs; built and started by the app's lifespan."""
 
@@ -274,16 +275,13 @@ class LandmarkService:
             lm = await loop.run_in_executor(self._device, self._load_model, spec)
             if lm.ready:
                 assert lm.cascade is not None
-                lm.batcher = DynamicBatcher(
-                    lm.cascade.run_batch,
-                    executor=self._device,
-                    max_batch_size=s.max_batch_size,
-                    max_queue_delay_s=s.max_queue_delay_ms / 1000.0,
-                    queue_limit=s.queue_limit,
-                    observer=self.metrics,
-                    name=f"batcher-{lm.name}",
-                )
-                lm.batcher.start()
+                if s.cascade_pipeline:  # the device thread runs inference only, one batcher per stage
+                    lm.stage_batchers = [
+                        self._batcher(lm.cascade.stage_runner(i), f"batcher-{lm.name}-{i + 1}", sizes=i == 0)
+                        for i in range(len(lm.cascade.sizes))
+                    ]
+                else:
+                    lm.batcher = self._batcher(lm.cascade.run_batch, f"batcher-{lm.name}")
                 self.metrics.model_info.labels(lm.name, lm.version, lm.scheme, lm.backend_name).set(1)
                 preferred = DEFAULT_MODELS.get(lm.scheme) == lm.name
                 if lm.scheme not in self.defaults or preferred:
@@ -292,6 +290,24 @@ class LandmarkService:
         failed = [n for n, m in self.models.items() if not m.ready]
         self.state = "ready" if self.models and not failed and not self.load_error else "failed"
         log.info("models: %s; state %s", {n: m.ready for n, m in self.models.items()}, self.state)
+
+    def _batcher(
+        self, process: Callable[[list[Any]], Sequence[np.ndarray]], name: str, *, sizes: bool = True
+    ) -> DynamicBatcher[Any, np.ndarray]:
+        """A started batcher on the device thread; ``sizes=False``: it reports failures, not batch sizes
+        (every face passes each stage's batcher; the batch-size metric counts it once, at stage 1)."""
+        s = self.settings
+        batcher: DynamicBatcher[Any, np.ndarray] = DynamicBatcher(
+            process,
+            executor=self._device,
+            max_batch_size=s.max_batch_size,
+            max_queue_delay_s=s.max_queue_delay_ms / 1000.0,
+            queue_limit=s.queue_limit,
+            observer=self.metrics if sizes else _FailuresOnly(self.metrics),
+            name=name,
+        )
+        batcher.start()
+        return batcher
 
     def _make_detector(self) -> Detector | None:
         s = self.settings
@@ -316,7 +332,9 @@ class LandmarkService:
             lm.version, lm.scheme, lm.model = mv.version, mv.manifest.scheme, mv
             lm.input_sizes = [st.input_size for st in mv.manifest.stages]
             lm.calibration_names = sorted(mv.manifest.box_calibrations)
-            options: dict[str, Any] = {"threads": s.ort_threads} if s.backend == "onnxruntime" else {}
+            options: dict[str, Any] = (
+                {"threads": s.ort_threads, "spinning": s.ort_spinning} if s.backend == "onnxruntime" else {}
+            )
             backend = create_backend(
                 s.backend, mv, device=s.device, max_batch_size=s.max_batch_size, **options
             )
@@ -339,8 +357,9 @@ class LandmarkService:
         if self._load_task is not None and not self._load_task.done():
             self._load_task.cancel()
         for lm in self.models.values():
-            if lm.batcher is not None:
-                await lm.batcher.stop(drain=True)
+            for b in [lm.batcher, *lm.stage_batchers]:
+                if b is not None:
+                    await b.stop(drain=True)
         for lm in self.models.values():
             if lm.cascade is not None:
                 lm.cascade.backend.close()
@@ -348,7 +367,8 @@ class LandmarkService:
         self._device.shutdown(wait=True)
 
     def _queue_depth(self) -> float:
-        return float(sum(m.batcher.queued for m in self.models.values() if m.batcher is not None))
+        batchers = [b for m in self.models.values() for b in [m.batcher, *m.stage_batchers] if b is not None]
+        return float(sum(b.queued for b in batchers))
 
     def not_ready_reason(self) -> str:
         if self.state == "loading":
@@ -478,24 +498,25 @@ class LandmarkService:
         if source != "client":
             self.metrics.stage_duration.labels("detect").observe(t2 - t1)
 
-        # 3. crops -> batcher -> cascade
+        # 3. crops -> batcher(s) -> cascade
         timings["queue"] = timings["inference"] = 0.0
         faces: list[FaceResult] = []
         if len(boxes):
-            assert lm.cascade is not None and lm.batcher is not None
+            assert lm.cascade is not None
             tight = lm.calibration(source).apply(boxes / scale)
-            cascade, batcher = lm.cascade, lm.batcher
-            jobs = await self._until(
-                deadline, loop.run_in_executor(self._pool, cascade.prepare, image.pixels, tight)
-            )
-            outcomes = await self._submit(batcher, jobs, deadline)
-            timings["queue"] = max(o.queue_s for o in outcomes) * 1000
-            timings["inference"] = max(o.run_s for o in outcomes) * 1000
+            if lm.stage_batchers:
+                pts = await self._cascade_pipelined(
+                    lm.cascade, lm.stage_batchers, image.pixels, tight, deadline, timings
+                )
+            else:
+                pts = await self._cascade_on_device(lm, image.pixels, tight, deadline, timings)
             self.metrics.stage_duration.labels("queue").observe(timings["queue"] / 1000)
             self.metrics.stage_duration.labels("inference").observe(timings["inference"] / 1000)
-            for box, score, outcome in zip(boxes, scores, outcomes, strict=True):
-                pts = outcome.value * scale[:2]
-                faces.append(FaceResult([round(float(v), 2) for v in box], score, np.round(pts, 2).tolist()))
+            t3 = time.monotonic()
+            xy = np.round(pts * scale[:2], 2).tolist()  # (N, K, 2) original image px
+            rounded = np.round(boxes, 2).tolist()
+            faces = [FaceResult(b, score, p) for b, score, p in zip(rounded, scores, xy, strict=True)]
+            self.metrics.stage_duration.labels("map").observe(time.monotonic() - t3)
             if req.pose:  # ~1 ms a face: in the thread pool, off the event loop
                 poses = await self._until(
                     deadline,
@@ -519,6 +540,58 @@ class LandmarkService:
             model=lm, image=image, box_source=source, faces=faces, timings_ms=timings, with_pose=req.pose
         )
 
+    async def _cascade_pipelined(
+        self,
+        cascade: Cascade,
+        batchers: list[DynamicBatcher[np.ndarray, np.ndarray]],
+        pixels: np.ndarray,
+        tight: np.ndarray,
+        deadline: float,
+        timings: dict[str, float],
+    ) -> np.ndarray:
+        """Each stage: crops in the worker pool, inference batched with other requests' faces on the
+        device thread, points mapped back here; the next stage re-crops from them. -> [N, K, 2]."""
+        loop = asyncio.get_running_loop()
+        pts: np.ndarray | None = None
+        for stage, batcher in enumerate(batchers):
+            started = time.monotonic()
+            prep = functools.partial(
+                cascade.stage_inputs, stage, pixels, boxes=tight if stage == 0 else None, previous=pts
+            )
+            mats, x = await self._until(deadline, loop.run_in_executor(self._pool, prep))
+            self.metrics.stage_duration.labels("crop").observe(time.monotonic() - started)
+            outcomes = await self._submit(batcher, list(x), deadline)
+            queue = max(o.queue_s for o in outcomes)
+            run = max(o.run_s for o in outcomes)
+            timings["queue"] += queue * 1000
+            timings["inference"] += run * 1000
+            self.metrics.stage_duration.labels(f"stage{stage + 1}").observe(run)
+            self.metrics.stage_duration.labels(f"stage{stage + 1}_queue").observe(queue)
+            pts = cascade.geometry.points(stage, np.stack([o.value for o in outcomes]), mats)
+        assert pts is not None
+        return pts
+
+    async def _cascade_on_device(
+        self,
+        lm: LoadedModel,
+        pixels: np.ndarray,
+        tight: np.ndarray,
+        deadline: float,
+        timings: dict[str, float],
+    ) -> np.ndarray:
+        """Stage-1 crops in the worker pool; the whole cascade as one batch on the device thread."""
+        assert lm.cascade is not None and lm.batcher is not None
+        loop = asyncio.get_running_loop()
+        started = time.monotonic()
+        jobs = await self._until(
+            deadline, loop.run_in_executor(self._pool, lm.cascade.prepare, pixels, tight)
+        )
+        self.metrics.stage_duration.labels("crop").observe(time.monotonic() - started)
+        outcomes = await self._submit(lm.batcher, jobs, deadline)
+        timings["queue"] = max(o.queue_s for o in outcomes) * 1000
+        timings["inference"] = max(o.run_s for o in outcomes) * 1000
+        return np.stack([o.value for o in outcomes])
+
     async def _until(self, deadline: float, awaitable: Awaitable[T]) -> T:
         remaining = deadline - time.monotonic()
         try:
@@ -530,7 +603,7 @@ class LandmarkService:
             raise ProblemError("deadline-exceeded", "the request's deadline passed") from None
 
     async def _submit(
-        self, batcher: DynamicBatcher[FaceJob, np.ndarray], jobs: list[FaceJob], deadline: float
+        self, batcher: DynamicBatcher[Any, np.ndarray], jobs: Sequence[Any], deadline: float
     ) -> list[Outcome[np.ndarray]]:
         try:
             return await batcher.submit_many(jobs, deadline=deadline)

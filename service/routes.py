@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import time
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
@@ -257,7 +258,10 @@ async def landmarks(
              "deadline_ms": deadline_ms, "pose": pose}  # fmt: skip
     req = await _parse_request(request, service, query)
     result = await service.predict(req)
-    return JSONResponse(result.to_dict(), headers={"Server-Timing": result.server_timing()})
+    started = time.monotonic()
+    response = JSONResponse(result.to_dict(), headers={"Server-Timing": result.server_timing()})
+    service.metrics.stage_duration.labels("serialise").observe(time.monotonic() - started)
+    return response
 
 
 @router.get("/v1/models", response_model=ModelsResponse, summary="Loaded models")

@@ -37,7 +37,13 @@ class Settings(BaseSettings):
     # Inference
     backend: BackendKind = "onnxruntime"
     device: str = "cpu"
-    ort_threads: int = Field(default=1, ge=0, description="ORT intra-op threads per session (0: ORT decides)")
+    ort_threads: int = Field(
+        default=0, ge=0, description="ORT intra-op threads per session (0: ORT decides, one per core)"
+    )
+    ort_spinning: bool = Field(default=False, description="ORT worker threads busy-wait between ops")
+    cascade_pipeline: bool = Field(
+        default=True, description="one batcher per stage; later stages' crops cut beside the device thread"
+    )
     max_batch_size: int = Field(default=32, ge=1, le=1024)
     max_queue_delay_ms: float = Field(default=5.0, ge=0.0, le=10_000.0)
     queue_limit: int = Field(default=256, ge=1)
@@ -49,7 +55,9 @@ class Settings(BaseSettings):
     decode_max_side: int = Field(
         default=2048, ge=64, description="JPEGs much larger than this are decoded reduced"
     )
-    decode_threads: int = Field(default=2, ge=1)
+    decode_threads: int = Field(
+        default=1, ge=1, description="decode/detect/crop pool; more threads than cores starve ORT's workers"
+    )
     max_faces: int = Field(
         default=32, ge=1, description="upper bound for max_faces and for client boxes per request"
     )

@@ -17,11 +17,12 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from model_store.geometry import CropRule, apply_affine, invert_affine, tight_box, warp_affine
+from model_store.cascade import crop as window_crop
+from model_store.cascade import stage_matrices
+from model_store.geometry import CropRule, apply_affine, invert_affine, tight_box
 from model_store.preprocess import Normalisation, to_input
 from model_store.schemes import Scheme
 from train.data.types import Sample
-from train.models.cascade import crop_matrices
 
 __all__ = ["CropDataset", "EvalCrops", "load_samples", "make_eval_crops", "training_indices"]
 
@@ -198,8 +199,8 @@ def make_eval_crops(
     """Stage-1 crops from the tight landmark box (the "client" box), or later-stage crops
     re-aligned from ``previous [N, K, 2]`` image-space predictions, exactly as the service does."""
     gt = np.stack([s.points for s in samples]).astype(np.float64)  # (N, K, 2)
-    mats = crop_matrices(stage_index, rule, size, scheme, boxes=tight_box(gt), previous=previous)
-    crops = np.stack([warp_affine(s.image, m, size) for s, m in zip(samples, mats, strict=True)])
+    mats = stage_matrices(stage_index, rule, size, scheme, boxes=tight_box(gt), previous=previous)
+    crops = np.stack([window_crop(s.image, m, size) for s, m in zip(samples, mats, strict=True)])
     boxes = np.stack([np.asarray(s.box, dtype=np.float64) for s in samples])
     norm = np.asarray(scheme.normaliser_distance(gt, boxes), dtype=np.float64)
     return EvalCrops(crops.astype(np.float32), mats, gt, norm, [dict(s.meta) for s in samples])

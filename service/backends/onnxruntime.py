@@ -24,6 +24,7 @@ class OnnxRuntimeBackend:
         device: str = "cpu",
         max_batch_size: int = 64,
         threads: int = 1,
+        spinning: bool = True,
         **_: Any,
     ) -> None:
         import onnxruntime as ort
@@ -41,6 +42,10 @@ class OnnxRuntimeBackend:
             raise ValueError(f"unknown device {device!r} (cpu, cuda, cuda:N)")
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
+        if (
+            not spinning
+        ):  # idle ORT workers sleep instead of busy-waiting: leaves the cores to the other threads
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

@@ -16,13 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageFilter
 
-from model_store.geometry import (
-    CropRule,
-    apply_affine,
-    crop_matrix_from_box,
-    crop_matrix_from_points,
-    warp_affine,
-)
+from model_store.cascade import stage_matrices
+from model_store.geometry import CropRule, apply_affine, warp_affine
 from model_store.schemes import Scheme
 from train.data.types import Sample
 
@@ -142,10 +137,10 @@ def make_crop(
     pts = np.asarray(sample.points, dtype=np.float64)
     if pts.shape != (scheme.num_points, 2):
         raise ValueError(f"{scheme.name}: expected points [{scheme.num_points}, 2], got {pts.shape}")
-    if init_points is None:
-        m = crop_matrix_from_box(np.asarray(sample.box, dtype=np.float64), size, rule)
+    if init_points is None:  # stage 1: the face box; a later stage: re-aligned on the stage-1 points
+        m = stage_matrices(0, rule, size, scheme, boxes=np.asarray(sample.box, dtype=np.float64))[0]
     else:
-        m = crop_matrix_from_points(np.asarray(init_points, dtype=np.float64), scheme, size, rule)
+        m = stage_matrices(1, rule, size, scheme, previous=np.asarray(init_points, dtype=np.float64)[None])[0]
     augment = rng is not None and cfg is not None
     flipped = False
     if augment:

@@ -1,9 +1,8 @@
 """Running a trained cascade (1 or 2 stages) from image + face box to image-space landmarks.
 
-This mirrors what the service does with the exported ONNX stages: stage 1 crops from the
-tight face box with its crop rule; every further stage re-crops the ORIGINAL image with
-``crop_matrix_from_points`` of the previous stage's prediction (rotation removed, box
-corrected); each stage's crop-unit output is mapped back to image pixels.
+The geometry (stage-1 crop from the tight face box, later stages re-cropped from the previous
+stage's prediction, outputs mapped back to image pixels) is ``model_store.cascade``, the code the
+service runs on the exported ONNX stages; here its ``run_stage`` is a PyTorch forward pass.
 """
 
 from __future__ import annotations
@@ -15,14 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from model_store.geometry import (
-    CropRule,
-    apply_affine,
-    crop_matrix_from_box,
-    crop_matrix_from_points,
-    invert_affine,
-    warp_affine,
-)
+from model_store.cascade import Cascade, StageGeometry, stage_matrices
+from model_store.geometry import CropRule
 from model_store.preprocess import Normalisation, to_input
 from model_store.schemes import Scheme
 
@@ -74,15 +67,8 @@ def crop_matrices(
     boxes: np.ndarray | None = None,
     previous: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Image -> crop similarities ``[N, 2, 3]`` for a stage: from ``boxes [N, 4]`` for stage 0,
-    from the previous stage's image-space points ``[N, K, 2]`` otherwise."""
-    if stage_index == 0:
-        if boxes is None:
-            raise ValueError("stage 1 needs face boxes")
-        return np.stack([crop_matrix_from_box(b, size, rule) for b in boxes])
-    if previous is None:
-        raise ValueError("a later stage needs the previous stage's points")
-    return np.stack([crop_matrix_from_points(p, scheme, size, rule) for p in previous])
+    """Image -> crop similarities ``[N, 2, 3]`` for a stage (``model_store.cascade.stage_matrices``)."""
+    return stage_matrices(stage_index, rule, size, scheme, boxes=boxes, previous=previous)
 
 
 def run_cascade(
@@ -98,15 +84,15 @@ def run_cascade(
 
     ``images``: N arrays ``[H, W, 3]`` (uint8 RGB); ``boxes [N, 4]``: tight face boxes (x0, y0, x1, y1).
     """
-    results: list[np.ndarray] = []
-    previous: np.ndarray | None = None
-    for i, stage in enumerate(stages):
-        size = stage.input_size
-        mats = crop_matrices(i, stage.crop_rule, size, scheme, boxes=boxes, previous=previous)  # (N, 2, 3)
-        crops = np.stack([warp_affine(img, m, size) for img, m in zip(images, mats, strict=True)])
-        crop_pts = predict_crops(
-            stage.model, crops, stage.normalisation, batch_size=batch_size, device=device
-        )
-        previous = apply_affine(invert_affine(mats), crop_pts)  # (N, K, 2) image px
-        results.append(previous)
-    return results
+    cascade = Cascade([StageGeometry(s.input_size, s.crop_rule, s.normalisation) for s in stages], scheme)
+
+    @torch.no_grad()
+    def run_stage(i: int, x: np.ndarray) -> np.ndarray:
+        model = stages[i].model
+        was_training = model.training
+        model.eval()
+        y = model(torch.from_numpy(x).to(device)).float().cpu().numpy()  # (B, 2K) crop units
+        model.train(was_training)
+        return np.asarray(y)
+
+    return cascade.run(run_stage, images, boxes, batch_size=batch_size)
