@@ -31,6 +31,7 @@ __all__ = [
     "flip_box",
     "flip_points",
     "invert_affine",
+    "roll_angle",
     "similarity",
     "tight_box",
     "warp_affine",
@@ -42,14 +43,42 @@ class CropRule:
     """How a tight face box becomes a square crop.
 
     side = scale * max(w, h); centre = box centre + (shift_x, shift_y) * max(w, h).
+
+    ``roll`` says how a later cascade stage estimates the in-plane rotation it removes from the
+    previous stage's points (see :func:`roll_angle`): ``"eyes"`` (the eye line; the 1.0.0 models'
+    rule and the default) or ``"blend"`` (eye line blended into the brow-to-chin axis as the eyes
+    close up in profile). Stage-1 (face-box) crops ignore it.
     """
 
     scale: float = 1.25
     shift_x: float = 0.0
     shift_y: float = 0.0
+    roll: str = "eyes"
 
-    def to_dict(self) -> dict[str, float]:
+    def __post_init__(self) -> None:
+        if self.roll not in ROLL_RULES:
+            raise ValueError(f"crop rule roll must be one of {ROLL_RULES}, got {self.roll!r}")
+
+    def to_dict(self) -> dict[str, float | str]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, object]) -> CropRule:
+        """From :meth:`to_dict` output (numbers as float; ``roll`` default "eyes")."""
+        return cls(
+            scale=float(d.get("scale", 1.25)),  # type: ignore[arg-type]
+            shift_x=float(d.get("shift_x", 0.0)),  # type: ignore[arg-type]
+            shift_y=float(d.get("shift_y", 0.0)),  # type: ignore[arg-type]
+            roll=str(d.get("roll", "eyes")),
+        )
+
+
+ROLL_RULES = ("eyes", "blend")
+# "blend": the eye line's weight falls linearly from 1 to 0 as the inter-ocular distance falls from
+# _BLEND_HI to _BLEND_LO times the brow-to-chin distance (frontal synthetic faces: about 0.45-0.55;
+# |yaw| 60 deg: about 0.25; profile: under 0.1)
+_BLEND_LO = 0.15
+_BLEND_HI = 0.35
 
 
 @dataclass(frozen=True)
@@ -116,19 +145,59 @@ def eye_angle(points: np.ndarray, scheme: Scheme) -> float:
     return float(math.atan2(d[1], d[0]))
 
 
+def _axis_indices(scheme: Scheme) -> tuple[list[int], list[int]]:
+    """Brow points and chin point(s) of a scheme, by name (both schemes name them)."""
+    brows = [i for i, n in enumerate(scheme.names) if "brow" in n]
+    chin = [i for i, n in enumerate(scheme.names) if n == "chin"]
+    if not brows or not chin:
+        raise ValueError(f"{scheme.name}: no brow / chin points for the brow-to-chin axis")
+    return brows, chin
+
+
+def roll_angle(points: np.ndarray, scheme: Scheme, rule: str = "eyes") -> float:
+    """In-plane rotation of a face from its landmarks, radians (0 = upright, atan2(dy, dx) sense).
+
+    ``"eyes"``: :func:`eye_angle`. ``"blend"``: the eye line and the brow-to-chin axis (turned by
+    90 degrees, so both read 0 on an upright face) averaged as unit vectors, the eye line weighted
+    by how far apart the eyes are relative to the brow-to-chin distance: in profile the two eye
+    centres nearly coincide and their line's direction is noise, while brows and chin stay apart.
+    """
+    eyes = eye_angle(points, scheme)
+    if rule == "eyes":
+        return eyes
+    if rule != "blend":
+        raise ValueError(f"unknown roll rule {rule!r}; known: {ROLL_RULES}")
+    pts = np.asarray(points, dtype=np.float64)
+    brows, chin = _axis_indices(scheme)
+    down = pts[chin].mean(axis=0) - pts[brows].mean(axis=0)  # brow centre -> chin
+    height = float(np.hypot(*down))
+    if height < 1e-9:
+        return eyes
+    axis = math.atan2(-down[0], down[1])  # upright face: down = (0, +h) -> 0
+    iod = float(
+        np.hypot(*(pts[list(scheme.left_eye)].mean(axis=0) - pts[list(scheme.right_eye)].mean(axis=0)))
+    )
+    w = min(1.0, max(0.0, (iod / height - _BLEND_LO) / (_BLEND_HI - _BLEND_LO)))
+    v = w * np.array([math.cos(eyes), math.sin(eyes)]) + (1 - w) * np.array([math.cos(axis), math.sin(axis)])
+    if float(np.hypot(*v)) < 1e-9:  # the two estimates opposite: keep the axis
+        return axis
+    return float(math.atan2(v[1], v[0]))
+
+
 def crop_matrix_from_points(points: np.ndarray, scheme: Scheme, size: int, rule: CropRule) -> np.ndarray:
     """Re-aligned crop for a cascade's second stage.
 
     Args:
         points: [K, 2] landmarks in image pixels (e.g. stage-1 predictions).
     Returns:
-        [2, 3] image -> crop similarity: the eye-line rotation removed, the square from
-        ``rule`` applied to the tight box of the de-rotated points.
+        [2, 3] image -> crop similarity: the roll (``rule.roll``, see :func:`roll_angle`; the
+        eye line by default) removed, the square from ``rule`` applied to the tight box of the
+        de-rotated points.
     """
     pts = np.asarray(points, dtype=np.float64)
     if pts.shape != (scheme.num_points, 2):
         raise ValueError(f"{scheme.name}: expected points [{scheme.num_points}, 2], got {pts.shape}")
-    angle = eye_angle(pts, scheme)
+    angle = roll_angle(pts, scheme, rule.roll)
     c, n = math.cos(angle), math.sin(angle)
     rot = np.array([[c, n], [-n, c]])
     upright = pts @ rot.T  # de-rotated about the origin

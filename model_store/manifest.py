@@ -49,9 +49,10 @@ class CropRuleSpec(_Strict):
     scale: float = Field(default=1.25, gt=0)
     shift_x: float = 0.0
     shift_y: float = 0.0
+    roll: Literal["eyes", "blend"] = "eyes"  # later stages' roll estimate; 1.0.0 manifests: "eyes"
 
     def to_rule(self) -> CropRule:
-        return CropRule(scale=self.scale, shift_x=self.shift_x, shift_y=self.shift_y)
+        return CropRule(scale=self.scale, shift_x=self.shift_x, shift_y=self.shift_y, roll=self.roll)
 
 
 class BoxCalibrationSpec(_Strict):

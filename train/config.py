@@ -11,12 +11,22 @@ Layout (see train/configs/*.yaml for complete examples)::
     data:    scheme, train/val/test (dataset specs), pdb {enabled, num_bins}, augment {...}
     stage1:  architecture, model_kwargs, pretrained, crop_rule, normalisation, loss, optim,
              schedule, epochs, max_steps, batch_size, grad_clip, eval_interval, num_workers, amp
+             augment (None -> data.augment; else this stage's own AugmentConfig fields)
     stage2:  same keys plus ``enabled`` (false -> single-stage model); trained on crops
-             re-aligned from stage-1 predictions
-    eval:    thresholds, batch_size
+             re-aligned from stage-1 points, chosen by ``init``:
+             {mode: train_predictions}: stage-1 predictions on the training faces (the 1.0.0 recipe);
+             {mode: heldout_residuals, data: <dataset spec> | None (-> data.val), mirror: bool}:
+             stage 1 is run on the held-out ``data``, its errors recorded in crop units
+             (train.data.residuals) and every training crop re-aligned on ground truth + a residual
+             drawn from them
+    eval:    thresholds, batch_size, sets ({name: dataset spec}: evaluated beside the test set,
+             e.g. the real held-out faces; written to eval_<name>/eval.json)
 
 A dataset spec is one of ``{kind: synthetic, num, seed, image_size, pose, cache_dir}``,
-``{kind: 300w, root, split}``, ``{kind: aflw, mat, images, split}``.
+``{kind: real, root, split (train | test | all), sources}`` (train.data.real.RealFaces, ibug68),
+``{kind: 300w, root, split}``, ``{kind: aflw, mat, images, split}``, or
+``{kind: mix, parts: [{name, repeat, <dataset spec>}, ...]}`` (the parts concatenated, each
+``repeat`` times; ``name`` becomes the samples' ``meta["subset"]`` for the per-subset breakdowns).
 """
 
 from __future__ import annotations
@@ -38,7 +48,7 @@ _STAGE_DEFAULTS: dict[str, Any] = {
     "architecture": "cnn6",
     "model_kwargs": {},
     "pretrained": None,  # path to a local torchvision-format checkpoint (resnet50 only)
-    "crop_rule": {"scale": 1.25, "shift_x": 0.0, "shift_y": 0.0},
+    "crop_rule": {"scale": 1.25, "shift_x": 0.0, "shift_y": 0.0, "roll": "eyes"},  # roll: eyes | blend
     "normalisation": {"mean": [127.5, 127.5, 127.5], "std": [128.0, 128.0, 128.0]},
     "loss": {"name": "wing", "w": 10.0, "eps": 2.0},
     "optim": {"name": "adamw", "lr": 1e-3, "weight_decay": 1e-4, "momentum": 0.9},
@@ -50,7 +60,12 @@ _STAGE_DEFAULTS: dict[str, Any] = {
     "eval_interval": 0,  # steps between validations; 0 = once per epoch or every total/10 steps if sooner
     "num_workers": 0,
     "amp": False,  # bfloat16 autocast on CUDA
+    "augment": None,  # None -> data.augment; a mapping -> this stage's own AugmentConfig fields
+    # stage 2 only: where its training crops' re-alignment points come from (see the module docstring)
+    "init": {"mode": "train_predictions", "data": None, "mirror": True},
 }
+
+INIT_MODES = ("train_predictions", "heldout_residuals")
 
 DEFAULTS: dict[str, Any] = {
     "name": "run",
@@ -69,7 +84,7 @@ DEFAULTS: dict[str, Any] = {
     },
     "stage1": copy.deepcopy(_STAGE_DEFAULTS),
     "stage2": {**copy.deepcopy(_STAGE_DEFAULTS), "architecture": "cnn7"},
-    "eval": {"thresholds": [0.08, 0.10], "batch_size": 64},
+    "eval": {"thresholds": [0.08, 0.10], "batch_size": 64, "sets": {}},
 }
 
 # sub-trees whose keys are free-form (passed through to a constructor)
@@ -84,6 +99,11 @@ _FREE = {
     ("stage2", "loss"),
     ("stage1", "optim"),
     ("stage2", "optim"),
+    ("stage1", "augment"),
+    ("stage2", "augment"),
+    ("stage1", "init", "data"),
+    ("stage2", "init", "data"),
+    ("eval", "sets"),
 }
 
 
@@ -178,5 +198,15 @@ def _check(cfg: Mapping[str, Any]) -> None:
             raise ValueError(f"{name}: epochs and batch_size must be positive")
         if "name" not in st["loss"]:
             raise ValueError(f"{name}.loss needs a name")
+        if st["augment"] is not None and not isinstance(st["augment"], Mapping):
+            raise ValueError(f"{name}.augment must be null or a mapping of AugmentConfig fields")
+        if st["init"]["mode"] not in INIT_MODES:
+            raise ValueError(f"{name}.init.mode must be one of {INIT_MODES}, got {st['init']['mode']!r}")
+        roll = st["crop_rule"].get("roll", "eyes")
+        if roll not in ("eyes", "blend"):
+            raise ValueError(f"{name}.crop_rule.roll must be eyes or blend, got {roll!r}")
+    for set_name, spec in (cfg["eval"].get("sets") or {}).items():
+        if not isinstance(spec, Mapping) or "kind" not in spec:
+            raise ValueError(f"eval.sets.{set_name} needs a dataset spec with a 'kind'")
     if cfg["device"] not in {"auto", "cpu", "cuda"}:
         raise ValueError("device must be auto, cpu or cuda")

@@ -38,6 +38,10 @@ def load_samples(spec: Mapping[str, Any], scheme: str, *, progress: bool = True)
     if key in _CACHE:
         return _CACHE[key]
     kind = spec["kind"]
+    if kind == "mix":
+        samples = _load_mix(spec, scheme, progress)
+        _CACHE[key] = samples
+        return samples
     src: Sequence[Sample]
     if kind == "synthetic":
         from train.data.synthetic import SyntheticFaces
@@ -51,8 +55,19 @@ def load_samples(spec: Mapping[str, Any], scheme: str, *, progress: bool = True)
         from train.data.aflw import load_aflw_full
 
         src = load_aflw_full(spec["mat"], spec["images"], spec["split"])
+    elif kind == "real":
+        from train.data.real import RealFaces
+
+        if scheme != RealFaces.scheme:
+            raise ValueError(f"real faces carry {RealFaces.scheme} labels, not {scheme!r}")
+        sources = spec.get("sources")
+        src = RealFaces(spec["root"], str(spec.get("split", "train")), sources=sources)
+        if len(src) == 0:
+            raise ValueError(
+                f"no kept real faces in split {spec.get('split', 'train')!r} under {spec['root']}"
+            )
     else:
-        raise ValueError(f"unknown dataset kind {kind!r} (synthetic | 300w | aflw)")
+        raise ValueError(f"unknown dataset kind {kind!r} (synthetic | real | mix | 300w | aflw)")
     samples = _materialise(src, int(spec.get("workers", 2)), f"load {kind}", progress)
     for s in samples:
         if s.scheme != scheme:
@@ -61,6 +76,30 @@ def load_samples(spec: Mapping[str, Any], scheme: str, *, progress: bool = True)
         samples = samples[: int(spec["limit"])]
     _CACHE[key] = samples
     return samples
+
+
+def _load_mix(spec: Mapping[str, Any], scheme: str, progress: bool) -> list[Sample]:
+    """``{kind: mix, parts: [{name, repeat, <dataset spec>}, ...]}``: the parts' samples in order,
+    each part ``repeat`` times (an integer >= 1; the same Sample objects, no copies), every sample's
+    ``meta["subset"]`` set to the part's ``name`` (default its kind) so evaluations break down by part."""
+    parts = spec.get("parts")
+    if not isinstance(parts, Sequence) or not parts:
+        raise ValueError("a mix dataset needs a non-empty list 'parts' of dataset specs")
+    out: list[Sample] = []
+    for part in parts:
+        if not isinstance(part, Mapping) or "kind" not in part:
+            raise ValueError(f"mix part {part!r} is not a dataset spec with a 'kind'")
+        repeat = part.get("repeat", 1)
+        if not isinstance(repeat, int) or isinstance(repeat, bool) or repeat < 1:
+            raise ValueError(f"mix part repeat must be an integer >= 1, got {repeat!r}")
+        name = str(part.get("name", part["kind"]))
+        inner = {k: v for k, v in part.items() if k not in {"name", "repeat"}}
+        loaded = [
+            dataclasses.replace(s, meta={**s.meta, "subset": name})
+            for s in load_samples(inner, scheme, progress=progress)
+        ]
+        out.extend(loaded * repeat)
+    return out
 
 
 def _chunk(src: Sequence[Sample], start: int, stop: int) -> list[Sample]:
@@ -118,7 +157,9 @@ class CropDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
 
     ``indices`` select (possibly repeated, PDB) samples; every item draws its augmentation from
     ``(seed, epoch, position)`` so runs are reproducible and workers never share a stream.
-    ``init_points [N, K, 2]`` (image px, stage-1 predictions) make stage-2 re-aligned crops.
+    ``init_points [N, K, 2]`` (image px, stage-1 predictions) make stage-2 re-aligned crops;
+    ``residuals`` (a ``train.data.residuals.ResidualBank``) instead re-align every item on its
+    ground truth moved by a freshly drawn held-out stage-1 residual.
     """
 
     def __init__(
@@ -132,7 +173,11 @@ class CropDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         augment: Any,
         seed: int,
         init_points: np.ndarray | None = None,
+        residuals: Any = None,
     ) -> None:
+        if init_points is not None and residuals is not None:
+            raise ValueError("give init_points or residuals, not both")
+        self.residuals = residuals
         self.samples = samples
         self.indices = np.asarray(indices)
         self.scheme = scheme
@@ -157,6 +202,8 @@ class CropDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         rng = np.random.default_rng((self.seed, self.epoch, pos))
         init = None if self.init_points is None else self.init_points[i]
         sample = self.samples[i]
+        if self.residuals is not None:
+            init = self.residuals.init_points(np.asarray(sample.points, dtype=np.float64), rng)
         # the crop rule is defined on the TIGHT landmark box (model_store contract); some datasets
         # (AFLW-Full) carry their annotated face box in Sample.box, which is only for the NME normaliser
         sample = dataclasses.replace(sample, box=tight_box(sample.points).astype(np.float32))

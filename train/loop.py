@@ -64,11 +64,13 @@ __all__ = [
     "build_stage_model",
     "cascade_errors",
     "evaluate_run",
+    "heldout_residuals",
     "load_checkpoint",
     "lr_at",
     "run_stage_paths",
     "sample_groups",
     "setup_runtime",
+    "stage_augment",
     "train",
     "train_stage",
 ]
@@ -137,7 +139,7 @@ def build_stage_model(stage_cfg: Mapping[str, Any], num_points: int) -> nn.Modul
 
 
 def _crop_rule(stage_cfg: Mapping[str, Any]) -> CropRule:
-    return CropRule(**{k: float(v) for k, v in stage_cfg["crop_rule"].items()})
+    return CropRule.from_dict(stage_cfg["crop_rule"])
 
 
 def _normalisation(stage_cfg: Mapping[str, Any]) -> Normalisation:
@@ -276,6 +278,43 @@ def _predict_points(
 # --------------------------------------------------------------------------- one stage
 
 
+def stage_augment(cfg: Mapping[str, Any], stage: int) -> Any:
+    """The ``AugmentConfig`` of a stage: its own ``augment`` mapping, else ``data.augment``."""
+    from train.data.augment import AugmentConfig
+
+    own = cfg[f"stage{stage}"].get("augment")
+    fields = dict(own) if own is not None else dict(cfg["data"].get("augment") or {})
+    for key in ("scale", "contrast", "saturation", "gamma"):  # YAML lists -> the dataclass's tuples
+        if key in fields and isinstance(fields[key], list):
+            fields[key] = tuple(float(v) for v in fields[key])
+    return AugmentConfig(**fields)
+
+
+def heldout_residuals(
+    cfg: Mapping[str, Any],
+    model1: nn.Module,
+    ck1: Mapping[str, Any],
+    device: torch.device,
+    *,
+    progress: bool = True,
+) -> Any:
+    """Stage 1 run on the held-out faces of ``stage2.init.data`` (default ``data.val``): its errors
+    as a ``ResidualBank`` in the stage-2 crop frame (crop units)."""
+    from train.data.residuals import ResidualBank
+
+    scheme = get_scheme(cfg["data"]["scheme"])
+    init = cfg["stage2"]["init"]
+    spec = init.get("data") or cfg["data"]["val"]
+    heldout = load_samples(spec, scheme.name, progress=progress)
+    pred = _predict_points(
+        model1, heldout, scheme, ck1["config"]["stage1"], int(cfg["eval"]["batch_size"]), device
+    )  # (N, K, 2) image px
+    gt = np.stack([s.points for s in heldout]).astype(np.float64)
+    return ResidualBank.from_predictions(
+        pred, gt, scheme, _crop_rule(cfg["stage2"]), mirror=bool(init.get("mirror", True))
+    )
+
+
 def train_stage(
     cfg: Mapping[str, Any],
     stage: int,
@@ -285,15 +324,19 @@ def train_stage(
     *,
     init_train: np.ndarray | None = None,
     init_val: np.ndarray | None = None,
+    residuals: Any = None,
     out_dir: Path | None = None,
     progress: bool = True,
 ) -> Path:
     """Train stage ``stage`` (1 or 2) and return the path of its best checkpoint.
 
     ``init_train`` / ``init_val`` ``[N, K, 2]``: stage-1 image-space predictions from which
-    stage-2 crops are re-aligned (required for stage 2).
+    stage-2 crops are re-aligned (``init_val`` required for stage 2, and ``init_train`` unless
+    ``residuals``, a ``train.data.residuals.ResidualBank``, perturbs the ground truth instead).
     """
     st = cfg[f"stage{stage}"]
+    if stage > 1 and init_train is None and residuals is None:
+        raise ValueError(f"stage{stage} needs init_train (stage-1 predictions) or residuals")
     scheme = get_scheme(cfg["data"]["scheme"])
     out = Path(out_dir if out_dir is not None else cfg["out_dir"])
     stage_dir = out / f"stage{stage}"
@@ -305,12 +348,19 @@ def train_stage(
     model = build_stage_model(st, scheme.num_points).to(rt.device)
     size = int(model.input_size)  # type: ignore[arg-type]
     rule, norm = _crop_rule(st), _normalisation(st)
-    from train.data.augment import AugmentConfig
-
-    augment = AugmentConfig(**dict(cfg["data"].get("augment") or {}))
+    augment = stage_augment(cfg, stage)
     indices = training_indices(train_samples, cfg["data"]["pdb"], seed)
     dataset = CropDataset(
-        train_samples, indices, scheme, size, rule, norm, augment, seed, init_points=init_train
+        train_samples,
+        indices,
+        scheme,
+        size,
+        rule,
+        norm,
+        augment,
+        seed,
+        init_points=init_train,
+        residuals=residuals,
     )
     sampler: DistributedSampler[Any] | RandomSampler
     if rt.distributed:
@@ -496,7 +546,22 @@ def train(cfg: Mapping[str, Any], *, progress: bool = True, evaluate: bool = Tru
         model1, ck1 = load_checkpoint(best1, rt.device)
         scheme = get_scheme(scheme_name)
         bs = int(cfg["eval"]["batch_size"])
-        init_train = _predict_points(model1, train_samples, scheme, ck1["config"]["stage1"], bs, rt.device)
+        init_train, residuals = None, None
+        if cfg["stage2"]["init"]["mode"] == "heldout_residuals":
+            residuals = heldout_residuals(cfg, model1, ck1, rt.device, progress=progress and rt.is_main)
+            if rt.is_main:
+                residuals.save(out / "stage2" / "residuals.npz")
+                stats = residuals.summary()
+                _MetricsLog(out / "metrics.jsonl").write(kind="residuals", stage=2, **stats)
+                if progress:
+                    print(
+                        f"stage2: {int(stats['n'])} held-out stage-1 residuals, mean point offset "
+                        f"{stats['mean']:.4f} crop units (p90 {stats['p90']:.4f})"
+                    )
+        else:
+            init_train = _predict_points(
+                model1, train_samples, scheme, ck1["config"]["stage1"], bs, rt.device
+            )
         init_val = _predict_points(model1, val_samples, scheme, ck1["config"]["stage1"], bs, rt.device)
         del model1
         train_stage(
@@ -507,12 +572,25 @@ def train(cfg: Mapping[str, Any], *, progress: bool = True, evaluate: bool = Tru
             val_samples,
             init_train=init_train,
             init_val=init_val,
+            residuals=residuals,
             progress=progress,
         )
 
     report: dict[str, Any] = {}
     if rt.is_main and evaluate:
         report = evaluate_run(out, progress=progress, device=rt.device)
+        sets: dict[str, Any] = {}
+        for set_name, spec in (cfg["eval"].get("sets") or {}).items():
+            extra = evaluate_run(
+                out, data_spec=spec, out_dir=out / f"eval_{set_name}", progress=progress, device=rt.device
+            )
+            sets[set_name] = {k: extra[k]["overall"] for k in extra if k.startswith("stage")}
+        if sets:
+            report["sets"] = sets
+            (out / "eval_sets.json").write_text(json.dumps(sets, indent=2) + "\n", encoding="utf-8")
+            if progress:
+                for set_name, row in sets.items():
+                    print(f"eval {set_name}: " + ", ".join(f"{k} NME {v['nme']:.4f}" for k, v in row.items()))
         from train.plots import plot_curves
 
         plot_curves(out / "metrics.jsonl", out / "curves.png")

@@ -97,7 +97,7 @@ def stage_geometry(checkpoint: Mapping[str, Any]) -> StageGeometry:
     norm = checkpoint["normalisation"]
     return StageGeometry(
         int(checkpoint["input_size"]),
-        CropRule(**{k: float(v) for k, v in checkpoint["crop_rule"].items()}),
+        CropRule.from_dict(checkpoint["crop_rule"]),
         Normalisation(mean=tuple(float(v) for v in norm["mean"]), std=tuple(float(v) for v in norm["std"])),  # type: ignore[arg-type]
     )
 
