@@ -15,7 +15,9 @@ image's value at ``invert_affine(M) @ (u + 0.5, v + 0.5)`` (bilinear, zero outsi
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
@@ -63,12 +65,12 @@ class CropRule:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, object]) -> CropRule:
+    def from_dict(cls, d: Mapping[str, Any]) -> CropRule:
         """From :meth:`to_dict` output (numbers as float; ``roll`` default "eyes")."""
         return cls(
-            scale=float(d.get("scale", 1.25)),  # type: ignore[arg-type]
-            shift_x=float(d.get("shift_x", 0.0)),  # type: ignore[arg-type]
-            shift_y=float(d.get("shift_y", 0.0)),  # type: ignore[arg-type]
+            scale=float(d.get("scale", 1.25)),
+            shift_x=float(d.get("shift_x", 0.0)),
+            shift_y=float(d.get("shift_y", 0.0)),
             roll=str(d.get("roll", "eyes")),
         )
 
