@@ -58,8 +58,10 @@ def load_samples(spec: Mapping[str, Any], scheme: str, *, progress: bool = True)
     elif kind == "real":
         from train.data.real import RealFaces
 
-        if scheme != RealFaces.scheme:
-            raise ValueError(f"real faces carry {RealFaces.scheme} labels, not {scheme!r}")
+        if scheme not in {RealFaces.scheme, "aflw19"}:
+            raise ValueError(
+                f"real faces carry {RealFaces.scheme} labels (or aflw19 from them), not {scheme!r}"
+            )
         sources = spec.get("sources")
         src = RealFaces(spec["root"], str(spec.get("split", "train")), sources=sources)
         if len(src) == 0:
@@ -69,6 +71,8 @@ def load_samples(spec: Mapping[str, Any], scheme: str, *, progress: bool = True)
     else:
         raise ValueError(f"unknown dataset kind {kind!r} (synthetic | real | mix | 300w | aflw)")
     samples = _materialise(src, int(spec.get("workers", 2)), f"load {kind}", progress)
+    if kind == "real" and scheme == "aflw19":
+        samples = [_aflw19_from_68(s) for s in samples]
     for s in samples:
         if s.scheme != scheme:
             raise ValueError(f"dataset scheme {s.scheme!r} does not match data.scheme {scheme!r}")
@@ -76,6 +80,18 @@ def load_samples(spec: Mapping[str, Any], scheme: str, *, progress: bool = True)
         samples = samples[: int(spec["limit"])]
     _CACHE[key] = samples
     return samples
+
+
+def _aflw19_from_68(sample: Sample) -> Sample:
+    """A 68-point sample as 19 AFLW points (``model_store.meanshape.aflw19_from_68``: means of 68-point
+    groups, as the synthetic faces' 19 points are made), boxed by the tight box of the 19 points."""
+    from model_store.meanshape import aflw19_from_68
+
+    points = aflw19_from_68(sample.points).astype(np.float32)
+    box = tight_box(points).astype(np.float32)
+    return dataclasses.replace(
+        sample, points=points, box=box, scheme="aflw19", meta={**sample.meta, "from": "ibug68"}
+    )
 
 
 def _load_mix(spec: Mapping[str, Any], scheme: str, progress: bool) -> list[Sample]:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from model_store.geometry import CropRule, eye_angle
+from model_store.geometry import CropRule, eye_angle, tight_box
 from model_store.preprocess import Normalisation
 from model_store.schemes import IBUG68
 from train.config import load_config, resolve
@@ -73,9 +73,17 @@ def test_bad_mix_specs_are_refused(spec: dict[str, Any], error: str) -> None:
         load_samples(spec, "ibug68", progress=False)
 
 
-def test_real_faces_are_68_point_only() -> None:
-    with pytest.raises(ValueError, match="ibug68"):
-        load_samples({"kind": "real", "root": str(REAL), "split": "train"}, "aflw19", progress=False)
+def test_real_faces_in_the_19_point_scheme() -> None:
+    spec = {"kind": "real", "root": str(REAL), "split": "train"}
+    s68 = load_samples(spec, "ibug68", progress=False)
+    s19 = load_samples(spec, "aflw19", progress=False)
+    assert [s.scheme for s in s19] == ["aflw19"] * len(s68)
+    for a, b in zip(s68, s19, strict=True):
+        assert b.points.shape == (19, 2)
+        np.testing.assert_allclose(b.points[18], a.points[8], atol=1e-4)  # chin
+        np.testing.assert_allclose(b.points[7], a.points[36:42].mean(axis=0), atol=1e-4)  # right eye centre
+        np.testing.assert_allclose(b.box, tight_box(b.points), atol=1e-4)
+        np.testing.assert_array_equal(b.image, a.image)
 
 
 def _cfg(**stage2: Any) -> dict[str, Any]:
@@ -181,8 +189,10 @@ def test_crop_dataset_realigns_on_ground_truth_plus_a_residual() -> None:
         )
 
 
-def test_recipe_config_resolves() -> None:
-    cfg = load_config(CONFIGS / "cnn67_mixed_ibug68.yaml")
+@pytest.mark.parametrize("name", ["cnn67_mixed_ibug68", "cnn67_mixed_aflw19"])
+def test_recipe_config_resolves(name: str) -> None:
+    cfg = load_config(CONFIGS / f"{name}.yaml")
+    assert cfg["data"]["scheme"] == name.rsplit("_", 1)[1]
     assert cfg["data"]["train"]["kind"] == "mix"
     assert {p["name"] for p in cfg["data"]["train"]["parts"]} == {"synthetic", "real"}
     assert cfg["stage2"]["init"]["mode"] == "heldout_residuals"
