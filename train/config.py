@@ -18,7 +18,11 @@ Layout (see train/configs/*.yaml for complete examples)::
              {mode: heldout_residuals, data: <dataset spec> | None (-> data.val), mirror: bool}:
              stage 1 is run on the held-out ``data``, its errors recorded in crop units
              (train.data.residuals) and every training crop re-aligned on ground truth + a residual
-             drawn from them
+             drawn from them;
+             {mode: kfold_residuals, folds: k >= 2, fold_max_steps}: the residuals of k extra stage-1
+             models, each trained on the other folds of the training faces (split by
+             meta["identity"] where known) for fold_max_steps (0 -> stage1's budget) and run on its
+             own fold, so every training face, real ones included, gets a held-out residual
     eval:    thresholds, batch_size, sets ({name: dataset spec}: evaluated beside the test set,
              e.g. the real held-out faces; written to eval_<name>/eval.json)
 
@@ -63,10 +67,10 @@ _STAGE_DEFAULTS: dict[str, Any] = {
     "amp": False,  # bfloat16 autocast on CUDA
     "augment": None,  # None -> data.augment; a mapping -> this stage's own AugmentConfig fields
     # stage 2 only: where its training crops' re-alignment points come from (see the module docstring)
-    "init": {"mode": "train_predictions", "data": None, "mirror": True},
+    "init": {"mode": "train_predictions", "data": None, "mirror": True, "folds": 0, "fold_max_steps": 0},
 }
 
-INIT_MODES = ("train_predictions", "heldout_residuals")
+INIT_MODES = ("train_predictions", "heldout_residuals", "kfold_residuals")
 
 DEFAULTS: dict[str, Any] = {
     "name": "run",
@@ -203,6 +207,8 @@ def _check(cfg: Mapping[str, Any]) -> None:
             raise ValueError(f"{name}.augment must be null or a mapping of AugmentConfig fields")
         if st["init"]["mode"] not in INIT_MODES:
             raise ValueError(f"{name}.init.mode must be one of {INIT_MODES}, got {st['init']['mode']!r}")
+        if st["init"]["mode"] == "kfold_residuals" and int(st["init"]["folds"]) < 2:
+            raise ValueError(f"{name}.init: kfold_residuals needs folds >= 2")
         roll = st["crop_rule"].get("roll", "eyes")
         if roll not in ("eyes", "blend"):
             raise ValueError(f"{name}.crop_rule.roll must be eyes or blend, got {roll!r}")

@@ -64,7 +64,9 @@ __all__ = [
     "build_stage_model",
     "cascade_errors",
     "evaluate_run",
+    "fold_assignment",
     "heldout_residuals",
+    "kfold_residuals",
     "load_checkpoint",
     "lr_at",
     "run_stage_paths",
@@ -315,6 +317,79 @@ def heldout_residuals(
     )
 
 
+def fold_assignment(samples: Sequence[Sample], folds: int, seed: int) -> dict[int, int]:
+    """``id(sample) -> fold`` for the distinct samples (repeats of a mix share one object): faces of
+    one ``meta["identity"]`` (real faces) fall in one fold, other faces are their own group."""
+    keys: dict[int, str] = {}
+    for s in samples:
+        ident = s.meta.get("identity")
+        keys[id(s)] = f"identity:{ident}" if ident is not None else f"sample:{id(s)}"
+    groups = sorted(set(keys.values()), key=lambda k: (not k.startswith("identity:"), k))
+    order = np.random.default_rng(seed).permutation(len(groups))
+    fold_of_group = {groups[j]: rank % folds for rank, j in enumerate(order)}
+    return {obj: fold_of_group[key] for obj, key in keys.items()}
+
+
+def kfold_residuals(
+    cfg: Mapping[str, Any],
+    rt: Runtime,
+    train_samples: Sequence[Sample],
+    val_samples: Sequence[Sample],
+    out: Path,
+    *,
+    progress: bool = True,
+) -> Any:
+    """Train ``stage2.init.folds`` extra stage-1 models (``<out>/folds/fold<k>/``), each on the other
+    folds, and collect their residuals on their own fold: a ``ResidualBank`` with one held-out
+    residual per distinct training face."""
+    import copy
+
+    from train.data.residuals import ResidualBank
+
+    init = cfg["stage2"]["init"]
+    k = int(init["folds"])
+    scheme = get_scheme(cfg["data"]["scheme"])
+    fold_of = fold_assignment(train_samples, k, int(cfg["seed"]) + 7)
+    distinct = list({id(s): s for s in train_samples}.values())
+    fold_cfg = copy.deepcopy(dict(cfg))
+    if int(init.get("fold_max_steps") or 0) > 0:
+        fold_cfg["stage1"] = {**fold_cfg["stage1"], "max_steps": int(init["fold_max_steps"])}
+    preds, gts = [], []
+    for f in range(k):
+        part = [s for s in train_samples if fold_of[id(s)] != f]
+        held = [s for s in distinct if fold_of[id(s)] == f]
+        if not held or not part:
+            continue
+        if rt.is_main and progress:
+            print(
+                f"stage2 residuals: fold {f + 1}/{k}, stage 1 on {len(part)} crops, "
+                f"held out {len(held)} faces"
+            )
+        fold_dir = out / "folds" / f"fold{f}"
+        if rt.is_main:
+            fold_dir.mkdir(parents=True, exist_ok=True)
+            if not cfg.get("resume") and (fold_dir / "metrics.jsonl").exists():
+                (fold_dir / "metrics.jsonl").unlink()
+        _barrier(rt)
+        best = train_stage(fold_cfg, 1, rt, part, val_samples, out_dir=fold_dir, progress=progress)
+        model, ck = load_checkpoint(best, rt.device)
+        preds.append(
+            _predict_points(
+                model, held, scheme, ck["config"]["stage1"], int(cfg["eval"]["batch_size"]), rt.device
+            )
+        )
+        gts.append(np.stack([s.points for s in held]).astype(np.float64))
+    if not preds:
+        raise ValueError("kfold_residuals: no fold had both training and held-out faces")
+    return ResidualBank.from_predictions(
+        np.concatenate(preds),
+        np.concatenate(gts),
+        scheme,
+        _crop_rule(cfg["stage2"]),
+        mirror=bool(init["mirror"]),
+    )
+
+
 def train_stage(
     cfg: Mapping[str, Any],
     stage: int,
@@ -547,8 +622,12 @@ def train(cfg: Mapping[str, Any], *, progress: bool = True, evaluate: bool = Tru
         scheme = get_scheme(scheme_name)
         bs = int(cfg["eval"]["batch_size"])
         init_train, residuals = None, None
-        if cfg["stage2"]["init"]["mode"] == "heldout_residuals":
-            residuals = heldout_residuals(cfg, model1, ck1, rt.device, progress=progress and rt.is_main)
+        mode = cfg["stage2"]["init"]["mode"]
+        if mode in {"heldout_residuals", "kfold_residuals"}:
+            if mode == "heldout_residuals":
+                residuals = heldout_residuals(cfg, model1, ck1, rt.device, progress=progress and rt.is_main)
+            else:
+                residuals = kfold_residuals(cfg, rt, train_samples, val_samples, out, progress=progress)
             if rt.is_main:
                 residuals.save(out / "stage2" / "residuals.npz")
                 stats = residuals.summary()

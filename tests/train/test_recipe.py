@@ -17,7 +17,7 @@ from model_store.schemes import IBUG68
 from train.config import load_config, resolve
 from train.data.residuals import ResidualBank, crop_residuals, perturb_points
 from train.dataset import CropDataset, load_samples
-from train.loop import stage_augment, train
+from train.loop import fold_assignment, stage_augment, train
 
 torch.set_num_threads(1)
 
@@ -254,3 +254,61 @@ def test_smoke_mixed_training_end_to_end(tmp_path: Path) -> None:
     real_eval = json.loads((tmp_path / "eval_real_test" / "eval.json").read_text())
     assert real_eval["stage1"]["overall"]["n"] == 2
     assert report["stage1"]["overall"]["n"] == 4  # the synthetic val set stands in as test
+
+
+def test_fold_assignment_keeps_identities_together_and_repeats_once() -> None:
+    spec = {
+        "kind": "mix",
+        "parts": [
+            {"name": "synthetic", **SYNTH},
+            {"name": "real", "kind": "real", "root": str(REAL), "split": "all", "repeat": 2},
+        ],
+    }
+    samples = load_samples(spec, "ibug68", progress=False)
+    folds = fold_assignment(samples, 3, seed=0)
+    distinct = {id(s) for s in samples}
+    assert set(folds) == distinct and len(distinct) == 6 + 4  # repeats are one face each
+    by_identity: dict[str, set[int]] = {}
+    for s in samples:
+        if "identity" in s.meta:
+            by_identity.setdefault(s.meta["identity"], set()).add(folds[id(s)])
+    assert len(by_identity) >= 2 and all(len(v) == 1 for v in by_identity.values())
+    assert set(folds.values()) == {0, 1, 2}
+    assert fold_assignment(samples, 3, seed=0) == folds
+
+
+def test_smoke_kfold_residuals(tmp_path: Path) -> None:
+    """Two extra 2-step stage-1 models, each held out on its fold: one residual per distinct face."""
+    cfg = resolve(
+        {
+            "out_dir": str(tmp_path),
+            "num_threads": 1,
+            "data": {
+                "scheme": "ibug68",
+                "train": {
+                    "kind": "mix",
+                    "parts": [
+                        {"name": "synthetic", **SYNTH},
+                        {"name": "real", "kind": "real", "root": str(REAL), "split": "train", "repeat": 2},
+                    ],
+                },
+                "val": {"kind": "synthetic", "num": 4, "seed": 22, "image_size": 128, "workers": 1},
+                "pdb": {"enabled": False},
+            },
+            "stage1": {"max_steps": 2, "batch_size": 2, "schedule": {"warmup_steps": 1}},
+            "stage2": {
+                "max_steps": 1,
+                "batch_size": 2,
+                "schedule": {"warmup_steps": 1},
+                "init": {"mode": "kfold_residuals", "folds": 2, "fold_max_steps": 1},
+            },
+        }
+    )
+    train(cfg, progress=False, evaluate=False)
+    for f in (0, 1):
+        ck = torch.load(tmp_path / "folds" / f"fold{f}" / "stage1" / "best.pt", weights_only=False)
+        assert ck["step"] == 1  # fold_max_steps, not stage1's 2
+    bank = np.load(tmp_path / "stage2" / "residuals.npz")["residuals"]
+    assert bank.shape == (6 + 2, 68, 2) and np.isfinite(bank).all()
+    with pytest.raises(ValueError, match="folds"):
+        resolve({"stage2": {"init": {"mode": "kfold_residuals", "folds": 1}}})
