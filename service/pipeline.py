@@ -280,6 +280,8 @@ class LandmarkService:
         return create_detector(
             s.detector,
             max_side=s.detect_max_side,
+            min_face=s.detect_min_face,
+            retry_max_side=s.detect_retry_max_side,
             upsample=s.detect_upsample,
             threshold=s.detect_threshold,
             instances=s.decode_threads,
@@ -448,7 +450,11 @@ class LandmarkService:
             assert self.detector is not None
             detector = self.detector
             dets = await self._until(
-                deadline, loop.run_in_executor(self._pool, detector.detect, image.pixels)
+                deadline,
+                loop.run_in_executor(
+                    self._pool,
+                    lambda: detector.detect(image.pixels, min_face=s.detect_min_face / image.scale_x),
+                ),
             )
             limit = req.max_faces or s.max_faces
             boxes = dets.boxes[:limit] * scale

@@ -57,7 +57,19 @@ class Settings(BaseSettings):
     # Face detection
     detector: DetectorKind = "dlib_hog"
     detect_max_side: int = Field(
-        default=640, ge=64, description="detection runs on a copy at most this large"
+        default=640,
+        ge=64,
+        description="larger images are detected on a smaller copy (never shrunk below detect_min_face)",
+    )
+    detect_min_face: float = Field(
+        default=80.0,
+        gt=0,
+        description="smallest face (px of the original image) that detection keeps findable",
+    )
+    detect_retry_max_side: int = Field(
+        default=800,
+        ge=0,
+        description="images up to this size are searched again upsampled when no face is found",
     )
     detect_upsample: int = Field(default=0, ge=0, le=2)
     detect_threshold: float = 0.0
