@@ -422,7 +422,12 @@ class LandmarkService:
                 deadline,
                 loop.run_in_executor(
                     self._pool,
-                    lambda: decode_image(req.data, max_pixels=s.max_image_pixels, max_side=s.decode_max_side),
+                    lambda: decode_image(
+                        req.data,
+                        max_pixels=s.max_image_pixels,
+                        max_side=s.decode_max_side,
+                        min_side=s.min_image_side,
+                    ),
                 ),
             )
         except ImageTooLargeError as exc:
@@ -444,6 +449,15 @@ class LandmarkService:
                 i = int(np.nonzero(~inside)[0][0])
                 raise ProblemError(
                     "invalid-boxes", f"box {i} lies outside the {image.width}x{image.height} image"
+                )
+            # A box may reach past the image (a face at its edge), but by no more than the image's size.
+            w, h = image.width, image.height
+            huge = (client_boxes[:, 0] < -w) | (client_boxes[:, 2] > 2 * w)
+            huge |= (client_boxes[:, 1] < -h) | (client_boxes[:, 3] > 2 * h)
+            if huge.any():
+                i = int(np.nonzero(huge)[0][0])
+                raise ProblemError(
+                    "invalid-boxes", f"box {i} reaches further than the image's own size past its edges"
                 )
             boxes, scores, source = client_boxes, [None] * len(client_boxes), "client"
         else:

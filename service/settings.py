@@ -46,6 +46,12 @@ class Settings(BaseSettings):
     # Input limits
     max_request_bytes: int = Field(default=20 * 1024 * 1024, ge=1)
     max_image_pixels: int = Field(default=40_000_000, ge=1)
+    min_image_side: int = Field(
+        default=8, ge=1, description="images narrower or shorter than this are refused"
+    )
+    body_timeout_s: float = Field(
+        default=30.0, gt=0, description="a request body must arrive within this many seconds (408)"
+    )
     decode_max_side: int = Field(
         default=2048, ge=64, description="JPEGs much larger than this are decoded reduced"
     )
