@@ -11,7 +11,7 @@ from tests.e2e.conftest import Server
 from tests.reliability import suite
 from tests.reliability.run import BAD_SETTINGS
 
-LIMITS = {k: int(v) for k, v in BAD_SETTINGS.items()}  # type: ignore[call-overload]
+LIMITS = {k: int(v) for k, v in BAD_SETTINGS.items() if isinstance(v, int)}
 
 
 def test_there_are_at_least_40_distinct_bad_inputs() -> None:
@@ -49,3 +49,12 @@ def test_traversal_model_names_never_reach_the_file_system(bad_input_server: Ser
         for model in ("../../etc", "..%2F..%2Fetc", "cnn67-ibug68/../../../etc", "cnn67-ibug68@../../1.0.0"):
             r = good.post(c, model=model)
             assert r.status_code == 422 and r.json()["type"] == "urn:wingmark:problem:unknown-model", r.text
+
+
+def test_the_log_check_finds_image_bytes() -> None:
+    import base64
+
+    png = suite.good_requests(1)[0].data
+    assert suite.log_has_image_bytes(f"INFO body {base64.b64encode(png).decode()}")
+    assert suite.log_has_image_bytes(f"DEBUG got {png[:64]!r}")
+    assert not suite.log_has_image_bytes('INFO: 127.0.0.1 - "POST /v1/landmarks?model=' + "m" * 5000 + '" 422')
