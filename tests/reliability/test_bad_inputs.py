@@ -57,4 +57,6 @@ def test_the_log_check_finds_image_bytes() -> None:
     png = suite.good_requests(1)[0].data
     assert suite.log_has_image_bytes(f"INFO body {base64.b64encode(png).decode()}")
     assert suite.log_has_image_bytes(f"DEBUG got {png[:64]!r}")
-    assert not suite.log_has_image_bytes('INFO: 127.0.0.1 - "POST /v1/landmarks?model=' + "m" * 5000 + '" 422')
+    assert not suite.log_has_image_bytes(
+        'INFO: 127.0.0.1 - "POST /v1/landmarks?model=' + "m" * 5000 + '" 422'
+    )

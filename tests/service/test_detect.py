@@ -36,7 +36,7 @@ class ShiftedDetector:
         self.miss = miss
         self.calls = 0
 
-    def detect(self, image: np.ndarray) -> Detections:
+    def detect(self, image: np.ndarray, *, min_face: float | None = None) -> Detections:
         i = self.calls
         self.calls += 1
         if i in self.miss:
