@@ -55,6 +55,7 @@ __all__ = [
 ]
 
 log = logging.getLogger("wingmark.service")
+MIN_DEADLINE_MS = 10.0  # a request's own deadline_ms below this could never be met: 422, not a 504
 T = TypeVar("T")
 
 
@@ -406,8 +407,10 @@ class LandmarkService:
         lm = self.select_model(req.model, req.scheme)
         if req.max_faces is not None and not 1 <= req.max_faces <= s.max_faces:
             raise ProblemError("invalid-parameters", f"max_faces must be between 1 and {s.max_faces}")
-        if req.deadline_ms is not None and not (req.deadline_ms > 0 and math.isfinite(req.deadline_ms)):
-            raise ProblemError("invalid-parameters", "deadline_ms must be a positive number")
+        if req.deadline_ms is not None and not (
+            req.deadline_ms >= MIN_DEADLINE_MS and math.isfinite(req.deadline_ms)
+        ):
+            raise ProblemError("invalid-parameters", f"deadline_ms must be a number >= {MIN_DEADLINE_MS:g}")
         client_boxes = self._check_boxes(req.boxes) if req.boxes is not None else None
         if client_boxes is None and self.detector is None:
             raise ProblemError("invalid-parameters", "no face detector is configured: send boxes")

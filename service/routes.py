@@ -14,7 +14,7 @@ from starlette.datastructures import UploadFile
 
 from service.errors import PROBLEM_JSON, ProblemError, problem_response
 from service.metrics import CONTENT_TYPE_LATEST
-from service.pipeline import LandmarkRequest, LandmarkService
+from service.pipeline import MIN_DEADLINE_MS, LandmarkRequest, LandmarkService
 from service.schemas import LandmarkResponse, ModelInfo, ModelsResponse, ReadyResponse
 
 __all__ = ["IMAGE_TYPES", "router"]
@@ -234,7 +234,9 @@ async def landmarks(
     boxes: Annotated[str | None, Query(description="JSON [[x1, y1, x2, y2], ...]; skips detection")] = None,
     box: Annotated[list[str] | None, Query(description="one face box x1,y1,x2,y2 (repeatable)")] = None,
     max_faces: Annotated[int | None, Query(ge=1, description="keep at most this many detected faces")] = None,
-    deadline_ms: Annotated[float | None, Query(gt=0, description="shorter deadline for this request")] = None,
+    deadline_ms: Annotated[
+        float | None, Query(ge=MIN_DEADLINE_MS, description="shorter deadline for this request")
+    ] = None,
 ) -> Response:
     service = _service(request)
     query = {"model": model, "scheme": scheme, "boxes": boxes, "box": box, "max_faces": max_faces,

@@ -107,10 +107,13 @@ def test_queue_full_is_429_with_retry_after(test_server: Server) -> None:
 
 
 def test_passed_deadline_is_504(test_server: Server) -> None:
-    big = encode(np.asarray(np.random.default_rng(1).integers(0, 255, (900, 900, 3)), np.uint8), "PNG")
+    big = encode(gradient(4000, 4000), "PNG")  # 16 MP: decoding alone takes far longer than 10 ms
     with test_server.client() as c:
         assert_problem(
-            post_raw(c, big, "image/png", deadline_ms=0.01, box="1,1,99,99"), 504, "deadline-exceeded"
+            post_raw(c, big, "image/png", deadline_ms=10, box="1,1,99,99"), 504, "deadline-exceeded"
+        )
+        assert_problem(
+            post_raw(c, big, "image/png", deadline_ms=5, box="1,1,99,99"), 422, "invalid-parameters"
         )
         assert post_raw(c, big, "image/png", box="1,1,99,99").status_code == 200
 

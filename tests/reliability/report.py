@@ -135,9 +135,10 @@ def write(data: dict[str, Any], docs: Path) -> None:
         lines += ["", "## Overload", "",
                   f"Settings {o['settings']}; 4x the queue limit of clients at once, each sending the same number",
                   "of requests (8 different images, each with its own box); every 200 is compared with that image's",
-                  "single-request answer. `real_backend`: ONNX Runtime as is (on this CPU the device keeps up with",
-                  "the clients, so the queue may never fill); `slow_device_20ms_per_batch`: 20 ms added to every",
-                  "batch, a device slower than its clients.", "",
+                  "single-request answer; `lost` counts requests with no answer, another status or wrong landmarks.",
+                  "`real_backend`: ONNX Runtime as is; `slow_device_20ms_per_batch`: 20 ms added to every batch (a",
+                  "device slower than its clients, so that the queue surely fills). Latencies are client-side, from",
+                  "32 Python threads on the same 2-core machine as the server.", "",
                   "| run | clients | requests | admitted | 429 | 429 with Retry-After | lost | p50 admitted ms | p99 admitted ms | p99 429 ms |",
                   "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
         for label in ("real_backend", "slow_device_20ms_per_batch"):

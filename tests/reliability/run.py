@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--soak-requests", type=int, default=50_000)
     parser.add_argument("--soak-concurrency", type=int, default=4)
-    parser.add_argument("--schemathesis-examples", type=int, default=50)
+    parser.add_argument("--schemathesis-examples", type=int, default=1000)
     parser.add_argument("--docs", type=Path, default=DOCS)
     args = parser.parse_args(argv)
     wanted = [s.strip() for s in args.sections.split(",") if s.strip()]
