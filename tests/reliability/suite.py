@@ -798,7 +798,9 @@ def run_schemathesis(url: str, *, max_examples: int, workdir: Path) -> dict[str,
            "--max-examples", str(max_examples),
            "--report", "junit", "--report-junit-path", str(report), "--seed", "1"]  # fmt: skip
     t0 = time.monotonic()
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=1800, cwd=workdir
+    )  # its cache: not here
     out = proc.stdout + proc.stderr
     lines = [ln for ln in out.splitlines() if ln.strip()]
     cases = [lines[i + 1].strip() for i, ln in enumerate(lines[:-1]) if ln.strip() == "Test cases:"]
