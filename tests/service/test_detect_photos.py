@@ -5,7 +5,7 @@ is installed. Each is sent in variants a user sends: as is, greyscale, greyscale
 (a small face in a large image: the 817x1024 case that used to answer no face), shrunk to half,
 stored sideways with an EXIF orientation tag, and (a few) enlarged past 3000 px. The reference is
 dlib's HOG detector run on the displayed pixels at native size (and once more upsampled 2x for
-images up to 800 px); the service is the real LandmarkService with its default settings and models,
+images up to 400 px); the service is the real LandmarkService with its default settings and models,
 in-process. dlib's boxes are a detector's output, not ground truth: this test checks that the
 service loses no face dlib can find, not that dlib finds every face.
 """
@@ -26,7 +26,7 @@ from service.settings import Settings
 from tests.service.images import encode, exif_rotated_jpeg
 
 LARGE = ("cage.jpg", "franck_02045.jpg", "joconde.jpg")  # enlarged past 3000 px (slow: a few only)
-SMALL_SIDE = 800  # the reference also looks upsampled at images up to this size
+SMALL_SIDE = 400  # the reference also looks upsampled at images up to this size (the small ones)
 
 
 def _grace_hopper() -> Path | None:
