@@ -1,6 +1,8 @@
 # Two entry points that work on a fresh machine with Python 3.11 and pip:
 #   make serve   set up .venv (serving deps only, no torch) and start the service on 127.0.0.1:8000
 #   make test    set up .venv (train + dev extras) and run lint, type checks and the whole test suite
+#   make reliability  the reliability benchmark (bad inputs, schemathesis, overload, faults, 50k-request soak)
+#                     against real uvicorn processes; writes docs/reliability.md, .json and the soak plot
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -8,7 +10,7 @@ PIP := $(PY) -m pip --disable-pip-version-check -q
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: serve test lint typecheck pytest benchmark clean
+.PHONY: serve test lint typecheck pytest benchmark reliability clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +44,14 @@ test: lint typecheck pytest
 # about 10 minutes on 2 cores; writes docs/benchmarks.md, docs/benchmarks.json, docs/img/benchmarks_*.png
 benchmark: $(VENV)/.dev-stamp
 	$(VENV)/bin/wingmark benchmark $(BENCHMARK_ARGS)
+
+$(VENV)/.reliability-stamp: pyproject.toml $(VENV)/.dev-stamp
+	$(PIP) install -e '.[train,dev,reliability]'
+	touch $@
+
+# Long (the soak alone is ~15 min on 2 cores); RELIABILITY_ARGS=--sections bad,faults runs a subset.
+reliability: $(VENV)/.reliability-stamp
+	OMP_NUM_THREADS=1 nice -n 10 $(PY) -m tests.reliability.run $(RELIABILITY_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

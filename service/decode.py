@@ -76,12 +76,15 @@ def _to_rgb(im: Image.Image) -> np.ndarray:
     return np.asarray(im, dtype=np.uint8)
 
 
-def decode_image(data: bytes, *, max_pixels: int, max_side: int | None = None) -> DecodedImage:
+def decode_image(
+    data: bytes, *, max_pixels: int, max_side: int | None = None, min_side: int = 1
+) -> DecodedImage:
     """Decode ``data``.
 
     Args:
         data: the encoded image.
         max_pixels: refuse images with more pixels than this (checked before decoding).
+        min_side: refuse images with a side shorter than this (no face fits; ImageDecodeError).
         max_side: JPEGs whose long side is at least twice this are decoded at the largest
             1/2^k reduction that keeps the long side >= max_side.
     Raises:
@@ -96,6 +99,8 @@ def decode_image(data: bytes, *, max_pixels: int, max_side: int | None = None) -
         w, h = im.size
         if w <= 0 or h <= 0:
             raise ImageDecodeError(f"image has no pixels ({w}x{h})")
+        if min(w, h) < min_side:
+            raise ImageDecodeError(f"image is {w}x{h}; each side must be at least {min_side} px")
         if w * h > max_pixels:
             raise ImageTooLargeError(f"image is {w}x{h} = {w * h} pixels; the limit is {max_pixels}")
         orientation = 1

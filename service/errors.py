@@ -45,6 +45,7 @@ PROBLEMS: dict[str, ProblemType] = {
         ProblemType("invalid-request", 400, "The request body is malformed"),
         ProblemType("not-found", 404, "No such resource"),
         ProblemType("method-not-allowed", 405, "Method not allowed"),
+        ProblemType("request-timeout", 408, "The request body arrived too slowly"),
         ProblemType("request-too-large", 413, "The request body is too large"),
         ProblemType("image-too-large", 413, "The image has too many pixels"),
         ProblemType("unsupported-media-type", 415, "Unsupported media type"),

@@ -51,6 +51,7 @@ __all__ = [
 ]
 
 log = logging.getLogger("wingmark.service")
+MIN_DEADLINE_MS = 10.0  # a request's own deadline_ms below this could never be met: 422, not a 504
 T = TypeVar("T")
 
 
@@ -316,6 +317,8 @@ class LandmarkService:
         return create_detector(
             s.detector,
             max_side=s.detect_max_side,
+            min_face=s.detect_min_face,
+            retry_max_side=s.detect_retry_max_side,
             upsample=s.detect_upsample,
             threshold=s.detect_threshold,
             instances=s.decode_threads,
@@ -444,8 +447,10 @@ class LandmarkService:
         lm = self.select_model(req.model, req.scheme)
         if req.max_faces is not None and not 1 <= req.max_faces <= s.max_faces:
             raise ProblemError("invalid-parameters", f"max_faces must be between 1 and {s.max_faces}")
-        if req.deadline_ms is not None and not (req.deadline_ms > 0 and math.isfinite(req.deadline_ms)):
-            raise ProblemError("invalid-parameters", "deadline_ms must be a positive number")
+        if req.deadline_ms is not None and not (
+            req.deadline_ms >= MIN_DEADLINE_MS and math.isfinite(req.deadline_ms)
+        ):
+            raise ProblemError("invalid-parameters", f"deadline_ms must be a number >= {MIN_DEADLINE_MS:g}")
         client_boxes = self._check_boxes(req.boxes) if req.boxes is not None else None
         if client_boxes is None and self.detector is None:
             raise ProblemError("invalid-parameters", "no face detector is configured: send boxes")
@@ -460,7 +465,12 @@ class LandmarkService:
                 deadline,
                 loop.run_in_executor(
                     self._pool,
-                    lambda: decode_image(req.data, max_pixels=s.max_image_pixels, max_side=s.decode_max_side),
+                    lambda: decode_image(
+                        req.data,
+                        max_pixels=s.max_image_pixels,
+                        max_side=s.decode_max_side,
+                        min_side=s.min_image_side,
+                    ),
                 ),
             )
         except ImageTooLargeError as exc:
@@ -483,12 +493,25 @@ class LandmarkService:
                 raise ProblemError(
                     "invalid-boxes", f"box {i} lies outside the {image.width}x{image.height} image"
                 )
+            # A box may reach past the image (a face at its edge), but by no more than the image's size.
+            w, h = image.width, image.height
+            huge = (client_boxes[:, 0] < -w) | (client_boxes[:, 2] > 2 * w)
+            huge |= (client_boxes[:, 1] < -h) | (client_boxes[:, 3] > 2 * h)
+            if huge.any():
+                i = int(np.nonzero(huge)[0][0])
+                raise ProblemError(
+                    "invalid-boxes", f"box {i} reaches further than the image's own size past its edges"
+                )
             boxes, scores, source = client_boxes, [None] * len(client_boxes), "client"
         else:
             assert self.detector is not None
             detector = self.detector
             dets = await self._until(
-                deadline, loop.run_in_executor(self._pool, detector.detect, image.pixels)
+                deadline,
+                loop.run_in_executor(
+                    self._pool,
+                    lambda: detector.detect(image.pixels, min_face=s.detect_min_face / image.scale_x),
+                ),
             )
             limit = req.max_faces or s.max_faces
             boxes = dets.boxes[:limit] * scale

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
@@ -14,7 +15,7 @@ from starlette.datastructures import UploadFile
 
 from service.errors import PROBLEM_JSON, ProblemError, problem_response
 from service.metrics import CONTENT_TYPE_LATEST
-from service.pipeline import LandmarkRequest, LandmarkService
+from service.pipeline import MIN_DEADLINE_MS, LandmarkRequest, LandmarkService
 from service.schemas import LandmarkResponse, ModelInfo, ModelsResponse, ReadyResponse
 
 __all__ = ["IMAGE_TYPES", "router"]
@@ -31,6 +32,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"description": desc, "content": {PROBLEM_JSON: {"schema": {"type": "object"}}}}
     for code, desc in {
         400: "undecodable image, malformed body or invalid boxes",
+        408: "the request body arrived too slowly",
         413: "request body over the size limit, or image over the pixel limit",
         415: "unsupported media type or image format",
         422: "invalid parameters or unknown model",
@@ -81,18 +83,24 @@ def _service(request: Request) -> LandmarkService:
     return service
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def _read_body(request: Request, limit: int, timeout_s: float = 30.0) -> bytes:
     """The whole body, refusing more than ``limit`` bytes (413) before reading it where possible."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise ProblemError("request-too-large", f"the body is {declared} bytes; the limit is {limit}")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ProblemError("request-too-large", f"the body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout_s):  # a slow upload holds no connection for ever
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise ProblemError("request-too-large", f"the body exceeds the limit of {limit} bytes")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise ProblemError(
+            "request-timeout", f"the body did not arrive within {timeout_s:g} s ({size} bytes read)"
+        ) from None
     body = b"".join(chunks)
     request._body = body  # lets request.form() / request.json() parse the bytes already read
     return body
@@ -169,7 +177,7 @@ async def _parse_request(
 ) -> LandmarkRequest:
     content_type = request.headers.get("content-type", "application/octet-stream")
     media = content_type.split(";")[0].strip().lower()
-    body = await _read_body(request, service.settings.max_request_bytes)
+    body = await _read_body(request, service.settings.max_request_bytes, service.settings.body_timeout_s)
     options: dict[str, Any] = {k: v for k, v in query.items() if v is not None}
     if media == "multipart/form-data":
         try:
@@ -245,7 +253,9 @@ async def landmarks(
     boxes: Annotated[str | None, Query(description="JSON [[x1, y1, x2, y2], ...]; skips detection")] = None,
     box: Annotated[list[str] | None, Query(description="one face box x1,y1,x2,y2 (repeatable)")] = None,
     max_faces: Annotated[int | None, Query(ge=1, description="keep at most this many detected faces")] = None,
-    deadline_ms: Annotated[float | None, Query(gt=0, description="shorter deadline for this request")] = None,
+    deadline_ms: Annotated[
+        float | None, Query(ge=MIN_DEADLINE_MS, description="shorter deadline for this request")
+    ] = None,
     pose: Annotated[
         bool | None,
         Query(

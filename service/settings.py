@@ -52,6 +52,12 @@ class Settings(BaseSettings):
     # Input limits
     max_request_bytes: int = Field(default=20 * 1024 * 1024, ge=1)
     max_image_pixels: int = Field(default=40_000_000, ge=1)
+    min_image_side: int = Field(
+        default=8, ge=1, description="images narrower or shorter than this are refused"
+    )
+    body_timeout_s: float = Field(
+        default=30.0, gt=0, description="a request body must arrive within this many seconds (408)"
+    )
     decode_max_side: int = Field(
         default=2048, ge=64, description="JPEGs much larger than this are decoded reduced"
     )
@@ -65,7 +71,19 @@ class Settings(BaseSettings):
     # Face detection
     detector: DetectorKind = "dlib_hog"
     detect_max_side: int = Field(
-        default=640, ge=64, description="detection runs on a copy at most this large"
+        default=640,
+        ge=64,
+        description="larger images are detected on a smaller copy (never shrunk below detect_min_face)",
+    )
+    detect_min_face: float = Field(
+        default=80.0,
+        gt=0,
+        description="smallest face (px of the original image) that detection keeps findable",
+    )
+    detect_retry_max_side: int = Field(
+        default=800,
+        ge=0,
+        description="images up to this size are searched again upsampled when no face is found",
     )
     detect_upsample: int = Field(default=0, ge=0, le=2)
     detect_threshold: float = 0.0

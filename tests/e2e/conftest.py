@@ -54,7 +54,11 @@ class Server:
         return self.log.read_text(errors="replace")
 
 
-def start_server(tmp: Path, settings: dict[str, object], *, wait_ready: bool = True) -> Server:
+def start_server(
+    tmp: Path, settings: dict[str, object], *, wait_ready: bool = True, module: str = "service.cli"
+) -> Server:
+    """``python -m module serve`` (module: the service's CLI, or a test wrapper such as
+    tests.reliability.faulty) on a free port, with ``settings`` as WINGMARK_* variables."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("WINGMARK_")}
     env.update({"WINGMARK_HOST": "127.0.0.1", "WINGMARK_PORT": str(port), "OMP_NUM_THREADS": "1",
@@ -63,7 +67,7 @@ def start_server(tmp: Path, settings: dict[str, object], *, wait_ready: bool = T
     log = tmp / f"server-{port}.log"
     with open(log, "wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "serve"],
+            [sys.executable, "-m", module, *(["serve"] if module == "service.cli" else [])],
             cwd=REPO,
             env=env,
             stdout=out,

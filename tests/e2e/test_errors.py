@@ -107,10 +107,13 @@ def test_queue_full_is_429_with_retry_after(test_server: Server) -> None:
 
 
 def test_passed_deadline_is_504(test_server: Server) -> None:
-    big = encode(np.asarray(np.random.default_rng(1).integers(0, 255, (900, 900, 3)), np.uint8), "PNG")
+    big = encode(gradient(4000, 4000), "PNG")  # 16 MP: decoding alone takes far longer than 10 ms
     with test_server.client() as c:
         assert_problem(
-            post_raw(c, big, "image/png", deadline_ms=0.01, box="1,1,99,99"), 504, "deadline-exceeded"
+            post_raw(c, big, "image/png", deadline_ms=10, box="1,1,99,99"), 504, "deadline-exceeded"
+        )
+        assert_problem(
+            post_raw(c, big, "image/png", deadline_ms=5, box="1,1,99,99"), 422, "invalid-parameters"
         )
         assert post_raw(c, big, "image/png", box="1,1,99,99").status_code == 200
 
@@ -168,33 +171,44 @@ def test_not_ready_is_503(tmp_path: Path) -> None:
 
 
 def test_graceful_shutdown_finishes_admitted_requests(tmp_path: Path, e2e_store: Path) -> None:
+    """SIGTERM while 4 requests are in flight: all 4 are answered 200, then the process exits.
+
+    The real service, with every batch made 1.5 s slower (tests/reliability/faulty.py), so that the
+    requests are certainly still in flight when the signal arrives; the test checks that they were
+    (admitted before the signal, answered after it) and fails otherwise.
+    """
     settings = dict(
-        E2E_SETTINGS, model_root=e2e_store, models="test-ibug68", log_level="info", detector="none"
-    )
-    server = start_server(tmp_path, settings)
-    payload = base64.b64encode(encode(gradient(1600, 1200), "PNG")).decode()  # slow enough to be in flight
-    results: list[int] = []
+        E2E_SETTINGS, model_root=e2e_store, models="test-ibug68", log_level="info", detector="none",
+        fault_delay_ms=1500,
+    )  # fmt: skip
+    server = start_server(tmp_path, settings, module="tests.reliability.faulty")
+    payload = base64.b64encode(encode(gradient(320, 240), "PNG")).decode()
+    results: list[tuple[int, float]] = []  # (status, monotonic time the answer arrived)
 
     def call() -> None:
         with server.client() as c:
-            results.append(
-                c.post("/v1/landmarks", json={"image": payload, "boxes": [[100, 100, 900, 900]]}).status_code
-            )
+            r = c.post("/v1/landmarks", json={"image": payload, "boxes": [[40, 40, 200, 200]]})
+            results.append((r.status_code, time.monotonic()))
 
     threads = [threading.Thread(target=call) for _ in range(4)]
     for t in threads:
         t.start()
+    in_flight = 0.0
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:  # wait until all 4 are admitted (the /metrics call is the 5th)
-        if metric(httpx.get(server.url + "/metrics").text, "wingmark_requests_in_flight") >= 5:
+        in_flight = metric(httpx.get(server.url + "/metrics").text, "wingmark_requests_in_flight")
+        if in_flight >= 5:
             break
         time.sleep(0.02)
+    sent = time.monotonic()
     server.process.send_signal(signal.SIGTERM)
     for t in threads:
         t.join(30)
     code = server.stop()
     logs = server.logs()
-    assert results == [200] * 4, logs
+    assert in_flight >= 5, f"only {in_flight - 1:.0f} of 4 requests were in flight at SIGTERM"
+    assert [status for status, _ in results] == [200] * 4, logs
+    assert all(at > sent for _, at in results), "a request was answered before SIGTERM: none was in flight"
     assert code in (0, -signal.SIGTERM)
     assert "Application shutdown complete" in logs
     with pytest.raises(httpx.TransportError):

@@ -163,7 +163,7 @@ def test_metrics_count_requests(server: Server) -> None:
     assert metric(after, "wingmark_http_request_duration_seconds_count", **labels) >= 4
 
 
-def test_concurrent_requests_are_batched_without_mixing_faces(server: Server, photos: Path) -> None:
+def test_concurrent_requests_are_batched_without_mixing_faces(server: Server) -> None:
     faces = synthetic_faces("ibug68", 8)
     jobs = []  # (image bytes, box): 8 different images and boxes
     for face in faces:

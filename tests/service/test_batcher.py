@@ -308,3 +308,29 @@ def test_exactly_one_result_per_item_under_random_concurrency() -> None:
 def test_invalid_configuration_is_rejected() -> None:
     with pytest.raises(ValueError):
         DynamicBatcher(lambda x: x, executor=ThreadPoolExecutor(1), max_batch_size=0)
+
+
+def test_a_batch_that_fills_while_the_loop_waits_runs_at_once() -> None:
+    """The "batch full" wake-up: items submitted after the loop started waiting for more end the wait
+    (a delay of 5 s would otherwise pass first)."""
+    worker = FakeWorker()
+
+    async def main() -> tuple[list[int], float]:
+        batcher, _ = make(worker, max_batch_size=4, max_queue_delay_s=5.0)
+        first = asyncio.ensure_future(batcher.submit(0))
+        for _ in range(200):  # until the loop holds item 0 and waits for 3 more
+            await asyncio.sleep(0.005)
+            if batcher._need == 3:
+                break
+        assert batcher._need == 3, "the loop never started waiting for the batch to fill"
+        t0 = time.monotonic()
+        rest = await asyncio.gather(*(batcher.submit(i) for i in (1, 2, 3)))
+        elapsed = time.monotonic() - t0
+        values = [(await first).value] + [o.value for o in rest]
+        await batcher.stop()
+        return values, elapsed
+
+    values, elapsed = run(main())
+    assert values == [0, 2, 4, 6]
+    assert worker.batches == [[0, 1, 2, 3]]
+    assert elapsed < 2.0, f"the full batch waited {elapsed:.2f} s for the queue delay"

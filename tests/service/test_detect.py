@@ -36,7 +36,7 @@ class ShiftedDetector:
         self.miss = miss
         self.calls = 0
 
-    def detect(self, image: np.ndarray) -> Detections:
+    def detect(self, image: np.ndarray, *, min_face: float | None = None) -> Detections:
         i = self.calls
         self.calls += 1
         if i in self.miss:
@@ -103,7 +103,8 @@ def test_detection_on_a_downscaled_copy_maps_back_to_full_size(photos: Path) -> 
     image = _load(photos / "cage.jpg")
     small = DlibHogDetector(max_side=4096).detect(image).boxes[0]
     big = np.asarray(Image.fromarray(image).resize((image.shape[1] * 2, image.shape[0] * 2)))
-    boxes = DlibHogDetector(max_side=640).detect(big).boxes  # detected on a copy ~0.5x the input
+    # min_face=160 lets a 2x image shrink to 640 px: a 160-px face still covers the 80-px window
+    boxes = DlibHogDetector(max_side=640, min_face=160).detect(big).boxes  # on a copy ~0.5x the input
     assert len(boxes) == 1
     assert box_iou(boxes[:1], small[None] * 2)[0, 0] > 0.7
 
@@ -131,3 +132,22 @@ def test_dlib_on_synthetic_faces_and_a_calibration_fitted_on_them() -> None:
             raw.append(box_iou(det.boxes[:1], truth)[0, 0])
             fitted.append(box_iou(cal.apply(det.boxes[:1]), truth)[0, 0])
     assert np.mean(fitted) >= np.mean(raw)
+
+
+def test_working_scale_never_shrinks_the_smallest_face_below_the_window() -> None:
+    det = DlibHogDetector(max_side=640, min_face=80)
+    assert det.working_scale(500, 400) == 1.0  # small images: native size
+    assert det.working_scale(817, 1024) == 1.0  # an 80-px face would fall under the 80-px window
+    assert DlibHogDetector(max_side=640, min_face=160).working_scale(1280, 960) == pytest.approx(2.0)
+    assert DlibHogDetector(max_side=640, min_face=400).working_scale(1280, 960) == pytest.approx(2.0)
+    assert det.working_scale(1280, 960, min_face=240) == pytest.approx(2.0)  # the caller's min_face wins
+
+
+def test_a_small_face_in_a_small_image_is_found_by_the_upsampled_retry(photos: Path) -> None:
+    image = _load(photos / "cage.jpg")
+    face = DlibHogDetector().detect(image).boxes[0]
+    k = 48 / (face[2] - face[0])  # a face of about 48 px: well under the 80-px window
+    small = np.asarray(Image.fromarray(image).resize((round(image.shape[1] * k), round(image.shape[0] * k))))
+    assert len(DlibHogDetector(retry_max_side=0).detect(small).boxes) == 0
+    boxes = DlibHogDetector().detect(small).boxes
+    assert len(boxes) == 1 and box_iou(boxes, face[None] * k)[0, 0] > 0.5

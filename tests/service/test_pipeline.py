@@ -76,7 +76,7 @@ def test_detector_boxes_go_through_the_manifest_calibration(tmp_path: Path) -> N
     class FakeDetector:
         name = "fake"
 
-        def detect(self, image: np.ndarray) -> Detections:
+        def detect(self, image: np.ndarray, *, min_face: float | None = None) -> Detections:
             return Detections(np.array([box]), np.array([0.9]))
 
     async def main() -> tuple[np.ndarray, np.ndarray, dict[str, object]]:

@@ -80,7 +80,10 @@ def test_run_directory_contents(cascade_run: tuple[Path, dict[str, Any], dict[st
     assert saved["stage1"]["overall"]["n"] == 6
     assert "0.08" in saved["final"]["auc"] and "0.10" in saved["final"]["failure_rate"]
     assert any(k.startswith("|yaw|") for k in saved["stage1"]["yaw"])
-    assert 0 < saved["final"]["nme"] < 10
+    # NME is a fraction of the inter-ocular distance: a 4-step model is neither perfect nor off by a whole
+    # face (a percent or pixel value would fail here); "final" is the last stage's overall summary
+    assert 0.01 < saved["final"]["nme"] < 1.0
+    assert saved["final"] == saved["stage2"]["overall"]
 
 
 def test_checkpoint_alone_rebuilds_the_stage(

@@ -19,14 +19,12 @@ from tests.service.modelgen import stage_weights
 
 
 def _cuda_reason() -> str | None:
-    try:
-        import torch
+    """Why the TensorRT case cannot run here, or None. Asks TensorRT and cuda-python themselves (as the
+    backend does), not torch: the GPU image has TensorRT but no torch."""
+    from train.export.tensorrt import cuda_available
 
-        if torch.cuda.is_available():
-            return None
-    except ImportError:
-        pass
-    return "no CUDA device on this machine"
+    ok, reason = cuda_available()
+    return None if ok else f"needs TensorRT + cuda-python + a CUDA device: {reason}"
 
 
 BACKENDS = [
