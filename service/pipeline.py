@@ -238,6 +238,9 @@ class LandmarkService:
         self.state = "loading"  # loading | ready | failed | stopping
         self.load_error: str | None = None
         self._pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="wingmark-decode")
+        # Crops (a fraction of a millisecond per face) get their own thread so that they never wait
+        # behind other requests' decodes and detections: the device thread would idle meanwhile.
+        self._crops = ThreadPoolExecutor(1, thread_name_prefix="wingmark-crop")
         self._device = ThreadPoolExecutor(1, thread_name_prefix=f"wingmark-{settings.device}")
         self._load_task: asyncio.Task[None] | None = None
         self.metrics.queue_depth.set_function(self._queue_depth)
@@ -367,6 +370,7 @@ class LandmarkService:
             if lm.cascade is not None:
                 lm.cascade.backend.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._crops.shutdown(wait=False, cancel_futures=True)
         self._device.shutdown(wait=True)
 
     def _queue_depth(self) -> float:
@@ -581,7 +585,7 @@ class LandmarkService:
             prep = functools.partial(
                 cascade.stage_inputs, stage, pixels, boxes=tight if stage == 0 else None, previous=pts
             )
-            mats, x = await self._until(deadline, loop.run_in_executor(self._pool, prep))
+            mats, x = await self._until(deadline, loop.run_in_executor(self._crops, prep))
             self.metrics.stage_duration.labels("crop").observe(time.monotonic() - started)
             outcomes = await self._submit(batcher, list(x), deadline)
             queue = max(o.queue_s for o in outcomes)
@@ -607,7 +611,7 @@ class LandmarkService:
         loop = asyncio.get_running_loop()
         started = time.monotonic()
         jobs = await self._until(
-            deadline, loop.run_in_executor(self._pool, lm.cascade.prepare, pixels, tight)
+            deadline, loop.run_in_executor(self._crops, lm.cascade.prepare, pixels, tight)
         )
         self.metrics.stage_duration.labels("crop").observe(time.monotonic() - started)
         outcomes = await self._submit(lm.batcher, jobs, deadline)

@@ -62,7 +62,7 @@ class Settings(BaseSettings):
         default=2048, ge=64, description="JPEGs much larger than this are decoded reduced"
     )
     decode_threads: int = Field(
-        default=1, ge=1, description="decode/detect/crop pool; more threads than cores starve ORT's workers"
+        default=2, ge=1, description="decode/detect pool (crops have their own thread)"
     )
     max_faces: int = Field(
         default=32, ge=1, description="upper bound for max_faces and for client boxes per request"

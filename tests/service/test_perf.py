@@ -65,3 +65,24 @@ def test_peak_from_cpuinfo_flags_and_clock() -> None:
     assert (avx2.isa, avx2.lanes) == ("avx2", 8) and avx2.gflops == pytest.approx(2.6 * 2 * 2 * 8)
     assert cpu_peak(CPUINFO, fma_units=1).gflops == pytest.approx(166.4)
     assert "assumed" in peak.assumption
+
+
+def test_profile_summary_by_category_and_leaf() -> None:
+    from service.benchmark import summarise_profile
+
+    raw = "\n".join(
+        [
+            "MainThread;run (uvicorn/main.py:1);run (onnxruntime/capi/x.py:406) 6",
+            "wingmark-decode_0;crop (model_store/cascade.py:99);warp (PIL/Image.py:10) 2",
+            "wingmark-decode_0;decode_image (service/decode.py:50);load (PIL/ImageFile.py:425) 1",
+            "MainThread;render (starlette/responses.py:9);dumps (json/__init__.py:231) 1",
+            "not a sample line",
+        ]
+    )
+    out = summarise_profile(raw)
+    assert out["samples"] == 10
+    assert out["by_category_pct"]["inference (ONNX Runtime)"] == 60.0
+    assert out["by_category_pct"]["crop (model_store.cascade, Pillow)"] == 20.0  # by the caller, not the leaf
+    assert out["by_category_pct"]["decode (Pillow)"] == 10.0
+    assert out["by_category_pct"]["JSON / response"] == 10.0
+    assert next(iter(out["top_leaves_pct"])) == "run (onnxruntime/capi/x.py:406)"
