@@ -32,16 +32,13 @@ RULE = CropRule(scale=1.25, shift_x=0.0, shift_y=0.05)
     ],
     ids=["inside", "top-left-corner", "bottom-right-rotated", "outside"],
 )
-def test_crop_matches_warp_affine_within_a_grey_level(
-    centre: tuple[float, float], side: float, angle: float
-) -> None:
+def test_crop_matches_warp_affine(centre: tuple[float, float], side: float, angle: float) -> None:
     image = np.random.default_rng(0).integers(0, 256, (100, 120, 3), dtype=np.uint8)
     m = similarity(centre, side, 48, angle)
     expected = warp_affine(image, m, 48)
     got = crop(image, m, 48)
     assert got.shape == expected.shape and got.dtype == np.float32
-    np.testing.assert_allclose(got, expected, atol=1.001)  # Pillow writes uint8: within one grey level
-    assert np.abs(got - expected).mean() < 0.6
+    np.testing.assert_allclose(got, expected, atol=1e-3)  # float32 resampling: warp_affine's values
 
 
 def test_stage_matrices_box_for_stage_one_points_for_later_stages() -> None:
