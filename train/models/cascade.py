@@ -14,12 +14,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from model_store.cascade import Cascade, StageGeometry, stage_matrices
+from model_store.cascade import Cascade, StageGeometry
 from model_store.geometry import CropRule
 from model_store.preprocess import Normalisation, to_input
 from model_store.schemes import Scheme
 
-__all__ = ["Stage", "crop_matrices", "predict_crops", "run_cascade"]
+__all__ = ["Stage", "predict_crops", "run_cascade"]
 
 
 @dataclass
@@ -57,18 +57,6 @@ def predict_crops(
     if not out:
         return np.zeros((0, 0, 2))
     return np.concatenate(out)
-
-
-def crop_matrices(
-    stage_index: int,
-    rule: CropRule,
-    size: int,
-    scheme: Scheme,
-    boxes: np.ndarray | None = None,
-    previous: np.ndarray | None = None,
-) -> np.ndarray:
-    """Image -> crop similarities ``[N, 2, 3]`` for a stage (``model_store.cascade.stage_matrices``)."""
-    return stage_matrices(stage_index, rule, size, scheme, boxes=boxes, previous=previous)
 
 
 def run_cascade(
