@@ -133,3 +133,14 @@ def test_torch_backend_rebuilds_a_training_checkpoint(tmp_path: Path) -> None:
     with torch.no_grad():
         expected = net(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(backend.run(0, x), expected, atol=1e-5)
+
+
+def test_tensorrt_case_runs_where_tensorrt_sees_a_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The TensorRT case is gated on TensorRT/cuda-python's own answer, whatever torch says (the GPU
+    image has no torch; torch here is a CPU build that reports no CUDA)."""
+    import train.export.tensorrt as te
+
+    monkeypatch.setattr(te, "cuda_available", lambda: (True, "1 CUDA device(s), TensorRT 10.x"))
+    assert _cuda_reason() is None
+    monkeypatch.setattr(te, "cuda_available", lambda: (False, "TensorRT is not installed"))
+    assert _cuda_reason() == "needs TensorRT + cuda-python + a CUDA device: TensorRT is not installed"
