@@ -120,19 +120,26 @@ def test_server(e2e_store: Path, tmp_path_factory: pytest.TempPathFactory) -> It
     assert code in (0, -signal.SIGTERM), srv.logs()
 
 
+def start_default_models_server(tmp: Path) -> Server:
+    """The service with the embedded default models (what ``make serve`` serves); skips the test
+    where they are not in model_store/models."""
+    store = ModelStore(REPO / "model_store" / "models")
+    missing = [m for m in DEFAULT_MODELS.values() if not store.list_versions(m)]
+    if missing:
+        pytest.skip(f"the default models are not in model_store/models yet: {missing}")
+    settings = dict(E2E_SETTINGS, model_root=store.root, models=",".join(DEFAULT_MODELS.values()))
+    srv = start_server(tmp, settings)
+    srv.kind = "default-models"
+    return srv
+
+
 @pytest.fixture(scope="module", params=["test-models", "default-models"])
 def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """The service with the test models, and again with the embedded default models where they exist."""
     if request.param == "test-models":
         yield request.getfixturevalue("test_server")
         return
-    store = ModelStore(REPO / "model_store" / "models")
-    missing = [m for m in DEFAULT_MODELS.values() if not store.list_versions(m)]
-    if missing:
-        pytest.skip(f"the default models are not in model_store/models yet: {missing}")
-    settings = dict(E2E_SETTINGS, model_root=store.root, models=",".join(DEFAULT_MODELS.values()))
-    srv = start_server(tmp_path_factory.mktemp("e2e"), settings)
-    srv.kind = "default-models"
+    srv = start_default_models_server(tmp_path_factory.mktemp("e2e"))
     yield srv
     code = srv.stop()
     assert code in (0, -signal.SIGTERM), srv.logs()

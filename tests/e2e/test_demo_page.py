@@ -18,8 +18,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from model_store.store import DEFAULT_MODELS, ModelStore
-from tests.e2e.conftest import E2E_SETTINGS, REPO, Server, start_server
+from tests.e2e.conftest import REPO, Server, start_default_models_server
 from tests.service.photos import FRONTAL
 
 # The README's picture; rewritten by the upload test when WINGMARK_UPDATE_SCREENSHOT=1.
@@ -75,12 +74,7 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 @pytest.fixture(scope="module")
 def demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """The service with the embedded default models (the ones ``make serve`` serves)."""
-    store = ModelStore(REPO / "model_store" / "models")
-    missing = [m for m in DEFAULT_MODELS.values() if not store.list_versions(m)]
-    if missing:
-        pytest.skip(f"the default models are not in model_store/models: {missing}")
-    settings = dict(E2E_SETTINGS, model_root=store.root, models=",".join(DEFAULT_MODELS.values()))
-    srv = start_server(tmp_path_factory.mktemp("demo"), settings)
+    srv = start_default_models_server(tmp_path_factory.mktemp("demo"))
     yield srv
     code = srv.stop()
     assert code in (0, -signal.SIGTERM), srv.logs()
