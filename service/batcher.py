@@ -1,10 +1,16 @@
 """Dynamic batching: items from concurrent requests are run together on one device worker.
 
 Modelled on the usual asyncio design (e.g. Ray Serve's ``@serve.batch``): an ``asyncio.Queue``
-of entries, each with its own future; a loop takes the first waiting entry, then collects more
-until ``max_batch_size`` is reached (a "batch full" event set by ``submit``) or
-``max_queue_delay`` has passed since that first entry arrived (``time.monotonic()``), and runs
-``process`` on the batch in the device executor, off the event loop.
+of entries, each with its own future; a loop takes the first waiting entry, collects more, and runs
+``process`` on the batch in the device executor, off the event loop. When a batch is dispatched:
+
+- timed (no ``gate``): when ``max_batch_size`` is reached (a "batch full" event set by ``submit``)
+  or ``max_queue_delay`` has passed since its first entry arrived (``time.monotonic()``);
+- greedy (a shared ``DeviceGate``): when it is full, or at once when the device is idle. Holding a
+  batch back while the device has nothing to do only adds latency; while the device is busy the
+  batch keeps growing, so under load batches fill by themselves. Several batchers on one device
+  (the cascade's stages) share its gate, which gives the free device to the batcher whose first
+  entry has waited longest.
 
 Guarantees:
 - exactly one outcome per item: a result, or the exception that failed its batch;
@@ -31,6 +37,7 @@ __all__ = [
     "BatchObserver",
     "BatcherClosedError",
     "DeadlineExceededError",
+    "DeviceGate",
     "DynamicBatcher",
     "Outcome",
     "QueueFullError",
@@ -76,6 +83,52 @@ class _Entry(Generic[T, R]):
     deadline: float | None = None
 
 
+class DeviceGate:
+    """Batches in flight on one device executor, shared by the greedy batchers that run on it.
+
+    ``busy`` counts batches handed to the executor and not yet finished. When it drops to 0 the gate
+    wakes one waiting batcher, the one whose first entry is oldest, and keeps the device for it until
+    it dispatches (or passes its turn), so a newcomer cannot take the turn of a batcher that waited.
+    Only used on the event loop's thread."""
+
+    def __init__(self) -> None:
+        self.busy = 0
+        self._waiting: dict[object, tuple[float, asyncio.Event]] = {}
+        self._reserved: object | None = None
+
+    def may_run(self, owner: object) -> bool:
+        return self.busy == 0 and self._reserved in (None, owner)
+
+    def wait_turn(self, owner: object, since: float, wake: asyncio.Event) -> None:
+        self._waiting[owner] = (since, wake)
+
+    def stop_waiting(self, owner: object) -> None:
+        self._waiting.pop(owner, None)
+
+    def acquire(self, owner: object) -> None:
+        self.busy += 1
+        if self._reserved is owner:
+            self._reserved = None
+
+    def release(self) -> None:
+        self.busy -= 1
+        self._hand_on()
+
+    def pass_turn(self, owner: object) -> None:
+        """``owner`` was given the device but has nothing to run after all."""
+        if self._reserved is owner:
+            self._reserved = None
+            self._hand_on()
+
+    def _hand_on(self) -> None:
+        if self.busy:
+            return
+        if self._reserved is None and self._waiting:
+            self._reserved = min(self._waiting, key=lambda o: self._waiting[o][0])
+        if self._reserved in self._waiting:  # (again, if a full batch ran before it could take it)
+            self._waiting[self._reserved][1].set()
+
+
 @dataclass(eq=False)
 class _Stop:
     done: asyncio.Event = field(default_factory=asyncio.Event)
@@ -94,7 +147,10 @@ class DynamicBatcher(Generic[T, R]):
         queue_limit: int = 256,
         observer: BatchObserver | None = None,
         name: str = "batcher",
+        gate: DeviceGate | None = None,
     ) -> None:
+        """``gate``: greedy dispatch on that device (``max_queue_delay_s`` then unused); without
+        one, timed dispatch."""
         if max_batch_size < 1 or queue_limit < 1 or max_queue_delay_s < 0:
             raise ValueError("max_batch_size and queue_limit must be >= 1, max_queue_delay_s >= 0")
         self._process = process
@@ -104,9 +160,10 @@ class DynamicBatcher(Generic[T, R]):
         self.queue_limit = queue_limit
         self._observer = observer
         self.name = name
+        self._gate = gate
         self._queue: asyncio.Queue[_Entry[T, R] | _Stop] = asyncio.Queue()
-        self._full = asyncio.Event()
-        self._need = 0  # entries the forming batch still lacks; submit sets _full when the queue has them
+        self._wake = asyncio.Event()
+        self._need = 0  # entries the forming batch still lacks; submit sets _wake when the queue has them
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._stop_seen = False
@@ -156,7 +213,7 @@ class DynamicBatcher(Generic[T, R]):
             futures.append(future)
         self._depth += len(items)
         if self._need and self._queue.qsize() >= self._need:
-            self._full.set()
+            self._wake.set()
         timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
         try:
             gathered = await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), timeout)
@@ -176,7 +233,7 @@ class DynamicBatcher(Generic[T, R]):
             return
         if drain:
             self._queue.put_nowait(_Stop())
-            self._full.set()
+            self._wake.set()
             await asyncio.shield(self._task)
         else:
             self._task.cancel()
@@ -202,19 +259,37 @@ class DynamicBatcher(Generic[T, R]):
                     return batch
                 self._depth -= 1
                 batch.append(entry)
-            remaining = t_end - time.monotonic()
-            if len(batch) >= self.max_batch_size or remaining <= 0 or self._closing:
+            if len(batch) >= self.max_batch_size or self._closing:
                 return batch
+            timeout: float | None = None
+            if self._gate is not None:
+                if self._gate.may_run(self):
+                    return batch
+                self._gate.wait_turn(self, first.enqueued, self._wake)
+            else:
+                timeout = t_end - time.monotonic()
+                if timeout <= 0:
+                    return batch
             self._need = self.max_batch_size - len(batch)
-            self._full.clear()
+            self._wake.clear()
             try:
-                await asyncio.wait_for(self._full.wait(), remaining)
+                await asyncio.wait_for(self._wake.wait(), timeout)
             except TimeoutError:
                 pass
             finally:
                 self._need = 0
+                if self._gate is not None:
+                    self._gate.stop_waiting(self)
 
     async def _loop(self) -> None:
+        try:
+            await self._run_batches()
+        finally:
+            if self._gate is not None:  # never leave the device reserved for a batcher that is gone
+                self._gate.stop_waiting(self)
+                self._gate.pass_turn(self)
+
+    async def _run_batches(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             batch = await self._collect()
@@ -230,10 +305,12 @@ class DynamicBatcher(Generic[T, R]):
                     continue
                 live.append(entry)
             if not live:
+                if self._gate is not None:
+                    self._gate.pass_turn(self)
                 continue
             start = time.monotonic()
             try:
-                results = await loop.run_in_executor(self._executor, self._process, [e.item for e in live])
+                results = await self._run_on_device(loop, [e.item for e in live])
                 if len(results) != len(live):
                     raise RuntimeError(
                         f"{self.name}: process returned {len(results)} results for {len(live)}"
@@ -256,6 +333,15 @@ class DynamicBatcher(Generic[T, R]):
             for entry, value in zip(live, results, strict=True):
                 if not entry.future.done():
                     entry.future.set_result(Outcome(value, start - entry.enqueued, run_s, len(live)))
+
+    async def _run_on_device(self, loop: asyncio.AbstractEventLoop, items: list[T]) -> Sequence[R]:
+        if self._gate is None:
+            return await loop.run_in_executor(self._executor, self._process, items)
+        self._gate.acquire(self)
+        try:
+            return await loop.run_in_executor(self._executor, self._process, items)
+        finally:
+            self._gate.release()
 
     def _fail_queued(self, error: BaseException) -> None:
         while not self._queue.empty():

@@ -481,7 +481,7 @@ CATEGORIES = (  # (name, where to look: any frame of the stack or the leaf only,
     (
         "event loop / threads / batcher",
         "leaf",
-        ("asyncio", "batcher.py", "selectors", "threading", "concurrent"),
+        ("asyncio", "uvloop", "batcher.py", "selectors", "threading", "concurrent"),
     ),
 )
 

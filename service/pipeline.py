@@ -29,6 +29,7 @@ from service.backends import Backend, create_backend
 from service.batcher import (
     BatcherClosedError,
     DeadlineExceededError,
+    DeviceGate,
     DynamicBatcher,
     Outcome,
     QueueFullError,
@@ -242,6 +243,8 @@ class LandmarkService:
         # behind other requests' decodes and detections: the device thread would idle meanwhile.
         self._crops = ThreadPoolExecutor(1, thread_name_prefix="wingmark-crop")
         self._device = ThreadPoolExecutor(1, thread_name_prefix=f"wingmark-{settings.device}")
+        # every batcher on the device thread shares its gate (greedy policy)
+        self._device_gate = DeviceGate() if settings.batch_policy == "greedy" else None
         self._load_task: asyncio.Task[None] | None = None
         self.metrics.queue_depth.set_function(self._queue_depth)
 
@@ -309,6 +312,7 @@ class LandmarkService:
             queue_limit=s.queue_limit,
             observer=self.metrics if sizes else _FailuresOnly(self.metrics),
             name=name,
+            gate=self._device_gate,
         )
         batcher.start()
         return batcher

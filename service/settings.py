@@ -45,7 +45,14 @@ class Settings(BaseSettings):
         default=True, description="one batcher per stage; later stages' crops cut beside the device thread"
     )
     max_batch_size: int = Field(default=32, ge=1, le=1024)
-    max_queue_delay_ms: float = Field(default=5.0, ge=0.0, le=10_000.0)
+    batch_policy: Literal["greedy", "timed"] = Field(
+        default="greedy",
+        description="greedy: a batch runs as soon as the device is free (it grows while the device is busy);"
+        " timed: it waits up to max_queue_delay_ms for more crops",
+    )
+    max_queue_delay_ms: float = Field(
+        default=5.0, ge=0.0, le=10_000.0, description="timed policy: the longest a batch waits to fill"
+    )
     queue_limit: int = Field(default=256, ge=1)
     deadline_ms: float = Field(default=10_000.0, gt=0.0)
 

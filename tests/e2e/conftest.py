@@ -99,6 +99,7 @@ def e2e_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 # Settings of the main e2e server: small limits so that each error path is reachable with small files.
 E2E_SETTINGS: dict[str, object] = {
+    "batch_policy": "timed",  # batches of the tiny test models form reliably only with a wait
     "max_queue_delay_ms": 25,
     "max_batch_size": 16,
     "queue_limit": 24,

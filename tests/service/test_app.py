@@ -277,3 +277,30 @@ print("IMPORTED", bad)
     proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "IMPORTED []" in proc.stdout, proc.stdout
+
+
+@pytest.mark.parametrize("policy", ["greedy", "timed"])
+def test_batch_policy_a_lone_request_and_a_crowd(
+    test_store: Path, wrap_backend: Callable[..., None], policy: str
+) -> None:
+    """Greedy (the default): a lone request runs at once although max_queue_delay_ms is 1.5 s (the
+    timed policy holds it that long, at each of the two stages); a crowd arriving while the device
+    is busy is still batched."""
+    wrap_backend(delay=0.05)
+
+    async def main() -> tuple[float, str]:
+        async with serving(settings(test_store, batch_policy=policy, max_queue_delay_ms=1500)) as c:
+            t0 = time.monotonic()
+            assert (await post(c, **BOX)).status_code == 200
+            lone = time.monotonic() - t0
+            crowd = await asyncio.gather(*(post(c, **BOX) for _ in range(12)))
+            assert [r.status_code for r in crowd] == [200] * 12
+            return lone, (await c.get("/metrics")).text
+
+    lone, text = run(main())
+    if policy == "greedy":
+        assert lone < 1.0, f"a lone request waited {lone:.2f} s"
+        batches = metric(text, "wingmark_batch_size_count")
+        assert metric(text, "wingmark_batch_size_sum") == 13 and batches < 13  # some batch held > 1
+    else:
+        assert lone >= 3.0  # 1.5 s at each stage's batcher

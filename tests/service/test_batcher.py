@@ -15,6 +15,7 @@ import pytest
 from service.batcher import (
     BatcherClosedError,
     DeadlineExceededError,
+    DeviceGate,
     DynamicBatcher,
     QueueFullError,
 )
@@ -334,3 +335,159 @@ def test_a_batch_that_fills_while_the_loop_waits_runs_at_once() -> None:
     assert values == [0, 2, 4, 6]
     assert worker.batches == [[0, 1, 2, 3]]
     assert elapsed < 2.0, f"the full batch waited {elapsed:.2f} s for the queue delay"
+
+
+# -- greedy dispatch: a DeviceGate shared by the batchers of one device ------------------------------
+def make_on(
+    worker: FakeWorker, pool: ThreadPoolExecutor, gate: DeviceGate, **kw: Any
+) -> DynamicBatcher[Any, Any]:
+    batcher: DynamicBatcher[Any, Any] = DynamicBatcher(worker, executor=pool, gate=gate, **kw)
+    batcher.start()
+    return batcher
+
+
+def test_greedy_a_lone_item_on_an_idle_device_runs_at_once() -> None:
+    """The timed batcher holds a lone item for the queue delay; the greedy one does not wait at all."""
+    worker = FakeWorker()
+
+    async def main() -> float:
+        batcher = make_on(
+            worker, ThreadPoolExecutor(1), DeviceGate(), max_batch_size=8, max_queue_delay_s=5.0
+        )
+        t0 = time.monotonic()
+        assert (await batcher.submit(7)).value == 14
+        elapsed = time.monotonic() - t0
+        await batcher.stop()
+        return elapsed
+
+    assert run(main()) < 1.0
+
+
+def test_greedy_items_arriving_while_the_device_is_busy_form_one_batch() -> None:
+    worker = FakeWorker()
+    worker.gate.clear()  # the device holds the first batch until released
+
+    async def main() -> list[Any]:
+        batcher = make_on(
+            worker, ThreadPoolExecutor(1), DeviceGate(), max_batch_size=8, max_queue_delay_s=0.0
+        )
+        first = asyncio.ensure_future(batcher.submit(0))
+        while not worker.entered.is_set():
+            await asyncio.sleep(0.005)
+        rest = [asyncio.ensure_future(batcher.submit(i)) for i in range(1, 6)]
+        await asyncio.sleep(0.05)
+        assert batcher.queued == 5 and not any(r.done() for r in rest)
+        worker.gate.set()
+        out = [(await first).value] + [(await r).value for r in rest]
+        await batcher.stop()
+        return out
+
+    assert run(main()) == [0, 2, 4, 6, 8, 10]
+    assert worker.batches == [[0], [1, 2, 3, 4, 5]]
+
+
+def test_greedy_a_full_batch_does_not_wait_for_the_device() -> None:
+    """While stage a holds the device, stage b's batch that fills goes to the executor's queue at
+    once (it cannot grow); b's next item waits for the device."""
+    worker = FakeWorker()
+    worker.gate.clear()
+
+    async def main() -> None:
+        pool, gate = ThreadPoolExecutor(1), DeviceGate()
+        a = make_on(worker, pool, gate, max_batch_size=2, max_queue_delay_s=0.0, name="a")
+        b = make_on(worker, pool, gate, max_batch_size=2, max_queue_delay_s=0.0, name="b")
+        first = asyncio.ensure_future(a.submit(0))
+        while not worker.entered.is_set():
+            await asyncio.sleep(0.005)
+        pair = [asyncio.ensure_future(b.submit(i)) for i in (1, 2)]
+        await asyncio.sleep(0.05)
+        assert gate.busy == 2 and b.queued == 0  # [1, 2] is in the executor's queue
+        third = asyncio.ensure_future(b.submit(3))
+        await asyncio.sleep(0.05)
+        assert gate.busy == 2 and b.queued == 1  # b's loop is still waiting for [1, 2]
+        worker.gate.set()
+        assert [(await f).value for f in (first, *pair, third)] == [0, 2, 4, 6]
+        await a.stop()
+        await b.stop()
+
+    run(main())
+    assert worker.batches == [[0], [1, 2], [3]]
+
+
+def test_greedy_the_free_device_goes_to_the_batcher_that_waited_longest() -> None:
+    """Two stages on one device: when it frees, the older waiting batch runs first, and a newcomer
+    on an idle-looking device cannot take the turn reserved for it."""
+    worker = FakeWorker()
+    worker.gate.clear()
+
+    async def main() -> None:
+        pool, gate = ThreadPoolExecutor(1), DeviceGate()
+        stage1 = make_on(worker, pool, gate, max_batch_size=8, max_queue_delay_s=0.0, name="s1")
+        stage2 = make_on(worker, pool, gate, max_batch_size=8, max_queue_delay_s=0.0, name="s2")
+        blocker = asyncio.ensure_future(stage1.submit(0))
+        while not worker.entered.is_set():
+            await asyncio.sleep(0.005)
+        old = asyncio.ensure_future(stage2.submit(100))  # waits first
+        await asyncio.sleep(0.02)
+        young = asyncio.ensure_future(stage1.submit(1))
+        await asyncio.sleep(0.02)
+        worker.gate.set()
+        assert [(await f).value for f in (blocker, old, young)] == [0, 200, 2]
+        await stage1.stop()
+        await stage2.stop()
+        assert gate.busy == 0
+
+    run(main())
+    assert worker.batches == [[0], [100], [1]]
+
+
+def test_greedy_a_turn_whose_items_were_all_cancelled_passes_to_the_next_batcher() -> None:
+    worker = FakeWorker()
+    worker.gate.clear()
+
+    async def main() -> None:
+        pool, gate = ThreadPoolExecutor(1), DeviceGate()
+        a = make_on(worker, pool, gate, max_batch_size=8, max_queue_delay_s=0.0, name="a")
+        b = make_on(worker, pool, gate, max_batch_size=8, max_queue_delay_s=0.0, name="b")
+        blocker = asyncio.ensure_future(a.submit(0))
+        while not worker.entered.is_set():
+            await asyncio.sleep(0.005)
+        gone = asyncio.ensure_future(b.submit(50))  # b waits longest, then its caller goes away
+        await asyncio.sleep(0.02)
+        later = asyncio.ensure_future(a.submit(1))
+        await asyncio.sleep(0.02)
+        gone.cancel()
+        worker.gate.set()
+        assert (await blocker).value == 0
+        assert (await asyncio.wait_for(later, 5)).value == 2  # no hang on b's unused turn
+        await a.stop()
+        await b.stop()
+
+    run(main())
+    assert worker.batches == [[0], [1]]
+
+
+def test_greedy_one_result_per_item_under_random_concurrency_on_two_stages() -> None:
+    worker = FakeWorker()
+    worker.delay = 0.001
+    rng = random.Random(1)
+
+    async def client(s1: DynamicBatcher[Any, Any], s2: DynamicBatcher[Any, Any], base: int) -> None:
+        for j in range(8):
+            items = [base * 1000 + j * 10 + k for k in range(rng.randint(1, 3))]
+            await asyncio.sleep(rng.random() * 0.003)
+            mid = [o.value for o in await s1.submit_many(items)]
+            assert [o.value for o in await s2.submit_many(mid)] == [4 * x for x in items]
+
+    async def main() -> None:
+        pool, gate = ThreadPoolExecutor(1), DeviceGate()
+        s1 = make_on(worker, pool, gate, max_batch_size=8, queue_limit=1000)
+        s2 = make_on(worker, pool, gate, max_batch_size=8, queue_limit=1000)
+        await asyncio.gather(*(client(s1, s2, b) for b in range(20)))
+        await s1.stop()
+        await s2.stop()
+        assert gate.busy == 0
+
+    run(main())
+    assert max(len(b) for b in worker.batches) > 1  # batches formed while the device was busy
+    assert all(len(b) <= 8 for b in worker.batches)
