@@ -359,7 +359,12 @@ SERVICE_CONFIGS: dict[str, dict[str, str]] = {
     "default": {},
     "batching_off": {"WINGMARK_MAX_BATCH_SIZE": "1"},
     "ort_1_thread": {"WINGMARK_ORT_THREADS": "1"},
+    "timed": {"WINGMARK_BATCH_POLICY": "timed"},
+    "h11_asyncio": {"WINGMARK_UVICORN_HTTP": "h11", "WINGMARK_UVICORN_LOOP": "asyncio"},
     "before": {
+        "WINGMARK_BATCH_POLICY": "timed",
+        "WINGMARK_UVICORN_HTTP": "h11",
+        "WINGMARK_UVICORN_LOOP": "asyncio",
         "WINGMARK_ORT_THREADS": "1",
         "WINGMARK_ORT_SPINNING": "true",
         "WINGMARK_DECODE_THREADS": "2",
@@ -398,6 +403,7 @@ def service_runs(
     ]
     plan += [("batching_off", "client", c_max), ("batching_off", "detect", c_max)]
     plan += [("ort_1_thread", "client", c_max), ("ort_1_thread", "detect", c_max)]
+    plan += [("timed", "client", 1), ("timed", "client", c_max), ("h11_asyncio", "client", c_max)]
     plan += [("before", "client", c_max), ("before", "detect", c_max)]
     plan += [("naive", "client", 1), ("naive", "client", c_max)]
     samples: dict[tuple[str, str, int], list[dict[str, Any]]] = {k: [] for k in plan}
@@ -632,6 +638,16 @@ def headline(report: dict[str, Any]) -> dict[str, Any]:
         )
         if on and before
         else None,
+        "greedy_over_timed": {
+            str(c): round(g["faces_per_s"]["median"] / t["faces_per_s"]["median"], 2)
+            for c in sorted({r["concurrency"] for r in runs})
+            if (g := run("default", "client", c)) and (t := run("timed", "client", c))
+        },
+        "httptools_uvloop_over_h11_asyncio_cmax": round(
+            on["faces_per_s"]["median"] / h11["faces_per_s"]["median"], 2
+        )
+        if on and (h11 := run("h11_asyncio", "client", c_max))
+        else None,
         "wingmark_bare_faces_per_s_per_core": one_core["faces_per_s"]["median"],
         "wingmark_service_faces_per_s_per_core": round(sat["faces_per_s"]["median"] / cores, 1),
     }
@@ -787,6 +803,26 @@ def write_markdown(report: dict[str, Any], path: Path, img: str) -> None:
                 ]
             )
         )
+    if h.get("greedy_over_timed"):
+        L.append(
+            _row(
+                [
+                    "greedy batching (default) over timed (5 ms wait), client boxes, faces/s",
+                    ", ".join(f"c={c}: {v}x" for c, v in h["greedy_over_timed"].items()),
+                    "-",
+                ]
+            )
+        )
+    if h.get("httptools_uvloop_over_h11_asyncio_cmax"):
+        L.append(
+            _row(
+                [
+                    "httptools + uvloop over h11 + asyncio, client boxes, top concurrency",
+                    f"{h['httptools_uvloop_over_h11_asyncio_cmax']}x",
+                    "-",
+                ]
+            )
+        )
     L += ["", "## Reading this run", ""] + [f"- {line}" for line in reading(report)]
     L += [
         "",
@@ -831,8 +867,10 @@ def write_markdown(report: dict[str, Any], path: Path, img: str) -> None:
     L += [
         "## The service (uvicorn on 127.0.0.1, the client on the same cores)",
         "",
-        "All configurations and the naive peer are up at once and measured in rounds (each round runs every row once), so a change of the machine's load hits them alike. Configurations: `default` (this branch's settings), `batching_off` (WINGMARK_MAX_BATCH_SIZE=1), `ort_1_thread` (the default with WINGMARK_ORT_THREADS=1), `before` "
-        "(the settings before issue 11: ORT 1 thread with spinning, 2 pool threads, the whole cascade on the device thread; the faster Pillow crop is in every configuration, so `before` understates the change). "
+        "All configurations and the naive peer are up at once and measured in rounds (each round runs every row once), so a change of the machine's load hits them alike. Configurations: `default` (this branch's settings), `batching_off` (WINGMARK_MAX_BATCH_SIZE=1), `ort_1_thread` (the default with WINGMARK_ORT_THREADS=1), "
+        "`timed` (WINGMARK_BATCH_POLICY=timed: every batch waits up to the 5 ms queue delay, the policy before; the default is greedy: a batch runs as soon as the device is free), "
+        "`h11_asyncio` (uvicorn with pure-Python h11 and asyncio's loop instead of httptools and uvloop), `before` "
+        "(the settings before issue 11: timed batching, h11 + asyncio, ORT 1 thread with spinning, 2 pool threads, the whole cascade on the device thread; the faster Pillow crop is in every configuration, so `before` understates the change). "
         "Modes: `client` (the client sends the face box) and `detect` (dlib HOG in the service).",
         "",
         _row(

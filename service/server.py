@@ -31,6 +31,8 @@ def serve_main(argv: list[str]) -> int:
         host=args.host,
         port=args.port,
         log_level=args.log_level,
+        http=settings.uvicorn_http,
+        loop=settings.uvicorn_loop,
         timeout_graceful_shutdown=int(settings.graceful_timeout_s),
         lifespan="on",
     )

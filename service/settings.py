@@ -27,6 +27,12 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     log_level: str = "info"
+    uvicorn_http: Literal["auto", "h11", "httptools"] = Field(
+        default="auto", description="uvicorn's HTTP parser (auto: httptools when installed)"
+    )
+    uvicorn_loop: Literal["auto", "asyncio", "uvloop"] = Field(
+        default="auto", description="uvicorn's event loop (auto: uvloop when installed)"
+    )
 
     # Models: a store root (default: WINGMARK_MODEL_ROOT or the package's model_store/models) and the
     # models to load as "name" or "name@version"; empty means the default model of each scheme in the store.
