@@ -723,11 +723,15 @@ def cascade_errors(
 
 
 def sample_groups(samples: Sequence[Sample]) -> dict[str, np.ndarray]:
-    """Labels for the breakdowns: ``subset`` (meta["subset"], else "all") and ``yaw`` (|yaw| bins)."""
-    return {
+    """Labels for the breakdowns: ``subset`` (meta["subset"], else "all"), ``yaw`` (|yaw| bins) and,
+    where the samples name one (the real faces), ``source``."""
+    groups = {
         "subset": np.array([str(s.meta.get("subset", "all")) for s in samples], dtype=object),
         "yaw": yaw_bin_labels(np.array([float(s.meta.get("yaw", np.nan)) for s in samples])),
     }
+    if any("source" in s.meta for s in samples):
+        groups["source"] = np.array([str(s.meta.get("source", "-")) for s in samples], dtype=object)
+    return groups
 
 
 def evaluate_run(

@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 
 from model_store.geometry import tight_box
+from model_store.pose import estimate_pose
 from train.data.pts300w import read_pts, write_pts
 from train.data.real_sources import (
     IMAGE_SUFFIXES,
@@ -217,7 +218,9 @@ class RealFaces(SampleSequence):
     """The kept (teacher-agreed) real faces of one split: ``"train"``, ``"test"`` or ``"all"``.
 
     Samples are 68-point (``ibug68``) with the tight box of the label as ``box``; ``meta`` holds
-    ``source``, ``identity``, ``kind`` (still | video), ``agreement``, ``id`` and ``detector_box``.
+    ``source``, ``identity``, ``kind`` (still | video), ``agreement``, ``id`` and ``detector_box``,
+    and ``yaw``/``pitch``/``roll`` solved from the teacher labels (``model_store.pose``; the labels'
+    pose, for breakdowns by yaw, not a measured one; absent where the solve fails).
     """
 
     scheme = "ibug68"
@@ -250,7 +253,11 @@ class RealFaces(SampleSequence):
             image = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
         points = read_pts(face.pts).astype(np.float32)
         box = tight_box(points).astype(np.float32)
-        return Sample(image, points, box, "ibug68", {**face.meta, "path": str(face.image)})
+        meta = {**face.meta, "path": str(face.image)}
+        pose = estimate_pose(points, "ibug68", image.shape[1], image.shape[0])
+        if pose is not None:
+            meta.update(yaw=pose.yaw, pitch=pose.pitch, roll=pose.roll)
+        return Sample(image, points, box, "ibug68", meta)
 
 
 # --------------------------------------------------------------------------------------------------

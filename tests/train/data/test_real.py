@@ -203,3 +203,15 @@ def test_machine_debian_source_matches_the_first_plain_deb_entry(tmp_path):
     )
     assert machine_debian_source(tmp_path) == ("http://mirror.example/debian", "trixie", "/k.gpg")
     assert machine_debian_source(tmp_path / "missing")[1] == "bookworm"
+
+
+def test_samples_carry_the_labels_pose_and_group_by_source():
+    from train.loop import sample_groups
+
+    samples = list(RealFaces(FIXTURE, "all"))
+    yaws = np.array([s.meta["yaw"] for s in samples])
+    assert np.isfinite(yaws).all() and (np.abs(yaws) < 90).all()
+    groups = sample_groups(samples)
+    assert list(groups["source"]) == [s.meta["source"] for s in samples]
+    assert set(groups["source"]) == {"alpha", "beta"}
+    assert "unknown" not in set(groups["yaw"])  # every face has a |yaw| bin from its labels
