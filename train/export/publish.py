@@ -121,12 +121,48 @@ def _code_version() -> str:
     return f"git:{head}"
 
 
-def data_provenance(config: Mapping[str, Any]) -> dict[str, Any]:
-    """What the model was trained and validated on, from the resolved config."""
-    data = config["data"]
-    kinds = sorted({str(data[k]["kind"]) for k in ("train", "val") if data.get(k)})
-    synthetic_only = kinds == ["synthetic"]
+def _parts(spec: Mapping[str, Any] | None) -> list[Mapping[str, Any]]:
+    """A dataset spec's leaf parts (a ``mix`` is flattened)."""
+    if not spec:
+        return []
+    if spec.get("kind") == "mix":
+        return [p for part in spec.get("parts", []) for p in _parts(part)]
+    return [spec]
+
+
+def _real_cache_provenance(root: str | Path) -> dict[str, Any]:
+    """Teachers, licence note and per-source packages of a real-face cache (its manifest.json)."""
+    path = Path(root) / "manifest.json"
+    if not path.exists():
+        return {"root": str(root), "note": "manifest.json not found when the model was published"}
+    m = json.loads(path.read_text())
+    keys = ("registry", "package", "version", "licence", "photo_rights", "train", "test")
     return {
+        "root": str(root),
+        "created": m.get("created"),
+        "teacher": m.get("teacher"),
+        "second_teacher": m.get("second_teacher_model"),
+        "consensus": m.get("consensus"),
+        "keep_threshold": m.get("keep_threshold"),
+        "labels": "teacher labels (pseudo-labels), not human ground truth",
+        "licence_note": m.get("licence_note"),
+        "sources": {
+            name: {k: src.get(k) for k in keys}
+            for name, src in m.get("sources", {}).items()
+            if src.get("status", "ok") == "ok"
+        },
+        "summary": m.get("summary"),
+    }
+
+
+def data_provenance(config: Mapping[str, Any]) -> dict[str, Any]:
+    """What the model was trained and validated on, from the resolved config; for real-face parts,
+    the cache's teachers, sources and licences."""
+    data = config["data"]
+    parts = _parts(data.get("train")) + _parts(data.get("val"))
+    kinds = sorted({str(p["kind"]) for p in parts})
+    synthetic_only = kinds == ["synthetic"]
+    out = {
         "scheme": data["scheme"],
         "train": data["train"],
         "val": data["val"],
@@ -135,7 +171,7 @@ def data_provenance(config: Mapping[str, Any]) -> dict[str, Any]:
         "augment": data.get("augment"),
         "kinds": kinds,
         "synthetic_only": synthetic_only,
-        "real_photographs": not synthetic_only,
+        "real_photographs": "real" in kinds or any(k in kinds for k in ("300w", "aflw")),
         "summary": (
             "Synthetic faces rendered by train.data.synthetic (exact ground truth, controlled pose); "
             "no real photograph was seen in training."
@@ -143,6 +179,15 @@ def data_provenance(config: Mapping[str, Any]) -> dict[str, Any]:
             else "Trained on: " + ", ".join(kinds)
         ),
     }
+    roots = sorted({str(p["root"]) for p in _parts(data.get("train")) if p["kind"] == "real"})
+    if roots:
+        out["real_faces"] = [_real_cache_provenance(r) for r in roots]
+        out["licence"] = (
+            "Trained on real photos with dlib 68-point teacher labels: dlib's model was trained on iBUG "
+            "300-W, whose terms exclude commercial use, and the photos' rights are mostly not stated "
+            "(see real_faces[].sources and docs/models.md). Not cleared for commercial use."
+        )
+    return out
 
 
 def parity_batch(

@@ -172,3 +172,24 @@ def test_data_provenance_flags_synthetic_only():
     cfg["data"]["train"] = {"kind": "300w", "root": "/d", "split": "train"}
     prov = data_provenance(cfg)
     assert prov["synthetic_only"] is False and prov["kinds"] == ["300w", "synthetic"]
+
+
+def test_data_provenance_of_a_mix_names_the_real_caches_teachers_sources_and_licence():
+    from pathlib import Path
+
+    fixture = Path(__file__).resolve().parents[2] / "fixtures" / "real"
+    train = {
+        "kind": "mix",
+        "parts": [
+            {"name": "synthetic", "kind": "synthetic", "num": 10},
+            {"name": "real", "kind": "real", "root": str(fixture), "split": "train", "repeat": 2},
+        ],
+    }
+    cfg = {"data": {"scheme": "ibug68", "train": train, "val": {"kind": "synthetic"}}}
+    prov = data_provenance(cfg)
+    assert prov["kinds"] == ["real", "synthetic"] and prov["real_photographs"] is True
+    assert prov["synthetic_only"] is False
+    (real,) = prov["real_faces"]
+    assert real["root"] == str(fixture) and real["teacher"] and "not human ground truth" in real["labels"]
+    assert set(real["sources"]) == {"alpha", "beta"}
+    assert "commercial" in prov["licence"]
