@@ -2,6 +2,7 @@
 
 wingmark data real [--cache-dir DIR] [--max-video-frames N] [--sources a,b,...]
 wingmark data bench [--cache-dir DIR] [--models NAME@VERSION,...] [--json PATH]
+wingmark data ablation [--scheme ibug68|aflw19] [--steps N] [--jobs J] [--variants a,b,...]
 """
 
 from __future__ import annotations
@@ -66,5 +67,9 @@ def main(argv: list[str]) -> int:
         return _real(argv[1:])
     if argv[0] == "bench":
         return _bench(argv[1:])
+    if argv[0] == "ablation":
+        from train.ablation import main as ablation_main
+
+        return ablation_main(argv[1:])
     print(f"wingmark data: unknown subcommand {argv[0]!r}\n{__doc__}")
     return 2
