@@ -458,7 +458,13 @@ def render_scan(
     cam = Camera(dist, ppu, (float(centre[0]), float(centre[1])))
     pts68 = cam.project(lm).astype(np.float32)
     pts19 = cam.project(aflw19_from_68(lm)).astype(np.float32)
-    meta: dict[str, Any] = {"yaw": float(yaw), "pitch": float(pitch), "roll": float(roll), "scan": SCAN_NAME}
+    meta: dict[str, Any] = {
+        "yaw": float(yaw),
+        "pitch": float(pitch),
+        "roll": float(roll),
+        "scan": SCAN_NAME,
+        "camera": [dist, ppu, cam.centre[0], cam.centre[1]],  # Camera(dist, px_per_unit, centre)
+    }
     if geometry_only:
         return RenderedFace(np.zeros((0, 0, 3), np.uint8), pts68, pts19, meta)
     light = _random_light(rng)
