@@ -27,6 +27,8 @@ Layout (see train/configs/*.yaml for complete examples)::
              e.g. the real held-out faces; written to eval_<name>/eval.json)
 
 A dataset spec is one of ``{kind: synthetic, num, seed, image_size, pose, cache_dir}``,
+``{kind: scan, num, seed, image_size, pose, cache_dir, root}`` (train.data.scan.ScanFaces: renders of
+a real textured face scan with exact labels; ``root`` holds the extracted menpo3d ``james.*`` files),
 ``{kind: real, root, split (train | test | all), sources}`` (train.data.real.RealFaces: 68 teacher
 points; for aflw19 reduced to 19 by model_store.meanshape.aflw19_from_68),
 ``{kind: 300w, root, split}``, ``{kind: aflw, mat, images, split}``, or

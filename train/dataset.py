@@ -47,6 +47,10 @@ def load_samples(spec: Mapping[str, Any], scheme: str, *, progress: bool = True)
         from train.data.synthetic import SyntheticFaces
 
         src = SyntheticFaces.from_spec(spec, scheme)
+    elif kind == "scan":
+        from train.data.scan import ScanFaces
+
+        src = ScanFaces.from_spec(spec, scheme)
     elif kind == "300w":
         from train.data.pts300w import load_300w
 
@@ -69,7 +73,7 @@ def load_samples(spec: Mapping[str, Any], scheme: str, *, progress: bool = True)
                 f"no kept real faces in split {spec.get('split', 'train')!r} under {spec['root']}"
             )
     else:
-        raise ValueError(f"unknown dataset kind {kind!r} (synthetic | real | mix | 300w | aflw)")
+        raise ValueError(f"unknown dataset kind {kind!r} (synthetic | scan | real | mix | 300w | aflw)")
     samples = _materialise(src, int(spec.get("workers", 2)), f"load {kind}", progress)
     if kind == "real" and scheme == "aflw19":
         samples = [_aflw19_from_68(s) for s in samples]
