@@ -72,6 +72,14 @@ def variant_configs(
     return out
 
 
+def _shown(path: Path) -> str:
+    """``path`` relative to the working directory where it lies under it (reports stay portable)."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def _train(name: str, cfg: dict[str, Any], log: Path) -> dict[str, Any]:
     path = Path(cfg["out_dir"]).with_suffix(".yaml")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -79,7 +87,7 @@ def _train(name: str, cfg: dict[str, Any], log: Path) -> dict[str, Any]:
     t0 = time.monotonic()
     with open(log, "w") as f:
         rc = subprocess.call(
-            [sys.executable, "-m", "train.cli", "train", str(path)], stdout=f, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "train.cli", str(path)], stdout=f, stderr=subprocess.STDOUT
         )
     took = time.monotonic() - t0
     print(f"[ablation] {name}: rc {rc} in {took / 60:.1f} min (log {log})", flush=True)
@@ -231,7 +239,7 @@ def main(argv: list[str]) -> int:
             runs = {k: f.result() for k, f in futures.items()}
     report = {
         "scheme": args.scheme,
-        "base_config": str(base_path),
+        "base_config": _shown(base_path),
         "steps": args.steps,
         "jobs": args.jobs,
         "wall_s": round(time.monotonic() - started, 1),
