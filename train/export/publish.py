@@ -378,21 +378,32 @@ def export_run(
         evaluation["fp32_weights_nme"] = fp32_eval["final"]["nme"]
         evaluation["fp16_weights_nme_change"] = evaluation["final"]["nme"] - fp32_eval["final"]["nme"]
 
-    test_spec = config["data"].get("test")
-    test_eval: dict[str, Any] | None = None
-    if eval_data is None and test_spec and dict(test_spec) != spec:
-        test_samples = load_samples(test_spec, scheme.name, progress=False)
-        log(f"  evaluating the ONNX cascade on {len(test_samples)} test faces")
-        test_eval = {
-            "dataset": dict(test_spec),
-            **evaluate_cascade(
+    def _evaluate_on(name: str, set_spec: dict[str, Any]) -> dict[str, Any]:
+        set_samples = load_samples(set_spec, scheme.name, progress=False)
+        log(f"  evaluating the ONNX cascade on {len(set_samples)} {name} faces")
+        result: dict[str, Any] = {"dataset": dict(set_spec)}
+        if set_spec.get("kind") == "real":
+            result["labels"] = "teacher labels (pseudo-labels), not human ground truth"
+        result.update(
+            evaluate_cascade(
                 _onnx_runner([s.onnx_path for s in stages]),
                 geometries,
-                test_samples,
+                set_samples,
                 scheme,
                 thresholds=thresholds,
-            ),
-        }
+            )
+        )
+        return result
+
+    # the run's test set and its extra evaluation sets (eval.sets, e.g. the real held-out faces)
+    test_spec = config["data"].get("test")
+    test_eval: dict[str, Any] | None = None
+    set_evals: dict[str, Any] = {}
+    if eval_data is None:
+        if test_spec and dict(test_spec) != spec:
+            test_eval = _evaluate_on("test", dict(test_spec))
+        for set_name, set_spec in ((config.get("eval") or {}).get("sets") or {}).items():
+            set_evals[str(set_name)] = _evaluate_on(str(set_name), dict(set_spec))
 
     log("  fitting the dlib_hog box calibration")
     calibration, cal_info, found_idx, found_boxes = calibrate_detector(
@@ -437,6 +448,8 @@ def export_run(
     }
     if test_eval is not None:
         evaluation["test"] = test_eval
+    if set_evals:
+        evaluation["sets"] = set_evals
 
     stage_specs = [
         StageSpec(

@@ -39,7 +39,11 @@ def tiny_run(tmp_path_factory) -> Path:
             },
             "stage1": {"max_steps": 2, "batch_size": 8, "schedule": {"warmup_steps": 1, "min_lr_ratio": 0.1}},
             "stage2": {"max_steps": 2, "batch_size": 8, "schedule": {"warmup_steps": 1, "min_lr_ratio": 0.1}},
-            "eval": {"thresholds": [0.08, 0.10], "batch_size": 16},
+            "eval": {
+                "thresholds": [0.08, 0.10],
+                "batch_size": 16,
+                "sets": {"extra": {"kind": "synthetic", "num": 6, "seed": 13, "image_size": 128}},
+            },
         }
     )
     train(cfg, progress=False)
@@ -82,6 +86,11 @@ def test_export_main_publishes_a_verified_version(tiny_run, tmp_path, capsys):
         assert ev[f"stage{k}"]["nme"] == pytest.approx(
             ev["pytorch_val"][f"stage{k}"]["nme"], rel=1e-3, abs=1e-5
         )
+
+    # the run's extra evaluation sets (eval.sets) are evaluated through ONNX Runtime too
+    extra = ev["sets"]["extra"]
+    assert extra["n"] == 6 and extra["dataset"]["seed"] == 13 and extra["final"]["nme"] > 0
+    assert "labels" not in extra, "only real (teacher-labelled) sets carry the labels note"
 
     # calibrations: identity client box; dlib on 128-px synthetic images finds too few faces
     assert m.box_calibrations["client"].to_calibration() == BoxCalibration()
