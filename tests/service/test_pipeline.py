@@ -137,7 +137,7 @@ def test_service_equals_the_evaluation_path_on_the_default_model() -> None:
     from tests.service.images import encode
     from train.export.evaluate import StageGeometry, cascade_predict, load_synthetic
 
-    model = ModelStore(default_root()).resolve("cnn67-ibug68", "1.0.0")
+    model = ModelStore(default_root()).resolve("cnn67-ibug68")  # the default: newest version
     m = model.manifest
     samples = load_synthetic({**m.evaluation["dataset"], "limit": 2}, m.scheme)
     backend = create_backend("onnxruntime", model, max_batch_size=8)
