@@ -32,7 +32,7 @@ import io
 import json
 import math
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -46,8 +46,8 @@ from model_store.schemes import get_scheme
 from train.data.face3d import rotation_matrix
 from train.data.real_sources import SOURCES, extract_source, fetch_source
 from train.data.render import RenderedFace, _background, _grain
-from train.data.synthetic import PoseDistribution
-from train.data.types import Sample, SampleSequence
+from train.data.synthetic import PoseDistribution, RenderedFaces
+from train.data.types import Sample
 
 __all__ = [
     "SCAN_RENDERER_VERSION",
@@ -528,7 +528,7 @@ def load_scan(root: Path | str = DEFAULT_ROOT, name: str = SCAN_NAME) -> ScanMod
 
 
 # ------------------------------------------------------------------------------------------ dataset
-class ScanFaces(SampleSequence):
+class ScanFaces(RenderedFaces):
     """``num`` renders of the scan of ``image_size`` x ``image_size`` pixels in ``scheme``
     (ibug68 | aflw19); sample ``i`` comes from ``np.random.default_rng([seed, i])`` like
     :class:`train.data.synthetic.SyntheticFaces` (pose first, then camera, light, background)."""
@@ -579,17 +579,6 @@ class ScanFaces(SampleSequence):
             cache_dir=spec.get("cache_dir"),
             root=spec.get("root") or DEFAULT_ROOT,
         )
-
-    def __len__(self) -> int:
-        return self.num
-
-    def __iter__(self) -> Iterator[Sample]:
-        for i in range(self.num):
-            yield self._load(i)
-
-    def poses(self) -> np.ndarray:
-        """[N, 3] yaw, pitch, roll (degrees) of every sample, without rendering."""
-        return np.array([self.pose.sample(np.random.default_rng([self.seed, i])) for i in range(self.num)])
 
     def _render(self, i: int, geometry_only: bool = False) -> RenderedFace:
         rng = np.random.default_rng([self.seed, i])

@@ -19,7 +19,7 @@ import os
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -27,6 +27,9 @@ from model_store.geometry import tight_box
 from model_store.schemes import get_scheme
 from train.data.render import RenderOptions, render_face
 from train.data.types import Sample, SampleSequence
+
+if TYPE_CHECKING:
+    from train.data.skin import SkinBank
 
 __all__ = ["RENDERER_VERSION", "PoseDistribution", "SyntheticFaces"]
 
@@ -72,7 +75,27 @@ class PoseDistribution:
         return float(yaw), float(pitch), float(roll)
 
 
-class SyntheticFaces(SampleSequence):
+class RenderedFaces(SampleSequence):
+    """``num`` faces rendered on demand, face ``i`` from ``default_rng([seed, i])`` whose first draw
+    is its pose from ``pose``; subclasses set those attributes and ``_load(i)``."""
+
+    num: int
+    seed: int
+    pose: PoseDistribution
+
+    def __len__(self) -> int:
+        return self.num
+
+    def __iter__(self) -> Iterator[Sample]:
+        for i in range(self.num):
+            yield self._load(i)
+
+    def poses(self) -> np.ndarray:
+        """[N, 3] yaw, pitch, roll (degrees) of every sample, without rendering."""
+        return np.array([self.pose.sample(np.random.default_rng([self.seed, i])) for i in range(self.num)])
+
+
+class SyntheticFaces(RenderedFaces):
     """``num`` synthetic faces of ``image_size`` x ``image_size`` pixels in ``scheme`` (ibug68 | aflw19)."""
 
     def __init__(
@@ -84,6 +107,7 @@ class SyntheticFaces(SampleSequence):
         pose: PoseDistribution | None = None,
         cache_dir: Path | None = None,
         options: RenderOptions | None = None,
+        skin: SkinBank | None = None,
     ) -> None:
         self.scheme = get_scheme(scheme).name
         if num < 0:
@@ -97,22 +121,31 @@ class SyntheticFaces(SampleSequence):
         self.options = options or RenderOptions()
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.name = f"synthetic-{self.scheme}"
-        key = json.dumps(
-            {
-                "v": RENDERER_VERSION,
-                "seed": self.seed,
-                "size": self.image_size,
-                "pose": asdict(self.pose),
-                "options": asdict(self.options),
-            },
-            sort_keys=True,
-        )
+        self.skin = skin
+        fields: dict[str, Any] = {
+            "v": RENDERER_VERSION,
+            "seed": self.seed,
+            "size": self.image_size,
+            "pose": asdict(self.pose),
+            "options": asdict(self.options),
+        }
+        if skin is not None:  # only then: the cache keys of procedural-skin faces stay as they were
+            fields["skin"] = skin.fingerprint
+        key = json.dumps(fields, sort_keys=True)
         self._key = hashlib.sha256(key.encode()).hexdigest()[:16]
 
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any], scheme: str) -> SyntheticFaces:
-        """From a config's dataset spec ``{kind: synthetic, num, seed, image_size, pose, cache_dir}``."""
+        """From a config's dataset spec ``{kind: synthetic, num, seed, image_size, pose, cache_dir,
+        real_skin}``; ``real_skin: {root: cache/real, size: 32}`` gives the faces real cheek-skin patches
+        from the real-face cache's train split (:mod:`train.data.skin`)."""
         pose = spec.get("pose")
+        real_skin = spec.get("real_skin")
+        skin = None
+        if real_skin:
+            from train.data.skin import load_skin_bank
+
+            skin = load_skin_bank(Path(real_skin.get("root", "cache/real")), int(real_skin.get("size", 32)))
         return cls(
             scheme,
             int(spec["num"]),
@@ -120,18 +153,8 @@ class SyntheticFaces(SampleSequence):
             image_size=int(spec.get("image_size", 256)),
             pose=PoseDistribution(**pose) if pose else None,
             cache_dir=spec.get("cache_dir"),
+            skin=skin,
         )
-
-    def __len__(self) -> int:
-        return self.num
-
-    def __iter__(self) -> Iterator[Sample]:
-        for i in range(self.num):
-            yield self._load(i)
-
-    def poses(self) -> np.ndarray:
-        """[N, 3] yaw, pitch, roll (degrees) of every sample, without rendering."""
-        return np.array([self.pose.sample(np.random.default_rng([self.seed, i])) for i in range(self.num)])
 
     def shapes(self) -> np.ndarray:
         """[N, K, 2] landmarks of every sample in this scheme, computed without rendering images."""
@@ -146,8 +169,12 @@ class SyntheticFaces(SampleSequence):
     def _render(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, object]]:
         rng = np.random.default_rng([self.seed, i])
         yaw, pitch, roll = self.pose.sample(rng)
-        face = render_face(rng, self.image_size, yaw, pitch, roll, self.options)
-        return face.image, face.points68, face.points19, face.meta
+        patch = None
+        if self.skin is not None:  # its own stream: the render's draws stay those of the seed
+            patch = self.skin.pick(np.random.default_rng([self.seed, i, 1]))
+        face = render_face(rng, self.image_size, yaw, pitch, roll, self.options, skin_patch=patch)
+        meta = face.meta if patch is None else {**face.meta, "skin_patch": patch.source}
+        return face.image, face.points68, face.points19, meta
 
     def _load(self, index: int) -> Sample:
         i = int(index)
