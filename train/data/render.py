@@ -25,7 +25,7 @@ import io
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
@@ -42,6 +42,9 @@ from train.data.face3d import (
     head_model,
     rotation_matrix,
 )
+
+if TYPE_CHECKING:
+    from train.data.skin import SkinPatch
 
 __all__ = ["RenderOptions", "RenderedFace", "render_face"]
 
@@ -165,6 +168,20 @@ def _random_shape(
 
 
 # ------------------------------------------------------------------------------------------- textures
+def _tiled_detail(detail: np.ndarray, size: int, tile_px: float) -> np.ndarray:
+    """[size, size] float32: ``detail`` resized to ``tile_px`` and tiled mirrored (no seams)."""
+    t = max(4, round(tile_px))
+    tile = np.asarray(
+        Image.fromarray(np.asarray(detail, dtype=np.float32), mode="F").resize(
+            (t, t), Image.Resampling.BILINEAR
+        ),
+        dtype=np.float32,
+    )
+    block = np.block([[tile, tile[:, ::-1]], [tile[::-1], tile[::-1, ::-1]]])
+    reps = size // (2 * t) + 1
+    return np.tile(block, (reps, reps))[:size, :size]
+
+
 def _noise(rng: np.random.Generator, size: tuple[int, int], cells: tuple[int, int]) -> np.ndarray:
     """Smooth value noise [H, W] float32 in about -1..1: a random window of a cached texture.
 
@@ -392,8 +409,13 @@ def render_face(
     *,
     geometry_only: bool = False,
     keep_materials: bool = False,
+    skin_patch: SkinPatch | None = None,
 ) -> RenderedFace:
     """Render one face of ``size`` x ``size`` pixels at the given pose (degrees).
+
+    ``skin_patch`` (a real cheek patch, :mod:`train.data.skin`) tints the skin towards the patch's
+    colour and multiplies the skin's shading by the patch's tiled fine detail. It draws nothing from
+    ``rng``, so the geometry, the labels and every other random choice stay those of the seed.
 
     With ``geometry_only`` only the landmarks are computed (the same as a full render from the same
     rng state: every geometric draw comes first) and the image is empty ([0, 0, 3]); this is many
@@ -728,6 +750,8 @@ def render_face(
     i0 = int(tone)
     skin = _SKIN_TONES[i0] + (tone - i0) * (_SKIN_TONES[min(i0 + 1, len(_SKIN_TONES) - 1)] - _SKIN_TONES[i0])
     skin = skin * rng.normal(1.0, 0.025, 3)
+    if skin_patch is not None:  # a real skin colour, half-way: the photo's colour is already lit
+        skin = 0.5 * skin + 0.5 * np.asarray(skin_patch.colour, dtype=np.float64)
     hair_col = _HAIR_COLOURS[rng.choice(len(_HAIR_COLOURS), p=_HAIR_P)] * rng.normal(1.0, 0.08, 3)
     lut = np.zeros((256, 4), dtype=np.float64)
     lut[SKIN, :3] = skin
@@ -777,6 +801,8 @@ def render_face(
         k_chan > 100
     )
     hair_a = np.clip((k_chan - 160.0) * (1.0 / 95.0), 0.0, 1.0)
+    if skin_patch is not None:  # real pores and fine shading where there is skin, not hair
+        factor *= 1.0 + (_tiled_detail(skin_patch.detail, s, 0.25 * face_px) - 1.0) * (1.0 - hair_a)
     red = np.clip(k_chan * (1.0 / 150.0), 0.0, 1.0) * (1.0 - hair_a)
     tint = np.array([0.05, -0.07, -0.07], dtype=np.float32) * np.float32(rng.uniform(0.5, 1.2))
     hair_rgb = (hair_col * rng.uniform(0.6, 1.0)).astype(np.float32)  # body/facial hair, a little darker

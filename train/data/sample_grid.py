@@ -1,11 +1,14 @@
 """Sample grids, pose histograms and a speed measurement of the synthetic face generator.
 
     python -m train.data.sample_grid --out docs/img            # the figures in docs/synthetic.md
+    python -m train.data.sample_grid --real-skin cache/real    # only synthetic_real_skin.jpg
 
 Writes ``synthetic_faces.png`` (plain samples), ``synthetic_ibug68.png`` and ``synthetic_aflw19.png``
 (landmarks drawn, one colour per facial part), ``synthetic_pdb.png`` (yaw and first-PC histograms
 before and after PDB) and ``synthetic_stats.json`` (render time per face, pose statistics, and the
-share of near-frontal faces that dlib's HOG face detector finds).
+share of near-frontal faces that dlib's HOG face detector finds). With ``--real-skin ROOT`` it
+writes only ``synthetic_real_skin.jpg``: the same faces with procedural skin (top row) and with real
+cheek-skin patches from the real-face cache at ROOT (bottom row, :mod:`train.data.skin`).
 """
 
 from __future__ import annotations
@@ -128,14 +131,27 @@ def _speed(size: int, n: int, seed: int) -> float:
     return float(np.median(times) * 1e3)
 
 
+def real_skin_figure(path: Path, root: Path, seed: int, n: int = 6) -> None:
+    """The same ``n`` faces with procedural skin (top row) and real skin patches (bottom row)."""
+    from train.data.skin import load_skin_bank
+
+    plain = SyntheticFaces("ibug68", num=n, seed=seed, image_size=224)
+    real = SyntheticFaces("ibug68", num=n, seed=seed, image_size=224, skin=load_skin_bank(root))
+    grid([Image.fromarray(s.image) for s in [*plain, *real]], cols=n).save(path, quality=88)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("docs/img"))
     parser.add_argument("--seed", type=int, default=2018)
     parser.add_argument("--size", type=int, default=160, help="tile size in pixels")
+    parser.add_argument("--real-skin", type=Path, default=None, help="real-face cache: only that figure")
     args = parser.parse_args(argv)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
+    if args.real_skin is not None:
+        real_skin_figure(out / "synthetic_real_skin.jpg", args.real_skin, args.seed)
+        return 0
 
     plain = SyntheticFaces("ibug68", num=12, seed=args.seed, image_size=224)
     grid([Image.fromarray(s.image) for s in plain], cols=6).save(out / "synthetic_faces.png")
