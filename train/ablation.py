@@ -33,7 +33,7 @@ import yaml
 __all__ = ["VARIANTS", "main", "summarise", "variant_configs"]
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
-VARIANTS = ("synthetic", "real", "both", "both+scan")
+VARIANTS = ("synthetic", "real", "both", "both+scan", "both+skin")
 
 
 def _part(parts: list[dict[str, Any]], name: str) -> dict[str, Any]:
@@ -57,6 +57,9 @@ def variant_configs(
         "real": dict(real),
         "both": {"kind": "mix", "parts": [synthetic, real]},
     }
+    # the synthetic faces with real cheek-skin patches from the real cache's train split
+    skinned = {**synthetic, "real_skin": {"root": real.get("root", "cache/real")}}
+    data["both+skin"] = {"kind": "mix", "parts": [skinned, real]}
     if scan is not None:
         data["both+scan"] = {"kind": "mix", "parts": [synthetic, real, {"name": "scan", **scan}]}
     out = {}
@@ -237,11 +240,21 @@ def main(argv: list[str]) -> int:
                 for k, cfg in configs.items()
             }
             runs = {k: f.result() for k, f in futures.items()}
+        jobs: int | str = args.jobs
+        if prev.exists():  # variants not rerun keep their finished runs in the report
+            earlier = json.loads(prev.read_text())
+            if earlier.get("steps") == args.steps:
+                kept = {k: v for k, v in earlier["variants"].items() if k not in runs}
+                if kept:
+                    jobs = f"{earlier.get('jobs')} ({', '.join(kept)}) and {args.jobs} ({', '.join(runs)})"
+                runs = {k: {f: v.get(f) for f in ("rc", "train_s", "log")} for k, v in kept.items()} | runs
+                order = {k: i for i, k in enumerate(VARIANTS)}
+                runs = {k: runs[k] for k in sorted(runs, key=lambda k: order.get(k, len(order)))}
     report = {
         "scheme": args.scheme,
         "base_config": _shown(base_path),
         "steps": args.steps,
-        "jobs": args.jobs,
+        "jobs": args.jobs if args.report_only else jobs,
         "wall_s": round(time.monotonic() - started, 1),
         "variants": summarise(out_root, runs),
     }

@@ -22,16 +22,22 @@ def test_variants_change_only_the_training_data_and_train_stage1_only(tmp_path: 
     base = yaml.safe_load((CONFIGS / "cnn67_mixed_ibug68.yaml").read_text())
     scan = {"kind": "scan", "num": 5}
     cfgs = variant_configs(base, 123, tmp_path, scan)
-    assert list(cfgs) == ["synthetic", "real", "both", "both+scan"]
+    assert list(cfgs) == ["synthetic", "real", "both", "both+skin", "both+scan"]
     assert cfgs["synthetic"]["data"]["train"]["kind"] == "synthetic"
     assert cfgs["real"]["data"]["train"]["kind"] == "real"
     assert [p["kind"] for p in cfgs["both"]["data"]["train"]["parts"]] == ["synthetic", "real"]
     assert [p["kind"] for p in cfgs["both+scan"]["data"]["train"]["parts"]] == ["synthetic", "real", "scan"]
+    # both+skin: the same two parts, the synthetic faces with real skin from the real part's cache
+    skinned, real = cfgs["both+skin"]["data"]["train"]["parts"]
+    assert (
+        skinned["real_skin"] == {"root": real["root"]} and real == cfgs["both"]["data"]["train"]["parts"][1]
+    )
+    assert {k: v for k, v in skinned.items() if k != "real_skin"} == cfgs["both"]["data"]["train"]["parts"][0]
     for cfg in cfgs.values():
         assert cfg["stage1"]["max_steps"] == 123 and cfg["stage2"] == {"enabled": False}
         assert cfg["data"]["val"] == base["data"]["val"] and cfg["eval"] == base["eval"]
         assert cfg["stage1"]["optim"] == base["stage1"]["optim"] and cfg["seed"] == base["seed"]
-    assert len({c["out_dir"] for c in cfgs.values()}) == 4
+    assert len({c["out_dir"] for c in cfgs.values()}) == 5
     assert base["data"]["train"]["kind"] == "mix"  # the base is left as it was
 
 
