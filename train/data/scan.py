@@ -31,7 +31,6 @@ import hashlib
 import io
 import json
 import math
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -40,14 +39,12 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageFilter
 
-from model_store.geometry import tight_box
 from model_store.meanshape import MEAN_SHAPE_68, aflw19_from_68
 from model_store.schemes import get_scheme
 from train.data.face3d import rotation_matrix
 from train.data.real_sources import SOURCES, extract_source, fetch_source
 from train.data.render import RenderedFace, _background, _grain
 from train.data.synthetic import PoseDistribution, RenderedFaces
-from train.data.types import Sample
 
 __all__ = [
     "SCAN_RENDERER_VERSION",
@@ -596,27 +593,9 @@ class ScanFaces(RenderedFaces):
             out[i] = face.points68 if self.scheme == "ibug68" else face.points19
         return out
 
-    def _load(self, index: int) -> Sample:
-        i = int(index) + (self.num if int(index) < 0 else 0)
-        if not 0 <= i < self.num:
-            raise IndexError(f"index {index} out of range for {self.num} samples")
-        path = self.cache_dir / self._key / f"{i:07d}.npz" if self.cache_dir is not None else None
-        if path is not None and path.exists():
-            with np.load(path) as z:
-                image, p68, p19 = z["image"], z["points68"], z["points19"]
-                meta = json.loads(str(z["meta"]))
-        else:
-            face = self._render(i)
-            image, p68, p19, meta = face.image, face.points68, face.points19, face.meta
-            if path is not None:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")  # concurrent writers
-                np.savez_compressed(tmp, image=image, points68=p68, points19=p19, meta=json.dumps(meta))
-                tmp.replace(path)
-        points = np.asarray(p68 if self.scheme == "ibug68" else p19, dtype=np.float32)
-        meta = {**meta, "index": i, "seed": self.seed, "subset": self.name}
-        box = tight_box(points).astype(np.float32)
-        return Sample(image=image, points=points, box=box, scheme=self.scheme, meta=meta)
+    def _arrays(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        face = self._render(i)
+        return face.image, face.points68, face.points19, face.meta
 
 
 # ------------------------------------------------------------------------------------------ preview

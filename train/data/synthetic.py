@@ -77,11 +77,16 @@ class PoseDistribution:
 
 class RenderedFaces(SampleSequence):
     """``num`` faces rendered on demand, face ``i`` from ``default_rng([seed, i])`` whose first draw
-    is its pose from ``pose``; subclasses set those attributes and ``_load(i)``."""
+    is its pose from ``pose``, kept as ``.npz`` under ``cache_dir / _key`` when a cache is set;
+    subclasses set those attributes and ``_arrays(i)``."""
 
+    scheme: str
+    name: str
     num: int
     seed: int
     pose: PoseDistribution
+    cache_dir: Path | None
+    _key: str
 
     def __len__(self) -> int:
         return self.num
@@ -93,6 +98,33 @@ class RenderedFaces(SampleSequence):
     def poses(self) -> np.ndarray:
         """[N, 3] yaw, pitch, roll (degrees) of every sample, without rendering."""
         return np.array([self.pose.sample(np.random.default_rng([self.seed, i])) for i in range(self.num)])
+
+    def _arrays(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        """Render face ``i``: image [S, S, 3] uint8, points68, points19 and its meta."""
+        raise NotImplementedError
+
+    def _load(self, index: int) -> Sample:
+        i = int(index)
+        if i < 0:
+            i += self.num
+        if not 0 <= i < self.num:
+            raise IndexError(f"index {index} out of range for {self.num} samples")
+        path = self.cache_dir / self._key / f"{i:07d}.npz" if self.cache_dir is not None else None
+        if path is not None and path.exists():
+            with np.load(path) as z:
+                image, p68, p19 = z["image"], z["points68"], z["points19"]
+                meta = json.loads(str(z["meta"]))
+        else:
+            image, p68, p19, meta = self._arrays(i)
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")  # concurrent writers
+                np.savez_compressed(tmp, image=image, points68=p68, points19=p19, meta=json.dumps(meta))
+                tmp.replace(path)
+        points = np.asarray(p68 if self.scheme == "ibug68" else p19, dtype=np.float32)
+        meta = {**meta, "index": i, "seed": self.seed, "subset": self.name}
+        box = tight_box(points).astype(np.float32)
+        return Sample(image=image, points=points, box=box, scheme=self.scheme, meta=meta)
 
 
 class SyntheticFaces(RenderedFaces):
@@ -166,7 +198,7 @@ class SyntheticFaces(RenderedFaces):
             out[i] = face.points68 if self.scheme == "ibug68" else face.points19
         return out
 
-    def _render(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, object]]:
+    def _arrays(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         rng = np.random.default_rng([self.seed, i])
         yaw, pitch, roll = self.pose.sample(rng)
         patch = None
@@ -175,26 +207,3 @@ class SyntheticFaces(RenderedFaces):
         face = render_face(rng, self.image_size, yaw, pitch, roll, self.options, skin_patch=patch)
         meta = face.meta if patch is None else {**face.meta, "skin_patch": patch.source}
         return face.image, face.points68, face.points19, meta
-
-    def _load(self, index: int) -> Sample:
-        i = int(index)
-        if i < 0:
-            i += self.num
-        if not 0 <= i < self.num:
-            raise IndexError(f"index {index} out of range for {self.num} samples")
-        path = self.cache_dir / self._key / f"{i:07d}.npz" if self.cache_dir is not None else None
-        if path is not None and path.exists():
-            with np.load(path) as z:
-                image, p68, p19 = z["image"], z["points68"], z["points19"]
-                meta = json.loads(str(z["meta"]))
-        else:
-            image, p68, p19, meta = self._render(i)
-            if path is not None:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")  # concurrent writers
-                np.savez_compressed(tmp, image=image, points68=p68, points19=p19, meta=json.dumps(meta))
-                tmp.replace(path)
-        points = np.asarray(p68 if self.scheme == "ibug68" else p19, dtype=np.float32)
-        meta = {**meta, "index": i, "seed": self.seed, "subset": self.name}
-        box = tight_box(points).astype(np.float32)
-        return Sample(image=image, points=points, box=box, scheme=self.scheme, meta=meta)
