@@ -229,6 +229,7 @@ def main(argv: list[str]) -> int:
     configs = {k: v for k, v in variant_configs(base, args.steps, out_root, scan).items() if k in wanted}
     started = time.monotonic()
     prev = args.docs / f"data_ablation_{args.scheme}.json"
+    jobs: int | str = args.jobs
     if args.report_only:
         runs = json.loads(prev.read_text())["variants"] if prev.exists() else {k: {} for k in configs}
         runs = {k: {f: v.get(f) for f in ("rc", "train_s", "log")} for k, v in runs.items()}
@@ -240,7 +241,6 @@ def main(argv: list[str]) -> int:
                 for k, cfg in configs.items()
             }
             runs = {k: f.result() for k, f in futures.items()}
-        jobs: int | str = args.jobs
         if prev.exists():  # variants not rerun keep their finished runs in the report
             earlier = json.loads(prev.read_text())
             if earlier.get("steps") == args.steps:
@@ -254,7 +254,7 @@ def main(argv: list[str]) -> int:
         "scheme": args.scheme,
         "base_config": _shown(base_path),
         "steps": args.steps,
-        "jobs": args.jobs if args.report_only else jobs,
+        "jobs": jobs,
         "wall_s": round(time.monotonic() - started, 1),
         "variants": summarise(out_root, runs),
     }

@@ -363,10 +363,9 @@ def export_run(
 
     geometries = [s.geometry for s in stages]
     thresholds = tuple(config.get("eval", {}).get("thresholds") or DEFAULT_THRESHOLDS)
+    run_published = _onnx_runner([s.onnx_path for s in stages])  # the files as published: every evaluation
     log(f"  evaluating the ONNX cascade on {len(samples)} validation faces")
-    evaluation = evaluate_cascade(
-        _onnx_runner([s.onnx_path for s in stages]), geometries, samples, scheme, thresholds=thresholds
-    )
+    evaluation = evaluate_cascade(run_published, geometries, samples, scheme, thresholds=thresholds)
     if fp16_weights:
         fp32_eval = evaluate_cascade(
             _onnx_runner([s.onnx_fp32_path for s in stages]),
@@ -384,15 +383,7 @@ def export_run(
         result: dict[str, Any] = {"dataset": dict(set_spec)}
         if set_spec.get("kind") == "real":
             result["labels"] = "teacher labels (pseudo-labels), not human ground truth"
-        result.update(
-            evaluate_cascade(
-                _onnx_runner([s.onnx_path for s in stages]),
-                geometries,
-                set_samples,
-                scheme,
-                thresholds=thresholds,
-            )
-        )
+        result.update(evaluate_cascade(run_published, geometries, set_samples, scheme, thresholds=thresholds))
         return result
 
     # the run's test set and its extra evaluation sets (eval.sets, e.g. the real held-out faces)
@@ -413,7 +404,7 @@ def export_run(
         calibrated = calibration.to_calibration().apply(found_boxes)
         sub = [samples[i] for i in found_idx]
         from_det = evaluate_cascade(
-            _onnx_runner([s.onnx_path for s in stages]),
+            run_published,
             geometries,
             sub,
             scheme,
