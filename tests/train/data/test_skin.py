@@ -3,7 +3,9 @@ the real cache's train split, and changing the skin only, never the labels or th
 
 from __future__ import annotations
 
+import hashlib
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +15,7 @@ from PIL import Image
 from train.data.pts300w import write_pts
 from train.data.real import MANIFEST, MANIFEST_VERSION
 from train.data.skin import build_skin_bank, patch_parts
-from train.data.synthetic import SyntheticFaces
+from train.data.synthetic import RENDERER_VERSION, SyntheticFaces
 
 
 def _cache(root: Path) -> Path:
@@ -65,10 +67,15 @@ def test_real_skin_changes_the_image_not_the_labels_and_not_the_default_renders(
     plain = SyntheticFaces("ibug68", num=2, seed=5, image_size=128, cache_dir=tmp_path / "c")
     plain_again = SyntheticFaces("ibug68", num=2, seed=5, image_size=128)
     skinned = SyntheticFaces("ibug68", num=2, seed=5, image_size=128, cache_dir=tmp_path / "c", skin=bank)
-    assert plain._key == plain_again._key != skinned._key  # separate caches; the old key unchanged
+    assert plain._key == plain_again._key != skinned._key  # separate caches for skinned faces
+    # without a bank the cache key is built from exactly the fields it had before real skin existed,
+    # so caches rendered earlier stay valid
+    old_fields = {"v": RENDERER_VERSION, "seed": 5, "size": 128, "pose": asdict(plain.pose)}
+    old_fields["options"] = asdict(plain.options)
+    assert plain._key == hashlib.sha256(json.dumps(old_fields, sort_keys=True).encode()).hexdigest()[:16]
     for i in range(2):
         a, b, c = plain[i], plain_again[i], skinned[i]
-        assert np.array_equal(a.image, b.image)  # without a bank: byte-identical to before
+        assert np.array_equal(a.image, b.image)  # without a bank: cached and fresh renders agree
         np.testing.assert_array_equal(a.points, c.points)  # the patch draws nothing from the seed's rng
         assert a.meta["yaw"] == c.meta["yaw"] and c.meta["skin_patch"] in bank.ids
         assert np.abs(a.image.astype(int) - c.image.astype(int)).mean() > 0.5  # the skin did change
