@@ -132,7 +132,7 @@ def test_gpu_id_and_ports_come_from_the_environment(compose: list[str]) -> None:
 
 
 def test_engines_persist_in_a_named_volume_at_the_backends_cache_dir(compose: list[str]) -> None:
-    from train.export.tensorrt import CACHE_ENV  # the variable the TensorRT backend's engine cache reads
+    from runtime.backends.tensorrt import CACHE_ENV  # the variable the TensorRT backend's engine cache reads
 
     config = resolved(compose, ("engines",))
     services = config["services"]
@@ -183,8 +183,8 @@ def test_cpu_profile_runs_onnxruntime_without_a_gpu(compose: list[str]) -> None:
 def test_service_settings_are_real_settings() -> None:
     """Every WINGMARK_* variable the compose file sets is a field of service.settings.Settings (or the
     engine cache folder, which the TensorRT backend reads itself)."""
+    from runtime.backends.tensorrt import CACHE_ENV
     from service.settings import Settings
-    from train.export.tensorrt import CACHE_ENV
 
     prefix = "WINGMARK_"
     fields = {prefix + name.upper() for name in Settings.model_fields} | {CACHE_ENV}

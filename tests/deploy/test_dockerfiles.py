@@ -187,8 +187,8 @@ def test_multi_stage_pinned_non_root_with_healthcheck(variant: str) -> None:
 
 
 def test_image_settings_are_real_settings() -> None:
+    from runtime.backends.tensorrt import CACHE_ENV
     from service.settings import Settings
-    from train.export.tensorrt import CACHE_ENV
 
     fields = {"WINGMARK_" + name.upper() for name in Settings.model_fields} | {CACHE_ENV}
     for variant, path in DOCKERFILES.items():

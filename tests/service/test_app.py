@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import service.pipeline
+import service.models
 from model_store.store import ModelVersion
+from runtime.backends import Backend, create_backend
 from service.app import create_app
-from service.backends import Backend, create_backend
 from service.settings import Settings, get_settings
 from tests.e2e.helpers import assert_problem, metric
 from tests.service.images import encode
@@ -60,7 +60,7 @@ def wrap_backend(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
         def factory(kind: str, model: ModelVersion, **kw: Any) -> Backend:
             return WrappedBackend(create_backend(kind, model, **kw), delay, warmup_delay)
 
-        monkeypatch.setattr(service.pipeline, "create_backend", factory)
+        monkeypatch.setattr(service.models, "create_backend", factory)
 
     return install
 
@@ -236,7 +236,7 @@ def test_predict_in_process_prints_and_draws(
     x, y = (round(v) for v in result["faces"][0]["landmarks"][18])  # the chin point is painted red
     assert tuple(drawn[y, x]) == (255, 60, 60)
     assert main([str(image), "--box", "200,200,300,300"]) == 1  # box outside the image: a clean error
-    assert "400" in capsys.readouterr().err
+    assert "lies outside the 160x160 image" in capsys.readouterr().err
 
 
 def test_lifespan_stop_drains_threads(test_store: Path) -> None:
@@ -258,7 +258,7 @@ def test_the_serving_path_never_imports_torch_or_onnx(test_store: Path) -> None:
 
     code = f"""
 import asyncio, sys
-from service.pipeline import LandmarkRequest, LandmarkService
+from service.landmarking import LandmarkRequest, LandmarkService
 from service.settings import Settings
 import service.app, service.server, service.predict, service.bench, service.client, service.cli
 async def main():

@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from runtime.detectors import box_iou
-from service.pipeline import LandmarkRequest, LandmarkService
+from service.landmarking import LandmarkRequest, LandmarkService
 from service.settings import Settings
 from tests.service.images import encode, exif_rotated_jpeg
 

@@ -168,7 +168,7 @@ def build_engine_main(argv: list[str]) -> int:
     parser.add_argument("--json", help="write the report here")
     args = parser.parse_args(argv)
 
-    from train.export import tensorrt as te
+    from runtime.backends import tensorrt as te
     from train.export.evaluate import StageGeometry, evaluate_cascade, stage_inputs
     from train.export.parity import ParityError, compare_outputs, onnx_runtime_session, run_onnx
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from train.export import tensorrt as te
+from runtime.backends import tensorrt as te
 from train.export.onnx import export_onnx
 from train.export.parity import compare_outputs, onnx_runtime_session, run_onnx
 
@@ -127,7 +127,7 @@ def test_benchmark_runner_reports_each_batch_size(tiny_onnx):
 
 
 def test_tensorrt_backend_matches_onnxruntime_backend(tmp_path, monkeypatch):
-    from service.backends import create_backend
+    from runtime.backends import create_backend
     from tests.service.modelgen import publish_test_model
 
     monkeypatch.setenv(te.CACHE_ENV, str(tmp_path / "engines"))

@@ -1,4 +1,4 @@
-"""Engine-cache key and staleness logic of train.export.tensorrt (pure Python, no TensorRT needed)."""
+"""Engine-cache key and staleness logic of runtime.backends.tensorrt (pure Python, no TensorRT needed)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from train.export import tensorrt as te
+from runtime.backends import tensorrt as te
 
 ONNX_SHA = hashlib.sha256(b"onnx-v1").hexdigest()
 
@@ -34,7 +34,7 @@ def test_module_imports_without_torch_or_tensorrt():
     import subprocess
 
     code = (
-        "import sys; import train.export.tensorrt, service.backends.tensorrt; "
+        "import sys; import runtime.backends.tensorrt, runtime.backends.tensorrt_build; "
         "print('torch' in sys.modules, 'tensorrt' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
