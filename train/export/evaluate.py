@@ -16,9 +16,8 @@ from typing import Any
 import numpy as np
 
 from model_store.cascade import Cascade, RunStage, StageGeometry
-from model_store.geometry import tight_box
 from model_store.schemes import Scheme, get_scheme
-from train.data.types import Sample
+from train.data.types import Sample, client_boxes
 from train.metrics import DEFAULT_THRESHOLDS, nme_per_sample, summarise
 
 __all__ = [
@@ -92,14 +91,15 @@ def evaluate_cascade(
 ) -> dict[str, Any]:
     """NME summary (``train.metrics.summarise``) after each stage, plus ``final`` and timing.
 
-    ``boxes`` default to the tight boxes of the ground-truth points (the "client" box). The NME
+    ``boxes`` default to each sample's ``meta["client_box"]``, else the tight box of its ground-truth
+    points (the "client" box). The NME
     normaliser is the scheme's (inter-ocular for ibug68, sqrt of the dataset box area for aflw19).
     """
     scheme = get_scheme(scheme) if isinstance(scheme, str) else scheme
     gt = np.stack([s.points for s in samples]).astype(np.float64)  # (N, K, 2)
     dataset_boxes = np.stack([np.asarray(s.box, dtype=np.float64) for s in samples])
     normaliser = np.asarray(scheme.normaliser_distance(gt, dataset_boxes), dtype=np.float64)
-    start_boxes = tight_box(gt) if boxes is None else np.asarray(boxes, dtype=np.float64)
+    start_boxes = client_boxes(samples) if boxes is None else np.asarray(boxes, dtype=np.float64)
     timings: dict[str, float] = {}
     preds = cascade_predict(
         run_stage,
