@@ -180,7 +180,7 @@ def test_custom_schemas_refuse_wrong_fields(
     render: Render, kind: str, path: list[str | int], field: str, value: Any
 ) -> None:
     o = one(render("gpu"), kind)
-    node = o
+    node: Any = o
     for key in path:
         node = node[key]
     node[field] = value
@@ -277,8 +277,13 @@ def test_autoscaler_queries_select_this_deployments_series(render: Render, varia
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_autoscaler_queries_parse_as_promql(promtool: str, render: Render, variant: str, tmp_path: Path) -> None:
-    rules = [{"record": f"keda:{name.replace('-', '_')}", "expr": q} for name, q in queries(render(variant)).items()]
+def test_autoscaler_queries_parse_as_promql(
+    promtool: str, render: Render, variant: str, tmp_path: Path
+) -> None:
+    rules = [
+        {"record": f"keda:{name.replace('-', '_')}", "expr": q}
+        for name, q in queries(render(variant)).items()
+    ]
     path = tmp_path / "keda_queries.yml"
     path.write_text(yaml.safe_dump({"groups": [{"name": "keda", "rules": rules}]}))
     result = run([promtool, "check", "rules", str(path)])
@@ -292,7 +297,13 @@ def _series(labels: dict[str, str], values: str) -> dict[str, str]:
 
 
 def _queue_series(pod: str, namespace: str, stage: str, sum_step: float, count_step: int) -> list[Any]:
-    common = {"namespace": namespace, "job": "wingmark", "pod": pod, "instance": f"{pod}:8000", "stage": stage}
+    common = {
+        "namespace": namespace,
+        "job": "wingmark",
+        "pod": pod,
+        "instance": f"{pod}:8000",
+        "stage": stage,
+    }
     return [
         _series({"__name__": "wingmark_stage_duration_seconds_sum", **common}, f"0+{sum_step}x20"),
         _series({"__name__": "wingmark_stage_duration_seconds_count", **common}, f"0+{count_step}x20"),
@@ -405,7 +416,9 @@ def real_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_probe_paths_answer_as_the_probes_need(render: Render, variant: str, real_service: dict[str, Any]) -> None:
+def test_probe_paths_answer_as_the_probes_need(
+    render: Render, variant: str, real_service: dict[str, Any]
+) -> None:
     """Startup and readiness turn 200 only with the models ready (503 while loading or failed); liveness
     answers 200 in both states, so a replica that is still loading (or building engines) is not killed;
     the ServiceMonitor scrapes a path that serves the metrics."""
@@ -575,7 +588,9 @@ def test_selectors_connect_the_objects(render: Render, variant: str) -> None:
     service = one(objects, "Service")
     assert selects(service["spec"]["selector"], pod_labels)
     assert selects(one(objects, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"], pod_labels)
-    assert selects(one(objects, "ServiceMonitor")["spec"]["selector"]["matchLabels"], service["metadata"]["labels"])
+    assert selects(
+        one(objects, "ServiceMonitor")["spec"]["selector"]["matchLabels"], service["metadata"]["labels"]
+    )
     for constraint in deployment["spec"]["template"]["spec"]["topologySpreadConstraints"]:
         assert selects(constraint["labelSelector"]["matchLabels"], pod_labels)
     # A PDB that forbids every eviction would block node drains with a single replica.
