@@ -608,5 +608,41 @@ def test_docs_show_the_autoscaling_queries_as_deployed(render: Render) -> None:
         assert " ".join(expr.split()) in flat, f"docs/deploy.md does not show the {name} query as deployed"
     for overlay in OVERLAYS:
         assert f"kubectl apply -k deploy/k8s/overlays/{overlay}" in text
-        for t in triggers(render(overlay)):
-            assert t["metadata"]["threshold"] in text, (overlay, t["name"])
+        # The thresholds table: | overlay | queue-wait | queue-depth (why) | min to max |
+        (row,) = [line for line in text.splitlines() if line.startswith(f"| {overlay} |")]
+        cells = [cell.strip() for cell in row.strip().strip("|").split("|")]
+        spec = one(render(overlay), "ScaledObject")["spec"]
+        thresholds = {t["name"]: t["metadata"]["threshold"] for t in spec["triggers"]}
+        assert cells[1] == thresholds["queue-wait"], (overlay, cells)
+        assert cells[2].split()[0] == thresholds["queue-depth"], (overlay, cells)
+        assert cells[3] == f"{spec['minReplicaCount']} to {spec['maxReplicaCount']}", (overlay, cells)
+
+
+def test_docs_example_overlays_render_and_validate(kubectl: str, tmp_path: Path) -> None:
+    """The docs' own overlay (registry, a setting) and its no-ReadWriteMany patches, applied on top of the
+    gpu overlay from a checkout beside it, render into valid objects that do what the docs say."""
+    import kubernetes_validate
+
+    blocks = re.findall(r"```yaml\n(.*?)```", DOC.read_text(), re.S)
+    (example,) = [b for b in blocks if b.startswith("# my-wingmark/kustomization.yaml")]
+    (no_rwx,) = [b for b in blocks if b.startswith("patches:")]
+    (tmp_path / "wingmark").symlink_to(REPO)
+    mine = tmp_path / "my-wingmark"
+    mine.mkdir()
+    for shared, text in ((True, example), (False, example + no_rwx)):
+        (mine / "kustomization.yaml").write_text(text)
+        result = run([kubectl, "kustomize", str(mine)])
+        assert result.returncode == 0, result.stderr
+        objects = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+        for o in objects:
+            if (o["apiVersion"], o["kind"]) not in CUSTOM_SCHEMAS:
+                kubernetes_validate.validate(o, KUBERNETES_VERSIONS[-1], strict=True)
+        assert container(objects)["image"] == "registry.example.com/ml/wingmark:gpu"
+        env = settings_of(objects)
+        assert env["WINGMARK_MODELS"] == "cnn67-ibug68" and env["WINGMARK_BACKEND"] == "tensorrt"
+        volumes = {v["name"]: v for v in one(objects, "Deployment")["spec"]["template"]["spec"]["volumes"]}
+        claims = [o for o in objects if o["kind"] == "PersistentVolumeClaim"]
+        if shared:
+            assert "persistentVolumeClaim" in volumes["engines"] and claims
+        else:
+            assert set(volumes["engines"]) == {"name", "emptyDir"} and not claims
