@@ -36,7 +36,7 @@ def _real(argv: list[str]) -> int:
         "--max-video-frames", type=int, default=0, help="frames sampled per video (0: every frame)"
     )
     parser.add_argument(
-        "--min-frame-stride", type=int, default=1, help="sampled frames at least this far apart (1: any)"
+        "--min-frame-stride", type=int, default=4, help="sampled frames this far apart (1: every frame)"
     )
     parser.add_argument(
         "--sources", type=str, default=None, help=f"comma list of {', '.join(s.name for s in SOURCES)}"
