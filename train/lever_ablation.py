@@ -38,6 +38,11 @@ CONFIGS = Path(__file__).resolve().parent / "configs"
 LEVERS = ("2.0.0-data", "+all-frames", "+point-weights", "+box-aug", "all-levers")
 
 
+def _slug(name: str) -> str:
+    """A variant's folder name: no '+' and no '.' (config files are written as <folder>.yaml)."""
+    return name.replace("+", "plus_").replace(".", "_")
+
+
 def _parts(base: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     parts = {str(p.get("name")): dict(p) for p in base["data"]["train"]["parts"]}
     missing = {"synthetic", "real", "real_video"} - set(parts)
@@ -66,7 +71,7 @@ def lever_configs(base: Mapping[str, Any], steps: int, out_root: Path) -> dict[s
     for name, mix in data.items():
         cfg = copy.deepcopy(dict(base))
         cfg["name"] = f"{base['name']}_levers_{name}"
-        cfg["out_dir"] = str(out_root / name.replace("+", "plus_"))
+        cfg["out_dir"] = str(out_root / _slug(name))
         cfg["data"]["train"] = {"kind": "mix", "parts": copy.deepcopy(mix)}
         cfg["stage1"]["max_steps"] = steps
         cfg["stage1"]["augment"] = copy.deepcopy(wide) if name in {"+box-aug", "all-levers"} else None
@@ -79,7 +84,7 @@ def lever_configs(base: Mapping[str, Any], steps: int, out_root: Path) -> dict[s
 def summarise(out_root: Path, runs: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     rows = {}
     for name, info in runs.items():
-        run = out_root / name.replace("+", "plus_")
+        run = out_root / _slug(name)
         rows[name] = {
             **info,
             "synthetic_test": _summary(run / "eval.json"),
@@ -182,7 +187,7 @@ def main(argv: list[str]) -> int:
             runs[name] = {f: (earlier.get(name) or {}).get(f) for f in ("rc", "train_s", "log")}
             continue
         cfg["resume"] = True
-        runs[name] = _train(name, cfg, out_root / f"{name.replace('+', 'plus_')}.log")
+        runs[name] = _train(name, cfg, out_root / f"{_slug(name)}.log")
     report = {
         "scheme": args.scheme,
         "base_config": _shown(base_path),

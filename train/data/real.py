@@ -603,6 +603,10 @@ def build_real(
         f["identity"] = f"person{ident:03d}"
         first_face.setdefault(f["identity"], f["id"])
     splits = assign_splits(first_face, test_fraction)
+    # People seen only in videos train: the held-out set stays still photos of unseen people (thousands
+    # of near-identical frames of one person would outweigh every other test face), as in 2.0.0's cache.
+    with_stills = {f["identity"] for f in faces if f["kind"] == "still"}
+    splits = {k: (v if k in with_stills else "train") for k, v in splits.items()}
     for f in faces:
         f["split"] = splits[f["identity"]]
 
@@ -663,6 +667,7 @@ def build_real(
         "keep_threshold": keep_threshold,
         "same_person_threshold": SAME_PERSON,
         "test_fraction": test_fraction,
+        "split_rule": "identities by SHA-1 of their first face's id; people seen only in videos train",
         "max_video_frames": max_video_frames,
         "min_frame_stride": min_frame_stride,
         "loose_threshold": LOOSE_THRESHOLD,
