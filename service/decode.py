@@ -119,12 +119,15 @@ def decode_image(
         pixels = _to_rgb(im)
     except (ImageDecodeError, ImageTooLargeError):
         raise
-    except Image.DecompressionBombError as exc:
-        raise ImageTooLargeError(str(exc)) from exc
+    except Image.DecompressionBombError as exc:  # Pillow's own, larger limit: name ours, not Pillow's
+        raise ImageTooLargeError(f"the image has too many pixels; the limit is {max_pixels}") from exc
     except UnidentifiedImageError as exc:
         raise ImageDecodeError("not a recognised image") from exc
-    except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as exc:
-        raise ImageDecodeError(f"cannot decode image: {exc}") from exc
+    except Exception as exc:
+        # Pillow's plugins raise anything on hostile bytes (OSError, SyntaxError, TypeError for a TIFF whose
+        # next-IFD pointer is garbage, struct.error, ...) and their messages name Pillow's internals: the
+        # bytes are the client's problem, and the client gets the gist
+        raise ImageDecodeError("cannot decode image: the data is truncated or corrupt") from exc
     width, height = (h, w) if orientation in _SWAPS_AXES else (w, h)
     return DecodedImage(
         pixels=np.ascontiguousarray(pixels),

@@ -8,6 +8,7 @@ is the request path, with a ``request_id`` member naming the occurrence.
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -18,12 +19,29 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-__all__ = ["PROBLEMS", "PROBLEM_JSON", "ProblemError", "install_error_handlers", "problem_response"]
+__all__ = [
+    "PROBLEMS",
+    "PROBLEM_JSON",
+    "ProblemError",
+    "install_error_handlers",
+    "problem_response",
+    "redact_paths",
+]
 
 PROBLEM_JSON = "application/problem+json"
 TYPE_PREFIX = "urn:wingmark:problem:"
 
 log = logging.getLogger("wingmark.service")
+
+
+# An absolute filesystem path (POSIX or Windows) inside a message: clients never see where files live.
+_PATH = re.compile(r"""(?:(?<![\w.:/])/|\b[A-Za-z]:\\)[^\s'"`,;:()<>]*""")
+
+
+def redact_paths(text: str) -> str:
+    """``text`` with every absolute filesystem path replaced by ``<path>`` (for details clients read;
+    the log keeps the full message)."""
+    return _PATH.sub("<path>", text)
 
 
 @dataclass(frozen=True)

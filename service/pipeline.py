@@ -36,7 +36,7 @@ from service.batcher import (
 )
 from service.decode import DecodedImage, ImageDecodeError, ImageTooLargeError, decode_image
 from service.detect import Detector, create_detector
-from service.errors import ProblemError
+from service.errors import ProblemError, redact_paths
 from service.metrics import Metrics
 from service.settings import Settings
 
@@ -53,6 +53,7 @@ __all__ = [
 
 log = logging.getLogger("wingmark.service")
 MIN_DEADLINE_MS = 10.0  # a request's own deadline_ms below this could never be met: 422, not a 504
+MIN_BOX_SIDE = 1.0  # px: a smaller client box holds no face (and a sub-ULP one has no crop at all)
 T = TypeVar("T")
 
 
@@ -272,12 +273,12 @@ class LandmarkService:
             names = await loop.run_in_executor(self._pool, self.model_names)
         except Exception as exc:
             log.exception("service start failed")
-            self.load_error = f"{type(exc).__name__}: {exc}"
+            self.load_error = redact_paths(f"{type(exc).__name__}: {exc}")
             self.state = "failed"
             return
         if not names:
-            self.load_error = f"no models in the store at {self.store.root}"
-            log.error(self.load_error)
+            self.load_error = "no models in the model store"
+            log.error("no models in the store at %s", self.store.root)
         for spec in names:
             lm = await loop.run_in_executor(self._device, self._load_model, spec)
             if lm.ready:
@@ -358,7 +359,7 @@ class LandmarkService:
             lm.ready = True
         except Exception as exc:
             log.exception("loading model %s failed", spec)
-            lm.error = f"{type(exc).__name__}: {exc}"
+            lm.error = redact_paths(f"{type(exc).__name__}: {exc}")
         return lm
 
     async def stop(self) -> None:
@@ -441,6 +442,11 @@ class LandmarkService:
         if len(bad):
             raise ProblemError(
                 "invalid-boxes", f"box {int(bad[0])} is empty or inverted (need x2 > x1, y2 > y1)"
+            )
+        small = np.nonzero((arr[:, 2] - arr[:, 0] < MIN_BOX_SIDE) | (arr[:, 3] - arr[:, 1] < MIN_BOX_SIDE))[0]
+        if len(small):
+            raise ProblemError(
+                "invalid-boxes", f"box {int(small[0])} is under {MIN_BOX_SIDE:g} px wide or tall"
             )
         if len(arr) > self.settings.max_faces:
             raise ProblemError(

@@ -34,6 +34,8 @@ def serve_main(argv: list[str]) -> int:
         http=settings.uvicorn_http,
         loop=settings.uvicorn_loop,
         timeout_graceful_shutdown=int(settings.graceful_timeout_s),
+        proxy_headers=settings.proxy_headers,  # uvicorn trusts loopback's X-Forwarded-For by default
+        forwarded_allow_ips=settings.forwarded_allow_ips,
         lifespan="on",
     )
     server = uvicorn.Server(config)

@@ -34,6 +34,15 @@ class Settings(BaseSettings):
         default="auto", description="uvicorn's event loop (auto: uvloop when installed)"
     )
 
+    proxy_headers: bool = Field(
+        default=False,
+        description="trust X-Forwarded-For/-Proto from forwarded_allow_ips (only behind a proxy you run)",
+    )
+    forwarded_allow_ips: str = Field(
+        default="127.0.0.1",
+        description="proxies whose forwarded headers are trusted when proxy_headers is on",
+    )
+
     # Models: a store root (default: WINGMARK_MODEL_ROOT or the package's model_store/models) and the
     # models to load as "name" or "name@version"; empty means the default model of each scheme in the store.
     model_root: Path | None = None
