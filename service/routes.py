@@ -13,7 +13,9 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.datastructures import UploadFile
+from starlette.requests import ClientDisconnect
 
+from service.disconnect import ClientDisconnectedError, cancel_on_disconnect
 from service.errors import PROBLEM_JSON, ProblemError, problem_response
 from service.metrics import CONTENT_TYPE_LATEST
 from service.pipeline import MIN_DEADLINE_MS, LandmarkRequest, LandmarkService
@@ -102,6 +104,8 @@ async def _read_body(request: Request, limit: int, timeout_s: float = 30.0) -> b
         raise ProblemError(
             "request-timeout", f"the body did not arrive within {timeout_s:g} s ({size} bytes read)"
         ) from None
+    except ClientDisconnect:  # hung up mid-upload: its own outcome (499), not a server error
+        raise ClientDisconnectedError("upload") from None
     body = b"".join(chunks)
     request._body = body  # lets request.form() / request.json() parse the bytes already read
     return body
@@ -307,7 +311,7 @@ async def landmarks(
     query = {"model": model, "scheme": scheme, "boxes": boxes, "box": box, "max_faces": max_faces,
              "deadline_ms": deadline_ms, "pose": pose}  # fmt: skip
     req = await _parse_request(request, service, query)
-    result = await service.predict(req)
+    result = await cancel_on_disconnect(request.receive, service.predict(req))
     started = time.monotonic()
     response = JSONResponse(result.to_dict(), headers={"Server-Timing": result.server_timing()})
     service.metrics.stage_duration.labels("serialise").observe(time.monotonic() - started)

@@ -4,10 +4,26 @@ from __future__ import annotations
 
 import argparse
 import logging
+from typing import Any
 
-from service.settings import get_settings
+from service.settings import Settings, get_settings
 
-__all__ = ["serve_main"]
+__all__ = ["serve_main", "uvicorn_options"]
+
+
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """``uvicorn.Config`` keyword arguments from the settings (all but the app)."""
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": settings.log_level,
+        "http": settings.uvicorn_http,
+        "loop": settings.uvicorn_loop,
+        "timeout_graceful_shutdown": int(settings.graceful_timeout_s),
+        "proxy_headers": settings.proxy_headers,  # uvicorn itself trusts loopback's X-Forwarded-For
+        "forwarded_allow_ips": settings.forwarded_allow_ips,
+        "lifespan": "on",
+    }
 
 
 def serve_main(argv: list[str]) -> int:
@@ -26,18 +42,8 @@ def serve_main(argv: list[str]) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    config = uvicorn.Config(
-        create_app(settings),
-        host=args.host,
-        port=args.port,
-        log_level=args.log_level,
-        http=settings.uvicorn_http,
-        loop=settings.uvicorn_loop,
-        timeout_graceful_shutdown=int(settings.graceful_timeout_s),
-        proxy_headers=settings.proxy_headers,  # uvicorn trusts loopback's X-Forwarded-For by default
-        forwarded_allow_ips=settings.forwarded_allow_ips,
-        lifespan="on",
-    )
+    options = {**uvicorn_options(settings), "host": args.host, "port": args.port, "log_level": args.log_level}
+    config = uvicorn.Config(create_app(settings), **options)
     server = uvicorn.Server(config)
     server.run()
     return 0
