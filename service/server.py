@@ -6,9 +6,30 @@ import argparse
 import logging
 from typing import Any
 
+from service.connections import http_protocol
 from service.settings import Settings, get_settings
 
-__all__ = ["serve_main", "uvicorn_options"]
+__all__ = ["raise_fd_limit", "serve_main", "uvicorn_options"]
+
+
+def raise_fd_limit(needed: int) -> int:
+    """Raise the soft open-file limit towards the hard one so that ``needed`` descriptors fit: past the
+    limit, accept() fails and a client is dropped with no answer, while under it a client beyond
+    ``limit_concurrency`` is answered 503. Returns the soft limit now in force."""
+    try:
+        import resource
+    except ImportError:  # not on POSIX
+        return needed
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        target = needed if hard == resource.RLIM_INFINITY else min(hard, needed)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+        if soft < needed:
+            logging.getLogger("wingmark.service").warning(
+                "open-file limit %d is under the %d that limit_concurrency needs: lower it", soft, needed
+            )
+    return int(soft)
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
@@ -17,7 +38,11 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "host": settings.host,
         "port": settings.port,
         "log_level": settings.log_level,
-        "http": settings.uvicorn_http,
+        "http": http_protocol(settings.uvicorn_http, settings.head_timeout_s),
+        "timeout_keep_alive": settings.timeout_keep_alive_s,
+        "limit_concurrency": settings.limit_concurrency or None,
+        "h11_max_incomplete_event_size": settings.max_head_bytes,
+        "backlog": settings.backlog,
         "loop": settings.uvicorn_loop,
         "timeout_graceful_shutdown": int(settings.graceful_timeout_s),
         "proxy_headers": settings.proxy_headers,  # uvicorn itself trusts loopback's X-Forwarded-For
@@ -36,6 +61,8 @@ def serve_main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
 
     import uvicorn
+
+    raise_fd_limit(settings.limit_concurrency + 64)
 
     from service.app import create_app
 
