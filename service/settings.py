@@ -105,6 +105,9 @@ class Settings(BaseSettings):
     max_faces: int = Field(
         default=32, ge=1, description="upper bound for max_faces and for client boxes per request"
     )
+    crop_chunk_faces: int = Field(
+        default=8, ge=1, description="faces a request crops per turn on the crop thread (fairness)"
+    )
 
     # Face detection
     detector: DetectorKind = "dlib_hog"
