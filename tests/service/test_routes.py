@@ -128,6 +128,23 @@ def test_a_tiff_whose_next_ifd_pointer_is_garbage_never_500s(client: TestClient,
         problem(r, 400, "invalid-image")
 
 
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"not an image",
+        PNG[:40],
+        PNG[:8] + bytes(200),
+        b"\xff\xd8\xff" + bytes(100),
+        encode(np.zeros((8, 8, 3), np.uint8), "ICO"),
+    ],
+    ids=["text", "truncated-png", "zeroed-png", "jpeg-soi-only", "ico"],
+)
+def test_an_undecodable_image_is_a_4xx_not_a_500(client: TestClient, data: bytes) -> None:
+    r = client.post("/v1/landmarks", content=data, params={"box": "1,1,6,6"})
+    assert r.status_code in (400, 415), r.text
+    problem(r, r.status_code, "invalid-image" if r.status_code == 400 else "unsupported-media-type")
+
+
 def test_the_bodys_boxes_win_over_the_querys(client: TestClient) -> None:
     form = client.post(
         "/v1/landmarks", files={"image": ("a.png", PNG)}, data={"boxes": "[[2, 2, 40, 40]]"},
