@@ -36,7 +36,8 @@ from service.batcher import (
 )
 from service.decode import DecodedImage, ImageDecodeError, ImageTooLargeError, decode_image
 from service.detect import Detector, create_detector
-from service.errors import ProblemError
+from service.errors import ProblemError, redact_paths
+from service.limits import in_turns
 from service.metrics import Metrics
 from service.settings import Settings
 
@@ -53,6 +54,7 @@ __all__ = [
 
 log = logging.getLogger("wingmark.service")
 MIN_DEADLINE_MS = 10.0  # a request's own deadline_ms below this could never be met: 422, not a 504
+MIN_BOX_SIDE = 1.0  # px: a smaller client box holds no face (and a sub-ULP one has no crop at all)
 T = TypeVar("T")
 
 
@@ -213,6 +215,16 @@ def face_poses(
     return out
 
 
+def _stage_turn(
+    cascade: Cascade, stage: int, pixels: np.ndarray, part: Sequence[np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """One turn of a request's crops for ``stage``: ``part`` holds face boxes [4] (stage 0) or the
+    previous stage's points [K, 2]; -> matrices [n, 2, 3] and network input [n, 3, S, S]."""
+    if stage == 0:
+        return cascade.stage_inputs(stage, pixels, boxes=np.asarray(part).reshape(-1, 4))
+    return cascade.stage_inputs(stage, pixels, previous=np.stack(part))
+
+
 class _FailuresOnly:
     """A batch observer that passes failures on and ignores batch sizes."""
 
@@ -272,12 +284,12 @@ class LandmarkService:
             names = await loop.run_in_executor(self._pool, self.model_names)
         except Exception as exc:
             log.exception("service start failed")
-            self.load_error = f"{type(exc).__name__}: {exc}"
+            self.load_error = redact_paths(f"{type(exc).__name__}: {exc}")
             self.state = "failed"
             return
         if not names:
-            self.load_error = f"no models in the store at {self.store.root}"
-            log.error(self.load_error)
+            self.load_error = "no models in the model store"
+            log.error("no models in the store at %s", self.store.root)
         for spec in names:
             lm = await loop.run_in_executor(self._device, self._load_model, spec)
             if lm.ready:
@@ -358,7 +370,7 @@ class LandmarkService:
             lm.ready = True
         except Exception as exc:
             log.exception("loading model %s failed", spec)
-            lm.error = f"{type(exc).__name__}: {exc}"
+            lm.error = redact_paths(f"{type(exc).__name__}: {exc}")
         return lm
 
     async def stop(self) -> None:
@@ -441,6 +453,11 @@ class LandmarkService:
         if len(bad):
             raise ProblemError(
                 "invalid-boxes", f"box {int(bad[0])} is empty or inverted (need x2 > x1, y2 > y1)"
+            )
+        small = np.nonzero((arr[:, 2] - arr[:, 0] < MIN_BOX_SIDE) | (arr[:, 3] - arr[:, 1] < MIN_BOX_SIDE))[0]
+        if len(small):
+            raise ProblemError(
+                "invalid-boxes", f"box {int(small[0])} is under {MIN_BOX_SIDE:g} px wide or tall"
             )
         if len(arr) > self.settings.max_faces:
             raise ProblemError(
@@ -583,13 +600,19 @@ class LandmarkService:
         """Each stage: crops in the worker pool, inference batched with other requests' faces on the
         device thread, points mapped back here; the next stage re-crops from them. -> [N, K, 2]."""
         loop = asyncio.get_running_loop()
+        chunk = self.settings.crop_chunk_faces
+
+        def crop_turn(work: Callable[[], Any]) -> Awaitable[Any]:
+            return self._until(deadline, loop.run_in_executor(self._crops, work))
+
         pts: np.ndarray | None = None
         for stage, batcher in enumerate(batchers):
             started = time.monotonic()
-            prep = functools.partial(
-                cascade.stage_inputs, stage, pixels, boxes=tight if stage == 0 else None, previous=pts
-            )
-            mats, x = await self._until(deadline, loop.run_in_executor(self._crops, prep))
+            items = list(tight) if stage == 0 else list(pts if pts is not None else [])
+            work = functools.partial(_stage_turn, cascade, stage, pixels)
+            turns = await in_turns(crop_turn, work, items, chunk)
+            mats = np.concatenate([m for m, _ in turns])
+            x = np.concatenate([inputs for _, inputs in turns])
             self.metrics.stage_duration.labels("crop").observe(time.monotonic() - started)
             outcomes = await self._submit(batcher, list(x), deadline)
             queue = max(o.queue_s for o in outcomes)
@@ -614,9 +637,14 @@ class LandmarkService:
         assert lm.cascade is not None and lm.batcher is not None
         loop = asyncio.get_running_loop()
         started = time.monotonic()
-        jobs = await self._until(
-            deadline, loop.run_in_executor(self._crops, lm.cascade.prepare, pixels, tight)
+        prepare = functools.partial(lm.cascade.prepare, pixels)
+        turns = await in_turns(
+            lambda work: self._until(deadline, loop.run_in_executor(self._crops, work)),
+            lambda boxes: prepare(np.asarray(boxes).reshape(-1, 4)),
+            list(tight),
+            self.settings.crop_chunk_faces,
         )
+        jobs = [job for turn in turns for job in turn]
         self.metrics.stage_duration.labels("crop").observe(time.monotonic() - started)
         outcomes = await self._submit(lm.batcher, jobs, deadline)
         timings["queue"] = max(o.queue_s for o in outcomes) * 1000
