@@ -119,7 +119,8 @@ def write_report(report: dict[str, Any], docs: Path) -> None:
     ]
     for name, r in rows.items():
         syn, real, hog = r.get("synthetic_test"), r.get("real_test"), r.get("real_test_hog")
-        profile = ((syn or {}).get("groups", {}).get("yaw", {})).get("60-90")
+        yaw = (syn or {}).get("groups", {}).get("yaw", {})
+        profile = next((v for k, v in yaw.items() if k.endswith("60-90")), None)  # "|yaw| 60-90"
         ratio = "-" if not (real and hog) else f"{hog['nme'] / real['nme']:.2f}"
         lines.append(
             f"| {name} | {_pct(syn and syn['nme'])} | {_pct(profile)} | {_pct(real and real['nme'])} | "

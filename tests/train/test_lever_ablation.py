@@ -49,7 +49,7 @@ def test_report_shows_tight_and_hog_box_figures_and_their_ratio(tmp_path: Path) 
     run = tmp_path / "runs" / "plus_box-aug"
     for sub, nme in (("", 0.05), ("eval_real_test", 0.04), ("eval_real_test_hog", 0.042)):
         (run / sub).mkdir(parents=True, exist_ok=True)
-        ev = _eval(nme, {"60-90": 0.2} if not sub else None)
+        ev = _eval(nme, {"|yaw| 60-90": 0.2} if not sub else None)
         (run / sub / "eval.json").write_text(json.dumps(ev))
     rows = summarise(tmp_path / "runs", {"+box-aug": {"rc": 0, "train_s": 120.0, "log": "x"}})
     report = {"scheme": "ibug68", "base_config": "b.yaml", "steps": 5, "wall_s": 1.0, "variants": rows}
