@@ -54,7 +54,9 @@ _STAGE_DEFAULTS: dict[str, Any] = {
     "enabled": True,
     "architecture": "cnn6",
     "model_kwargs": {},
-    "pretrained": None,  # path to a local torchvision-format checkpoint (resnet50 only)
+    # resnet50: a local torchvision-format checkpoint; cnn6/cnn7: a published stage's ONNX file (warm start)
+    "pretrained": None,
+    "freeze_bn": False,  # batch norms in eval mode while training (fine-tuning a warm start)
     "crop_rule": {"scale": 1.25, "shift_x": 0.0, "shift_y": 0.0, "roll": "eyes"},  # roll: eyes | blend
     "normalisation": {"mean": [127.5, 127.5, 127.5], "std": [128.0, 128.0, 128.0]},
     "loss": {"name": "wing", "w": 10.0, "eps": 2.0},

@@ -1,8 +1,9 @@
 """``wingmark data``: build the real-face cache (``real``) and benchmark models on it (``bench``).
 
-wingmark data real [--cache-dir DIR] [--max-video-frames N] [--sources a,b,...]
+wingmark data real [--cache-dir DIR] [--max-video-frames N] [--min-frame-stride S] [--sources a,b,...]
 wingmark data bench [--cache-dir DIR] [--models NAME@VERSION,...] [--json PATH]
 wingmark data ablation [--scheme ibug68|aflw19] [--steps N] [--jobs J] [--variants a,b,...]
+wingmark data levers [--steps N] [--variants a,b,...] [--report-only]
 """
 
 from __future__ import annotations
@@ -31,7 +32,12 @@ def _real(argv: list[str]) -> int:
         "(dlib 68-point, MediaPipe Face Mesh), keep where they agree, split by identity.",
     )
     parser.add_argument("--cache-dir", type=Path, default=default_cache())
-    parser.add_argument("--max-video-frames", type=int, default=40, help="frames sampled per video")
+    parser.add_argument(
+        "--max-video-frames", type=int, default=0, help="frames sampled per video (0: every frame)"
+    )
+    parser.add_argument(
+        "--min-frame-stride", type=int, default=4, help="sampled frames this far apart (1: every frame)"
+    )
     parser.add_argument(
         "--sources", type=str, default=None, help=f"comma list of {', '.join(s.name for s in SOURCES)}"
     )
@@ -42,6 +48,7 @@ def _real(argv: list[str]) -> int:
         args.cache_dir,
         sources=sources,
         max_video_frames=args.max_video_frames,
+        min_frame_stride=args.min_frame_stride,
         keep_threshold=args.keep_threshold,
     )
     per_source = {
@@ -67,6 +74,10 @@ def main(argv: list[str]) -> int:
         return _real(argv[1:])
     if argv[0] == "bench":
         return _bench(argv[1:])
+    if argv[0] == "levers":
+        from train.lever_ablation import main as levers_main
+
+        return levers_main(argv[1:])
     if argv[0] == "ablation":
         from train.ablation import main as ablation_main
 
