@@ -1,4 +1,4 @@
-"""Start the real service (``python -m service.cli serve`` -> uvicorn) on a free 127.0.0.1 port."""
+"""Start the real service (``python -m tools.cli serve`` -> uvicorn) on a free 127.0.0.1 port."""
 
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ class Server:
 
 
 def start_server(
-    tmp: Path, settings: dict[str, object], *, wait_ready: bool = True, module: str = "service.cli"
+    tmp: Path, settings: dict[str, object], *, wait_ready: bool = True, module: str = "tools.cli"
 ) -> Server:
     """``python -m module serve`` (module: the service's CLI, or a test wrapper such as
     tests.reliability.faulty) on a free port, with ``settings`` as WINGMARK_* variables."""
@@ -67,7 +67,7 @@ def start_server(
     log = tmp / f"server-{port}.log"
     with open(log, "wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", module, *(["serve"] if module == "service.cli" else [])],
+            [sys.executable, "-m", module, *(["serve"] if module == "tools.cli" else [])],
             cwd=REPO,
             env=env,
             stdout=out,

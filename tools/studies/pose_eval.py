@@ -28,7 +28,7 @@ import numpy as np
 
 from model_store.geometry import tight_box
 from model_store.pose import FOCAL_FACTOR, estimate_pose
-from model_store.store import DEFAULT_MODELS, ModelStore
+from model_store.store import DEFAULT_MODELS, ModelStore, default_root
 
 __all__ = ["evaluate", "main"]
 
@@ -74,7 +74,7 @@ def evaluate(
         from service.backends import create_backend
         from service.pipeline import Cascade
 
-        store = ModelStore(model_root or Path(__file__).resolve().parents[1] / "model_store" / "models")
+        store = ModelStore(model_root or default_root())
         for scheme, name in DEFAULT_MODELS.items():
             mv = store.resolve(name, "latest")
             cascades[scheme] = Cascade(mv, create_backend("onnxruntime", mv, device="cpu", max_batch_size=1))

@@ -1,7 +1,7 @@
 """Sample grids, pose histograms and a speed measurement of the synthetic face generator.
 
-    python -m train.data.sample_grid --out docs/img            # the figures in docs/synthetic.md
-    python -m train.data.sample_grid --real-skin cache/real    # only synthetic_real_skin.jpg
+    python -m tools.studies.sample_grid --out docs/img            # the figures in docs/synthetic.md
+    python -m tools.studies.sample_grid --real-skin cache/real    # only synthetic_real_skin.jpg
 
 Writes ``synthetic_faces.png`` (plain samples), ``synthetic_ibug68.png`` and ``synthetic_aflw19.png``
 (landmarks drawn, one colour per facial part), ``synthetic_pdb.png`` (yaw and first-PC histograms
