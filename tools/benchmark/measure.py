@@ -199,7 +199,9 @@ def dlib_peer(pixels: np.ndarray, box: list[float], repeats: int, min_s: float) 
     except ImportError:
         return {"available": False, "note": "dlib is not importable (PyPI dlib-bin)"}
     predictor = dlib.shape_predictor(str(DLIB_PREDICTOR))
-    rect = dlib.rectangle(*(round(v) for v in box))
+    # corner coordinates -> dlib's inclusive pixel indices (runtime.detectors.dlib_rect_from_box after the merge)
+    x1, y1, x2, y2 = (round(v) for v in box)
+    rect = dlib.rectangle(x1, y1, x2 - 1, y2 - 1)
     image = np.ascontiguousarray(pixels)
     fps = [1.0 / per_call(lambda: predictor(image, rect), min_s) for _ in range(repeats)]
     return {

@@ -100,6 +100,7 @@ def _dlib_detection_rate(n: int, seed: int) -> float | None:
     except ImportError:
         return None
     from model_store.geometry import tight_box
+    from service.detect import box_iou  # runtime.detectors.box_iou once the runtime branch is merged
     from train.data.render import RenderOptions
 
     detector = dlib.get_frontal_face_detector()
@@ -107,15 +108,11 @@ def _dlib_detection_rate(n: int, seed: int) -> float | None:
     ds = SyntheticFaces("ibug68", n, seed, image_size=256, pose=PoseDistribution.frontal(), options=opts)
     found = 0
     for sample in ds:
-        t = tight_box(sample.points)
-        for r in detector(sample.image, 0):
-            b = (r.left(), r.top(), r.right(), r.bottom())
-            iw = max(0.0, min(b[2], t[2]) - max(b[0], t[0]))
-            ih = max(0.0, min(b[3], t[3]) - max(b[1], t[1]))
-            union = (b[2] - b[0]) * (b[3] - b[1]) + (t[2] - t[0]) * (t[3] - t[1]) - iw * ih
-            if iw * ih / union > 0.3:
-                found += 1
-                break
+        rects = detector(sample.image, 0)
+        # dlib rectangles are inclusive pixel indices: [left, right + 1) in corner coordinates
+        boxes = [[r.left(), r.top(), r.right() + 1, r.bottom() + 1] for r in rects]
+        if boxes and box_iou(tight_box(sample.points), boxes).max() > 0.3:
+            found += 1
     return found / n
 
 
