@@ -29,9 +29,11 @@ $(VENV)/.dev-stamp: pyproject.toml | $(PY)
 serve: $(VENV)/.serve-stamp
 	WINGMARK_HOST=$(HOST) WINGMARK_PORT=$(PORT) $(VENV)/bin/wingmark serve
 
+# lint-imports: the layers in pyproject.toml's [tool.importlinter] (model_store < runtime < service | train)
 lint: $(VENV)/.dev-stamp
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 typecheck: $(VENV)/.dev-stamp
 	$(VENV)/bin/mypy

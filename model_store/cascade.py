@@ -1,21 +1,18 @@
-"""The two-stage (or N-stage) cascade, once, in numpy: stage geometry, crop matrices, a run loop.
+"""The geometry of a two-stage (or N-stage) cascade, once, in numpy: stage geometry, crop matrices, crops.
 
 Stage 1 crops the face box with its crop rule; every later stage re-crops the ORIGINAL image with
 ``crop_matrix_from_points`` of the previous stage's image-space prediction (eye-line rotation
 removed, box corrected); each stage's crop-unit output ``[N, 2K]`` is mapped back to image pixels.
 
-The networks are behind a ``run_stage(stage_index, x [N, 3, S, S] float32) -> [N, 2K]`` callable,
-so the service (ONNX Runtime / TensorRT backends), the export evaluation and training (PyTorch
-forward passes) all run the same geometry. The service splits a run into its steps
-(:meth:`Cascade.matrices`, :meth:`Cascade.inputs`, :meth:`Cascade.points`) to place them on
-different threads; :meth:`Cascade.run` composes the same steps in one call.
+:class:`CascadeGeometry` holds the steps (:meth:`~CascadeGeometry.matrices`,
+:meth:`~CascadeGeometry.inputs`, :meth:`~CascadeGeometry.points`); the one loop that runs them over
+the networks is ``runtime.cascade.Cascade``, used by the service, the CLI, evaluation and training.
 """
 
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,9 +28,7 @@ from model_store.geometry import (
 from model_store.preprocess import Normalisation, from_output, to_input
 from model_store.schemes import Scheme, get_scheme
 
-__all__ = ["Cascade", "RunStage", "StageGeometry", "crop", "stage_matrices"]
-
-RunStage = Callable[[int, np.ndarray], np.ndarray]
+__all__ = ["CascadeGeometry", "StageGeometry", "crop", "stage_matrices"]
 
 
 @dataclass(frozen=True)
@@ -109,7 +104,7 @@ def crop(image: np.ndarray, m: np.ndarray, size: int) -> np.ndarray:
     return np.stack([np.asarray(ch, dtype=np.float32) for ch in channels], axis=-1)
 
 
-class Cascade:
+class CascadeGeometry:
     """The stages of one model (geometry only) and the scheme they predict."""
 
     def __init__(self, stages: Sequence[StageGeometry], scheme: Scheme | str) -> None:
@@ -119,7 +114,7 @@ class Cascade:
         self.scheme = get_scheme(scheme) if isinstance(scheme, str) else scheme
 
     @classmethod
-    def from_manifest(cls, manifest: Any) -> Cascade:
+    def from_manifest(cls, manifest: Any) -> CascadeGeometry:
         """From a ``model_store.manifest.Manifest``."""
         return cls([StageGeometry.from_spec(s) for s in manifest.stages], manifest.scheme)
 
@@ -160,35 +155,3 @@ class Cascade:
         if not np.isfinite(crop_pts).all():
             raise RuntimeError(f"stage {stage_index} returned non-finite landmarks")
         return apply_affine(invert_affine(mats), crop_pts)  # (N, K, 2) image px
-
-    def run(
-        self,
-        run_stage: RunStage,
-        images: Sequence[np.ndarray],
-        boxes: np.ndarray,
-        *,
-        batch_size: int | None = None,
-        timings: dict[str, float] | None = None,
-    ) -> list[np.ndarray]:
-        """Image-space landmarks ``[N, K, 2]`` after each stage (one array per stage).
-
-        ``images``: N ``[H, W, 3]`` uint8 RGB; ``boxes [N, 4]``: tight stage-1 face boxes.
-        ``batch_size`` splits each stage's network calls (None: one call per stage). ``timings`` (if
-        given) receives the seconds spent inside ``run_stage`` per stage (``"stage1"``, ...).
-        """
-        results: list[np.ndarray] = []
-        previous: np.ndarray | None = None
-        n = len(images)
-        for i in range(self.num_stages):
-            mats = self.matrices(i, boxes=boxes, previous=previous)  # (N, 2, 3)
-            x = self.inputs(i, images, mats)  # (N, 3, S, S)
-            step = batch_size or max(n, 1)
-            started = time.perf_counter()
-            outputs = [run_stage(i, x[j : j + step]) for j in range(0, n, step)]  # (B, 2K) crop units
-            if timings is not None:
-                timings[f"stage{i + 1}"] = timings.get(f"stage{i + 1}", 0.0) + time.perf_counter() - started
-            k2 = 2 * self.scheme.num_points
-            out = np.concatenate(outputs) if outputs else np.zeros((0, k2), np.float32)
-            previous = self.points(i, out, mats)
-            results.append(previous)
-        return results

@@ -29,7 +29,7 @@ if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L; then
   echo "gpu_check: no NVIDIA GPU visible (nvidia-smi failed); nothing to check" >&2
   exit 3
 fi
-if ! "$PY" -c 'from train.export.tensorrt import cuda_available as c; ok, r = c(); print(r); raise SystemExit(0 if ok else 1)'; then
+if ! "$PY" -c 'from runtime.backends.tensorrt import cuda_available as c; ok, r = c(); print(r); raise SystemExit(0 if ok else 1)'; then
   echo "gpu_check: TensorRT/cuda-python not usable here (see above)" >&2
   exit 3
 fi
@@ -67,5 +67,5 @@ print(f"JSON: {out}/summary-{precision}.json")
 PYEOF
 
 echo "=== gpu-marked tests ==="
-"$PY" -m pytest -q -m gpu tests/train/export tests/service || status=1
+"$PY" -m pytest -q -m gpu tests/runtime tests/train/export tests/service || status=1
 exit $status

@@ -1,7 +1,7 @@
 """The FastAPI application factory.
 
 Nothing happens at import time: :func:`create_app` builds the app, and its lifespan builds the
-:class:`~service.pipeline.LandmarkService` (store, backends, detector, batchers) on ``app.state``.
+:class:`~service.landmarking.LandmarkService` (store, backends, detector, batchers) on ``app.state``.
 Models load in the background, so ``/healthz`` answers at once and ``/readyz`` turns 200 when every
 model is loaded and warmed up. On shutdown uvicorn stops accepting connections and waits for the
 requests in flight; then the lifespan drains the batchers and releases the backends.
@@ -20,8 +20,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.demo import install_demo
 from service.errors import install_error_handlers
+from service.landmarking import LandmarkService
 from service.metrics import Metrics
-from service.pipeline import LandmarkService
 from service.routes import router
 from service.settings import Settings, get_settings
 from service.version import app_version
@@ -88,6 +88,7 @@ def create_app(settings: Settings | None = None, *, load_in_background: bool = T
         lifespan=lifespan,
     )
     app.state.metrics = metrics
+    app.dependency_overrides[get_settings] = lambda: settings  # routes reach these settings via Depends
     install_error_handlers(app)
     app.include_router(router)
     install_demo(app)

@@ -1,4 +1,6 @@
-"""HTTP routes: thin adapters from requests to :class:`service.pipeline.LandmarkService`."""
+"""HTTP routes: request parsing (multipart, JSON, raw image body) and thin adapters to
+:class:`service.landmarking.LandmarkService`; every response is built from a pydantic model in
+:mod:`service.schemas` and validated against it (``response_model``)."""
 
 from __future__ import annotations
 
@@ -9,14 +11,15 @@ import json
 import time
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import Response
 from starlette.datastructures import UploadFile
 
 from service.errors import PROBLEM_JSON, ProblemError, problem_response
+from service.landmarking import MIN_DEADLINE_MS, LandmarkRequest, LandmarkService
 from service.metrics import CONTENT_TYPE_LATEST
-from service.pipeline import MIN_DEADLINE_MS, LandmarkRequest, LandmarkService
 from service.schemas import LandmarkResponse, ModelInfo, ModelsResponse, ReadyResponse
+from service.settings import Settings, get_settings
 
 __all__ = ["IMAGE_TYPES", "router"]
 
@@ -54,6 +57,7 @@ _REQUEST_BODY = {
                     "scheme": {"type": "string", "enum": ["ibug68", "aflw19"]},
                     "boxes": {"type": "string", "description": "JSON list of [x1, y1, x2, y2]"},
                     "max_faces": {"type": "integer"},
+                    "deadline_ms": {"type": "number", "description": "shorter deadline for this request"},
                     "pose": {"type": "boolean", "description": "also estimate each face's head pose"},
                 },
             }
@@ -172,12 +176,10 @@ def _text(name: str, value: Any) -> str | None:
     return value
 
 
-async def _parse_request(
-    request: Request, service: LandmarkService, query: dict[str, Any]
-) -> LandmarkRequest:
+async def _parse_request(request: Request, settings: Settings, query: dict[str, Any]) -> LandmarkRequest:
     content_type = request.headers.get("content-type", "application/octet-stream")
     media = content_type.split(";")[0].strip().lower()
-    body = await _read_body(request, service.settings.max_request_bytes, service.settings.body_timeout_s)
+    body = await _read_body(request, settings.max_request_bytes, settings.body_timeout_s)
     options: dict[str, Any] = {k: v for k, v in query.items() if v is not None}
     if media == "multipart/form-data":
         try:
@@ -240,12 +242,15 @@ async def _parse_request(
 @router.post(
     "/v1/landmarks",
     response_model=LandmarkResponse,
+    response_model_exclude_unset=True,  # a face's "pose" key only when pose was asked for
     responses=_ERRORS,
     openapi_extra={"requestBody": _REQUEST_BODY},
     summary="Facial landmarks for every face in an image",
 )
 async def landmarks(
     request: Request,
+    response: Response,
+    settings: Annotated[Settings, Depends(get_settings)],
     model: Annotated[
         str | None, Query(description="model name (default: the scheme's default model)")
     ] = None,
@@ -262,16 +267,17 @@ async def landmarks(
             description="also estimate each face's head pose (yaw, pitch, roll in degrees; see docs/api.md)"
         ),
     ] = None,
-) -> Response:
+) -> LandmarkResponse:
     service = _service(request)
     query = {"model": model, "scheme": scheme, "boxes": boxes, "box": box, "max_faces": max_faces,
              "deadline_ms": deadline_ms, "pose": pose}  # fmt: skip
-    req = await _parse_request(request, service, query)
+    req = await _parse_request(request, settings, query)
     result = await service.predict(req)
     started = time.monotonic()
-    response = JSONResponse(result.to_dict(), headers={"Server-Timing": result.server_timing()})
+    body = result.to_response()
+    response.headers["Server-Timing"] = result.server_timing()
     service.metrics.stage_duration.labels("serialise").observe(time.monotonic() - started)
-    return response
+    return body
 
 
 @router.get("/v1/models", response_model=ModelsResponse, summary="Loaded models")
@@ -284,7 +290,7 @@ async def models(request: Request) -> ModelsResponse:
                 name=lm.name,
                 version=lm.version,
                 scheme=lm.scheme,
-                num_points=lm.cascade.scheme.num_points if lm.cascade else 0,
+                num_points=lm.num_points,
                 backend=lm.backend_name,
                 device=lm.device,
                 input_sizes=lm.input_sizes,
@@ -304,14 +310,14 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", response_model=ReadyResponse, responses={503: _ERRORS[503]}, summary="Readiness")
-async def readyz(request: Request) -> Response:
+async def readyz(request: Request) -> ReadyResponse | Response:
     service = _service(request)
     ready = {name: lm.ready for name, lm in service.models.items()}
     errors = {name: lm.error for name, lm in service.models.items() if lm.error}
     if service.load_error:
         errors["service"] = service.load_error
     if service.ready:
-        return JSONResponse({"status": "ready", "models": ready, "errors": errors})
+        return ReadyResponse(status="ready", models=ready, errors=errors)
     return problem_response(
         request, "not-ready", service.not_ready_reason(),
         headers={"Retry-After": "5"}, extra={"state": service.state, "models": ready, "errors": errors},

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["BackendKind", "DetectorKind", "Settings", "get_settings"]
 
-BackendKind = Literal["onnxruntime", "tensorrt", "torch"]
-DetectorKind = Literal["dlib_hog", "none"]
+BackendKind = Literal["onnxruntime", "tensorrt"]
+DetectorKind = str  # a registered detector (runtime.detectors.DETECTORS) or "none"
 
 
 class Settings(BaseSettings):
@@ -103,6 +103,32 @@ class Settings(BaseSettings):
 
     # Shutdown: seconds uvicorn waits for in-flight requests after SIGTERM/SIGINT
     graceful_timeout_s: float = Field(default=30.0, ge=0.0)
+
+    @field_validator("detector")
+    @classmethod
+    def _known_detector(cls, value: str) -> str:
+        from runtime.detectors import DETECTORS
+
+        if value != "none" and value not in DETECTORS:
+            raise ValueError(f"unknown detector {value!r}; known: {[*DETECTORS, 'none']}")
+        return value
+
+    def detector_options(self) -> dict[str, Any]:
+        """The options the configured detector is built with (``runtime.create_detector``)."""
+        return {
+            "max_side": self.detect_max_side,
+            "min_face": self.detect_min_face,
+            "retry_max_side": self.detect_retry_max_side,
+            "upsample": self.detect_upsample,
+            "threshold": self.detect_threshold,
+            "instances": self.decode_threads,
+        }
+
+    def backend_options(self) -> dict[str, Any]:
+        """The options the configured backend is built with (``runtime.create_backend``)."""
+        if self.backend == "onnxruntime":
+            return {"threads": self.ort_threads, "spinning": self.ort_spinning}
+        return {}
 
     @field_validator("models", mode="before")
     @classmethod

@@ -27,6 +27,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "compare": ("tools.studies.compare:main", "rerun the paper's loss / PDB / cascade comparisons"),
     "export": ("train.export.cli:export_main", "export checkpoints to ONNX and publish a model version"),
     "build-engine": ("train.export.cli:build_engine_main", "build TensorRT engines for a model version"),
+    "engines": (
+        "runtime.backends.tensorrt:prebuild_main",
+        "build the TensorRT engines the service loads (torch-free: runs in the GPU image)",
+    ),
     "quantize": ("train.export.cli:quantize_main", "ONNX Runtime INT8 quantisation of a model version"),
     "pose-eval": (
         "tools.studies.pose_eval:main",

@@ -18,8 +18,8 @@ import numpy as np
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 
-from model_store.cascade import Cascade
 from model_store.store import DEFAULT_MODELS, ModelStore, default_root
+from runtime.cascade import Cascade
 
 __all__ = ["create_app"]
 
@@ -31,7 +31,6 @@ def create_app() -> FastAPI:
     root = os.environ.get("WINGMARK_MODEL_ROOT")
     store = ModelStore(Path(root) if root else default_root())
     model = store.resolve(os.environ.get("WINGMARK_NAIVE_MODEL", DEFAULT_MODELS["ibug68"]))
-    cascade = Cascade.from_manifest(model.manifest)
     sessions = [
         ort.InferenceSession(str(model.path / s.file), providers=["CPUExecutionProvider"])
         for s in model.manifest.stages
@@ -41,6 +40,8 @@ def create_app() -> FastAPI:
     def run_stage(i: int, x: np.ndarray) -> np.ndarray:
         return np.asarray(sessions[i].run(None, {names[i]: x})[0])
 
+    cascade = Cascade.from_manifest(model.manifest, run_stage)
+
     app = FastAPI(title="naive wingmark peer")
 
     @app.post("/landmarks")
@@ -48,7 +49,7 @@ def create_app() -> FastAPI:
         data = await request.body()
         image = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
         boxes = np.array([[float(v) for v in box.split(",")]])
-        pts = cascade.run(run_stage, [image], boxes)[-1]
+        pts = cascade.run([image], boxes)[-1]
         return JSONResponse({"landmarks": np.round(pts, 2).tolist()})
 
     return app

@@ -1,6 +1,6 @@
 """``wingmark predict``: landmarks for one image, from a running service (--url) or in-process.
 
-wingmark predict face.jpg                       # in-process: loads the models of WINGMARK_* settings
+wingmark predict face.jpg                       # in-process (runtime.Landmarker), WINGMARK_* settings
 wingmark predict face.jpg --url http://127.0.0.1:8000 --box 40,30,200,220 --scheme aflw19
 wingmark predict face.jpg --draw out.png --json
 """
@@ -8,10 +8,10 @@ wingmark predict face.jpg --draw out.png --json
 from __future__ import annotations
 
 import argparse
-import asyncio
 import io
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -54,20 +54,43 @@ def _remote(args: argparse.Namespace, data: bytes) -> dict[str, Any]:
         )
 
 
-async def _in_process(args: argparse.Namespace, data: bytes) -> dict[str, Any]:
-    from service.pipeline import LandmarkRequest, LandmarkService
+def _in_process(args: argparse.Namespace, data: bytes) -> dict[str, Any]:
+    """The runtime's facade (``runtime.Landmarker``) with the service's settings (WINGMARK_*)."""
+    import numpy as np
+
+    from runtime import Landmarker, decode_image
     from service.settings import Settings
 
-    service = LandmarkService(Settings())
-    await service.start(background=False)
+    s = Settings()
+    started = time.monotonic()
+    landmarker = Landmarker.from_store(
+        args.model, scheme=args.scheme or "ibug68", store=s.model_root, backend=s.backend, device=s.device,
+        max_batch_size=s.max_batch_size, verify=s.verify_models,
+        detector=None if args.box or s.detector == "none" else s.detector,
+        detector_options=s.detector_options(), **s.backend_options(),
+    )  # fmt: skip
     try:
-        if not service.ready:
-            errors = {n: m.error for n, m in service.models.items() if m.error}
-            raise SystemExit(f"wingmark predict: models not ready: {service.load_error or errors}")
-        request = LandmarkRequest(data, args.model, args.scheme, args.box, args.max_faces)
-        return (await service.predict(request)).to_dict()
+        if args.scheme and landmarker.scheme != args.scheme:
+            raise ValueError(f"model {landmarker.name!r} has scheme {landmarker.scheme}, not {args.scheme}")
+        loaded = time.monotonic()
+        image = decode_image(data, max_pixels=s.max_image_pixels, max_side=s.decode_max_side,
+                             min_side=s.min_image_side)  # fmt: skip
+        decoded = time.monotonic()
+        faces = landmarker.predict(image, args.box, max_faces=args.max_faces or s.max_faces)
+        done = time.monotonic()
     finally:
-        await service.stop()
+        landmarker.close()
+    return {
+        "model": {"name": landmarker.name, "version": landmarker.version, "scheme": landmarker.scheme,
+                  "backend": landmarker.backend.name},
+        "image": {"width": image.width, "height": image.height, "format": image.format},
+        "box_source": "client" if args.box else (landmarker.detector.name if landmarker.detector else "none"),
+        "faces": [{"box": np.round(f.box, 2).tolist(), "detection_score": f.score,
+                   "landmarks": np.round(f.landmarks, 2).tolist()} for f in faces],
+        "timings_ms": {"load": round((loaded - started) * 1000, 3),
+                       "decode": round((decoded - loaded) * 1000, 3),
+                       "landmarks": round((done - decoded) * 1000, 3)},
+    }  # fmt: skip
 
 
 def draw_result(data: bytes, result: dict[str, Any], out: Path) -> None:
@@ -88,12 +111,13 @@ def draw_result(data: bytes, result: dict[str, Any], out: Path) -> None:
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     data = args.image.read_bytes()
-    from service.errors import ProblemError
+    from runtime import BackendUnavailableError
 
     try:
-        result = _remote(args, data) if args.url else asyncio.run(_in_process(args, data))
-    except ProblemError as exc:
-        print(f"wingmark predict: {exc.problem.status} {exc.problem.title}: {exc.detail}", file=sys.stderr)
+        result = _remote(args, data) if args.url else _in_process(args, data)
+    except (ValueError, BackendUnavailableError, FileNotFoundError, KeyError) as exc:
+        # ValueError: undecodable or too large images, boxes that do not fit, unknown models or schemes
+        print(f"wingmark predict: {exc}", file=sys.stderr)
         return 1
     except Exception as exc:
         from tools.client import WingmarkAPIError

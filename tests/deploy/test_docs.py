@@ -13,8 +13,8 @@ DOC = REPO / "docs" / "deploy.md"
 
 
 def test_every_setting_is_documented() -> None:
+    from runtime.backends.tensorrt import CACHE_ENV
     from service.settings import Settings
-    from train.export.tensorrt import CACHE_ENV
 
     text = DOC.read_text()
     for name in [f"WINGMARK_{field.upper()}" for field in Settings.model_fields] + [CACHE_ENV]:
@@ -22,8 +22,8 @@ def test_every_setting_is_documented() -> None:
 
 
 def test_documented_settings_exist() -> None:
+    from runtime.backends.tensorrt import CACHE_ENV
     from service.settings import Settings
-    from train.export.tensorrt import CACHE_ENV
 
     known = {f"WINGMARK_{field.upper()}" for field in Settings.model_fields} | {CACHE_ENV}
     compose_vars = set(re.findall(r"\$\{(WINGMARK_\w+)", COMPOSE_FILE.read_text()))

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model_store.cascade import Cascade
+from model_store.cascade import CascadeGeometry
 from model_store.geometry import CropRule, crop_matrix_from_points, eye_angle, roll_angle
 from model_store.manifest import CropRuleSpec, read_manifest
 from model_store.schemes import AFLW19, IBUG68, Scheme
@@ -81,4 +81,6 @@ def test_published_manifests_keep_the_eye_line_rule() -> None:
     for path in paths:
         raw = json.loads(path.read_text())
         assert all("roll" not in stage.get("crop_rule", {}) for stage in raw["stages"])
-        assert all(g.crop_rule.roll == "eyes" for g in Cascade.from_manifest(read_manifest(path)).stages)
+        assert all(
+            g.crop_rule.roll == "eyes" for g in CascadeGeometry.from_manifest(read_manifest(path)).stages
+        )

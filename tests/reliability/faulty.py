@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from model_store.store import ModelVersion
-from service.backends.onnxruntime import OnnxRuntimeBackend
+from runtime.backends.onnxruntime import OnnxRuntimeBackend
 
 __all__ = ["FaultyBackend", "is_poison", "main"]
 
@@ -70,7 +70,7 @@ class FaultyBackend(OnnxRuntimeBackend):
 
 
 def main() -> int:
-    from service.backends import BACKENDS
+    from runtime.backends import BACKENDS
     from service.server import serve_main
 
     BACKENDS["onnxruntime"] = "tests.reliability.faulty:FaultyBackend"

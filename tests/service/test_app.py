@@ -15,10 +15,10 @@ import httpx
 import numpy as np
 import pytest
 
-import service.pipeline
+import service.models
 from model_store.store import ModelVersion
+from runtime.backends import Backend, create_backend
 from service.app import create_app
-from service.backends import Backend, create_backend
 from service.settings import Settings, get_settings
 from tests.e2e.helpers import assert_problem, metric
 from tests.service.images import encode
@@ -58,7 +58,7 @@ def wrap_backend(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
         def factory(kind: str, model: ModelVersion, **kw: Any) -> Backend:
             return WrappedBackend(create_backend(kind, model, **kw), delay, warmup_delay)
 
-        monkeypatch.setattr(service.pipeline, "create_backend", factory)
+        monkeypatch.setattr(service.models, "create_backend", factory)
 
     return install
 
@@ -231,7 +231,7 @@ def test_the_serving_path_never_imports_torch_or_onnx(test_store: Path) -> None:
 
     code = f"""
 import asyncio, sys
-from service.pipeline import LandmarkRequest, LandmarkService
+from service.landmarking import LandmarkRequest, LandmarkService
 from service.settings import Settings
 import service.app, service.server
 async def main():

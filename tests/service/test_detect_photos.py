@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from service.detect import box_iou
-from service.pipeline import LandmarkRequest, LandmarkService
+from runtime.detectors import box_from_dlib_rect, box_iou
+from service.landmarking import LandmarkRequest, LandmarkService
 from service.settings import Settings
 from tests.service.images import encode, exif_rotated_jpeg
 
@@ -66,7 +66,7 @@ def _reference(detector: Any, pixels: np.ndarray) -> np.ndarray:
     boxes: list[list[float]] = []
     for upsample in runs:
         for r in detector(np.ascontiguousarray(pixels), upsample):
-            box = [r.left(), r.top(), r.right() + 1, r.bottom() + 1]
+            box = box_from_dlib_rect(r)
             if not boxes or box_iou(np.array([box]), np.array(boxes)).max() < 0.3:
                 boxes.append(box)
     return np.array(boxes, dtype=np.float64).reshape(-1, 4)

@@ -36,4 +36,4 @@ def test_predict_in_process_prints_and_draws(
     x, y = (round(v) for v in result["faces"][0]["landmarks"][18])  # the chin point is painted red
     assert tuple(drawn[y, x]) == (255, 60, 60)
     assert main([str(image), "--box", "200,200,300,300"]) == 1  # box outside the image: a clean error
-    assert "400" in capsys.readouterr().err
+    assert "lies outside the 160x160 image" in capsys.readouterr().err

@@ -198,10 +198,10 @@ def dlib_peer(pixels: np.ndarray, box: list[float], repeats: int, min_s: float) 
         import dlib
     except ImportError:
         return {"available": False, "note": "dlib is not importable (PyPI dlib-bin)"}
+    from runtime.detectors import dlib_rect_from_box
+
     predictor = dlib.shape_predictor(str(DLIB_PREDICTOR))
-    # corner coordinates -> dlib's inclusive pixel indices (runtime.detectors.dlib_rect_from_box after the merge)
-    x1, y1, x2, y2 = (round(v) for v in box)
-    rect = dlib.rectangle(x1, y1, x2 - 1, y2 - 1)
+    rect = dlib_rect_from_box(box)
     image = np.ascontiguousarray(pixels)
     fps = [1.0 / per_call(lambda: predictor(image, rect), min_s) for _ in range(repeats)]
     return {
@@ -222,7 +222,7 @@ def bench_image(path: Path | None, box: list[float] | None) -> tuple[bytes, np.n
         data = path.read_bytes()
         pixels = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
         if box is None:
-            from service.detect import create_detector
+            from runtime.detectors import create_detector
 
             found = create_detector("dlib_hog", max_side=640, upsample=0, threshold=0.0, instances=1)
             assert found is not None
@@ -232,7 +232,7 @@ def bench_image(path: Path | None, box: list[float] | None) -> tuple[bytes, np.n
             box = [float(v) for v in dets.boxes[0]]
         return data, pixels, box, str(path)
     from model_store.geometry import tight_box
-    from service.detect import create_detector
+    from runtime.detectors import create_detector
     from train.export.evaluate import load_synthetic
 
     model = ModelStore(default_root()).resolve(DEFAULT_MODELS["ibug68"])

@@ -7,7 +7,7 @@ per-sample random streams as :class:`~train.data.synthetic.SyntheticFaces`. For 
 
 - on the renderer's exact landmarks: the error of the solver alone (the mean face against each face's
   own identity, expression and camera, and the assumed focal length max(w, h));
-- on the default model's landmarks, run as the service runs it (``service.pipeline.Cascade``, ONNX
+- on the default model's landmarks, run as the service runs it (``runtime.Landmarker``, ONNX
   Runtime, the face box given as a client box: the tight box of the true landmarks): end to end.
 
 The labels are the renderer's own pose parameters (exact, not a teacher's). Writes a JSON report
@@ -71,13 +71,13 @@ def evaluate(
     dist = PoseDistribution.uniform_yaw(yaw_max)
     cascades: dict[str, Any] = {}
     if with_models:
-        from service.backends import create_backend
-        from service.pipeline import Cascade
+        from runtime import Landmarker
 
         store = ModelStore(model_root or default_root())
         for scheme, name in DEFAULT_MODELS.items():
-            mv = store.resolve(name, "latest")
-            cascades[scheme] = Cascade(mv, create_backend("onnxruntime", mv, device="cpu", max_batch_size=1))
+            cascades[scheme] = Landmarker.from_store(
+                name, store=store, detector=None, max_batch_size=1, verify=False
+            )
     truth, poses = [], []
     solver: dict[str, list[list[float]]] = {"ibug68": [], "aflw19": []}
     model: dict[str, list[list[float]]] = {"ibug68": [], "aflw19": []}
@@ -92,9 +92,7 @@ def evaluate(
             est = estimate_pose(pts, scheme, image_size, image_size)
             solver[scheme].append([est.yaw, est.pitch, est.roll])
             if scheme in cascades:
-                cascade = cascades[scheme]
-                jobs = cascade.prepare(face.image, tight_box(pts)[None])
-                pred = cascade.run_batch(jobs)[0]
+                pred = cascades[scheme].landmarks([face.image], tight_box(pts)[None])[-1][0]
                 est = estimate_pose(pred, scheme, image_size, image_size)
                 model[scheme].append([est.yaw, est.pitch, est.roll])
         truth.append(pose)

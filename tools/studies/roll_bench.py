@@ -17,11 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from model_store.cascade import Cascade, StageGeometry
+from model_store.cascade import CascadeGeometry, StageGeometry
 from model_store.geometry import tight_box
 from model_store.manifest import read_manifest
 from model_store.schemes import get_scheme
 from model_store.store import default_root
+from runtime.cascade import Cascade
 from train.metrics import nme_per_sample
 
 
@@ -64,9 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         stages = [base[0]] + [
             dataclasses.replace(g, crop_rule=dataclasses.replace(g.crop_rule, roll=rule)) for g in base[1:]
         ]
-        preds = Cascade(stages, scheme).run(
-            lambda i, x: run_onnx(sessions[i], x), [s.image for s in samples], tight_box(gt), batch_size=64
-        )
+        cascade = Cascade(CascadeGeometry(stages, scheme), lambda i, x: run_onnx(sessions[i], x))
+        preds = cascade.run([s.image for s in samples], tight_box(gt), batch_size=64)
         row: dict[str, Any] = {}
         for k, p in enumerate(preds, start=1):
             for label, nz in (("nme", norm), ("nme_box", box_norm)):

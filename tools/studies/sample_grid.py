@@ -100,7 +100,7 @@ def _dlib_detection_rate(n: int, seed: int) -> float | None:
     except ImportError:
         return None
     from model_store.geometry import tight_box
-    from service.detect import box_iou  # runtime.detectors.box_iou once the runtime branch is merged
+    from runtime.detectors import box_from_dlib_rect, box_iou
     from train.data.render import RenderOptions
 
     detector = dlib.get_frontal_face_detector()
@@ -108,10 +108,8 @@ def _dlib_detection_rate(n: int, seed: int) -> float | None:
     ds = SyntheticFaces("ibug68", n, seed, image_size=256, pose=PoseDistribution.frontal(), options=opts)
     found = 0
     for sample in ds:
-        rects = detector(sample.image, 0)
-        # dlib rectangles are inclusive pixel indices: [left, right + 1) in corner coordinates
-        boxes = [[r.left(), r.top(), r.right() + 1, r.bottom() + 1] for r in rects]
-        if boxes and box_iou(tight_box(sample.points), boxes).max() > 0.3:
+        boxes = [box_from_dlib_rect(r) for r in detector(sample.image, 0)]
+        if boxes and box_iou(tight_box(sample.points), np.asarray(boxes)).max() > 0.3:
             found += 1
     return found / n
 

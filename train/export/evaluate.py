@@ -1,23 +1,27 @@
 """Runtime-agnostic cascade evaluation of exported stages (numpy only; no torch import).
 
-Anything that runs a stage, ``run_stage(stage_index, batch [N, 3, S, S]) -> [N, 2K]`` (an ONNX
-Runtime session, a TensorRT engine, a quantised graph), is evaluated here through
-``model_store.cascade.Cascade``, the one cascade implementation that the service and training also
-run: stage 1 crops the face box (by default the tight box of the ground-truth points, i.e. the
-"client" box) with its crop rule, every later stage re-crops the original image from the previous
-stage's prediction, and each stage's crop-unit output is mapped back to image pixels.
+A published model version is evaluated through the runtime's facade (:func:`evaluate_landmarker`
+with a ``runtime.Landmarker``, the object the service and ``wingmark predict`` run); anything else
+that runs a stage, ``run_stage(stage_index, batch [N, 3, S, S]) -> [N, 2K]`` (an ONNX Runtime
+session of files not yet published, a TensorRT engine, a quantised graph), through
+``runtime.cascade.Cascade`` (:func:`evaluate_cascade`), the one stage loop the facade also runs:
+stage 1 crops the face box (by default the tight box of the ground-truth points, i.e. the "client"
+box) with its crop rule, every later stage re-crops the original image from the previous stage's
+prediction, and each stage's crop-unit output is mapped back to image pixels.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from model_store.cascade import Cascade, RunStage, StageGeometry
+from model_store.cascade import CascadeGeometry, StageGeometry
 from model_store.geometry import tight_box
-from model_store.schemes import Scheme, get_scheme
+from model_store.schemes import Scheme
+from runtime import Landmarker
+from runtime.cascade import Cascade, RunStage
 from train.data.types import Sample
 from train.metrics import DEFAULT_THRESHOLDS, nme_per_sample, summarise
 
@@ -26,6 +30,7 @@ __all__ = [
     "StageGeometry",
     "cascade_predict",
     "evaluate_cascade",
+    "evaluate_landmarker",
     "load_synthetic",
     "stage_inputs",
 ]
@@ -57,7 +62,7 @@ def stage_inputs(
     (``model_store.cascade``, the service's geometry).
     """
     stages = [geometry] * (stage_index + 1)  # only stage ``stage_index``'s geometry is read
-    cascade = Cascade(stages, scheme)
+    cascade = CascadeGeometry(stages, scheme)
     mats = cascade.matrices(stage_index, boxes=boxes, previous=previous)
     return cascade.inputs(stage_index, images, mats), mats
 
@@ -72,12 +77,13 @@ def cascade_predict(
     batch_size: int = 64,
     timings: dict[str, float] | None = None,
 ) -> list[np.ndarray]:
-    """Image-space landmarks ``[N, K, 2]`` after each stage (one array per stage): ``Cascade.run``.
+    """Image-space landmarks ``[N, K, 2]`` after each stage (one array per stage): ``runtime.cascade``.
 
     ``images``: N ``[H, W, 3]`` uint8 RGB; ``boxes [N, 4]``: stage-1 face boxes. ``timings`` (if given)
     receives the seconds spent inside ``run_stage`` per stage (``"stage1"``, ...).
     """
-    return Cascade(stages, scheme).run(run_stage, images, boxes, batch_size=batch_size, timings=timings)
+    cascade = Cascade(CascadeGeometry(stages, scheme), run_stage)
+    return cascade.run(images, boxes, batch_size=batch_size, timings=timings)
 
 
 def evaluate_cascade(
@@ -95,21 +101,38 @@ def evaluate_cascade(
     ``boxes`` default to the tight boxes of the ground-truth points (the "client" box). The NME
     normaliser is the scheme's (inter-ocular for ibug68, sqrt of the dataset box area for aflw19).
     """
-    scheme = get_scheme(scheme) if isinstance(scheme, str) else scheme
+    cascade = Cascade(CascadeGeometry(stages, scheme), run_stage)
+    return _evaluate(cascade.run, cascade.scheme, samples, boxes, thresholds, batch_size)
+
+
+def evaluate_landmarker(
+    landmarker: Landmarker,
+    samples: Sequence[Sample],
+    *,
+    boxes: np.ndarray | None = None,
+    thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+    batch_size: int = 64,
+) -> dict[str, Any]:
+    """:func:`evaluate_cascade` of a loaded model version through the runtime's facade
+    (``landmarker.landmarks``: its backend, its cascade; tight boxes by default, no detector)."""
+    scheme = landmarker.cascade.scheme
+    return _evaluate(landmarker.landmarks, scheme, samples, boxes, thresholds, batch_size)
+
+
+def _evaluate(
+    predict: Callable[..., list[np.ndarray]],
+    scheme: Scheme,
+    samples: Sequence[Sample],
+    boxes: np.ndarray | None,
+    thresholds: Sequence[float],
+    batch_size: int,
+) -> dict[str, Any]:
     gt = np.stack([s.points for s in samples]).astype(np.float64)  # (N, K, 2)
     dataset_boxes = np.stack([np.asarray(s.box, dtype=np.float64) for s in samples])
     normaliser = np.asarray(scheme.normaliser_distance(gt, dataset_boxes), dtype=np.float64)
     start_boxes = tight_box(gt) if boxes is None else np.asarray(boxes, dtype=np.float64)
     timings: dict[str, float] = {}
-    preds = cascade_predict(
-        run_stage,
-        stages,
-        [s.image for s in samples],
-        start_boxes,
-        scheme,
-        batch_size=batch_size,
-        timings=timings,
-    )
+    preds = predict([s.image for s in samples], start_boxes, batch_size=batch_size, timings=timings)
     report: dict[str, Any] = {"n": len(samples)}
     for k, pred in enumerate(preds, start=1):
         report[f"stage{k}"] = summarise(nme_per_sample(pred, gt, normaliser), thresholds)

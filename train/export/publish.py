@@ -9,8 +9,9 @@
    above the tolerance);
 4. evaluates the exported cascade with ONNX Runtime on the validation set the run was trained
    against (NME, AUC, failure rate per stage), exactly as the service runs it;
-5. fits the ``dlib_hog`` box calibration on the validation images where dlib finds the face (or
-   records a documented default when it finds too few);
+5. fits a box calibration for every registered detector (``runtime.detectors.DETECTORS``) on the
+   validation images where it finds the face (for ``dlib_hog``, a documented default when it finds too
+   few; another detector that finds too few gets none, and the service uses its boxes as they are);
 6. writes the manifest (checksums, resolved training config and its sha256, data provenance,
    evaluation, calibrations) and publishes atomically with ``ModelStore.publish``.
 """
@@ -210,16 +211,16 @@ def calibrate_detector(
     min_faces: int = 20,
     detector: Any = None,
 ) -> tuple[BoxCalibrationSpec, dict[str, Any], np.ndarray, np.ndarray]:
-    """Fit the ``dlib_hog`` calibration on ``samples``.
+    """Fit ``detector``'s box calibration (default: dlib HOG) on ``samples``.
 
     Returns ``(calibration, info, matched_indices [M], matched_boxes [M, 4])`` where the boxes are
     the raw detector boxes of the faces it found (for an end-to-end evaluation from detector boxes).
-    When fewer than ``min_faces`` faces are found the scheme's documented default is returned and
-    ``info["fitted"]`` is False.
+    When fewer than ``min_faces`` faces are found the scheme's documented default (dlib HOG's) is
+    returned and ``info["fitted"]`` is False.
     """
-    from service.detect import DlibHogDetector, box_iou, fit_box_calibration
+    from runtime.detectors import box_iou, create_detector, fit_box_calibration
 
-    det = detector if detector is not None else DlibHogDetector()
+    det = detector if detector is not None else create_detector("dlib_hog")
     images = [s.image for s in samples]
     points = [s.points for s in samples]
     report: dict[str, Any] = {}
@@ -255,7 +256,8 @@ def calibrate_detector(
         sw=cal.sw,
         sh=cal.sh,
         fitted_on=int(report.get("matched", len(matched_idx))),
-        note=f"fitted on {report.get('matched', len(matched_idx))} synthetic validation faces found by dlib",
+        note=f"fitted on {report.get('matched', len(matched_idx))} validation faces found by "
+        f"{info['detector']}",
     )
     return spec, info, idx, found
 
@@ -396,26 +398,30 @@ def export_run(
         for set_name, set_spec in ((config.get("eval") or {}).get("sets") or {}).items():
             set_evals[str(set_name)] = _evaluate_on(str(set_name), dict(set_spec))
 
-    log("  fitting the dlib_hog box calibration")
-    calibration, cal_info, found_idx, found_boxes = calibrate_detector(
-        samples, scheme, min_faces=min_dlib_faces
-    )
-    if len(found_idx):
-        calibrated = calibration.to_calibration().apply(found_boxes)
-        sub = [samples[i] for i in found_idx]
-        from_det = evaluate_cascade(
-            run_published,
-            geometries,
-            sub,
-            scheme,
-            boxes=calibrated,
-            thresholds=thresholds,
+    from runtime.detectors import DETECTORS, create_detector
+
+    calibrations: dict[str, BoxCalibrationSpec] = {}
+    cal_infos: dict[str, dict[str, Any]] = {}
+    for det_name in sorted(DETECTORS):  # every registered detector gets its own calibration
+        log(f"  fitting the {det_name} box calibration")
+        detector = create_detector(det_name)
+        calibration, cal_info, found_idx, found_boxes = calibrate_detector(
+            samples, scheme, min_faces=min_dlib_faces, detector=detector
         )
-        cal_info["cascade_from_calibrated_boxes"] = from_det["final"]
-    log(
-        f"  dlib found {cal_info['faces_found']}/{len(samples)} faces; "
-        + ("fitted" if cal_info["fitted"] else "using the documented default calibration")
-    )
+        if len(found_idx):
+            calibrated = calibration.to_calibration().apply(found_boxes)
+            sub = [samples[i] for i in found_idx]
+            from_det = evaluate_cascade(
+                run_published, geometries, sub, scheme, boxes=calibrated, thresholds=thresholds
+            )
+            cal_info["cascade_from_calibrated_boxes"] = from_det["final"]
+        log(
+            f"  {det_name} found {cal_info['faces_found']}/{len(samples)} faces; "
+            + ("fitted" if cal_info["fitted"] else "too few to fit")
+        )
+        if cal_info["fitted"] or det_name == "dlib_hog":  # dlib HOG falls back to its documented default
+            calibrations[det_name] = calibration
+        cal_infos[det_name] = cal_info
 
     import onnxruntime
 
@@ -435,7 +441,8 @@ def export_run(
             }
             for s in stages
         ],
-        "box_calibration": cal_info,
+        "box_calibration": cal_infos.get("dlib_hog", {}),  # the service's default detector
+        "box_calibrations": cal_infos,  # every registered detector's fit, by name
     }
     if test_eval is not None:
         evaluation["test"] = test_eval
@@ -461,7 +468,7 @@ def export_run(
         stages=stage_specs,
         box_calibrations={
             "client": BoxCalibrationSpec(note="identity: client boxes are tight landmark boxes"),
-            "dlib_hog": calibration,
+            **calibrations,
         },
         provenance=Provenance(
             config=config,

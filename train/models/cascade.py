@@ -14,10 +14,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from model_store.cascade import Cascade, StageGeometry
+from model_store.cascade import CascadeGeometry, StageGeometry
 from model_store.geometry import CropRule
 from model_store.preprocess import Normalisation, to_input
 from model_store.schemes import Scheme
+from runtime.cascade import Cascade
 
 __all__ = ["Stage", "predict_crops", "run_cascade"]
 
@@ -72,7 +73,9 @@ def run_cascade(
 
     ``images``: N arrays ``[H, W, 3]`` (uint8 RGB); ``boxes [N, 4]``: tight face boxes (x0, y0, x1, y1).
     """
-    cascade = Cascade([StageGeometry(s.input_size, s.crop_rule, s.normalisation) for s in stages], scheme)
+    geometry = CascadeGeometry(
+        [StageGeometry(s.input_size, s.crop_rule, s.normalisation) for s in stages], scheme
+    )
 
     @torch.no_grad()
     def run_stage(i: int, x: np.ndarray) -> np.ndarray:
@@ -83,4 +86,4 @@ def run_cascade(
         model.train(was_training)
         return np.asarray(y)
 
-    return cascade.run(run_stage, images, boxes, batch_size=batch_size)
+    return Cascade(geometry, run_stage).run(images, boxes, batch_size=batch_size)

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from model_store.store import DEFAULT_MODELS, ModelStore, default_root
-from service.backends import create_backend
-from train.export.evaluate import StageGeometry, evaluate_cascade, load_synthetic
+from runtime import Landmarker
+from runtime.backends import create_backend
+from train.export.evaluate import evaluate_landmarker, load_synthetic
 
 MAX_BYTES = 45_000_000  # both defaults together stay small enough to commit
 PREVIOUS = "1.0.0"  # the synthetic-only defaults, kept readable beside the current ones
@@ -65,13 +66,11 @@ def test_default_model_served_by_onnxruntime_reproduces_its_nme(store, name):
     model = store.resolve(name)
     m = model.manifest
     samples = load_synthetic(dict(m.evaluation["dataset"]), m.scheme)  # the whole recorded validation set
-    backend = create_backend("onnxruntime", model, device="cpu", max_batch_size=16)
+    landmarker = Landmarker(model, create_backend("onnxruntime", model, device="cpu", max_batch_size=16))
     try:
-        report = evaluate_cascade(
-            backend.run, [StageGeometry.from_spec(s) for s in m.stages], samples, m.scheme
-        )
+        report = evaluate_landmarker(landmarker, samples)
     finally:
-        backend.close()
+        landmarker.close()
     # the recorded validation set, same runtime: every stage's NME is the recorded one (float noise only)
     assert report["final"]["n"] == m.evaluation["n"]
     for key in ("stage1", "stage2", "final"):

@@ -16,7 +16,7 @@ import numpy as np
 
 from model_store.schemes import get_scheme
 from model_store.store import ModelVersion
-from service.backends import BackendUnavailableError, check_batch
+from runtime.backends import BackendUnavailableError, check_batch
 
 __all__ = ["TorchBackend"]
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from train.export import tensorrt as te
+from runtime.backends import tensorrt as te
 from train.export.onnx import export_onnx
 from train.export.parity import compare_outputs, onnx_runtime_session, run_onnx
 
@@ -35,13 +35,13 @@ def tiny_onnx(tmp_path_factory) -> Path:
 def key_for(
     path: Path, precision: str, profile: te.BatchProfile, calibration: str | None = None
 ) -> te.EngineKey:
-    return te.EngineKey(
-        onnx_sha256=te.sha256_file(path),
+    return te.engine_key(
+        path,
+        16,
         compute_capability=te.device_compute_capability(0),
         tensorrt_version=te.tensorrt_version(),
         precision=precision,
         profile=profile,
-        input_shape=(3, 16, 16),
         calibration=calibration,
     )
 
@@ -127,7 +127,7 @@ def test_benchmark_runner_reports_each_batch_size(tiny_onnx):
 
 
 def test_tensorrt_backend_matches_onnxruntime_backend(tmp_path, monkeypatch):
-    from service.backends import create_backend
+    from runtime.backends import create_backend
     from tests.service.modelgen import publish_test_model
 
     monkeypatch.setenv(te.CACHE_ENV, str(tmp_path / "engines"))

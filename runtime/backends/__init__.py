@@ -6,7 +6,9 @@ A backend runs the stages of one model version on batches of network input::
 
 Every backend module exposes a class taking ``(model: ModelVersion, *, device: str, max_batch_size: int,
 **options)``; :func:`create_backend` imports the module only when that kind is asked for, so the CPU
-serving path never imports torch or TensorRT.
+serving path never imports TensorRT. The runtime's own kinds are ``onnxruntime`` and ``tensorrt``; a
+layer above adds more with :func:`register_backend` (``train.backends`` adds the PyTorch reference
+backend, ``torch``, which the runtime and the service never import).
 """
 
 from __future__ import annotations
@@ -18,7 +20,14 @@ import numpy as np
 
 from model_store.store import ModelVersion
 
-__all__ = ["BACKENDS", "Backend", "BackendUnavailableError", "create_backend"]
+__all__ = [
+    "BACKENDS",
+    "Backend",
+    "BackendUnavailableError",
+    "check_batch",
+    "create_backend",
+    "register_backend",
+]
 
 
 @runtime_checkable
@@ -44,23 +53,30 @@ class BackendUnavailableError(RuntimeError):
     """The runtime or a file it needs is not present on this machine (the reason is the message)."""
 
 
-# kind -> "module:Class"
+# kind -> "module:Class" (imported on first use)
 BACKENDS: dict[str, str] = {
-    "onnxruntime": "service.backends.onnxruntime:OnnxRuntimeBackend",
-    "tensorrt": "service.backends.tensorrt:TensorRTBackend",
-    "torch": "service.backends.torch:TorchBackend",
+    "onnxruntime": "runtime.backends.onnxruntime:OnnxRuntimeBackend",
+    "tensorrt": "runtime.backends.tensorrt:TensorRTBackend",
 }
+
+
+def register_backend(kind: str, target: str) -> None:
+    """Make ``create_backend(kind, ...)`` build ``target`` ("package.module:Class", imported on first use)."""
+    if BACKENDS.get(kind, target) != target:
+        raise ValueError(f"backend kind {kind!r} is taken by {BACKENDS[kind]}")
+    BACKENDS[kind] = target
 
 
 def create_backend(
     kind: str, model: ModelVersion, *, device: str = "cpu", max_batch_size: int = 64, **options: Any
 ) -> Backend:
-    """Build the backend ``kind`` (onnxruntime | tensorrt | torch) for ``model``.
+    """Build the backend ``kind`` (onnxruntime | tensorrt | one registered above) for ``model``.
 
     Raises ValueError for an unknown kind and BackendUnavailableError when the runtime is missing.
     """
     if kind not in BACKENDS:
-        raise ValueError(f"unknown backend {kind!r}; known: {sorted(BACKENDS)}")
+        hint = " (the torch backend: import train.backends first)" if kind == "torch" else ""
+        raise ValueError(f"unknown backend {kind!r}; known: {sorted(BACKENDS)}{hint}")
     module_name, class_name = BACKENDS[kind].split(":")
     try:
         module = importlib.import_module(module_name)

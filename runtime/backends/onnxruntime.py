@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from model_store.store import ModelVersion
-from service.backends import BackendUnavailableError, check_batch
+from runtime.backends import BackendUnavailableError, check_batch
 
 __all__ = ["OnnxRuntimeBackend"]
 

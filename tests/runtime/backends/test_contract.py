@@ -1,4 +1,5 @@
-"""One contract for every inference backend the machine has (CONTRACT.md: service/backends).
+"""One contract for every inference backend the machine has (CONTRACT.md: runtime/backends; the torch
+reference backend lives in train/backends and registers itself on import).
 
 Each backend runs the real two-stage test model and must match an independent numpy evaluation of
 the same weights, give the same rows whatever the batch size, and keep shapes and dtype.
@@ -14,14 +15,14 @@ import numpy as np
 import pytest
 
 from model_store.store import ModelStore, ModelVersion
-from service.backends import Backend, BackendUnavailableError, create_backend
+from runtime.backends import Backend, BackendUnavailableError, create_backend
 from tests.service.modelgen import stage_weights
 
 
 def _cuda_reason() -> str | None:
     """Why the TensorRT case cannot run here, or None. Asks TensorRT and cuda-python themselves (as the
     backend does), not torch: the GPU image has TensorRT but no torch."""
-    from train.export.tensorrt import cuda_available
+    from runtime.backends.tensorrt import cuda_available
 
     ok, reason = cuda_available()
     return None if ok else f"needs TensorRT + cuda-python + a CUDA device: {reason}"
@@ -62,6 +63,8 @@ def model(request: pytest.FixtureRequest, test_store: Path) -> ModelVersion:
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest, model: ModelVersion) -> Iterator[Backend]:
     kind, device = request.param
+    if kind == "torch":
+        import train.backends  # noqa: F401  (registers the torch reference backend)
     try:
         b = create_backend(kind, model, device=device, max_batch_size=8)
     except BackendUnavailableError as exc:
@@ -111,6 +114,23 @@ def test_unknown_backend_kind() -> None:
         create_backend("tvm", None)  # type: ignore[arg-type]
 
 
+def test_runtime_knows_no_torch_backend_until_train_registers_it() -> None:
+    """The runtime never imports torch: its kinds are onnxruntime and tensorrt; train.backends adds torch."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from runtime.backends import BACKENDS; print(sorted(BACKENDS)); "
+        "import train.backends; print(sorted(BACKENDS)); print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split("\n")[:3] == [
+        "['onnxruntime', 'tensorrt']",
+        "['onnxruntime', 'tensorrt', 'torch']",
+        "False",
+    ], out
+
+
 def test_torch_backend_rebuilds_a_training_checkpoint(tmp_path: Path) -> None:
     """The reference backend also loads train.loop's checkpoint dict through train.models."""
     torch = pytest.importorskip("torch")
@@ -119,7 +139,7 @@ def test_torch_backend_rebuilds_a_training_checkpoint(tmp_path: Path) -> None:
     except ImportError as exc:
         pytest.skip(f"train.models is not available: {exc}")
     from model_store.manifest import Manifest, StageSpec
-    from service.backends.torch import TorchBackend
+    from train.backends.torch import TorchBackend
 
     torch.manual_seed(0)
     net = create_model("cnn6", 19).eval()
@@ -138,7 +158,7 @@ def test_torch_backend_rebuilds_a_training_checkpoint(tmp_path: Path) -> None:
 def test_tensorrt_case_runs_where_tensorrt_sees_a_device(monkeypatch: pytest.MonkeyPatch) -> None:
     """The TensorRT case is gated on TensorRT/cuda-python's own answer, whatever torch says (the GPU
     image has no torch; torch here is a CPU build that reports no CUDA)."""
-    import train.export.tensorrt as te
+    import runtime.backends.tensorrt as te
 
     monkeypatch.setattr(te, "cuda_available", lambda: (True, "1 CUDA device(s), TensorRT 10.x"))
     assert _cuda_reason() is None

@@ -1,4 +1,5 @@
-"""The cascade on the device worker's side: crops, stage chaining and the mapping back to image pixels."""
+"""The request path (service.landmarking) and the runtime cascade it batches: crops, stage chaining,
+calibration and the mapping back to image pixels."""
 
 from __future__ import annotations
 
@@ -8,14 +9,14 @@ import numpy as np
 import pytest
 
 from model_store.store import ModelStore
-from service.backends import create_backend
-from service.pipeline import Cascade
+from runtime import Cascade, Landmarker
+from runtime.backends import create_backend
 
 
 @pytest.fixture(scope="module")
 def cascade(test_store: Path) -> Cascade:
     model = ModelStore(test_store).resolve("test-ibug68")
-    return Cascade(model, create_backend("onnxruntime", model, max_batch_size=8))
+    return Landmarker(model, create_backend("onnxruntime", model, max_batch_size=8)).cascade
 
 
 def _face_image(seed: int) -> np.ndarray:
@@ -63,8 +64,8 @@ def test_detector_boxes_go_through_the_manifest_calibration(tmp_path: Path) -> N
     import asyncio
 
     from model_store.manifest import BoxCalibrationSpec
-    from service.detect import Detections
-    from service.pipeline import LandmarkRequest, LandmarkService
+    from runtime.detectors import DETECTORS, Detections, register_detector
+    from service.landmarking import LandmarkRequest, LandmarkService
     from service.settings import Settings
     from tests.service.images import encode
     from tests.service.modelgen import publish_test_model
@@ -73,16 +74,19 @@ def test_detector_boxes_go_through_the_manifest_calibration(tmp_path: Path) -> N
     publish_test_model(tmp_path, "ibug68", calibrations={"fake": cal})
     box = [60.0, 50.0, 140.0, 130.0]
 
+    @register_detector("fake")
     class FakeDetector:
         name = "fake"
+
+        def __init__(self, **options: object) -> None:
+            pass
 
         def detect(self, image: np.ndarray, *, min_face: float | None = None) -> Detections:
             return Detections(np.array([box]), np.array([0.9]))
 
     async def main() -> tuple[np.ndarray, np.ndarray, dict[str, object]]:
-        service = LandmarkService(Settings(model_root=tmp_path, detector="none"))
+        service = LandmarkService(Settings(model_root=tmp_path, detector="fake"))
         await service.start(background=False)
-        service.detector = FakeDetector()
         data = encode(_face_image(4), "PNG")
         detected = await service.predict(LandmarkRequest(data))
         client = await service.predict(LandmarkRequest(data, boxes=[box]))
@@ -93,7 +97,10 @@ def test_detector_boxes_go_through_the_manifest_calibration(tmp_path: Path) -> N
             detected.to_dict(),
         )
 
-    via_detector, via_client, body = asyncio.run(main())
+    try:
+        via_detector, via_client, body = asyncio.run(main())
+    finally:
+        DETECTORS.pop("fake")
     assert body["box_source"] == "fake" and body["faces"][0]["box"] == box  # type: ignore[index]
     assert body["faces"][0]["detection_score"] == pytest.approx(0.9)  # type: ignore[index]
     # The test model's landmarks sit at (nearly) fixed places in the crop, so they follow the box: the
@@ -109,7 +116,7 @@ def _serve(root: Path, data: bytes, boxes: list[list[float]]) -> np.ndarray:
     """Landmarks [N, K, 2] from LandmarkService.predict (decode, client boxes, batcher, cascade)."""
     import asyncio
 
-    from service.pipeline import LandmarkRequest, LandmarkService
+    from service.landmarking import LandmarkRequest, LandmarkService
     from service.settings import Settings
 
     async def main() -> np.ndarray:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.decode import ImageDecodeError, ImageTooLargeError, decode_image
+from runtime.decode import ImageDecodeError, ImageTooLargeError, decode_image
 from tests.service.images import bomb_png, encode, exif_rotated_jpeg, gradient, png16_rgb, truncated
 
 LIMIT = 10_000_000

@@ -1,0 +1,135 @@
+"""The one stage loop: a model's cascade geometry (``model_store.cascade``) over its networks.
+
+The networks are behind ``run_stage(stage_index, x [N, 3, S, S] float32) -> [N, 2K]`` (a backend's
+``run``, an ONNX Runtime session, a TensorRT engine, a PyTorch forward pass), so the service, the
+CLI, evaluation and training all run the same loop:
+
+    stage 1: crop the tight face boxes -> network -> points in image pixels
+    stage k: re-crop the ORIGINAL image from stage k-1's points -> network -> points
+
+:meth:`Cascade.run` is that loop. The service runs the same steps one stage at a time so that its
+batcher can gather several requests' crops into one network call: :meth:`Cascade.stage_inputs`
+(crops, off the device thread), ``run_stage`` (batched, on the device thread) and
+:meth:`Cascade.points` (map back); or, with the pipeline off, :meth:`Cascade.prepare` and
+:meth:`Cascade.run_batch` (the whole loop on one batch of faces).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from model_store.cascade import CascadeGeometry
+from model_store.schemes import Scheme
+
+__all__ = ["Cascade", "FaceJob", "RunStage"]
+
+RunStage = Callable[[int, np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True, eq=False)
+class FaceJob:
+    """One face's stage-1 input, made ahead of the network call (:meth:`Cascade.prepare`)."""
+
+    image: np.ndarray  # [H, W, 3] uint8, the image the face is in (shared by the faces of one image)
+    matrix: np.ndarray  # [2, 3] image -> stage-1 crop
+    crop: np.ndarray  # [S, S, 3] float32 stage-1 crop (0..255)
+
+
+class Cascade:
+    """A model's stages (geometry) and the callable that runs their networks."""
+
+    def __init__(self, geometry: CascadeGeometry, run_stage: RunStage) -> None:
+        self.geometry = geometry
+        self.run_stage = run_stage
+
+    @classmethod
+    def from_manifest(cls, manifest: Any, run_stage: RunStage) -> Cascade:
+        """From a ``model_store.manifest.Manifest`` and a stage runner (e.g. ``backend.run``)."""
+        return cls(CascadeGeometry.from_manifest(manifest), run_stage)
+
+    @property
+    def scheme(self) -> Scheme:
+        return self.geometry.scheme
+
+    @property
+    def num_stages(self) -> int:
+        return self.geometry.num_stages
+
+    @property
+    def sizes(self) -> list[int]:
+        """Each stage's input size S."""
+        return [g.input_size for g in self.geometry.stages]
+
+    # -- the loop ------------------------------------------------------------------------------------
+    def run(
+        self,
+        images: Sequence[np.ndarray],
+        boxes: np.ndarray | None = None,
+        *,
+        first: tuple[np.ndarray, np.ndarray] | None = None,
+        batch_size: int | None = None,
+        timings: dict[str, float] | None = None,
+    ) -> list[np.ndarray]:
+        """Image-space landmarks ``[N, K, 2]`` after each stage (one array per stage).
+
+        ``images``: N ``[H, W, 3]`` uint8 RGB (one per face); ``boxes [N, 4]``: tight stage-1 face
+        boxes in the pixels of ``images``, or ``first``: stage 1's matrices ``[N, 2, 3]`` and network
+        input ``[N, 3, S, S]`` already made. ``batch_size`` splits each stage's network calls (None:
+        one call per stage). ``timings`` (if given) receives the seconds spent in ``run_stage`` per
+        stage (``"stage1"``, ...).
+        """
+        g = self.geometry
+        n = len(images)
+        results: list[np.ndarray] = []
+        previous: np.ndarray | None = None
+        for i in range(g.num_stages):
+            if i == 0 and first is not None:
+                mats, x = first
+            else:
+                mats = g.matrices(i, boxes=boxes, previous=previous)  # (N, 2, 3)
+                x = g.inputs(i, images, mats)  # (N, 3, S, S)
+            step = batch_size or max(n, 1)
+            started = time.perf_counter()
+            outputs = [self.run_stage(i, x[j : j + step]) for j in range(0, n, step)]  # (B, 2K) crop units
+            if timings is not None:
+                timings[f"stage{i + 1}"] = timings.get(f"stage{i + 1}", 0.0) + time.perf_counter() - started
+            out = np.concatenate(outputs) if outputs else np.zeros((0, 2 * g.scheme.num_points), np.float32)
+            previous = g.points(i, out, mats)  # (N, K, 2) image px
+            results.append(previous)
+        return results
+
+    # -- one stage at a time (the service's batcher runs ``run_stage`` between these) -----------------
+    def stage_inputs(
+        self,
+        stage: int,
+        image: np.ndarray,
+        *,
+        boxes: np.ndarray | None = None,
+        previous: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """One image's faces for ``stage``: matrices [N, 2, 3] and network input [N, 3, S, S]."""
+        g = self.geometry
+        mats = g.matrices(stage, boxes=boxes, previous=previous)
+        return mats, g.inputs(stage, [image] * len(mats), mats)
+
+    def points(self, stage: int, output: np.ndarray, mats: np.ndarray) -> np.ndarray:
+        """``stage``'s network output [N, 2K] -> landmarks [N, K, 2] in image pixels."""
+        return self.geometry.points(stage, output, mats)
+
+    def prepare(self, image: np.ndarray, tight_boxes: np.ndarray) -> list[FaceJob]:
+        """image [H, W, 3] uint8, tight_boxes [N, 4] (image pixels) -> N stage-1 jobs."""
+        g = self.geometry
+        mats = g.matrices(0, boxes=np.asarray(tight_boxes, dtype=np.float64).reshape(-1, 4))  # (N, 2, 3)
+        crops = g.crops(0, [image] * len(mats), mats)  # (N, S, S, 3)
+        return [FaceJob(image=image, matrix=m, crop=c) for m, c in zip(mats, crops, strict=True)]
+
+    def run_batch(self, jobs: Sequence[FaceJob]) -> list[np.ndarray]:
+        """:meth:`run` on a batch of prepared faces (from any images): N jobs -> N arrays [K, 2]."""
+        mats = np.stack([j.matrix for j in jobs])  # (N, 2, 3)
+        x = self.geometry.to_input(0, np.stack([j.crop for j in jobs]))  # (N, 3, S, S)
+        return list(self.run([j.image for j in jobs], first=(mats, x))[-1])

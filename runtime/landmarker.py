@@ -1,0 +1,269 @@
+"""The in-process facade: ``Landmarker.from_store(model).predict(image, boxes=None) -> list[Face]``.
+
+One path for every user -- the service, ``wingmark predict``, evaluation, benchmarks, batch jobs:
+
+    decode (bytes)  ->  faces: the caller's boxes or the detector's  ->  the source's box calibration
+    (detector box -> tight landmark box)  ->  the cascade (:mod:`runtime.cascade`)  ->  landmarks in
+    original image pixels (+ head pose on request)
+
+Coordinates inside are those of the decoded pixel array (which may be a reduced JPEG decode,
+:mod:`runtime.decode`); boxes and landmarks are in original image pixels at the edges. The service
+calls the steps one by one (:meth:`Landmarker.find_faces`, :meth:`Landmarker.tight_boxes`, the
+cascade's per-stage calls through its batcher, :meth:`Landmarker.faces`); :meth:`Landmarker.predict`
+composes the same steps in one call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from model_store.geometry import BoxCalibration
+from model_store.pose import estimate_pose
+from model_store.store import DEFAULT_MODELS, ModelStore, ModelVersion
+from runtime.backends import Backend, create_backend
+from runtime.cascade import Cascade
+from runtime.decode import DecodedImage, decode_image
+from runtime.detectors import Detector, create_detector
+
+__all__ = ["CLIENT", "Face", "FoundFaces", "InvalidBoxesError", "Landmarker", "check_boxes", "face_poses"]
+
+CLIENT = "client"  # the box source (and calibration name) of boxes the caller gives
+
+
+@dataclass
+class Face:
+    """One face: its box and landmarks in original image pixels."""
+
+    box: np.ndarray  # [4] float64 x1, y1, x2, y2: the caller's box or the detector's
+    score: float | None  # the detector's score; None for the caller's boxes
+    landmarks: np.ndarray  # [K, 2] float64
+    pose: dict[str, float] | None = None  # yaw, pitch, roll, reprojection_error (predict(pose=True))
+
+
+@dataclass(frozen=True)
+class FoundFaces:
+    """The faces of one image before landmarking: boxes in original pixels, where they came from."""
+
+    boxes: np.ndarray  # [N, 4] float64 original image pixels
+    scores: list[float | None]
+    source: str  # "client" or the detector's name (also the calibration applied)
+
+
+class InvalidBoxesError(ValueError):
+    """The caller's boxes are malformed, empty or inverted, or do not fit the image."""
+
+
+def check_boxes(boxes: Any, image: DecodedImage | None = None) -> np.ndarray:
+    """The caller's boxes as ``[N, 4]`` float64, or InvalidBoxesError saying what is wrong.
+
+    Each box needs x2 > x1 and y2 > y1 and finite numbers; with ``image``, it must also overlap the
+    image and reach past its edges by no more than the image's own size (a face at the edge may).
+    """
+    try:
+        arr = np.asarray(boxes, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InvalidBoxesError("boxes must be a list of [x1, y1, x2, y2] numbers") from None
+    if arr.size == 0:
+        return np.zeros((0, 4))
+    if arr.ndim != 2 or arr.shape[1] != 4:
+        raise InvalidBoxesError(f"boxes must be a list of [x1, y1, x2, y2]; got shape {list(arr.shape)}")
+    if not np.isfinite(arr).all():
+        raise InvalidBoxesError("box coordinates must be finite numbers")
+    bad = np.nonzero((arr[:, 2] <= arr[:, 0]) | (arr[:, 3] <= arr[:, 1]))[0]
+    if len(bad):
+        raise InvalidBoxesError(f"box {int(bad[0])} is empty or inverted (need x2 > x1, y2 > y1)")
+    if image is not None:
+        w, h = image.width, image.height
+        inside = (arr[:, 0] < w) & (arr[:, 2] > 0) & (arr[:, 1] < h) & (arr[:, 3] > 0)
+        if not inside.all():
+            raise InvalidBoxesError(f"box {int(np.nonzero(~inside)[0][0])} lies outside the {w}x{h} image")
+        huge = (arr[:, 0] < -w) | (arr[:, 2] > 2 * w) | (arr[:, 1] < -h) | (arr[:, 3] > 2 * h)
+        if huge.any():
+            raise InvalidBoxesError(
+                f"box {int(np.nonzero(huge)[0][0])} reaches further than the image's own size past its edges"
+            )
+    return arr
+
+
+def face_poses(
+    landmarks: Sequence[np.ndarray | Sequence[Sequence[float]]], scheme: str, width: int, height: int
+) -> list[dict[str, float] | None]:
+    """Head pose of each face (``model_store.pose.estimate_pose``) from its landmarks [K, 2] in original
+    image pixels; None for a face whose pose cannot be solved."""
+    out: list[dict[str, float] | None] = []
+    for pts in landmarks:
+        try:
+            out.append(estimate_pose(np.asarray(pts, dtype=np.float64), scheme, width, height).to_dict())
+        except ValueError:
+            out.append(None)
+    return out
+
+
+class Landmarker:
+    """A model version on a backend, with an optional face detector."""
+
+    def __init__(self, model: ModelVersion, backend: Backend, detector: Detector | None = None) -> None:
+        self.model = model
+        self.backend = backend
+        self.detector = detector
+        self.cascade = Cascade.from_manifest(model.manifest, backend.run)
+
+    @classmethod
+    def from_store(
+        cls,
+        model: str | None = None,
+        *,
+        scheme: str = "ibug68",
+        version: str = "latest",
+        store: ModelStore | str | Path | None = None,
+        backend: str = "onnxruntime",
+        device: str = "cpu",
+        max_batch_size: int = 32,
+        detector: str | Detector | None = "dlib_hog",
+        detector_options: dict[str, Any] | None = None,
+        verify: bool = True,
+        **backend_options: Any,
+    ) -> Landmarker:
+        """Load ``model`` (default: :meth:`default_model` of ``scheme``) from the store onto a backend.
+
+        ``detector``: a registered detector's name, a Detector, or None/"none" (callers send boxes).
+        ``backend_options`` go to the backend (e.g. ``threads`` for ONNX Runtime).
+        """
+        st = store if isinstance(store, ModelStore) else ModelStore(None if store is None else Path(store))
+        mv = st.resolve(model or cls.default_model(st, scheme), version)
+        if verify:
+            st.verify(mv)
+        det = create_detector(detector, **(detector_options or {})) if isinstance(detector, str) else detector
+        runner = create_backend(backend, mv, device=device, max_batch_size=max_batch_size, **backend_options)
+        return cls(mv, runner, det)
+
+    @staticmethod
+    def default_model(store: ModelStore, scheme: str) -> str:
+        """The scheme's default model (``DEFAULT_MODELS``) where the store has it, else the first of the
+        store's models with that scheme (as the service picks)."""
+        names = store.list_models()
+        if DEFAULT_MODELS.get(scheme) in names:
+            return DEFAULT_MODELS[scheme]
+        for name in names:
+            if store.resolve(name, "latest").manifest.scheme == scheme:
+                return name
+        raise ValueError(f"no model for scheme {scheme!r} in the store at {store.root}")
+
+    @property
+    def name(self) -> str:
+        return self.model.manifest.name
+
+    @property
+    def version(self) -> str:
+        return self.model.manifest.version
+
+    @property
+    def scheme(self) -> str:
+        return self.model.manifest.scheme
+
+    def calibration(self, source: str) -> BoxCalibration:
+        """The manifest's map from ``source``'s boxes ("client" or a detector's name) to tight boxes
+        (identity where the manifest has none)."""
+        spec = self.model.manifest.box_calibrations.get(source)
+        return spec.to_calibration() if spec is not None else BoxCalibration()
+
+    # -- the steps ---------------------------------------------------------------------------------
+    def find_faces(
+        self,
+        image: DecodedImage,
+        boxes: np.ndarray | None = None,
+        *,
+        max_faces: int | None = None,
+        min_face: float | None = None,
+    ) -> FoundFaces:
+        """The caller's ``boxes [N, 4]`` (original pixels; checked, :func:`check_boxes`), or the
+        detector's best ``max_faces``.
+
+        ``min_face`` (original pixels; default the detector's own) is the smallest face to look for.
+        """
+        if boxes is not None:
+            b = check_boxes(boxes, image)
+            return FoundFaces(b, [None] * len(b), CLIENT)
+        if self.detector is None:
+            raise ValueError("no face detector is configured: send boxes")
+        smallest = min_face if min_face is not None else getattr(self.detector, "min_face", None)
+        dets = self.detector.detect(
+            image.pixels, min_face=None if smallest is None else float(smallest) / image.scale_x
+        )
+        scale = np.array([image.scale_x, image.scale_y, image.scale_x, image.scale_y])
+        return FoundFaces(
+            dets.boxes[:max_faces] * scale, [float(v) for v in dets.scores[:max_faces]], self.detector.name
+        )
+
+    def tight_boxes(self, image: DecodedImage, found: FoundFaces) -> np.ndarray:
+        """Stage 1's boxes [N, 4]: the source's calibration applied, in the decoded pixels."""
+        scale = np.array([image.scale_x, image.scale_y, image.scale_x, image.scale_y])
+        return self.calibration(found.source).apply(found.boxes / scale)
+
+    def faces(self, image: DecodedImage, found: FoundFaces, points: np.ndarray) -> list[Face]:
+        """The cascade's final points [N, K, 2] (decoded pixels) -> faces in original pixels."""
+        xy = np.asarray(points, dtype=np.float64) * np.array([image.scale_x, image.scale_y])
+        return [Face(b, s, p) for b, s, p in zip(found.boxes, found.scores, xy, strict=True)]
+
+    # -- all of them ---------------------------------------------------------------------------------
+    def predict(
+        self,
+        image: bytes | np.ndarray | DecodedImage,
+        boxes: np.ndarray | Sequence[Sequence[float]] | None = None,
+        *,
+        max_faces: int | None = None,
+        pose: bool = False,
+        max_pixels: int = 40_000_000,
+        max_side: int | None = 2048,
+    ) -> list[Face]:
+        """Landmarks of every face in ``image`` (encoded bytes, [H, W, 3] uint8 RGB, or decoded).
+
+        ``boxes [N, 4]`` (original pixels) skip detection. Bytes are decoded as the service decodes
+        them (``max_pixels``, and JPEGs much larger than ``max_side`` decoded reduced).
+        """
+        decoded = self._decoded(image, max_pixels=max_pixels, max_side=max_side)
+        found = self.find_faces(decoded, None if boxes is None else np.asarray(boxes), max_faces=max_faces)
+        if len(found.boxes) == 0:
+            return []
+        tight = self.tight_boxes(decoded, found)
+        points = self.cascade.run([decoded.pixels] * len(tight), tight)[-1]
+        faces = self.faces(decoded, found, points)
+        if pose:
+            poses = face_poses([f.landmarks for f in faces], self.scheme, decoded.width, decoded.height)
+            for face, p in zip(faces, poses, strict=True):
+                face.pose = p
+        return faces
+
+    def landmarks(
+        self,
+        images: Sequence[np.ndarray],
+        tight_boxes: np.ndarray,
+        *,
+        batch_size: int | None = None,
+        timings: dict[str, float] | None = None,
+    ) -> list[np.ndarray]:
+        """Evaluation's entry: N images (one per face) and their TIGHT boxes [N, 4] -> landmarks
+        [N, K, 2] after each stage (no detection, no calibration)."""
+        return self.cascade.run(images, tight_boxes, batch_size=batch_size, timings=timings)
+
+    def close(self) -> None:
+        self.backend.close()
+
+    @staticmethod
+    def _decoded(
+        image: bytes | np.ndarray | DecodedImage, *, max_pixels: int, max_side: int | None
+    ) -> DecodedImage:
+        if isinstance(image, DecodedImage):
+            return image
+        if isinstance(image, bytes | bytearray | memoryview):
+            return decode_image(bytes(image), max_pixels=max_pixels, max_side=max_side)
+        pixels = np.ascontiguousarray(np.asarray(image, dtype=np.uint8))
+        if pixels.ndim != 3 or pixels.shape[2] != 3:
+            raise ValueError(f"expected an [H, W, 3] uint8 RGB image, got shape {list(pixels.shape)}")
+        h, w = pixels.shape[:2]
+        return DecodedImage(pixels=pixels, width=w, height=h, format="array", mode="RGB", orientation=1)

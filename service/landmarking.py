@@ -1,0 +1,234 @@
+"""One landmark request, independent of HTTP: decode -> faces -> batcher(s) -> cascade -> result.
+
+Every step is the runtime's (:class:`runtime.Landmarker`); what this module adds is serving: the
+thread pools each step runs in, one deadline over all of them, box checks that answer 4xx, the
+batchers that gather several requests' crops into one network call on the device thread, metrics
+and timings. The FastAPI route (and nothing else) calls :meth:`LandmarkService.predict`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import math
+import time
+from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import numpy as np
+
+from runtime import (
+    Cascade,
+    DecodedImage,
+    ImageDecodeError,
+    ImageTooLargeError,
+    InvalidBoxesError,
+    check_boxes,
+    decode_image,
+)
+from runtime.landmarker import face_poses
+from service.batcher import BatcherClosedError, DeadlineExceededError, DynamicBatcher, Outcome, QueueFullError
+from service.errors import ProblemError
+from service.models import LoadedModel, ModelHost
+from service.results import LandmarkResult
+
+__all__ = ["MIN_DEADLINE_MS", "LandmarkRequest", "LandmarkService"]
+
+log = logging.getLogger("wingmark.service")
+MIN_DEADLINE_MS = 10.0  # a request's own deadline_ms below this could never be met: 422, not a 504
+T = TypeVar("T")
+
+
+@dataclass
+class LandmarkRequest:
+    """A parsed request (service.routes builds it from multipart, JSON or a raw image body)."""
+
+    data: bytes
+    model: str | None = None
+    scheme: str | None = None
+    boxes: list[list[float]] | None = None
+    max_faces: int | None = None
+    deadline_ms: float | None = None
+    pose: bool = False
+
+
+class LandmarkService(ModelHost):
+    """The loaded models (:class:`service.models.ModelHost`) and the request path over them."""
+
+    async def predict(self, req: LandmarkRequest) -> LandmarkResult:
+        """Raises ProblemError for every failure a client should see."""
+        s = self.settings
+        t0 = time.monotonic()
+        lm = self.select_model(req.model, req.scheme)
+        if req.max_faces is not None and not 1 <= req.max_faces <= s.max_faces:
+            raise ProblemError("invalid-parameters", f"max_faces must be between 1 and {s.max_faces}")
+        if req.deadline_ms is not None and not (
+            req.deadline_ms >= MIN_DEADLINE_MS and math.isfinite(req.deadline_ms)
+        ):
+            raise ProblemError("invalid-parameters", f"deadline_ms must be a number >= {MIN_DEADLINE_MS:g}")
+        client_boxes = self._check_boxes(req.boxes) if req.boxes is not None else None
+        if client_boxes is None and self.detector is None:
+            raise ProblemError("invalid-parameters", "no face detector is configured: send boxes")
+        budget_ms = min(s.deadline_ms, req.deadline_ms) if req.deadline_ms else s.deadline_ms
+        deadline = t0 + budget_ms / 1000.0
+        loop = asyncio.get_running_loop()
+        timings: dict[str, float] = {}
+        assert lm.landmarker is not None
+        landmarker = lm.landmarker
+
+        # 1. decode
+        decode = functools.partial(
+            decode_image, req.data, max_pixels=s.max_image_pixels, max_side=s.decode_max_side,
+            min_side=s.min_image_side,
+        )  # fmt: skip
+        try:
+            image = await self._until(deadline, loop.run_in_executor(self._pool, decode))
+        except ImageTooLargeError as exc:
+            raise ProblemError("image-too-large", str(exc)) from None
+        except ImageDecodeError as exc:
+            slug = "unsupported-media-type" if "unsupported image format" in str(exc) else "invalid-image"
+            raise ProblemError(slug, str(exc)) from None
+        t1 = time.monotonic()
+        timings["decode"] = (t1 - t0) * 1000
+        self.metrics.stage_duration.labels("decode").observe(t1 - t0)
+
+        # 2. faces: the client's boxes or the detector's
+        if client_boxes is not None:
+            found = landmarker.find_faces(image, self._check_boxes(req.boxes or [], image))
+        else:
+            find = functools.partial(
+                landmarker.find_faces,
+                image,
+                max_faces=req.max_faces or s.max_faces,
+                min_face=s.detect_min_face,
+            )
+            found = await self._until(deadline, loop.run_in_executor(self._pool, find))
+        t2 = time.monotonic()
+        timings["detect"] = (t2 - t1) * 1000
+        if client_boxes is None:
+            self.metrics.stage_duration.labels("detect").observe(t2 - t1)
+
+        # 3. crops -> batcher(s) -> cascade -> faces in original pixels
+        timings["queue"] = timings["inference"] = 0.0
+        faces = []
+        if len(found.boxes):
+            tight = landmarker.tight_boxes(image, found)
+            if lm.stage_batchers:
+                pts = await self._cascade_pipelined(
+                    landmarker.cascade, lm.stage_batchers, image.pixels, tight, deadline, timings
+                )
+            else:
+                pts = await self._cascade_on_device(lm, image.pixels, tight, deadline, timings)
+            self.metrics.stage_duration.labels("queue").observe(timings["queue"] / 1000)
+            self.metrics.stage_duration.labels("inference").observe(timings["inference"] / 1000)
+            t3 = time.monotonic()
+            faces = landmarker.faces(image, found, pts)
+            self.metrics.stage_duration.labels("map").observe(time.monotonic() - t3)
+            if req.pose:  # ~1 ms a face: in the thread pool, off the event loop
+                poses = functools.partial(
+                    face_poses, [f.landmarks for f in faces], lm.scheme, image.width, image.height
+                )
+                for face, pose in zip(
+                    faces, await self._until(deadline, loop.run_in_executor(self._pool, poses)), strict=True
+                ):
+                    face.pose = pose
+        total = time.monotonic() - t0
+        timings["total"] = total * 1000
+        self.metrics.stage_duration.labels("total").observe(total)
+        self.metrics.faces_per_request.observe(len(faces))
+        timings = {k: round(v, 3) for k, v in timings.items()}
+        return LandmarkResult(lm, image, found.source, faces, timings, with_pose=req.pose)
+
+    def _check_boxes(self, boxes: list[list[float]], image: DecodedImage | None = None) -> np.ndarray:
+        """The client's boxes (``runtime.check_boxes``, then the per-request limit) or 400 invalid-boxes."""
+        try:
+            arr = check_boxes(boxes, image)
+        except InvalidBoxesError as exc:
+            raise ProblemError("invalid-boxes", str(exc)) from None
+        if len(arr) > self.settings.max_faces:
+            raise ProblemError(
+                "invalid-boxes", f"{len(arr)} boxes; at most {self.settings.max_faces} per request"
+            )
+        return arr
+
+    # -- the cascade through the batchers ----------------------------------------------------------
+    async def _cascade_pipelined(
+        self,
+        cascade: Cascade,
+        batchers: list[DynamicBatcher[np.ndarray, np.ndarray]],
+        pixels: np.ndarray,
+        tight: np.ndarray,
+        deadline: float,
+        timings: dict[str, float],
+    ) -> np.ndarray:
+        """Each stage: crops in the crop thread, inference batched with other requests' faces on the
+        device thread, points mapped back here; the next stage re-crops from them. -> [N, K, 2]."""
+        loop = asyncio.get_running_loop()
+        pts: np.ndarray | None = None
+        for stage, batcher in enumerate(batchers):
+            started = time.monotonic()
+            prep = functools.partial(
+                cascade.stage_inputs, stage, pixels, boxes=tight if stage == 0 else None, previous=pts
+            )
+            mats, x = await self._until(deadline, loop.run_in_executor(self._crops, prep))
+            self.metrics.stage_duration.labels("crop").observe(time.monotonic() - started)
+            outcomes = await self._submit(batcher, list(x), deadline)
+            queue = max(o.queue_s for o in outcomes)
+            run = max(o.run_s for o in outcomes)
+            timings["queue"] += queue * 1000
+            timings["inference"] += run * 1000
+            self.metrics.stage_duration.labels(f"stage{stage + 1}").observe(run)
+            self.metrics.stage_duration.labels(f"stage{stage + 1}_queue").observe(queue)
+            pts = cascade.points(stage, np.stack([o.value for o in outcomes]), mats)
+        assert pts is not None
+        return pts
+
+    async def _cascade_on_device(
+        self,
+        lm: LoadedModel,
+        pixels: np.ndarray,
+        tight: np.ndarray,
+        deadline: float,
+        timings: dict[str, float],
+    ) -> np.ndarray:
+        """Stage-1 crops in the crop thread; the whole cascade as one batch on the device thread."""
+        assert lm.landmarker is not None and lm.batcher is not None
+        loop = asyncio.get_running_loop()
+        started = time.monotonic()
+        prepare = functools.partial(lm.landmarker.cascade.prepare, pixels, tight)
+        jobs = await self._until(deadline, loop.run_in_executor(self._crops, prepare))
+        self.metrics.stage_duration.labels("crop").observe(time.monotonic() - started)
+        outcomes = await self._submit(lm.batcher, jobs, deadline)
+        timings["queue"] = max(o.queue_s for o in outcomes) * 1000
+        timings["inference"] = max(o.run_s for o in outcomes) * 1000
+        return np.stack([o.value for o in outcomes])
+
+    async def _until(self, deadline: float, awaitable: Awaitable[T]) -> T:
+        remaining = deadline - time.monotonic()
+        try:
+            if remaining <= 0:
+                raise TimeoutError
+            return await asyncio.wait_for(awaitable, remaining)
+        except TimeoutError:
+            self.metrics.rejected.labels("deadline").inc()
+            raise ProblemError("deadline-exceeded", "the request's deadline passed") from None
+
+    async def _submit(
+        self, batcher: DynamicBatcher[Any, np.ndarray], jobs: Sequence[Any], deadline: float
+    ) -> list[Outcome[np.ndarray]]:
+        try:
+            return await batcher.submit_many(jobs, deadline=deadline)
+        except QueueFullError as exc:
+            self.metrics.rejected.labels("queue_full").inc()
+            raise ProblemError("queue-full", str(exc), headers={"Retry-After": "1"}) from None
+        except DeadlineExceededError:
+            self.metrics.rejected.labels("deadline").inc()
+            raise ProblemError("deadline-exceeded", "the request's deadline passed while queued") from None
+        except BatcherClosedError as exc:
+            self.metrics.rejected.labels("not_ready").inc()
+            raise ProblemError("not-ready", str(exc), headers={"Retry-After": "5"}) from None
+        except Exception as exc:
+            log.exception("inference batch failed")
+            raise ProblemError("inference-failed", f"{type(exc).__name__}: {exc}") from None

@@ -1,0 +1,102 @@
+"""runtime.cascade: the one stage loop over model_store's cascade geometry."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from model_store.cascade import CascadeGeometry, StageGeometry
+from model_store.geometry import (
+    CropRule,
+    apply_affine,
+    crop_matrix_from_box,
+    crop_matrix_from_points,
+    invert_affine,
+)
+from model_store.preprocess import Normalisation
+from model_store.schemes import get_scheme
+from runtime.cascade import Cascade
+
+SCHEME = get_scheme("ibug68")
+RULE = CropRule(scale=1.25, shift_x=0.0, shift_y=0.05)
+
+
+def _mean_face() -> np.ndarray:
+    """[K, 2] crop units: a face shape with a tilted eye line (so stage 2 must de-rotate)."""
+    t = np.linspace(0, 2 * np.pi, 68, endpoint=False)
+    pts = np.stack([0.5 + 0.3 * np.cos(t), 0.5 + 0.35 * np.sin(t)], axis=1)
+    pts[36:42] = [0.35, 0.40]
+    pts[42:48] = [0.65, 0.46]  # left eye lower than right: ~11 degrees of roll
+    return pts
+
+
+def test_run_chains_stage_two_on_the_stage_one_points() -> None:
+    """Hand-derived: stage 2's crop is crop_matrix_from_points(stage-1 image points); its output maps back."""
+    stages = [StageGeometry(64, RULE, Normalisation()), StageGeometry(128, CropRule(), Normalisation())]
+    geometry = CascadeGeometry(stages, SCHEME)
+    face = _mean_face()
+    second = face + 0.01  # what the fake stage 2 predicts, crop units
+    calls: list[tuple[int, tuple[int, ...]]] = []
+
+    def run_stage(i: int, x: np.ndarray) -> np.ndarray:
+        calls.append((i, x.shape))
+        out = face if i == 0 else second
+        return np.tile(out.reshape(1, -1), (len(x), 1)).astype(np.float32)
+
+    image = np.random.default_rng(2).integers(0, 256, (200, 180, 3), dtype=np.uint8)
+    boxes = np.array([[40.0, 50.0, 140.0, 170.0], [20.0, 10.0, 80.0, 70.0]])
+    timings: dict[str, float] = {}
+    stage1, final = Cascade(geometry, run_stage).run([image, image], boxes, timings=timings)
+    assert calls == [(0, (2, 3, 64, 64)), (1, (2, 3, 128, 128))]
+    assert set(timings) == {"stage1", "stage2"}
+    for i in range(2):
+        m1 = crop_matrix_from_box(boxes[i], 64, RULE)
+        f32 = face.astype(np.float32).astype(np.float64)
+        np.testing.assert_allclose(stage1[i], apply_affine(invert_affine(m1), f32 * 64), atol=1e-4)
+        m2 = crop_matrix_from_points(stage1[i], SCHEME, 128, CropRule())
+        s32 = second.astype(np.float32).astype(np.float64)
+        np.testing.assert_allclose(final[i], apply_affine(invert_affine(m2), s32 * 128), atol=1e-4)
+    assert np.abs(final - stage1).mean() > 1.0  # the second stage changed the answer
+
+
+def test_run_in_batches_equals_one_call_and_checks_outputs() -> None:
+    stages = [StageGeometry(32, RULE, Normalisation()), StageGeometry(48, RULE, Normalisation())]
+    geometry = CascadeGeometry(stages, SCHEME)
+    rng = np.random.default_rng(3)
+    images = [rng.integers(0, 256, (90, 90, 3), dtype=np.uint8) for _ in range(5)]
+    boxes = np.array([[10.0 + i, 12.0, 70.0 + i, 80.0] for i in range(5)])
+
+    def run_stage(i: int, x: np.ndarray) -> np.ndarray:  # depends on the pixels, row by row
+        return np.tile(_mean_face().reshape(1, -1), (len(x), 1)) + x.mean(axis=(1, 2, 3))[:, None] * 0.01
+
+    whole = Cascade(geometry, run_stage).run(images, boxes)
+    split = Cascade(geometry, run_stage).run(images, boxes, batch_size=2)
+    for a, b in zip(whole, split, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-9)
+    with pytest.raises(RuntimeError, match="rows"):
+        Cascade(geometry, lambda i, x: np.zeros((1, 136), np.float32)).run(images, boxes)
+    with pytest.raises(RuntimeError, match="non-finite"):
+        Cascade(geometry, lambda i, x: np.full((len(x), 136), np.nan, np.float32)).run(images, boxes)
+
+
+def test_run_batch_of_prepared_faces_equals_run() -> None:
+    """The service's on-device mode (prepare in the crop thread, run_batch on the device) is run()."""
+    stages = [StageGeometry(32, RULE, Normalisation()), StageGeometry(48, RULE, Normalisation())]
+
+    def run_stage(i: int, x: np.ndarray) -> np.ndarray:
+        return np.tile(_mean_face().reshape(1, -1), (len(x), 1)) + x.mean(axis=(1, 2, 3))[:, None] * 0.01
+
+    cascade = Cascade(CascadeGeometry(stages, SCHEME), run_stage)
+    rng = np.random.default_rng(4)
+    a, b = (rng.integers(0, 256, (90, 90, 3), dtype=np.uint8) for _ in range(2))
+    boxes = np.array([[10.0, 12.0, 70.0, 80.0], [20.0, 5.0, 60.0, 50.0]])
+    jobs = cascade.prepare(a, boxes[:1]) + cascade.prepare(b, boxes[1:])  # faces of two images, one batch
+    together = cascade.run_batch(jobs)
+    np.testing.assert_allclose(together[0], cascade.run([a], boxes[:1])[-1][0], atol=1e-9)
+    np.testing.assert_allclose(together[1], cascade.run([b], boxes[1:])[-1][0], atol=1e-9)
+    mats, x = cascade.stage_inputs(0, a, boxes=boxes)  # one stage at a time, as the pipelined service does
+    first = cascade.points(0, run_stage(0, x), mats)
+    mats2, x2 = cascade.stage_inputs(1, a, previous=first)
+    np.testing.assert_allclose(
+        cascade.points(1, run_stage(1, x2), mats2), cascade.run([a, a], boxes)[-1], atol=1e-9
+    )
