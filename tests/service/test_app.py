@@ -116,6 +116,17 @@ def test_settings_come_from_wingmark_environment(monkeypatch: pytest.MonkeyPatch
         get_settings.cache_clear()
 
 
+def test_the_detector_setting_names_a_registered_detector() -> None:
+    from runtime.detectors import DETECTORS
+
+    assert Settings(detector="none").detector == "none"
+    for name in DETECTORS:
+        assert Settings(detector=name).detector == name
+    with pytest.raises(ValueError, match="unknown detector 'haar'"):
+        Settings(detector="haar")
+    assert Settings().detector_options()["min_face"] == Settings().detect_min_face
+
+
 def test_routes_reach_settings_through_the_get_settings_dependency(test_store: Path) -> None:
     """create_app(settings) overrides get_settings; a test (or an app) can swap them like any dependency."""
 
