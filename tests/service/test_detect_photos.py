@@ -73,7 +73,9 @@ def _reference(detector: Any, pixels: np.ndarray) -> np.ndarray:
 
 
 async def _service_boxes(jobs: list[tuple[str, bytes]]) -> list[np.ndarray]:
-    service = LandmarkService(Settings())  # the defaults a deployment gets
+    # the defaults a deployment gets, but the time: the requests' own deadline_ms (60 s) is capped by the
+    # service's (10 s by default), and dlib on the 3000-px variants takes 8-12 s on a loaded 2-core machine
+    service = LandmarkService(Settings(deadline_ms=120_000))
     await service.start(background=False)
     try:
         assert service.ready, service.not_ready_reason()
