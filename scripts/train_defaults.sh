@@ -39,7 +39,7 @@ MODELS=("cnn67-ibug68:train/configs/cnn67_${RECIPE}_ibug68.yaml:runs/cnn67_${REC
 real_cache() {  # the mixed recipe's real faces: rebuilt from the registries when missing
   if [ "$RECIPE" != synth ] && [ ! -f cache/real/manifest.json ]; then
     echo "$(date -u +%FT%TZ) building the real-face cache (wingmark data real)"
-    "$PY" -m service.cli data real
+    "$PY" -m tools.cli data real
   fi
 }
 
@@ -47,7 +47,7 @@ train_one() {  # name config run_dir
   local name=$1 config=$2 run=$3
   mkdir -p runs
   echo "$(date -u +%FT%TZ) training $name -> $run (log runs/$name.train.log)"
-  OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS nohup "$PY" -m service.cli train "$config" \
+  OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS nohup "$PY" -m tools.cli train "$config" \
     "out_dir=$run" "num_threads=$THREADS" resume=true "${EXTRA[@]}" --no-progress >>"runs/$name.train.log" 2>&1 &
   echo $! >"runs/$name.train.pid"
 }
@@ -55,7 +55,7 @@ train_one() {  # name config run_dir
 export_one() {  # name config run_dir
   local name=$1 run=$3
   echo "$(date -u +%FT%TZ) exporting $name/$VERSION from $run"
-  OMP_NUM_THREADS=$THREADS "$PY" -m service.cli export "$run" --name "$name" --version "$VERSION" \
+  OMP_NUM_THREADS=$THREADS "$PY" -m tools.cli export "$run" --name "$name" --version "$VERSION" \
     --fp16-weights --overwrite --json "runs/$name.export.json" 2>&1 | tee "runs/$name.export.log"
 }
 

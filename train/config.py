@@ -31,7 +31,8 @@ A dataset spec is one of ``{kind: synthetic, num, seed, image_size, pose, cache_
 a real textured face scan with exact labels; ``root`` holds the extracted menpo3d ``james.*`` files),
 ``{kind: real, root, split (train | test | all), sources}`` (train.data.real.RealFaces: 68 teacher
 points; for aflw19 reduced to 19 by model_store.meanshape.aflw19_from_68),
-``{kind: 300w, root, split}``, ``{kind: aflw, mat, images, split}``, or
+``{kind: 300w, root, split}``, ``{kind: aflw, mat, images, split}``,
+``{kind: wflw, root, split}`` (train.data.wflw: the 98 published points read as ibug68 or aflw19), or
 ``{kind: mix, parts: [{name, repeat, <dataset spec>}, ...]}`` (the parts concatenated, each
 ``repeat`` times; ``name`` becomes the samples' ``meta["subset"]`` for the per-subset breakdowns).
 """

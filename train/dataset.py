@@ -59,6 +59,10 @@ def load_samples(spec: Mapping[str, Any], scheme: str, *, progress: bool = True)
         from train.data.aflw import load_aflw_full
 
         src = load_aflw_full(spec["mat"], spec["images"], spec["split"])
+    elif kind == "wflw":
+        from train.data.wflw import load_wflw
+
+        src = load_wflw(spec["root"], spec["split"], scheme)
     elif kind == "real":
         from train.data.real import RealFaces
 
@@ -82,7 +86,9 @@ def load_samples(spec: Mapping[str, Any], scheme: str, *, progress: bool = True)
                 f"no kept real faces in split {spec.get('split', 'train')!r} under {spec['root']}"
             )
     else:
-        raise ValueError(f"unknown dataset kind {kind!r} (synthetic | scan | real | mix | 300w | aflw)")
+        raise ValueError(
+            f"unknown dataset kind {kind!r} (synthetic | scan | real | mix | 300w | aflw | wflw)"
+        )
     samples = _materialise(src, int(spec.get("workers", 2)), f"load {kind}", progress)
     if kind == "real" and scheme == "aflw19":
         samples = [_aflw19_from_68(s) for s in samples]

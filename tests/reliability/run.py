@@ -3,7 +3,7 @@
     python -m tests.reliability.run [--sections bad,schemathesis,overload,faults,soak,hostile,disconnects,odd]
         [--soak-requests N]
 
-Each section starts its own server (``python -m service.cli serve``, or ``tests.reliability.faulty``
+Each section starts its own server (``python -m tools.cli serve``, or ``tests.reliability.faulty``
 for the overload and fault sections) with the embedded default models, runs, and its result replaces
 that section in docs/reliability.json; docs/reliability.md is rewritten from the JSON and the soak's
 RSS curve is plotted to docs/img/reliability_soak_rss.png. Progress goes to stderr.
@@ -43,7 +43,7 @@ def log(message: str) -> None:
 
 def server(tmp: Path, settings: dict[str, object], *, faulty: bool = False) -> Server:
     """The real service with the embedded default models; WINGMARK_FAULT_* keys go to the faulty backend."""
-    module = "tests.reliability.faulty" if faulty else "service.cli"
+    module = "tests.reliability.faulty" if faulty else "tools.cli"
     return start_server(tmp, {"model_root": REPO / "model_store" / "models", **settings}, module=module)
 
 

@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image
 
 from tests.service.images import bomb_png, encode, gradient, truncated
+from tools.bench import percentile
 
 __all__ = [
     "BadInput",
@@ -601,12 +602,6 @@ def _count(values: Any) -> dict[str, int]:
     for v in values:
         out[v] = out.get(v, 0) + 1
     return dict(sorted(out.items()))
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    return float(np.percentile(np.asarray(values), q))
 
 
 # -- overload ----------------------------------------------------------------------------------------

@@ -164,40 +164,6 @@ def test_extract_source_selects_members_drops_exclusions_and_names_johns(tmp_pat
     assert extract_source(src, archive, tmp_path / "out") == out
 
 
-def test_bench_runs_both_default_models_per_source_and_stage():
-    from train.data.real_bench import DEFAULT_MODELS, _table, bench_models
-
-    report = bench_models(FIXTURE, list(DEFAULT_MODELS), split="test")
-    assert report["faces"] == 2 and report["faces_per_source"] == {"beta": 2}
-    assert report["reference_mediapipe_vs_dlib"]["all"]["nme"] == pytest.approx((0.052 + 0.027) / 2)
-    for name, scheme in (("cnn67-ibug68@1.0.0", "ibug68"), ("cnn67-aflw19@1.0.0", "aflw19")):
-        entry = report["models"][name]
-        assert entry["scheme"] == scheme and entry["num_stages"] == 2
-        s1, s2 = entry["stage1"]["all"]["nme"], entry["cascade_stage2"]["all"]["nme"]
-        assert 0.0 < s1 < 1.0 and 0.0 < s2 < 1.0 and s1 != s2  # stage 2 really ran and moved points
-        assert entry["stage1"]["beta"]["faces"] == 2
-        assert set(entry["from_dlib_box"]) == {"stage1", "cascade_stage2"}
-        assert entry["from_dlib_box"]["stage1"]["all"]["faces"] == 2
-        raw = entry["from_raw_dlib_box_as_client_box"]["cascade_stage2"]["all"]["nme"]
-        assert raw != entry["from_dlib_box"]["cascade_stage2"]["all"]["nme"]  # no calibration applied
-    regions = report["models"]["cnn67-ibug68@1.0.0"]["regions"]["stage1"]
-    assert set(regions) == {"jaw", "brows", "nose", "eyes", "mouth"} and all(v > 0 for v in regions.values())
-    table = _table(report)
-    assert "cnn67-aflw19@1.0.0 (aflw19) | cascade_stage2" in table
-
-
-def test_cli_registers_data_and_its_subcommands(capsys):
-    from service.cli import main
-
-    assert main(["data", "--help"]) == 0
-    assert "data real" in capsys.readouterr().out
-    assert main(["data", "nonsense"]) == 2
-    with pytest.raises(SystemExit) as exc:
-        main(["data", "real", "--help"])
-    assert exc.value.code == 0
-    assert "--max-video-frames" in capsys.readouterr().out
-
-
 def test_machine_debian_source_matches_the_first_plain_deb_entry(tmp_path):
     from train.data.real_sources import machine_debian_source
 

@@ -46,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _remote(args: argparse.Namespace, data: bytes) -> dict[str, Any]:
-    from service.client import LandmarkClient
+    from tools.client import LandmarkClient
 
     with LandmarkClient(args.url) as client:
         return client.landmarks(
@@ -120,7 +120,7 @@ def main(argv: list[str]) -> int:
         print(f"wingmark predict: {exc}", file=sys.stderr)
         return 1
     except Exception as exc:
-        from service.client import WingmarkAPIError
+        from tools.client import WingmarkAPIError
 
         if isinstance(exc, WingmarkAPIError):
             print(f"wingmark predict: {exc}", file=sys.stderr)

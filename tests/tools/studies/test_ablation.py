@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from train.ablation import CONFIGS, summarise, variant_configs, write_report
+from tools.studies.ablation import CONFIGS, summarise, variant_configs, write_report
 
 
 def _eval(nme: float, groups: dict[str, dict[str, float]]) -> dict[str, Any]:

@@ -16,15 +16,15 @@ __all__ = ["COMMANDS", "main"]
 # name -> ("module:function", one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("service.server:serve_main", "run the HTTP service (uvicorn)"),
-    "predict": ("service.predict:main", "landmarks for an image, via a running service or in-process"),
-    "bench": ("service.bench:main", "load-test a running service and write a JSON report"),
+    "predict": ("tools.predict:main", "landmarks for an image, via a running service or in-process"),
+    "bench": ("tools.bench:main", "load-test a running service and write a JSON report"),
     "benchmark": (
-        "service.benchmark:main",
+        "tools.benchmark.cli:main",
         "bare models, service, peers and the CPU's peak: docs/benchmarks.md",
     ),
     "train": ("train.cli:train_main", "train a model from a YAML config (needs the 'train' extra)"),
     "eval": ("train.cli:eval_main", "evaluate a checkpoint or model version: NME, CED, AUC, failure rate"),
-    "compare": ("train.compare:main", "rerun the paper's loss / PDB / cascade comparisons"),
+    "compare": ("tools.studies.compare:main", "rerun the paper's loss / PDB / cascade comparisons"),
     "export": ("train.export.cli:export_main", "export checkpoints to ONNX and publish a model version"),
     "build-engine": ("train.export.cli:build_engine_main", "build TensorRT engines for a model version"),
     "engines": (
@@ -32,8 +32,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "build the TensorRT engines the service loads (torch-free: runs in the GPU image)",
     ),
     "quantize": ("train.export.cli:quantize_main", "ONNX Runtime INT8 quantisation of a model version"),
-    "pose-eval": ("train.pose_eval:main", "head-pose error on synthetic faces of known pose (JSON + PNG)"),
-    "data": ("train.data.real_cli:main", "real-face cache (data real), real-photo benchmark (data bench)"),
+    "pose-eval": (
+        "tools.studies.pose_eval:main",
+        "head-pose error on synthetic faces of known pose (JSON + PNG)",
+    ),
+    "data": ("tools.data:main", "real-face cache (data real), real-photo benchmark (data bench)"),
 }
 
 

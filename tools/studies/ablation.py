@@ -30,9 +30,11 @@ from typing import Any
 
 import yaml
 
+import train
+
 __all__ = ["VARIANTS", "main", "summarise", "variant_configs"]
 
-CONFIGS = Path(__file__).resolve().parent / "configs"
+CONFIGS = Path(train.__file__).resolve().parent / "configs"
 VARIANTS = ("synthetic", "real", "both", "both+scan", "both+skin")
 
 

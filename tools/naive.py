@@ -1,7 +1,7 @@
 """The naive peer of ``wingmark benchmark``: a plain FastAPI endpoint that runs the same ONNX models
 per request, without batching, thread pools or a device worker (what a first version would be).
 
-    uvicorn --factory service.naive:create_app --port 8712
+    uvicorn --factory tools.naive:create_app --port 8712
 
 ``POST /landmarks?box=x1,y1,x2,y2`` with the raw image as body -> ``{"landmarks": [[[x, y], ...]]}``.
 Only the benchmark uses it; the service never imports it.

@@ -30,11 +30,12 @@ from typing import Any
 
 import yaml
 
-from train.ablation import _shown, _summary, _train
+import train
+from tools.studies.ablation import _shown, _summary, _train
 
 __all__ = ["LEVERS", "lever_configs", "main"]
 
-CONFIGS = Path(__file__).resolve().parent / "configs"
+CONFIGS = Path(train.__file__).resolve().parent / "configs"
 LEVERS = ("2.0.0-data", "+all-frames", "+point-weights", "+box-aug", "all-levers")
 
 

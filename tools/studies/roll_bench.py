@@ -4,7 +4,7 @@ uniform in [-90, 90] degrees. Mean NME overall and per |yaw| bin, with the schem
 ("nme", inter-ocular for ibug68, which grows large in profile as the eyes close up) and with the
 square root of the ground-truth tight box area ("nme_box", stable in profile).
 
-    python -m train.roll_bench --model cnn67-ibug68 --num 300 --out docs/roll_bench.json
+    python -m tools.studies.roll_bench --model cnn67-ibug68 --num 300 --out docs/roll_bench.json
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from model_store.cascade import CascadeGeometry, StageGeometry
 from model_store.geometry import tight_box
 from model_store.manifest import read_manifest
 from model_store.schemes import get_scheme
+from model_store.store import default_root
 from runtime.cascade import Cascade
 from train.metrics import nme_per_sample
 
@@ -37,9 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     from train.data.synthetic import PoseDistribution, SyntheticFaces
     from train.export.parity import onnx_runtime_session, run_onnx
 
-    root = Path(__file__).resolve().parent.parent / "model_store" / "models" / args.model / args.version
+    root = default_root() / args.model / args.version
     if not root.is_dir():
-        root = Path(__file__).resolve().parent.parent / "model_store" / "models" / args.model
+        root = default_root() / args.model
     manifest = read_manifest(next(root.rglob("manifest.json")))
     mdir = next(root.rglob("manifest.json")).parent
     sessions = [onnx_runtime_session(mdir / s.file, threads=2) for s in manifest.stages]

@@ -10,16 +10,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
-__all__ = ["default_cache", "main"]
+from tools.studies.real_bench import default_cache
 
-
-def default_cache() -> Path:
-    """``$WINGMARK_REAL_CACHE`` or ``<repo>/cache/real`` (git ignores /cache/)."""
-    env = os.environ.get("WINGMARK_REAL_CACHE")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "cache" / "real"
+__all__ = ["main"]
 
 
 def _real(argv: list[str]) -> int:
@@ -61,7 +56,7 @@ def _real(argv: list[str]) -> int:
 
 
 def _bench(argv: list[str]) -> int:
-    from train.data.real_bench import main as bench_main
+    from tools.studies.real_bench import main as bench_main
 
     return bench_main(argv)
 
@@ -75,11 +70,11 @@ def main(argv: list[str]) -> int:
     if argv[0] == "bench":
         return _bench(argv[1:])
     if argv[0] == "levers":
-        from train.lever_ablation import main as levers_main
+        from tools.studies.levers import main as levers_main
 
         return levers_main(argv[1:])
     if argv[0] == "ablation":
-        from train.ablation import main as ablation_main
+        from tools.studies.ablation import main as ablation_main
 
         return ablation_main(argv[1:])
     print(f"wingmark data: unknown subcommand {argv[0]!r}\n{__doc__}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from train.pose_eval import main
+from tools.studies.pose_eval import main
 
 
 def test_pose_eval_writes_the_report(tmp_path: Path) -> None:

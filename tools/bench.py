@@ -114,7 +114,7 @@ async def run_bench(
     warmup: int = 5,
 ) -> dict[str, Any]:
     """Run every (mode, concurrency) and return the report."""
-    from service.client import guess_content_type
+    from tools.client import guess_content_type
 
     data = image.read_bytes()
     content_type = guess_content_type(data)

@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from train.lever_ablation import CONFIGS, LEVERS, lever_configs, summarise, write_report
+from tools.studies.levers import CONFIGS, LEVERS, lever_configs, summarise, write_report
 
 
 def test_each_lever_variant_changes_only_its_lever(tmp_path: Path) -> None:

@@ -1,7 +1,7 @@
 """Sample grids, pose histograms and a speed measurement of the synthetic face generator.
 
-    python -m train.data.sample_grid --out docs/img            # the figures in docs/synthetic.md
-    python -m train.data.sample_grid --real-skin cache/real    # only synthetic_real_skin.jpg
+    python -m tools.studies.sample_grid --out docs/img            # the figures in docs/synthetic.md
+    python -m tools.studies.sample_grid --real-skin cache/real    # only synthetic_real_skin.jpg
 
 Writes ``synthetic_faces.png`` (plain samples), ``synthetic_ibug68.png`` and ``synthetic_aflw19.png``
 (landmarks drawn, one colour per facial part), ``synthetic_pdb.png`` (yaw and first-PC histograms
@@ -100,6 +100,7 @@ def _dlib_detection_rate(n: int, seed: int) -> float | None:
     except ImportError:
         return None
     from model_store.geometry import tight_box
+    from runtime.detectors import box_from_dlib_rect, box_iou
     from train.data.render import RenderOptions
 
     detector = dlib.get_frontal_face_detector()
@@ -107,15 +108,9 @@ def _dlib_detection_rate(n: int, seed: int) -> float | None:
     ds = SyntheticFaces("ibug68", n, seed, image_size=256, pose=PoseDistribution.frontal(), options=opts)
     found = 0
     for sample in ds:
-        t = tight_box(sample.points)
-        for r in detector(sample.image, 0):
-            b = (r.left(), r.top(), r.right(), r.bottom())
-            iw = max(0.0, min(b[2], t[2]) - max(b[0], t[0]))
-            ih = max(0.0, min(b[3], t[3]) - max(b[1], t[1]))
-            union = (b[2] - b[0]) * (b[3] - b[1]) + (t[2] - t[0]) * (t[3] - t[1]) - iw * ih
-            if iw * ih / union > 0.3:
-                found += 1
-                break
+        boxes = [box_from_dlib_rect(r) for r in detector(sample.image, 0)]
+        if boxes and box_iou(tight_box(sample.points), np.asarray(boxes)).max() > 0.3:
+            found += 1
     return found / n
 
 

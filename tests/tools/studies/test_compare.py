@@ -5,7 +5,7 @@ from pathlib import Path
 
 import torch
 
-from train.compare import main
+from tools.studies.compare import main
 
 torch.set_num_threads(1)
 

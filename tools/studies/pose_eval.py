@@ -28,7 +28,7 @@ import numpy as np
 
 from model_store.geometry import tight_box
 from model_store.pose import FOCAL_FACTOR, estimate_pose
-from model_store.store import DEFAULT_MODELS, ModelStore
+from model_store.store import DEFAULT_MODELS, ModelStore, default_root
 
 __all__ = ["evaluate", "main"]
 
@@ -73,7 +73,7 @@ def evaluate(
     if with_models:
         from runtime import Landmarker
 
-        store = ModelStore(model_root or Path(__file__).resolve().parents[1] / "model_store" / "models")
+        store = ModelStore(model_root or default_root())
         for scheme, name in DEFAULT_MODELS.items():
             cascades[scheme] = Landmarker.from_store(
                 name, store=store, detector=None, max_batch_size=1, verify=False
