@@ -25,6 +25,7 @@ import collections
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from mediapipe.python.solutions import face_mesh_connections as fmc
 
@@ -32,9 +33,12 @@ from mediapipe.python.solutions import face_mesh_connections as fmc
 CORNERS = {"right_eye": (33, 133), "left_eye": (362, 263), "mouth": (78, 308)}
 
 
-def _edges(t: tuple[int, int, int]) -> list[tuple[int, int]]:
+Tri = tuple[int, int, int]
+
+
+def _edges(t: Tri) -> list[tuple[int, int]]:
     a, b, c = t
-    return [tuple(sorted(e)) for e in ((a, b), (b, c), (a, c))]  # type: ignore[misc]
+    return [(min(u, v), max(u, v)) for u, v in ((a, b), (b, c), (a, c))]
 
 
 def _loops(edges: list[tuple[int, int]]) -> list[list[int]]:
@@ -95,10 +99,11 @@ def _orient(tris: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
         queue = collections.deque([seed])
         while queue:
             k = queue.popleft()
-            t = out[k]
-            assert t is not None
-            directed = {(t[0], t[1]), (t[1], t[2]), (t[2], t[0])}
-            for e in _edges(t):
+            cur = out[k]
+            if cur is None:
+                continue
+            directed = {(cur[0], cur[1]), (cur[1], cur[2]), (cur[2], cur[0])}
+            for e in _edges(cur):
                 for m in by_edge[e]:
                     if out[m] is not None:
                         continue
@@ -109,16 +114,20 @@ def _orient(tris: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
     return [t for t in out if t is not None]
 
 
-def derive() -> dict[str, object]:
-    edges = {tuple(sorted(e)) for e in fmc.FACEMESH_TESSELATION}
+def derive() -> dict[str, Any]:
+    edges = {(min(e), max(e)) for e in fmc.FACEMESH_TESSELATION}
     adj: dict[int, set[int]] = collections.defaultdict(set)
     for a, b in edges:
         adj[a].add(b)
         adj[b].add(a)
-    cycles = {tuple(sorted((a, b, x))) for a, b in edges for x in adj[a] & adj[b]}
-    count = collections.Counter(e for t in cycles for e in _edges(t))  # type: ignore[arg-type]
-    tris = sorted(t for t in cycles if not all(count[e] >= 3 for e in _edges(t)))  # type: ignore[arg-type]
-    count = collections.Counter(e for t in tris for e in _edges(t))  # type: ignore[arg-type]
+    cycles: set[Tri] = set()
+    for a, b in edges:
+        for x in adj[a] & adj[b]:
+            u, v, w = sorted((a, b, x))
+            cycles.add((u, v, w))
+    count = collections.Counter(e for t in cycles for e in _edges(t))
+    tris = sorted(t for t in cycles if not all(count[e] >= 3 for e in _edges(t)))
+    count = collections.Counter(e for t in tris for e in _edges(t))
     loops = _loops(sorted(e for e, n in count.items() if n == 1))
     oval_vertices = {v for e in fmc.FACEMESH_FACE_OVAL for v in e}
     oval = next(loop for loop in loops if set(loop) == oval_vertices)
@@ -126,9 +135,9 @@ def derive() -> dict[str, object]:
     for name, (a, b) in CORNERS.items():
         loop = next(loop for loop in loops if a in loop and b in loop)
         closing[name] = [list(t) for t in _zip(loop, a, b)]
-        tris += [tuple(t) for t in closing[name]]  # type: ignore[misc]
-    tris = _orient(tris)  # type: ignore[arg-type]
-    count = collections.Counter(e for t in tris for e in _edges(t))  # type: ignore[arg-type]
+        tris += [(t[0], t[1], t[2]) for t in closing[name]]
+    tris = _orient(tris)
+    count = collections.Counter(e for t in tris for e in _edges(t))
     if max(count.values()) > 2 or sorted(v for e, n in count.items() if n == 1 for v in e) != sorted(
         v for v in oval for _ in range(2)
     ):
@@ -147,7 +156,7 @@ def derive() -> dict[str, object]:
 if __name__ == "__main__":
     out = derive()
     lines = [f" {json.dumps(k)}: {json.dumps(v)}" for k, v in out.items() if k != "triangles"]
-    tris = ",\n".join(f"  {json.dumps(t)}" for t in out["triangles"])  # type: ignore[union-attr]
+    tris = ",\n".join(f"  {json.dumps(t)}" for t in out["triangles"])
     text = "{\n" + ",\n".join(lines) + ',\n "triangles": [\n' + tris + "\n ]\n}\n"
     Path(sys.argv[1]).write_text(text)
-    print(f"{len(out['triangles'])} triangles -> {sys.argv[1]}")  # type: ignore[arg-type]
+    print(f"{len(out['triangles'])} triangles -> {sys.argv[1]}")

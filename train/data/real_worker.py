@@ -92,10 +92,7 @@ def main(argv: list[str]) -> int:
         print("usage: real_worker.py frames|mesh|mesh3d REQUEST.json ANSWER.json", file=sys.stderr)
         return 2
     request = json.loads(Path(argv[1]).read_text())
-    if argv[0] == "frames":
-        answer = _frames(request)
-    else:
-        answer = _mesh(request, with_depth=argv[0] == "mesh3d")
+    answer = _frames(request) if argv[0] == "frames" else _mesh(request, with_depth=argv[0] == "mesh3d")
     Path(argv[2]).write_text(json.dumps(answer))
     return 0
 
