@@ -47,6 +47,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -330,40 +331,53 @@ _MIRROR = np.diag([-1.0, 1.0, 1.0])
 
 def _window(image: np.ndarray, points: np.ndarray, side_px: int) -> tuple[np.ndarray, float, np.ndarray]:
     """The square window of ``WINDOW`` x the labels' tight box, ``side_px`` wide: (window [R, R, 3]
-    uint8, scale k, origin [2]) with window = (image - origin) * k. Outside the photo: black."""
+    uint8, scale k, origin [2]) with window = (image - origin) * k. Outside the photo: its border
+    pixels repeated."""
     lo, hi = points.min(axis=0), points.max(axis=0)
     side = WINDOW * float((hi - lo).max())
     origin = (lo + hi) / 2 - side / 2
     k = side_px / side
+    h, w = image.shape[:2]
+    # where the window leaves the photo, repeat its border (a black frame would be warped into view)
+    pad = math.ceil(float(max(0.0, -origin.min(), origin[0] + side - w, origin[1] + side - h))) + 1
+    if pad > 1:
+        image = np.pad(image, ((pad, pad), (pad, pad), (0, 0)), mode="edge")
+        origin = origin + pad
     im = Image.fromarray(image)
     step = int(1 / k) if k < 0.5 else 1  # shrink big photos first: bilinear sampling would alias
     if step > 1:
         im = im.reduce(step)
     data = (1 / (k * step), 0.0, origin[0] / step, 0.0, 1 / (k * step), origin[1] / step)
     out = im.transform((side_px, side_px), Image.Transform.AFFINE, data, resample=Image.Resampling.BILINEAR)
-    return np.asarray(out.convert("RGB")), k, origin
+    return np.asarray(out.convert("RGB")), k, origin - pad if pad > 1 else origin
 
 
 def repose_photo(
     image: np.ndarray,
     points: np.ndarray,
     mesh468: np.ndarray,
-    rng: np.random.Generator,
     size: int,
+    *,
+    rng: np.random.Generator | None = None,
     options: ReposeOptions | None = None,
+    target: tuple[float, float] | None = None,
 ) -> tuple[RePosed, dict[str, Any]]:
-    """Re-pose one face of a photo at a drawn target pose.
+    """Re-pose one face of a photo: at ``target`` (yaw, pitch) degrees, or at a pose drawn by
+    ``options`` from ``rng``.
 
     image [H, W, 3] uint8; points [68, 2] its labels; mesh468 [468, 3] MediaPipe's points (image
     pixels, z towards the camera, same units). Returns the render (``size`` px) and its meta: the
     photo's pose, the target pose, whether the photo was mirrored.
     """
-    opt = options or ReposeOptions()
     pts = np.asarray(points, dtype=np.float64)
     h, w = image.shape[:2]
     pose = estimate_pose(pts, "ibug68", w, h)
     rot0 = pose.rotation
-    yaw_t, pitch_t = opt.draw(rng, pose.yaw)
+    if target is None:
+        if rng is None:
+            raise ValueError("give a target pose or an rng to draw one")
+        target = (options or ReposeOptions()).draw(rng, pose.yaw)
+    yaw_t, pitch_t = target
     r = SS * size
     window, k, origin = _window(image, pts, r)
     wpts = (pts - origin) * k
@@ -565,16 +579,88 @@ class ReposedFaces(RenderedFaces):
         sample = self.real[self.faces[i // self.per_face]]
         rows, points, _ = load_mesh3d(self.mesh_path)
         mesh = points[rows[sample.meta["id"]]]
+        rng = np.random.default_rng([self.seed, i])
         out, meta = repose_photo(
-            sample.image,
-            sample.points,
-            mesh,
-            np.random.default_rng([self.seed, i]),
-            self.image_size,
-            self.options,
+            sample.image, sample.points, mesh, self.image_size, rng=rng, options=self.options
         )
         keep: dict[str, Any] = {
             k: sample.meta[k] for k in ("id", "source", "identity", "kind") if k in sample.meta
         }
         p19 = aflw19_from_68(out.points.astype(np.float64)).astype(np.float32)
         return out.image, out.points, p19, {**keep, **meta, "split": "train"}
+
+
+# ------------------------------------------------------------------------------------------ preview
+PREVIEW_TARGETS: tuple[tuple[float, float], ...] = (
+    (-75, 0), (-50, 0), (-25, 0), (0, 0), (25, 0), (50, 0), (75, 0), (0, -30), (0, 30), (60, 20),
+)  # fmt: skip
+
+
+def pick_preview_faces(real_root: Path | str, mesh3d: Path | str, count: int = 5) -> list[int]:
+    """Indices (into ``RealFaces(real_root, "train")``) of near-frontal training faces with a mesh, one
+    per identity, spread over the sources: so that every preview column turns *away* from the photo."""
+    from train.data.real import RealFaces
+
+    rows, _, _ = load_mesh3d(mesh3d)
+    real = RealFaces(real_root, "train")
+    chosen: list[int] = []
+    seen_people: set[str] = set()
+    by_source: dict[str, int] = {}
+    candidates = []
+    for k, face in enumerate(real.faces):
+        if face.meta["id"] in rows and face.meta["identity"] not in seen_people:
+            candidates.append(k)
+            seen_people.add(str(face.meta["identity"]))
+    for k in candidates:
+        sample = real[k]
+        size = float(np.ptp(sample.points, axis=0).max())
+        if abs(sample.meta.get("yaw", 90.0)) > 12 or abs(sample.meta.get("roll", 90.0)) > 10 or size < 90:
+            continue
+        src = str(sample.meta["source"])
+        if by_source.get(src, 0) >= max(1, count // 3):
+            continue
+        by_source[src] = by_source.get(src, 0) + 1
+        chosen.append(k)
+        if len(chosen) == count:
+            break
+    return chosen
+
+
+def write_preview(
+    real_root: Path | str,
+    mesh3d: Path | str,
+    out: Path | str = Path("docs/img/repose_grid.jpg"),
+    faces: Sequence[int] | None = None,
+    targets: Sequence[tuple[float, float]] = PREVIEW_TARGETS,
+    size: int = 160,
+) -> Path:
+    """A grid: one training face per row, its photo's window, then renders at ``targets`` (yaw, pitch),
+    the 68 carried labels drawn (jaw red, the rest green); returns the JPEG's path."""
+    from PIL import ImageDraw
+
+    from train.data.real import RealFaces
+
+    real = RealFaces(real_root, "train")
+    rows, points, _ = load_mesh3d(mesh3d)
+    picked = list(faces) if faces is not None else pick_preview_faces(real_root, mesh3d)
+    sheet = Image.new("RGB", ((len(targets) + 1) * size, len(picked) * size), (255, 255, 255))
+    for r, k in enumerate(picked):
+        sample = real[k]
+        mesh = points[rows[sample.meta["id"]]]
+        window, scale, origin = _window(sample.image, sample.points.astype(np.float64), size)
+        tiles = [(window, (sample.points - origin) * scale, "photo")]
+        for yaw, pitch in targets:
+            done, _ = repose_photo(sample.image, sample.points, mesh, size, target=(yaw, pitch))
+            tiles.append((done.image, done.points, f"yaw {yaw:+.0f} pitch {pitch:+.0f}"))
+        for c, (image, pts, label) in enumerate(tiles):
+            tile = Image.fromarray(image)
+            draw = ImageDraw.Draw(tile)
+            for j, (x, y) in enumerate(pts):
+                colour = (255, 40, 40) if j < 17 else (40, 255, 40)
+                draw.ellipse((x - 1.4, y - 1.4, x + 1.4, y + 1.4), fill=colour)
+            draw.text((3, 2), label, fill=(255, 255, 0))
+            sheet.paste(tile, (c * size, r * size))
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(path, quality=88, optimize=True)
+    return path

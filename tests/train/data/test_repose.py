@@ -249,3 +249,24 @@ def test_bad_specs_are_refused(tmp_path: Path) -> None:
         ReposedFaces("wflw98", FIXTURE, MESH3D, 1, 0)
     with pytest.raises(ValueError, match="window"):
         repose_face(np.zeros((10, 10, 3), np.uint8), hemisphere(), toy_labels(), np.eye(3), SIZE)
+
+
+def test_cli_reuses_the_meshes_and_writes_a_preview(tmp_path: Path) -> None:
+    """``wingmark data repose``: every training face already has a mesh, so MediaPipe is not needed;
+    the report is JSON and the preview a JPEG with one row per face and one column per target + 1."""
+    import shutil
+
+    from PIL import Image
+
+    from train.data.real_cli import main
+    from train.data.repose import PREVIEW_TARGETS, write_preview
+
+    out = tmp_path / "repose"
+    out.mkdir()
+    shutil.copy(MESH3D, out / "mesh3d.npz")
+    assert main(["repose", "--cache-dir", str(FIXTURE), "--out", str(out)]) == 0
+    report = json.loads((out / "mesh3d.npz.json").read_text())
+    assert report["train_faces"] == 2 and report["with_mesh"] == 2
+    grid = write_preview(FIXTURE, out / "mesh3d.npz", tmp_path / "grid.jpg", faces=[0, 1], size=40)
+    with Image.open(grid) as im:
+        assert im.format == "JPEG" and im.size == ((len(PREVIEW_TARGETS) + 1) * 40, 2 * 40)
