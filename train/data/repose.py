@@ -486,13 +486,30 @@ def load_mesh3d(path: Path | str) -> tuple[dict[str, int], np.ndarray, str]:
 
 
 # ------------------------------------------------------------------------------------------ dataset
+def _balanced(items: Sequence[int], groups: Sequence[str], count: int) -> list[int]:
+    """``count`` of ``items`` taken in turns from each group (groups in order of first appearance,
+    each group's items in order); returned in their original order."""
+    queues: dict[str, list[int]] = {}
+    for item, group in zip(items, groups, strict=True):
+        queues.setdefault(group, []).append(item)
+    picked: list[int] = []
+    depth = 0
+    while len(picked) < count:
+        for queue in queues.values():
+            if depth < len(queue) and len(picked) < count:
+                picked.append(queue[depth])
+        depth += 1
+    return sorted(picked)
+
+
 class ReposedFaces(RenderedFaces):
     """``per_face`` re-posed renders of every kept training face of a real-face cache that has a mesh.
 
     Sample ``i`` is face ``i // per_face`` at the pose drawn from ``np.random.default_rng([seed, i])``,
     ``image_size`` pixels square, in ``scheme`` (ibug68, or aflw19 from the 68 points), kept as
     ``.npz`` under ``cache_dir`` like the synthetic and scan faces. Only ``split == "train"`` faces are
-    ever used: re-posing a test face would put its person into training.
+    ever used: re-posing a test face would put its person into training. ``max_faces`` keeps that many
+    faces, taken in turns from each identity (a few people's video frames do not dominate).
     """
 
     def __init__(
@@ -506,6 +523,7 @@ class ReposedFaces(RenderedFaces):
         options: ReposeOptions | None = None,
         cache_dir: Path | str | None = None,
         sources: Sequence[str] | None = None,
+        max_faces: int | None = None,
     ) -> None:
         from train.data.real import RealFaces
 
@@ -520,6 +538,10 @@ class ReposedFaces(RenderedFaces):
         rows, _, digest = load_mesh3d(self.mesh_path)
         self.real = RealFaces(root, "train", sources=sources)
         self.faces = [k for k, f in enumerate(self.real.faces) if f.meta["id"] in rows]
+        if max_faces is not None and len(self.faces) > max_faces:
+            self.faces = _balanced(
+                self.faces, [str(self.real.faces[k].meta["identity"]) for k in self.faces], max_faces
+            )
         self.per_face, self.seed, self.image_size = int(per_face), int(seed), int(image_size)
         self.num = len(self.faces) * self.per_face
         self.options = options or ReposeOptions()
@@ -540,7 +562,8 @@ class ReposedFaces(RenderedFaces):
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any], scheme: str) -> ReposedFaces:
         """From a dataset spec ``{kind: repose, root, mesh3d, per_face, seed, image_size, yaw_max,
-        pitch_max, outward, cache_dir, sources}`` (``mesh3d`` default ``<root>/../repose/mesh3d.npz``)."""
+        pitch_max, outward, cache_dir, sources, max_faces}`` (``mesh3d`` default
+        ``<root>/../repose/mesh3d.npz``)."""
         root = Path(spec.get("root", "cache/real"))
         mesh3d = spec.get("mesh3d") or root.parent / "repose" / MESH3D_FILE
         options = ReposeOptions(
@@ -559,6 +582,7 @@ class ReposedFaces(RenderedFaces):
             options=options,
             cache_dir=spec.get("cache_dir"),
             sources=list(sources) if sources is not None else None,
+            max_faces=int(spec["max_faces"]) if spec.get("max_faces") is not None else None,
         )
 
     def face_ids(self) -> list[str]:

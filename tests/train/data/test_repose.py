@@ -270,3 +270,14 @@ def test_cli_reuses_the_meshes_and_writes_a_preview(tmp_path: Path) -> None:
     grid = write_preview(FIXTURE, out / "mesh3d.npz", tmp_path / "grid.jpg", faces=[0, 1], size=40)
     with Image.open(grid) as im:
         assert im.format == "JPEG" and im.size == ((len(PREVIEW_TARGETS) + 1) * 40, 2 * 40)
+
+
+def test_max_faces_takes_identities_in_turn() -> None:
+    from train.data.repose import _balanced
+
+    items = list(range(10))
+    groups = ["a"] * 6 + ["b"] * 3 + ["c"]
+    assert _balanced(items, groups, 4) == [0, 1, 6, 9]
+    assert _balanced(items, groups, 7) == [0, 1, 2, 6, 7, 8, 9]
+    capped = ReposedFaces("ibug68", FIXTURE, MESH3D, 2, 0, image_size=40, max_faces=1)
+    assert len(capped) == 2 and capped.face_ids() == ["alpha/a1_1"]
