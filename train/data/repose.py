@@ -331,25 +331,45 @@ _MIRROR = np.diag([-1.0, 1.0, 1.0])
 
 def _window(image: np.ndarray, points: np.ndarray, side_px: int) -> tuple[np.ndarray, float, np.ndarray]:
     """The square window of ``WINDOW`` x the labels' tight box, ``side_px`` wide: (window [R, R, 3]
-    uint8, scale k, origin [2]) with window = (image - origin) * k. Outside the photo: its border
-    pixels repeated."""
+    uint8, scale k, origin [2]) with window = (image - origin) * k. Where the window leaves the photo
+    it shows the photo mirrored at its border and blurred (a black frame, or repeated border pixels,
+    would be warped into view as streaks when the head turns)."""
     lo, hi = points.min(axis=0), points.max(axis=0)
     side = WINDOW * float((hi - lo).max())
     origin = (lo + hi) / 2 - side / 2
     k = side_px / side
     h, w = image.shape[:2]
-    # where the window leaves the photo, repeat its border (a black frame would be warped into view)
-    pad = math.ceil(float(max(0.0, -origin.min(), origin[0] + side - w, origin[1] + side - h))) + 1
-    if pad > 1:
-        image = np.pad(image, ((pad, pad), (pad, pad), (0, 0)), mode="edge")
-        origin = origin + pad
-    im = Image.fromarray(image)
+    pad = math.ceil(float(max(0.0, -origin.min(), origin[0] + side - w, origin[1] + side - h)))
+    pad = min(pad + 1, 3 * max(h, w)) if pad > 0 else 0
+    inside = np.ones((h, w), dtype=np.uint8) * 255
+    if pad:
+        reps = -(-pad // max(1, min(h, w)))  # np.pad "symmetric" needs pad <= size per call
+        for _ in range(reps):
+            step_pad = min(pad, image.shape[0], image.shape[1])
+            image = np.pad(image, ((step_pad, step_pad), (step_pad, step_pad), (0, 0)), mode="symmetric")
+            inside = np.pad(inside, step_pad)
+            origin = origin + step_pad
+            pad -= step_pad
+            if pad <= 0:
+                break
     step = int(1 / k) if k < 0.5 else 1  # shrink big photos first: bilinear sampling would alias
-    if step > 1:
-        im = im.reduce(step)
     data = (1 / (k * step), 0.0, origin[0] / step, 0.0, 1 / (k * step), origin[1] / step)
-    out = im.transform((side_px, side_px), Image.Transform.AFFINE, data, resample=Image.Resampling.BILINEAR)
-    return np.asarray(out.convert("RGB")), k, origin - pad if pad > 1 else origin
+
+    def warp(arr: np.ndarray) -> np.ndarray:
+        im = Image.fromarray(arr)
+        if step > 1:
+            im = im.reduce(step)
+        return np.asarray(
+            im.transform((side_px, side_px), Image.Transform.AFFINE, data, resample=Image.Resampling.BILINEAR)
+        )
+
+    out = warp(image)
+    shift = origin - ((lo + hi) / 2 - side / 2)
+    if (inside == 0).any():
+        valid = warp(inside).astype(np.float32)[..., None] / 255.0
+        blurred = np.asarray(Image.fromarray(out).filter(ImageFilter.GaussianBlur(side_px / 40.0)))
+        out = np.clip(valid * out + (1 - valid) * blurred + 0.5, 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(out[..., :3]), k, origin - shift
 
 
 def repose_photo(
