@@ -281,3 +281,46 @@ def test_max_faces_takes_identities_in_turn() -> None:
     assert _balanced(items, groups, 7) == [0, 1, 2, 6, 7, 8, 9]
     capped = ReposedFaces("ibug68", FIXTURE, MESH3D, 2, 0, image_size=40, max_faces=1)
     assert len(capped) == 2 and capped.face_ids() == ["alpha/a1_1"]
+
+
+def test_window_maps_the_photo_and_fills_outside_it_without_black() -> None:
+    from train.data.repose import _window
+
+    ys, xs = np.mgrid[0:90, 0:120] + 0.5
+    photo = np.stack([xs * 2, ys * 2, np.full_like(xs, 200)], axis=-1).astype(np.uint8)
+    pts = np.asarray([[10.0, 20.0], [60.0, 80.0]])  # tight box 50 x 60: the window (120 px) leaves the photo
+    window, k, origin = _window(photo, pts, 96)
+    assert window.shape == (96, 96, 3)
+    assert np.isclose(k, 96 / 120) and np.allclose(origin, [35.0 - 60.0, 50.0 - 60.0])
+    # inside the photo: window pixel centre (i + 0.5) / k + origin is the photo position encoded
+    for i, j in ((40, 40), (70, 50), (90, 90)):
+        x, y = (j + 0.5) / k + origin[0], (i + 0.5) / k + origin[1]
+        if 1 < x < 119 and 1 < y < 89:
+            assert abs(window[i, j, 0] / 2 - x) < 1.5 and abs(window[i, j, 1] / 2 - y) < 1.5
+    # outside it (top-left corner of the window): a fill, never black
+    assert window[:5, :5].min() > 0 and (window[:5, :5, 2] > 150).all()
+
+
+def test_a_target_mirroring_the_photo_pose_is_the_mirrored_photo() -> None:
+    """Asked for (-yaw, pitch) of a photo at (yaw, pitch, roll), the photo is mirrored and then not
+    turned at all: the render is the mirrored window, the labels mirrored with the flip permutation."""
+    from model_store.pose import estimate_pose
+    from model_store.schemes import get_scheme
+    from train.data.real import RealFaces
+    from train.data.repose import _window, load_mesh3d, repose_photo
+
+    face = RealFaces(FIXTURE, "train")[0]
+    rows, meshes, _ = load_mesh3d(MESH3D)
+    pose = estimate_pose(face.points, "ibug68", face.image.shape[1], face.image.shape[0])
+    assert abs(pose.yaw) > 1.0
+    out, meta = repose_photo(
+        face.image, face.points, meshes[rows[face.meta["id"]]], 48, target=(-pose.yaw, pose.pitch)
+    )
+    assert meta["mirrored"] is True
+    window, k, origin = _window(face.image, face.points.astype(np.float64), 96)
+    perm = np.asarray(get_scheme("ibug68").flip_permutation)
+    wpts = (face.points.astype(np.float64) - origin) * k
+    want = np.column_stack([96 - wpts[perm, 0], wpts[perm, 1]]) / 2
+    assert np.allclose(out.points, want, atol=1e-3)
+    mirrored = window[:, ::-1].astype(np.float64).reshape(48, 2, 48, 2, 3).mean(axis=(1, 3))
+    assert np.abs(out.image.astype(np.float64) - mirrored).mean() < 1.0
