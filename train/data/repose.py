@@ -460,6 +460,8 @@ def build_mesh3d(
     if path.is_file():
         with np.load(path) as z:
             have = dict(zip((str(i) for i in z["ids"]), z["points"], strict=True))
+    wanted = {f["id"] for f in faces}
+    have = {i: v for i, v in have.items() if i in wanted}  # faces no longer kept / in the split go
     todo = [f for f in faces if f["id"] not in have]
     model = ""
     if todo:

@@ -267,6 +267,8 @@ def test_cli_reuses_the_meshes_and_writes_a_preview(tmp_path: Path) -> None:
     assert main(["repose", "--cache-dir", str(FIXTURE), "--out", str(out)]) == 0
     report = json.loads((out / "mesh3d.npz.json").read_text())
     assert report["train_faces"] == 2 and report["with_mesh"] == 2
+    with np.load(out / "mesh3d.npz") as z:  # the test faces' meshes (in the fixture file) are dropped
+        assert sorted(str(i) for i in z["ids"]) == ["alpha/a1_1", "alpha/a2_1"]
     grid = write_preview(FIXTURE, out / "mesh3d.npz", tmp_path / "grid.jpg", faces=[0, 1], size=40)
     with Image.open(grid) as im:
         assert im.format == "JPEG" and im.size == ((len(PREVIEW_TARGETS) + 1) * 40, 2 * 40)
