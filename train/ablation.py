@@ -254,6 +254,7 @@ def main(argv: list[str]) -> int:
                 "seed": 13,
                 "image_size": 256,
                 "cache_dir": str(real_root.parent / "repose" / "renders"),
+                "repeat": args.repose_repeat,
             }
     configs = {
         k: v for k, v in variant_configs(base, args.steps, out_root, scan, repose).items() if k in wanted
