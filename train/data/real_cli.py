@@ -1,9 +1,8 @@
-"""``wingmark data``: build the real-face cache (``real``), the re-posed faces' meshes (``repose``) and
-benchmark models on it (``bench``).
+"""``wingmark data``: build the real-face cache (``real``) and benchmark models on it (``bench``).
 
 wingmark data real [--cache-dir DIR] [--max-video-frames N] [--sources a,b,...]
-wingmark data repose [--cache-dir DIR] [--out DIR] [--preview PATH]
 wingmark data bench [--cache-dir DIR] [--models NAME@VERSION,...] [--json PATH]
+wingmark data repose [--cache-dir DIR] [--out DIR] [--preview PATH]   (meshes for re-posed faces)
 wingmark data ablation [--scheme ibug68|aflw19] [--steps N] [--jobs J] [--variants a,b,...]
 """
 
@@ -96,12 +95,12 @@ def main(argv: list[str]) -> int:
     if not argv or argv[0] in {"-h", "--help"}:
         print(__doc__)
         return 0
+    if argv[0] == "repose":
+        return _repose(argv[1:])
     if argv[0] == "real":
         return _real(argv[1:])
     if argv[0] == "bench":
         return _bench(argv[1:])
-    if argv[0] == "repose":
-        return _repose(argv[1:])
     if argv[0] == "ablation":
         from train.ablation import main as ablation_main
 
