@@ -63,6 +63,7 @@ from model_store.schemes import get_scheme
 from train.data.real import CROP_SCALE, CROP_SIZE, load_manifest
 from train.data.scan import rasterise
 from train.data.synthetic import PoseDistribution, RenderedFaces
+from train.data.types import Sample
 
 __all__ = [
     "REPOSE_VERSION",
@@ -632,8 +633,26 @@ class ReposedFaces(RenderedFaces):
         keep: dict[str, Any] = {
             k: sample.meta[k] for k in ("id", "source", "identity", "kind") if k in sample.meta
         }
+        weights = sample.meta.get("point_weights")  # per-point teacher agreement, where the cache has it
+        if weights is not None:
+            w = np.asarray(weights, dtype=np.float64).reshape(68)
+            if meta["mirrored"]:
+                w = w[np.asarray(get_scheme("ibug68").flip_permutation)]
+            keep["point_weights68"] = [round(float(v), 5) for v in w]
         p19 = aflw19_from_68(out.points.astype(np.float64)).astype(np.float32)
         return out.image, out.points, p19, {**keep, **meta, "split": "train"}
+
+    def _load(self, index: int) -> Sample:
+        """As :class:`RenderedFaces`, with the photo's per-point weights (``meta["point_weights68"]``)
+        as ``meta["point_weights"]`` in this scheme (19-point: the mean weight of each 68-point group)."""
+        sample = super()._load(index)
+        w68 = sample.meta.pop("point_weights68", None)
+        if w68 is not None:
+            w = np.asarray(w68, dtype=np.float64)
+            if self.scheme == "aflw19":
+                w = aflw19_from_68(np.stack([w, w], axis=1))[:, 0]
+            sample.meta["point_weights"] = w.astype(np.float32)
+        return sample
 
 
 # ------------------------------------------------------------------------------------------ preview

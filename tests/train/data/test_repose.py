@@ -326,3 +326,26 @@ def test_a_target_mirroring_the_photo_pose_is_the_mirrored_photo() -> None:
     assert np.allclose(out.points, want, atol=1e-3)
     mirrored = window[:, ::-1].astype(np.float64).reshape(48, 2, 48, 2, 3).mean(axis=(1, 3))
     assert np.abs(out.image.astype(np.float64) - mirrored).mean() < 1.0
+
+
+def test_per_point_weights_follow_the_points(tmp_path: Path) -> None:
+    """Where the real cache has per-point teacher weights, a render carries them, permuted with the
+    labels when the photo was mirrored, and reduced to 19 for aflw19."""
+    from model_store.schemes import get_scheme
+
+    ds = ReposedFaces("ibug68", FIXTURE, MESH3D, 6, 1, image_size=40, cache_dir=tmp_path)
+    weights = np.linspace(0.0, 1.0, 68)
+    for k in ds.faces:
+        ds.real.faces[k].meta["point_weights"] = weights
+    perm = np.asarray(get_scheme("ibug68").flip_permutation)
+    seen = set()
+    for i in range(len(ds)):
+        s = ds[i]
+        want = weights[perm] if s.meta["mirrored"] else weights
+        assert np.allclose(s.meta["point_weights"], want, atol=1e-5)
+        seen.add(s.meta["mirrored"])
+    assert seen == {True, False}
+    ds19 = ReposedFaces("aflw19", FIXTURE, MESH3D, 6, 1, image_size=40, cache_dir=tmp_path)
+    for k in ds19.faces:
+        ds19.real.faces[k].meta["point_weights"] = weights
+    assert ds19[0].meta["point_weights"].shape == (19,)
