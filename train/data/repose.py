@@ -662,29 +662,39 @@ PREVIEW_TARGETS: tuple[tuple[float, float], ...] = (
 
 
 def pick_preview_faces(real_root: Path | str, mesh3d: Path | str, count: int = 5) -> list[int]:
-    """Indices (into ``RealFaces(real_root, "train")``) of near-frontal training faces with a mesh, one
-    per identity, spread over the sources: so that every preview column turns *away* from the photo."""
+    """Indices (into ``RealFaces(real_root, "train")``) of training faces for the preview: near-frontal
+    (|yaw| <= 12, |roll| <= 10: every column turns *away* from the photo), at least 90 px, whose window
+    lies inside the photo, best teacher agreement first; one per identity and one per source."""
+    from train.data.pts300w import read_pts
     from train.data.real import RealFaces
 
     rows, _, _ = load_mesh3d(mesh3d)
     real = RealFaces(real_root, "train")
-    chosen: list[int] = []
-    seen_people: set[str] = set()
-    by_source: dict[str, int] = {}
-    candidates = []
+    scored: list[tuple[float, int]] = []
     for k, face in enumerate(real.faces):
-        if face.meta["id"] in rows and face.meta["identity"] not in seen_people:
-            candidates.append(k)
-            seen_people.add(str(face.meta["identity"]))
-    for k in candidates:
-        sample = real[k]
-        size = float(np.ptp(sample.points, axis=0).max())
-        if abs(sample.meta.get("yaw", 90.0)) > 12 or abs(sample.meta.get("roll", 90.0)) > 10 or size < 90:
+        if face.meta["id"] not in rows:
             continue
-        src = str(sample.meta["source"])
-        if by_source.get(src, 0) >= max(1, count // 3):
+        pts = read_pts(face.pts)
+        lo, hi = pts.min(axis=0), pts.max(axis=0)
+        size = float((hi - lo).max())
+        with Image.open(face.image) as im:
+            w, h = im.size  # the header only
+        origin = (lo + hi) / 2 - WINDOW * size / 2
+        if size < 90 or origin.min() < 0 or origin[0] + WINDOW * size > w or origin[1] + WINDOW * size > h:
             continue
-        by_source[src] = by_source.get(src, 0) + 1
+        pose = estimate_pose(pts, "ibug68", w, h)
+        if abs(pose.yaw) > 12 or abs(pose.roll) > 10:
+            continue
+        scored.append((float((face.meta.get("agreement") or {}).get("nme", 1.0)), k))
+    chosen: list[int] = []
+    people: set[str] = set()
+    sources: set[str] = set()
+    for _, k in sorted(scored):
+        meta = real.faces[k].meta
+        if meta["identity"] in people or meta["source"] in sources:
+            continue
+        people.add(str(meta["identity"]))
+        sources.add(str(meta["source"]))
         chosen.append(k)
         if len(chosen) == count:
             break
