@@ -214,6 +214,7 @@ def main(argv: list[str]) -> int:
     p.add_argument(
         "--repose-faces", type=int, default=600, help="re-posed renders in both+repose (1 per face)"
     )
+    p.add_argument("--repose-repeat", type=int, default=4, help="repeat of the re-posed part in the mix")
     p.add_argument("--out", type=Path, default=Path("runs/ablation"))
     p.add_argument("--docs", type=Path, default=Path("docs"))
     p.add_argument("--report-only", action="store_true", help="rewrite the report from finished runs")
