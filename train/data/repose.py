@@ -317,6 +317,11 @@ class ReposeOptions:
     yaw_max: float = 75.0
     pitch_max: float = 30.0
     outward: bool = True
+    jaw: str = "contour"  # "contour": the far jaw on the visible outline (300-W); "surface": carried only
+
+    def __post_init__(self) -> None:
+        if self.jaw not in {"contour", "surface"}:
+            raise ValueError(f"jaw must be contour or surface, got {self.jaw!r}")
 
     def draw(self, rng: np.random.Generator, photo_yaw: float) -> tuple[float, float]:
         """(target yaw, target pitch)."""
@@ -399,6 +404,7 @@ def repose_photo(
             raise ValueError("give a target pose or an rng to draw one")
         target = (options or ReposeOptions()).draw(rng, pose.yaw)
     yaw_t, pitch_t = target
+    opt = options or ReposeOptions()
     r = SS * size
     window, k, origin = _window(image, pts, r)
     wpts = (pts - origin) * k
@@ -415,7 +421,7 @@ def repose_photo(
     roll0 = pose.roll * (-1 if mirrored else 1)
     delta = rotation_from_euler(yaw_t, pitch_t, roll0) @ rot0.T
     triangles, oval = mediapipe_topology()
-    hidden = JAW_RIGHT if yaw_t > 0 else JAW_LEFT
+    hidden = (JAW_RIGHT if yaw_t > 0 else JAW_LEFT) if opt.jaw == "contour" else ()
     out = repose_face(window, FaceMesh(verts, triangles, oval), wpts, delta, size, hidden_jaw=hidden)
     meta = {
         "photo_pose": [round(pose.yaw, 2), round(pose.pitch, 2), round(pose.roll, 2)],
@@ -578,21 +584,23 @@ class ReposedFaces(RenderedFaces):
             "per_face": self.per_face,
             "seed": self.seed,
             "size": self.image_size,
-            "options": [self.options.yaw_max, self.options.pitch_max, self.options.outward],
+            "options": [self.options.yaw_max, self.options.pitch_max, self.options.outward]
+            + ([] if self.options.jaw == "contour" else [self.options.jaw]),
         }
         self._key = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any], scheme: str) -> ReposedFaces:
         """From a dataset spec ``{kind: repose, root, mesh3d, per_face, seed, image_size, yaw_max,
-        pitch_max, outward, cache_dir, sources, max_faces}`` (``mesh3d`` default
-        ``<root>/../repose/mesh3d.npz``)."""
+        pitch_max, outward, jaw (contour | surface), cache_dir, sources, max_faces}`` (``mesh3d``
+        default ``<root>/../repose/mesh3d.npz``)."""
         root = Path(spec.get("root", "cache/real"))
         mesh3d = spec.get("mesh3d") or root.parent / "repose" / MESH3D_FILE
         options = ReposeOptions(
             yaw_max=float(spec.get("yaw_max", 75.0)),
             pitch_max=float(spec.get("pitch_max", 30.0)),
             outward=bool(spec.get("outward", True)),
+            jaw=str(spec.get("jaw", "contour")),
         )
         sources = spec.get("sources")
         return cls(

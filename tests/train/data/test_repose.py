@@ -349,3 +349,28 @@ def test_per_point_weights_follow_the_points(tmp_path: Path) -> None:
     for k in ds19.faces:
         ds19.real.faces[k].meta["point_weights"] = weights
     assert ds19[0].meta["point_weights"].shape == (19,)
+
+
+def test_jaw_surface_option_carries_the_far_jaw_instead_of_marching_it() -> None:
+    from train.data.real import RealFaces
+    from train.data.repose import load_mesh3d, repose_photo
+
+    face = RealFaces(FIXTURE, "train")[0]
+    rows, meshes, _ = load_mesh3d(MESH3D)
+    mesh = meshes[rows[face.meta["id"]]]
+    contour, _ = repose_photo(face.image, face.points, mesh, 48, target=(70.0, 0.0))
+    surface, _ = repose_photo(
+        face.image, face.points, mesh, 48, target=(70.0, 0.0), options=ReposeOptions(jaw="surface")
+    )
+    assert np.allclose(contour.points[17:], surface.points[17:]) and np.allclose(
+        contour.points[:9], surface.points[:9]
+    )
+    assert (
+        np.abs(contour.points[9:17] - surface.points[9:17]).max() > 0.5
+    )  # the far jaw (positive yaw) marched
+    assert np.array_equal(contour.image, surface.image)
+    with pytest.raises(ValueError, match="jaw"):
+        ReposeOptions(jaw="silhouette")
+    a = ReposedFaces.from_spec({"root": str(FIXTURE), "mesh3d": str(MESH3D), "jaw": "surface"}, "ibug68")
+    b = ReposedFaces.from_spec({"root": str(FIXTURE), "mesh3d": str(MESH3D)}, "ibug68")
+    assert a.options.jaw == "surface" and a._key != b._key
