@@ -29,7 +29,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "build-engine": ("train.export.cli:build_engine_main", "build TensorRT engines for a model version"),
     "quantize": ("train.export.cli:quantize_main", "ONNX Runtime INT8 quantisation of a model version"),
     "pose-eval": ("train.pose_eval:main", "head-pose error on synthetic faces of known pose (JSON + PNG)"),
-    "data": ("train.data.real_cli:main", "real-face cache (data real), real-photo benchmark (data bench)"),
+    "data": (
+        "train.data.real_cli:main",
+        "real-face cache (data real), meshes for re-posed faces (data repose), benchmark (data bench)",
+    ),
 }
 
 
