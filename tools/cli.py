@@ -36,7 +36,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "tools.studies.pose_eval:main",
         "head-pose error on synthetic faces of known pose (JSON + PNG)",
     ),
-    "data": ("tools.data:main", "real-face cache (data real), real-photo benchmark (data bench)"),
+    "data": (
+        "tools.data:main",
+        "real-face cache (data real), re-posed faces (data repose), benchmarks (data bench, levers)",
+    ),
 }
 
 

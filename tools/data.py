@@ -2,6 +2,7 @@
 
 wingmark data real [--cache-dir DIR] [--max-video-frames N] [--min-frame-stride S] [--sources a,b,...]
 wingmark data bench [--cache-dir DIR] [--models NAME@VERSION,...] [--json PATH]
+wingmark data repose [--cache-dir DIR] [--out DIR] [--preview PATH]   (meshes for re-posed faces)
 wingmark data ablation [--scheme ibug68|aflw19] [--steps N] [--jobs J] [--variants a,b,...]
 wingmark data levers [--steps N] [--variants a,b,...] [--report-only]
 """
@@ -55,6 +56,37 @@ def _real(argv: list[str]) -> int:
     return 0
 
 
+def _repose(argv: list[str]) -> int:
+    from train.data.repose import MESH3D_FILE, build_mesh3d, load_mesh3d, write_preview
+
+    parser = argparse.ArgumentParser(
+        prog="wingmark data repose",
+        description="MediaPipe's 3-D face mesh for every kept training face of the real-face cache (for "
+        "'kind: repose' datasets), and optionally a preview grid of re-posed faces.",
+    )
+    parser.add_argument("--cache-dir", type=Path, default=default_cache(), help="the real-face cache")
+    parser.add_argument("--out", type=Path, default=None, help="default: <cache-dir>/../repose")
+    parser.add_argument("--preview", type=Path, default=None, help="write a preview grid (JPEG) here")
+    args = parser.parse_args(argv)
+    out = args.out or args.cache_dir.resolve().parent / "repose"
+    path = build_mesh3d(args.cache_dir, out)
+    rows, _, digest = load_mesh3d(path)
+    from train.data.real import RealFaces
+
+    train = RealFaces(args.cache_dir, "train")
+    report = {
+        "mesh3d": str(path),
+        "train_faces": len(train),
+        "with_mesh": sum(f.meta["id"] in rows for f in train.faces),
+        "digest": digest,
+    }
+    if args.preview is not None:
+        report["preview"] = str(write_preview(args.cache_dir, path, args.preview))
+    (out / f"{MESH3D_FILE}.json").write_text(json.dumps(report, indent=1) + "\n")
+    print(json.dumps(report, indent=1))
+    return 0
+
+
 def _bench(argv: list[str]) -> int:
     from tools.studies.real_bench import main as bench_main
 
@@ -65,6 +97,8 @@ def main(argv: list[str]) -> int:
     if not argv or argv[0] in {"-h", "--help"}:
         print(__doc__)
         return 0
+    if argv[0] == "repose":
+        return _repose(argv[1:])
     if argv[0] == "real":
         return _real(argv[1:])
     if argv[0] == "bench":

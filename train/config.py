@@ -31,6 +31,9 @@ A dataset spec is one of ``{kind: synthetic, num, seed, image_size, pose, cache_
 a real textured face scan with exact labels; ``root`` holds the extracted menpo3d ``james.*`` files),
 ``{kind: real, root, split (train | test | all), sources}`` (train.data.real.RealFaces: 68 teacher
 points; for aflw19 reduced to 19 by model_store.meanshape.aflw19_from_68),
+``{kind: repose, root, mesh3d, per_face, seed, image_size, yaw_max, pitch_max, outward, cache_dir}``
+(train.data.repose.ReposedFaces: the real cache's training faces turned in 3-D on their MediaPipe mesh,
+labels carried by the surface; ``mesh3d`` default ``<root>/../repose/mesh3d.npz``),
 ``{kind: 300w, root, split}``, ``{kind: aflw, mat, images, split}``,
 ``{kind: wflw, root, split}`` (train.data.wflw: the 98 published points read as ibug68 or aflw19), or
 ``{kind: mix, parts: [{name, repeat, <dataset spec>}, ...]}`` (the parts concatenated, each

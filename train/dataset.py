@@ -51,6 +51,12 @@ def load_samples(spec: Mapping[str, Any], scheme: str, *, progress: bool = True)
         from train.data.scan import ScanFaces
 
         src = ScanFaces.from_spec(spec, scheme)
+    elif kind == "repose":
+        from train.data.repose import ReposedFaces
+
+        src = ReposedFaces.from_spec(spec, scheme)
+        if len(src) == 0:
+            raise ValueError(f"no training face with a mesh under {spec.get('root')} (build_mesh3d first)")
     elif kind == "300w":
         from train.data.pts300w import load_300w
 
@@ -87,7 +93,7 @@ def load_samples(spec: Mapping[str, Any], scheme: str, *, progress: bool = True)
             )
     else:
         raise ValueError(
-            f"unknown dataset kind {kind!r} (synthetic | scan | real | mix | 300w | aflw | wflw)"
+            f"unknown dataset kind {kind!r} (synthetic | scan | real | repose | mix | 300w | aflw | wflw)"
         )
     samples = _materialise(src, int(spec.get("workers", 2)), f"load {kind}", progress)
     if kind == "real" and scheme == "aflw19":

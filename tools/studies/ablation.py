@@ -9,7 +9,9 @@ predictor where MediaPipe Face Mesh agrees; identities never seen in training):
 - ``synthetic``: synthetic faces only (pose coverage, exact labels);
 - ``real``: the real training faces only (repeated as in the recipe);
 - ``both``: the recipe's mix;
-- ``both+scan``: the mix plus renders of menpo3d's textured face scan (``kind: scan``), where available.
+- ``both+scan``: the mix plus renders of menpo3d's textured face scan (``kind: scan``), where available;
+- ``both+repose``: the mix plus re-posed real training faces (``kind: repose``), where the meshes of
+  ``wingmark data repose`` exist.
 
 Variants run as separate ``wingmark train`` processes, ``--jobs`` at a time (one torch thread each).
 Writes ``data_ablation_<scheme>.json`` and ``.md`` under ``--docs`` and a bar plot in ``--docs``/img.
@@ -35,7 +37,7 @@ import train
 __all__ = ["VARIANTS", "main", "summarise", "variant_configs"]
 
 CONFIGS = Path(train.__file__).resolve().parent / "configs"
-VARIANTS = ("synthetic", "real", "both", "both+scan", "both+skin")
+VARIANTS = ("synthetic", "real", "both", "both+scan", "both+skin", "both+repose")
 
 
 def _part(parts: list[dict[str, Any]], name: str) -> dict[str, Any]:
@@ -46,7 +48,11 @@ def _part(parts: list[dict[str, Any]], name: str) -> dict[str, Any]:
 
 
 def variant_configs(
-    base: Mapping[str, Any], steps: int, out_root: Path, scan: Mapping[str, Any] | None = None
+    base: Mapping[str, Any],
+    steps: int,
+    out_root: Path,
+    scan: Mapping[str, Any] | None = None,
+    repose: Mapping[str, Any] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """One config per variant: ``base`` (a recipe whose ``data.train`` is a mix with ``synthetic``
     and ``real`` parts) as stage 1 only, for ``steps`` steps, with that variant's training data."""
@@ -64,6 +70,8 @@ def variant_configs(
     data["both+skin"] = {"kind": "mix", "parts": [skinned, real]}
     if scan is not None:
         data["both+scan"] = {"kind": "mix", "parts": [synthetic, real, {"name": "scan", **scan}]}
+    if repose is not None:
+        data["both+repose"] = {"kind": "mix", "parts": [synthetic, real, {"name": "repose", **repose}]}
     out = {}
     for name, spec in data.items():
         cfg = copy.deepcopy(dict(base))
@@ -205,6 +213,10 @@ def main(argv: list[str]) -> int:
     p.add_argument("--jobs", type=int, default=2, help="variants trained at once")
     p.add_argument("--variants", default=",".join(VARIANTS), help="comma list of " + ", ".join(VARIANTS))
     p.add_argument("--scan-num", type=int, default=1000, help="scan renders in the both+scan variant")
+    p.add_argument(
+        "--repose-faces", type=int, default=600, help="re-posed renders in both+repose (1 per face)"
+    )
+    p.add_argument("--repose-repeat", type=int, default=4, help="repeat of the re-posed part in the mix")
     p.add_argument("--out", type=Path, default=Path("runs/ablation"))
     p.add_argument("--docs", type=Path, default=Path("docs"))
     p.add_argument("--report-only", action="store_true", help="rewrite the report from finished runs")
@@ -228,7 +240,28 @@ def main(argv: list[str]) -> int:
                 "image_size": 256,
                 "cache_dir": "cache/scan",
             }
-    configs = {k: v for k, v in variant_configs(base, args.steps, out_root, scan).items() if k in wanted}
+    repose = None
+    if "both+repose" in wanted:
+        real_part = _part(base["data"]["train"]["parts"], "real")
+        real_root = Path(real_part.get("root", "cache/real"))
+        mesh3d = real_root.parent / "repose" / "mesh3d.npz"
+        if not mesh3d.is_file():
+            print(f"[ablation] no {mesh3d} (run 'wingmark data repose'): both+repose skipped", flush=True)
+            wanted.remove("both+repose")
+        else:
+            repose = {
+                "kind": "repose",
+                "root": str(real_root),
+                "per_face": 1,
+                "max_faces": args.repose_faces,
+                "seed": 13,
+                "image_size": 256,
+                "cache_dir": str(real_root.parent / "repose" / "renders"),
+                "repeat": args.repose_repeat,
+            }
+    configs = {
+        k: v for k, v in variant_configs(base, args.steps, out_root, scan, repose).items() if k in wanted
+    }
     started = time.monotonic()
     prev = args.docs / f"data_ablation_{args.scheme}.json"
     jobs: int | str = args.jobs

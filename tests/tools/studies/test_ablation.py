@@ -21,12 +21,15 @@ def _eval(nme: float, groups: dict[str, dict[str, float]]) -> dict[str, Any]:
 def test_variants_change_only_the_training_data_and_train_stage1_only(tmp_path: Path) -> None:
     base = yaml.safe_load((CONFIGS / "cnn67_mixed_ibug68.yaml").read_text())
     scan = {"kind": "scan", "num": 5}
-    cfgs = variant_configs(base, 123, tmp_path, scan)
-    assert list(cfgs) == ["synthetic", "real", "both", "both+skin", "both+scan"]
+    repose = {"kind": "repose", "root": "cache/real", "per_face": 1, "max_faces": 7}
+    cfgs = variant_configs(base, 123, tmp_path, scan, repose)
+    assert list(cfgs) == ["synthetic", "real", "both", "both+skin", "both+scan", "both+repose"]
     assert cfgs["synthetic"]["data"]["train"]["kind"] == "synthetic"
     assert cfgs["real"]["data"]["train"]["kind"] == "real"
     assert [p["kind"] for p in cfgs["both"]["data"]["train"]["parts"]] == ["synthetic", "real"]
     assert [p["kind"] for p in cfgs["both+scan"]["data"]["train"]["parts"]] == ["synthetic", "real", "scan"]
+    with_repose = cfgs["both+repose"]["data"]["train"]["parts"]
+    assert with_repose[:2] == cfgs["both"]["data"]["train"]["parts"] and with_repose[2]["max_faces"] == 7
     # both+skin: the same two parts, the synthetic faces with real skin from the real part's cache
     skinned, real = cfgs["both+skin"]["data"]["train"]["parts"]
     assert (
@@ -37,7 +40,7 @@ def test_variants_change_only_the_training_data_and_train_stage1_only(tmp_path: 
         assert cfg["stage1"]["max_steps"] == 123 and cfg["stage2"] == {"enabled": False}
         assert cfg["data"]["val"] == base["data"]["val"] and cfg["eval"] == base["eval"]
         assert cfg["stage1"]["optim"] == base["stage1"]["optim"] and cfg["seed"] == base["seed"]
-    assert len({c["out_dir"] for c in cfgs.values()}) == 5
+    assert len({c["out_dir"] for c in cfgs.values()}) == 6
     assert base["data"]["train"]["kind"] == "mix"  # the base is left as it was
 
 
