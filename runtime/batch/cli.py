@@ -43,6 +43,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--draw", type=Path, help="write annotated images and videos under this folder")
     p.add_argument("--restart", action="store_true", help="overwrite --out instead of resuming it")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--log-every", type=float, default=10.0,
+                   help="seconds between progress lines off a terminal (default 10)")  # fmt: skip
     v = p.add_argument_group("videos")
     v.add_argument("--no-track", action="store_true", help="detect on every frame instead of tracking")
     v.add_argument("--verify-every", type=int, default=10, help="frames between detector checks of a track")
@@ -50,7 +52,7 @@ def _parser() -> argparse.ArgumentParser:
         "--redetect-every", type=int, default=0, help="frames between whole-frame detections (0: when lost)"
     )
     v.add_argument("--no-smooth", action="store_true", help="no One Euro smoothing (landmarks_raw only)")
-    v.add_argument("--min-cutoff", type=float, default=1.0, help="One Euro cutoff at rest, Hz (default 1.0)")
+    v.add_argument("--min-cutoff", type=float, default=0.3, help="One Euro cutoff at rest, Hz (default 0.3)")
     v.add_argument("--beta", type=float, default=10.0, help="One Euro speed coefficient (default 10.0)")
     v.add_argument(
         "--d-cutoff", type=float, default=1.0, help="One Euro speed-estimate cutoff, Hz (default 1.0)"
@@ -126,8 +128,9 @@ def main(argv: list[str]) -> int:
         return 2
     try:
         summary = BatchJob(landmarker, options).run(
-            inputs, Path(args.out), resume=not args.restart, progress=not args.no_progress
-        )
+            inputs, Path(args.out), resume=not args.restart, progress=not args.no_progress,
+            log_every=args.log_every,
+        )  # fmt: skip
     except ValueError as exc:  # e.g. an --out suffix that is neither .parquet nor .jsonl
         print(f"wingmark batch: {exc}", file=sys.stderr)
         return 2

@@ -18,7 +18,7 @@ import glob
 import io
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from queue import Queue
@@ -142,7 +142,7 @@ def video_frame_count(source: str | Path) -> int | None:
 _END = object()
 
 
-def read_video(source: str | Path | bytes, *, prefetch: int = 8) -> Iterator[VideoFrame]:
+def read_video(source: str | Path | bytes, *, prefetch: int = 8) -> Generator[VideoFrame, None, None]:
     """The frames of a video's first video stream as RGB arrays, decoded ahead in a thread.
 
     ``prefetch`` frames are decoded ahead of the consumer (decoding overlaps the landmarking).

@@ -264,12 +264,15 @@ class BatchJob:
         resume: bool = True,
         progress: bool = True,
         stream: Any = None,
+        log_every: float = 10.0,
+        stop: threading.Event | None = None,
     ) -> BatchSummary:
         """Landmarks of every input into ``out`` (``.parquet`` or ``.jsonl``; see runtime.batch.schema).
 
         With ``resume``, inputs ``out`` already holds are skipped and the new rows are added to it;
         otherwise ``out`` is rewritten. Ctrl-C or SIGTERM stops after the current input and keeps
-        every finished input in ``out``.
+        every finished input in ``out``; so does setting ``stop`` from another thread. ``stream``
+        (default stderr) gets the progress bar; off a terminal, a line every ``log_every`` seconds.
         """
         summary = BatchSummary()
         done = done_sources(out) if resume else set()
@@ -278,9 +281,15 @@ class BatchJob:
         images = [s for s in todo if not is_video(s)]
         videos = [s for s in todo if is_video(s)]
         total = len(images) + sum(video_frame_count(v) or 1 for v in videos)
-        bar = Progress(total, unit="frames" if videos else "images", enabled=progress, stream=stream)
+        bar = Progress(
+            total,
+            unit="frames" if videos else "images",
+            enabled=progress,
+            stream=stream,
+            log_interval=log_every,
+        )
         sink = open_sink(out, resume=resume)
-        stop = threading.Event()
+        stop = stop or threading.Event()
         previous = _on_sigterm(stop)
         started = time.perf_counter()
         try:

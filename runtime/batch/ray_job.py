@@ -8,7 +8,7 @@
 Actors: ``actors`` of them (default: one per GPU where the cluster has GPUs, else one per
 ``cpus_per_actor`` CPUs), each with ``num_gpus=gpus_per_actor`` (default 1 where there are GPUs,
 e.g. with ``--backend tensorrt --device cuda``). Inputs are local paths (expanded on the driver as
-in local mode, so the ``source`` column matches) or URIs that Ray's readers take (``s3://``,
+in local mode, made absolute: the ``source`` column holds absolute paths) or URIs that Ray's readers take (``s3://``,
 ``gs://``, ...). ``out`` is a Parquet folder or URI; a rerun adds part files for the inputs not
 yet in it (resume works for local inputs with a local ``out``).
 """
@@ -124,7 +124,7 @@ def run_ray(
     if options.draw is not None:
         raise ValueError("--draw is not supported with --ray (drawings would land on the workers)")
     remote = [str(i) for i in inputs if "://" in str(i)]
-    local = [str(p) for p in expand_inputs([i for i in inputs if "://" not in str(i)])]
+    local = [os.path.abspath(p) for p in expand_inputs([i for i in inputs if "://" not in str(i)])]
     out_text = str(out)
     skipped = 0
     if resume and "://" not in out_text and Path(out_text).exists():
