@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,9 @@ class LandmarkerActor:
 
         spec = dict(landmarker)
         threads = int(spec.pop("threads", 1))
+        workers = max(1, options.workers)
+        if spec.get("detector", "dlib_hog") == "dlib_hog":
+            spec.setdefault("detector_options", {"instances": workers})
         self.job = BatchJob(Landmarker.from_store(spec.pop("model", None), **spec, threads=threads), options)
 
     def __call__(self, batch: dict[str, Any]) -> Any:
@@ -53,7 +56,7 @@ class LandmarkerActor:
         blobs = [bytes(b) for b in batch["bytes"]]
         rows: list[dict[str, Any]] = []
         images = [(p, _constant(b)) for p, b in zip(paths, blobs, strict=True) if not is_video(p)]
-        for _, image_rows, _ in self.job.image_rows(images):
+        for _, image_rows, _ in self.job.iter_images(images):  # the local mode's threaded pipeline
             rows += image_rows
         for p, b in zip(paths, blobs, strict=True):
             if is_video(p):
@@ -121,6 +124,8 @@ def run_ray(
     """Run the batch job on Ray Data; returns a small report (inputs, skipped, rows, out)."""
     ray_options = ray_options or RayOptions()
     options = options or BatchOptions()
+    if options.workers <= 0:  # decode + detect threads per actor: its CPUs (not the driver's)
+        options = replace(options, workers=max(1, int(ray_options.cpus_per_actor)))
     if options.draw is not None:
         raise ValueError("--draw is not supported with --ray (drawings would land on the workers)")
     remote = [str(i) for i in inputs if "://" in str(i)]

@@ -249,7 +249,7 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
     axes[1].set_xticks(x, names, fontsize=8)
     axes[1].set_ylabel("frames/s per CPU second (1 landmarker)")
     axes[1].set_title("speed")
-    axes[1].legend(fontsize=8)
+    axes[1].legend(fontsize=8, loc="lower center")
     jr = [r["jitter_still_pct_face"]["tracking_raw"] for r in results]
     js = [r["jitter_still_pct_face"]["tracking_smoothed"] for r in results]
     axes[2].bar(x - w / 2, jr, w, color="tab:red", label="raw")
