@@ -137,7 +137,7 @@ def test_cli_interrupt_then_resume(folder: Path, photos: Path, tmp_path: Path) -
     many = tmp_path / "many"
     many.mkdir()
     src = (photos / FRONTAL[4]).read_bytes()  # a small photo
-    for i in range(40):
+    for i in range(20):
         (many / f"p{i:02d}.jpg").write_bytes(src)
     out = tmp_path / "r.parquet"
     cmd = [sys.executable, "-m", "service.cli", "batch", str(many), "--out", str(out), "--log-every", "0"]
@@ -146,13 +146,13 @@ def test_cli_interrupt_then_resume(folder: Path, photos: Path, tmp_path: Path) -
     assert proc.stderr is not None
     deadline = time.monotonic() + 60
     for line in proc.stderr:
-        if " 3/40 images" in line or time.monotonic() > deadline:
+        if " 3/20 images" in line or time.monotonic() > deadline:
             break
     proc.send_signal(signal.SIGINT)
     proc.communicate(timeout=60)
     assert proc.returncode == 130
     done = {r["source"] for r in read_rows(out)}
-    assert 3 <= len(done) < 40
+    assert 3 <= len(done) < 20
     rerun = subprocess.run(
         [*cmd, "--workers", "2"], capture_output=True, text=True, env=env, cwd=REPO, timeout=120
     )
@@ -160,9 +160,9 @@ def test_cli_interrupt_then_resume(folder: Path, photos: Path, tmp_path: Path) -
     import json
 
     report = json.loads(rerun.stdout)
-    assert report["skipped"] == len(done) and report["inputs"] == 40 - len(done)
+    assert report["skipped"] == len(done) and report["inputs"] == 20 - len(done)
     sources = [r["source"] for r in read_rows(out)]
-    assert len(sources) == 40 and len(set(sources)) == 40
+    assert len(sources) == 20 and len(set(sources)) == 20
 
 
 def test_cli_refuses_an_unknown_output_suffix(tmp_path: Path, photos: Path) -> None:
