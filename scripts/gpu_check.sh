@@ -67,5 +67,5 @@ print(f"JSON: {out}/summary-{precision}.json")
 PYEOF
 
 echo "=== gpu-marked tests ==="
-"$PY" -m pytest -q -m gpu tests/train/export tests/service || status=1
+"$PY" -m pytest -q -m gpu tests/runtime tests/train/export tests/service || status=1
 exit $status

@@ -28,6 +28,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "compare": ("train.compare:main", "rerun the paper's loss / PDB / cascade comparisons"),
     "export": ("train.export.cli:export_main", "export checkpoints to ONNX and publish a model version"),
     "build-engine": ("train.export.cli:build_engine_main", "build TensorRT engines for a model version"),
+    "engines": (
+        "runtime.backends.tensorrt:prebuild_main",
+        "build the TensorRT engines the service loads (torch-free: runs in the GPU image)",
+    ),
     "quantize": ("train.export.cli:quantize_main", "ONNX Runtime INT8 quantisation of a model version"),
     "pose-eval": ("train.pose_eval:main", "head-pose error on synthetic faces of known pose (JSON + PNG)"),
     "data": ("train.data.real_cli:main", "real-face cache (data real), real-photo benchmark (data bench)"),

@@ -32,7 +32,7 @@ from runtime.landmarker import face_poses
 from service.batcher import BatcherClosedError, DeadlineExceededError, DynamicBatcher, Outcome, QueueFullError
 from service.errors import ProblemError
 from service.models import LoadedModel, ModelHost
-from service.results import LandmarkResult
+from service.schemas import LandmarkResult
 
 __all__ = ["MIN_DEADLINE_MS", "LandmarkRequest", "LandmarkService"]
 

@@ -21,7 +21,7 @@ from service.metrics import CONTENT_TYPE_LATEST
 from service.schemas import LandmarkResponse, ModelInfo, ModelsResponse, ReadyResponse
 from service.settings import Settings, get_settings
 
-__all__ = ["IMAGE_TYPES", "router"]
+__all__ = ["IMAGE_TYPES", "OPTIONS", "router"]
 
 router = APIRouter()
 
@@ -30,6 +30,10 @@ IMAGE_TYPES = frozenset(
     {"image/jpeg", "image/jpg", "image/png", "image/webp", "image/bmp", "image/x-ms-bmp", "image/gif",
      "image/tiff", "image/x-portable-pixmap", "application/octet-stream"}
 )  # fmt: skip
+
+# The request options every body form accepts (multipart fields, JSON keys, query parameters; the
+# query also takes repeatable `box`). Each is documented in the OpenAPI schema (tests hold them equal).
+OPTIONS = ("model", "scheme", "boxes", "max_faces", "deadline_ms", "pose")
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"description": desc, "content": {PROBLEM_JSON: {"schema": {"type": "object"}}}}
@@ -193,7 +197,7 @@ async def _parse_request(request: Request, settings: Settings, query: dict[str, 
             data = await upload.read()
         else:
             data = upload.encode("latin-1")
-        for key in ("model", "scheme", "boxes", "max_faces", "deadline_ms", "pose"):
+        for key in OPTIONS:
             if form.get(key) is not None:
                 options[key] = form.get(key)
     elif media == "application/json" or media.endswith("+json"):
@@ -210,7 +214,7 @@ async def _parse_request(request: Request, settings: Settings, query: dict[str, 
             data = base64.b64decode(encoded, validate=True)
         except (binascii.Error, ValueError):
             raise ProblemError("invalid-image", "'image' is not valid base64") from None
-        unknown = set(payload) - {"image", "model", "scheme", "boxes", "max_faces", "deadline_ms", "pose"}
+        unknown = set(payload) - {"image", *OPTIONS}
         if unknown:
             raise ProblemError("invalid-parameters", f"unknown keys: {sorted(unknown)}")
         options.update({k: v for k, v in payload.items() if k != "image" and v is not None})

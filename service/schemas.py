@@ -1,16 +1,27 @@
-"""Pydantic models of the HTTP API's request options and responses (they drive the OpenAPI at /docs)."""
+"""Pydantic models of the HTTP API's responses (they drive the OpenAPI at /docs and validate every
+response: ``response_model``), and :class:`LandmarkResult`, one request's result, which builds its
+:class:`LandmarkResponse` (boxes and landmarks rounded to 0.01 px; timings in milliseconds)."""
 
 from __future__ import annotations
 
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, Field
+
+from runtime import DecodedImage
+from runtime import Face as RuntimeFace
+
+if TYPE_CHECKING:
+    from service.models import LoadedModel
 
 __all__ = [
     "Face",
     "HeadPose",
     "ImageInfo",
     "LandmarkResponse",
+    "LandmarkResult",
     "ModelInfo",
     "ModelRef",
     "ModelsResponse",
@@ -93,3 +104,43 @@ class ReadyResponse(BaseModel):
     status: Literal["ready", "loading", "failed", "stopping"]
     models: dict[str, bool]
     errors: dict[str, str] = Field(default_factory=dict)
+
+
+@dataclass
+class LandmarkResult:
+    model: LoadedModel
+    image: DecodedImage
+    box_source: str
+    faces: list[RuntimeFace]
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    with_pose: bool = False  # the request asked for poses: every face carries a "pose" key
+
+    def to_response(self) -> LandmarkResponse:
+        """The validated response of POST /v1/landmarks."""
+        lm = self.model
+        faces = []
+        for f in self.faces:
+            # "pose" is set (even to null) only when asked for: the key is absent otherwise
+            pose = {"pose": HeadPose(**f.pose) if f.pose is not None else None} if self.with_pose else {}
+            faces.append(
+                Face(
+                    box=np.round(f.box, 2).tolist(),
+                    detection_score=f.score,
+                    landmarks=np.round(f.landmarks, 2).tolist(),
+                    **pose,
+                )
+            )
+        return LandmarkResponse(
+            model=ModelRef(name=lm.name, version=lm.version, scheme=lm.scheme, backend=lm.backend_name),
+            image=ImageInfo(width=self.image.width, height=self.image.height, format=self.image.format),
+            box_source=self.box_source,
+            faces=faces,
+            timings_ms=Timings(**self.timings_ms),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The response document as JSON-ready data (what the route sends)."""
+        return self.to_response().model_dump(exclude_unset=True)
+
+    def server_timing(self) -> str:
+        return ", ".join(f"{k};dur={v:.2f}" for k, v in self.timings_ms.items())

@@ -76,6 +76,7 @@ __all__ = [
     "engine_path_for",
     "import_cudart",
     "import_tensorrt",
+    "prebuild_main",
     "sha256_file",
     "tensorrt_version",
     "write_cache_entry",
@@ -311,3 +312,44 @@ def benchmark_runner(
             }
         )
     return rows
+
+
+def prebuild_main(argv: list[str]) -> int:
+    """``wingmark engines MODEL``: build (or find) the engines the service will load, then exit.
+
+    Torch-free, so it runs in the GPU image (compose's ``build-engines`` one-shot): the same backend,
+    cache key and profile as ``WINGMARK_BACKEND=tensorrt`` with this ``--max-batch``. ``wingmark
+    build-engine`` (train.export.cli, the training extra) adds the ONNX Runtime check, INT8 and benchmarks.
+    """
+    import argparse
+    import sys
+
+    from model_store.store import ModelStore
+
+    parser = argparse.ArgumentParser(prog="wingmark engines", description=prebuild_main.__doc__)
+    parser.add_argument("model", help="model name in the store, e.g. cnn67-ibug68")
+    parser.add_argument("--version", default="latest")
+    parser.add_argument("--store", type=Path, help="model store root (default $WINGMARK_MODEL_ROOT)")
+    parser.add_argument("--precision", default="fp16", choices=["fp32", "fp16"])
+    parser.add_argument("--max-batch", type=int, default=32, help="profile max batch size (the service's)")
+    parser.add_argument("--opt-batch", type=int, help="profile optimum batch size (default max/4)")
+    parser.add_argument("--cache-dir", type=Path, help="engine cache (default $WINGMARK_ENGINE_CACHE)")
+    parser.add_argument("--device", default="cuda:0")
+    args = parser.parse_args(argv)
+    ok, reason = cuda_available()
+    if not ok:
+        print(f"wingmark engines: {reason}", file=sys.stderr)
+        return 3
+    store = ModelStore(args.store)
+    model = store.resolve(args.model, args.version)
+    store.verify(model)
+    backend = TensorRTBackend(
+        model, device=args.device, max_batch_size=args.max_batch, precision=args.precision,
+        opt_batch_size=args.opt_batch, cache_dir=args.cache_dir, log=print,
+    )  # fmt: skip
+    try:
+        for path in backend.engine_paths:
+            print(path)
+    finally:
+        backend.close()
+    return 0

@@ -136,7 +136,7 @@ def test_engines_persist_in_a_named_volume_at_the_backends_cache_dir(compose: li
 
     config = resolved(compose, ("engines",))
     services = config["services"]
-    assert services["build-engines"]["command"][0] == "build-engine"
+    assert services["build-engines"]["command"][0] == "engines"  # the runtime's builder: no train/
     assert services["wingmark"]["command"] == ["serve"]
     assert "engines" in config["volumes"]
     for name in ("wingmark", "build-engines"):
@@ -159,15 +159,15 @@ def test_prebuilt_engines_match_the_services_batch_profile(compose: list[str]) -
 
 
 def test_build_engines_command_is_accepted_by_the_cli(compose: list[str], tmp_path: Path) -> None:
-    """The one-shot's arguments parse with the real `wingmark build-engine`; without a GPU it then stops
-    with its 'no CUDA' status (3) instead of an argparse error (2)."""
+    """The one-shot's arguments parse with the real `wingmark engines` (the runtime's torch-free builder);
+    without a GPU it then stops with its 'no CUDA' status (3) instead of an argparse error (2)."""
     command = resolved(compose, ("engines",))["services"]["build-engines"]["command"]
     env = compose_env(WINGMARK_ENGINE_CACHE=str(tmp_path), WINGMARK_MODEL_ROOT=str(tmp_path))
     result = run([sys.executable, "-m", "service.cli", *command], env=env)
     assert "usage:" not in result.stderr, result.stderr
     assert result.returncode != 2, result.stderr
     if result.returncode == 3:
-        assert "wingmark build-engine:" in result.stderr
+        assert "wingmark engines:" in result.stderr
 
 
 def test_cpu_profile_runs_onnxruntime_without_a_gpu(compose: list[str]) -> None:

@@ -130,10 +130,10 @@ def test_dockerignore_matcher_follows_docker_rules() -> None:
 def test_dockerignore_keeps_the_context_small() -> None:
     for path in (".venv/bin/python", "tests/service/test_app.py", ".git/HEAD", "runs/x/metrics.json",
                  "data/300w/a.pts", "service/__pycache__/app.cpython-311.pyc", ".mypy_cache/x",
-                 "engines/a.engine", "docs/deploy.md"):  # fmt: skip
+                 "engines/a.engine", "docs/deploy.md", "train/loop.py"):  # fmt: skip
         assert excluded(path), f"{path} would be sent to the Docker daemon"
     for path in ("pyproject.toml", "README.md", "service/app.py", "model_store/models",
-                 "train/export/tensorrt.py", "docker/healthcheck.py", "docker/entrypoint.sh"):  # fmt: skip
+                 "runtime/cascade.py", "docker/healthcheck.py", "docker/entrypoint.sh"):  # fmt: skip
         assert not excluded(path), f"{path} is needed by the image build"
 
 
@@ -155,6 +155,24 @@ def test_copy_sources_exist_and_reach_the_build_context(variant: str) -> None:
             for source in words[:-1]:
                 assert (REPO / source).exists(), f"{variant}: COPY {source}: not in the repository"
                 assert not excluded(source), f"{variant}: COPY {source} is excluded by .dockerignore"
+
+
+@pytest.mark.parametrize("variant", sorted(DOCKERFILES))
+def test_images_copy_the_serving_layers_and_no_train(variant: str) -> None:
+    """model_store/, runtime/ and service/ go in; train/ (torch, training, export) never does, and nothing
+    run at build time imports it (the GPU image's engines are built by runtime/backends/tensorrt.py)."""
+    instructions = parse(DOCKERFILES[variant])
+    sources = [
+        w.rstrip("/")
+        for ins in instructions
+        if ins.keyword in {"COPY", "ADD"} and "--from=" not in ins.args
+        for w in [w for w in shlex.split(ins.args) if not w.startswith("--")][:-1]
+    ]
+    assert {"model_store", "runtime", "service"} <= set(sources), sources
+    assert not [s for s in sources if s == "." or s.split("/")[0] == "train"], sources
+    runs = " ".join(ins.args for ins in instructions if ins.keyword == "RUN")
+    assert not re.search(r"\btrain\b[./]", runs), "a build step imports or copies train"
+    assert excluded("train/export/onnx.py"), ".dockerignore lets train/ into the build context"
 
 
 @pytest.mark.parametrize("variant", sorted(DOCKERFILES))

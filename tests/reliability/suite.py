@@ -781,7 +781,8 @@ def log_has_image_bytes(text: str) -> bool:
 
 
 def run_schemathesis(url: str, *, max_examples: int, workdir: Path) -> dict[str, Any]:
-    """schemathesis's CLI against ``url``/openapi.json, checking that no response is a 5xx."""
+    """schemathesis's CLI against ``url``/openapi.json, checking that no response is a 5xx and that every
+    response conforms to the schema the OpenAPI document declares (status code, media type, body)."""
     import shutil
     import subprocess
     import sys
@@ -794,7 +795,7 @@ def run_schemathesis(url: str, *, max_examples: int, workdir: Path) -> dict[str,
                 "server_errors": -1, "version": None, "command": ""}  # fmt: skip
     exe = shutil.which("schemathesis") or str(Path(sys.executable).parent / "schemathesis")
     report = workdir / "schemathesis-junit.xml"
-    cmd = [exe, "run", f"{url}/openapi.json", "--checks", "not_a_server_error",
+    cmd = [exe, "run", f"{url}/openapi.json", "--checks", "not_a_server_error,response_schema_conformance",
            "--max-examples", str(max_examples),
            "--report", "junit", "--report-junit-path", str(report), "--seed", "1"]  # fmt: skip
     t0 = time.monotonic()

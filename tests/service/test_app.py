@@ -118,6 +118,70 @@ def test_settings_come_from_wingmark_environment(monkeypatch: pytest.MonkeyPatch
         get_settings.cache_clear()
 
 
+def test_the_detector_setting_names_a_registered_detector() -> None:
+    from runtime.detectors import DETECTORS
+
+    assert Settings(detector="none").detector == "none"
+    for name in DETECTORS:
+        assert Settings(detector=name).detector == name
+    with pytest.raises(ValueError, match="unknown detector 'haar'"):
+        Settings(detector="haar")
+    assert Settings().detector_options()["min_face"] == Settings().detect_min_face
+
+
+def test_routes_reach_settings_through_the_get_settings_dependency(test_store: Path) -> None:
+    """create_app(settings) overrides get_settings; a test (or an app) can swap them like any dependency."""
+
+    async def main() -> None:
+        s = settings(test_store)
+        app = create_app(s)
+        assert app.dependency_overrides[get_settings]() is s
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://wingmark.test") as c:
+                for _ in range(300):
+                    if (await c.get("/readyz")).status_code == 200:
+                        break
+                    await asyncio.sleep(0.02)
+                assert (await post(c, **BOX)).status_code == 200
+                app.dependency_overrides[get_settings] = lambda: s.model_copy(
+                    update={"max_request_bytes": 100}
+                )
+                assert_problem(await post(c, **BOX), 413, "request-too-large")
+
+    run(main())
+
+
+def test_every_accepted_option_is_documented_and_responses_follow_their_models(test_store: Path) -> None:
+    """multipart fields, JSON keys and query parameters: each accepted option is in the OpenAPI schema
+    (deadline_ms was missing from multipart once), and a 200 body validates against LandmarkResponse."""
+    from service.routes import OPTIONS
+    from service.schemas import LandmarkResponse
+
+    async def main() -> None:
+        async with serving(settings(test_store)) as c:
+            spec = (await c.get("/openapi.json")).json()
+            op = spec["paths"]["/v1/landmarks"]["post"]
+            bodies = op["requestBody"]["content"]
+            for media in ("multipart/form-data", "application/json"):
+                assert set(bodies[media]["schema"]["properties"]) == {"image", *OPTIONS}, media
+            assert {p["name"] for p in op["parameters"]} == {*OPTIONS, "box"}
+            assert op["responses"]["200"]["content"]["application/json"]["schema"] == {
+                "$ref": "#/components/schemas/LandmarkResponse"
+            }
+            r = await post(c, **BOX, pose="true")
+            assert r.status_code == 200 and "server-timing" in r.headers
+            body = r.json()
+            assert LandmarkResponse.model_validate(body).model_dump(exclude_unset=True) == body
+            assert "pose" in body["faces"][0]
+            assert "pose" not in (await post(c, **BOX)).json()["faces"][0]  # only when asked for
+            r = await c.post("/v1/landmarks", files={"image": ("f.png", FACE, "image/png")},
+                             data={"boxes": "[[20, 20, 140, 140]]", "deadline_ms": "5"})  # fmt: skip
+            assert_problem(r, 422, "invalid-parameters")  # multipart's deadline_ms is read and checked
+
+    run(main())
+
+
 def test_each_app_has_its_own_metrics_registry(test_store: Path) -> None:
     async def main() -> tuple[str, str]:
         s = settings(test_store)

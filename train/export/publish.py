@@ -221,6 +221,7 @@ def calibrate_detector(
     from runtime.detectors import box_iou, create_detector, fit_box_calibration
 
     det = detector if detector is not None else create_detector("dlib_hog")
+    assert det is not None
     images = [s.image for s in samples]
     points = [s.points for s in samples]
     report: dict[str, Any] = {}

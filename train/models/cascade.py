@@ -1,8 +1,9 @@
 """Running a trained cascade (1 or 2 stages) from image + face box to image-space landmarks.
 
 The geometry (stage-1 crop from the tight face box, later stages re-cropped from the previous
-stage's prediction, outputs mapped back to image pixels) is ``model_store.cascade``, the code the
-service runs on the exported ONNX stages; here its ``run_stage`` is a PyTorch forward pass.
+stage's prediction, outputs mapped back to image pixels) is ``model_store.cascade`` and the stage
+loop ``runtime.cascade.Cascade``, the code the service runs on the exported ONNX stages; here its
+``run_stage`` is a PyTorch forward pass.
 """
 
 from __future__ import annotations

@@ -1,0 +1,170 @@
+"""runtime.Landmarker: the in-process facade (decode -> faces -> calibration -> cascade -> pixels)."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from model_store.store import ModelStore
+from runtime import (
+    DecodedImage,
+    Detections,
+    InvalidBoxesError,
+    Landmarker,
+    check_boxes,
+    create_backend,
+    decode_image,
+)
+from tests.service.images import encode
+from tests.service.photos import FRONTAL
+
+
+def _face_image(seed: int, size: int = 192) -> np.ndarray:
+    small = np.random.default_rng(seed).integers(0, 256, (12, 12, 3), dtype=np.uint8)
+    return np.asarray(Image.fromarray(np.kron(small, np.ones((16, 16, 1), np.uint8))).resize((size, size)))
+
+
+@pytest.fixture(scope="module")
+def landmarker(test_store: Path) -> Landmarker:
+    return Landmarker.from_store("test-ibug68", store=test_store, detector=None)
+
+
+class FixedDetector:
+    """Answers one box (in the pixels of the array it is given) and records the min_face it was asked for."""
+
+    name = "fixed"
+
+    def __init__(self, box: list[float]) -> None:
+        self.box = box
+        self.asked: list[float | None] = []
+
+    def detect(self, image: np.ndarray, *, min_face: float | None = None) -> Detections:
+        self.asked.append(min_face)
+        return Detections(np.array([self.box]), np.array([0.7]))
+
+
+def test_bytes_arrays_and_decoded_images_give_the_same_faces(landmarker: Landmarker) -> None:
+    pixels = _face_image(1)
+    box = [[40.0, 30.0, 150.0, 160.0]]
+    from_array = landmarker.predict(pixels, box)
+    from_png = landmarker.predict(encode(pixels, "PNG"), box)
+    from_decoded = landmarker.predict(decode_image(encode(pixels, "PNG"), max_pixels=10**7), box)
+    assert len(from_array) == 1 and from_array[0].landmarks.shape == (68, 2)
+    assert from_array[0].score is None and from_array[0].pose is None
+    np.testing.assert_allclose(from_array[0].box, box[0])
+    for other in (from_png, from_decoded):
+        np.testing.assert_allclose(other[0].landmarks, from_array[0].landmarks, atol=1e-9)
+
+
+def test_predict_is_the_cascade_on_the_calibrated_box(test_store: Path) -> None:
+    """predict = find_faces -> the source's calibration -> cascade.run -> original pixels."""
+    from model_store.manifest import BoxCalibrationSpec
+    from tests.service.modelgen import publish_test_model
+
+    root = test_store.parent / "calibrated-store"
+    publish_test_model(
+        root, "ibug68", calibrations={"fixed": BoxCalibrationSpec(dx=0.1, dy=0.2, sw=1.5, sh=1.5)}
+    )
+    model = ModelStore(root).resolve("test-ibug68")
+    detector = FixedDetector([60.0, 50.0, 140.0, 130.0])
+    lm = Landmarker(model, create_backend("onnxruntime", model, max_batch_size=4), detector)
+    pixels = _face_image(4)
+    (face,) = lm.predict(pixels)
+    assert face.score == pytest.approx(0.7) and list(face.box) == detector.box
+    tight = np.array([[68.0 - 60.0, 66.0 - 60.0, 68.0 + 60.0, 66.0 + 60.0]]) + [40, 40, 40, 40]
+    np.testing.assert_allclose(lm.calibration("fixed").apply(np.array([detector.box])), tight)
+    expected = lm.landmarks([pixels], tight)[-1][0]
+    np.testing.assert_allclose(face.landmarks, expected, atol=1e-9)
+    # the "client" source has no calibration in this manifest: identity
+    (client,) = lm.predict(pixels, [detector.box])
+    np.testing.assert_allclose(client.landmarks, lm.landmarks([pixels], np.array([detector.box]))[-1][0])
+    assert np.abs(client.landmarks - face.landmarks).max() > 1.0
+
+
+def test_a_reduced_jpeg_decode_maps_back_to_original_pixels(test_store: Path) -> None:
+    """A 4x larger JPEG is decoded at 1/4 (max_side): boxes, min_face and landmarks are in ORIGINAL pixels."""
+    model = ModelStore(test_store).resolve("test-ibug68")
+    small = _face_image(6, 256)
+    big = np.asarray(Image.fromarray(small).resize((1024, 1024), Image.Resampling.BICUBIC))
+    buf = io.BytesIO()
+    Image.fromarray(big).save(buf, "JPEG", quality=95)
+    detector = FixedDetector([64.0, 64.0, 192.0, 192.0])  # in the reduced (256 px) array
+    lm = Landmarker(model, create_backend("onnxruntime", model, max_batch_size=4), detector)
+    image = decode_image(buf.getvalue(), max_pixels=10**8, max_side=256)
+    assert image.scale_x == pytest.approx(4.0)
+    found = lm.find_faces(image, min_face=80.0)
+    assert detector.asked == [pytest.approx(20.0)]  # 80 original px are 20 px of the reduced array
+    np.testing.assert_allclose(found.boxes, [[256.0, 256.0, 768.0, 768.0]])
+    (face,) = lm.predict(image)
+    in_reduced = lm.landmarks([image.pixels], lm.tight_boxes(image, found))[-1][0]
+    np.testing.assert_allclose(face.landmarks, in_reduced * 4.0, atol=1e-9)
+
+
+def test_pose_and_max_faces(landmarker: Landmarker, test_store: Path) -> None:
+    pixels = _face_image(2)
+    boxes = [[40.0, 30.0, 150.0, 160.0], [20.0, 20.0, 120.0, 120.0]]
+    faces = landmarker.predict(pixels, boxes, pose=True)
+    assert len(faces) == 2 and all(f.pose is None or set(f.pose) >= {"yaw", "pitch", "roll"} for f in faces)
+    model = ModelStore(test_store).resolve("test-ibug68")
+
+    class Two(FixedDetector):
+        def detect(self, image: np.ndarray, *, min_face: float | None = None) -> Detections:
+            return Detections(np.array(boxes), np.array([0.9, 0.5]))
+
+    lm = Landmarker(model, landmarker.backend, Two([0, 0, 1, 1]))
+    assert [f.score for f in lm.predict(pixels, max_faces=1)] == [pytest.approx(0.9)]
+    assert len(lm.predict(pixels)) == 2
+
+
+def test_boxes_are_checked(landmarker: Landmarker) -> None:
+    pixels = _face_image(3)
+    image = DecodedImage(pixels=pixels, width=192, height=192, format="array", mode="RGB", orientation=1)
+    for bad, match in [
+        ([[1, 2, 3]], "list of"),
+        ([[10, 10, 5, 50]], "inverted"),
+        ([[0, 0, float("nan"), 9]], "finite"),
+        ("no", "numbers"),
+    ]:
+        with pytest.raises(InvalidBoxesError, match=match):
+            check_boxes(bad)
+    with pytest.raises(InvalidBoxesError, match="outside the 192x192 image"):
+        landmarker.predict(pixels, [[200, 200, 300, 300]])
+    with pytest.raises(InvalidBoxesError, match="further than"):
+        check_boxes([[-400, 10, 50, 60]], image)
+    assert check_boxes([[-10, -10, 50, 60]], image).shape == (1, 4)  # a face at the edge may reach past it
+    assert landmarker.predict(pixels, []) == []
+    with pytest.raises(ValueError, match="no face detector"):
+        landmarker.predict(pixels)
+    with pytest.raises(ValueError, match=r"\[H, W, 3\]"):
+        landmarker.predict(np.zeros((8, 8)), [[0, 0, 4, 4]])
+
+
+def test_default_model_is_the_schemes_default_or_the_stores_first(test_store: Path) -> None:
+    store = ModelStore(test_store)
+    assert Landmarker.default_model(store, "aflw19") == "test-aflw19"  # no cnn67-aflw19 in this store
+    with pytest.raises(ValueError, match="no model for scheme"):
+        Landmarker.default_model(ModelStore(test_store.parent / "empty-store"), "ibug68")
+    lm = Landmarker.from_store(scheme="aflw19", store=test_store, detector=None)
+    assert (lm.name, lm.scheme, lm.detector) == ("test-aflw19", "aflw19", None)
+
+
+def test_the_runtime_never_imports_torch_service_or_train(photos: Path) -> None:
+    """The default model on a real photo, dlib HOG and ONNX Runtime, in a fresh interpreter."""
+    code = f"""
+import sys
+from runtime import Landmarker
+faces = Landmarker.from_store().predict(open({str(photos / FRONTAL[0])!r}, "rb").read(), pose=True)
+assert len(faces) == 1 and faces[0].landmarks.shape == (68, 2) and faces[0].pose is not None, faces
+top = {{m.split(".")[0] for m in sys.modules}}
+print("IMPORTED", sorted(top & {{"torch", "service", "train", "fastapi"}}))
+"""
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "IMPORTED []" in proc.stdout, proc.stdout

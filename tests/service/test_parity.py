@@ -1,0 +1,105 @@
+"""The three users of the runtime agree: the HTTP service, ``wingmark predict`` (in-process) and the
+evaluation path (``train.export.evaluate``), on the default model and real photographs.
+
+All three run ``runtime.Landmarker``; this test holds them to it. The service answers through the
+real app (in-process ASGI client, default settings: ONNX Runtime, dlib HOG, the default models);
+``wingmark predict`` is run as its ``main``; the evaluation path is ``Landmarker.landmarks`` on the
+tight boxes (the boxes after the manifest's calibration), the call ``evaluate_landmarker`` makes,
+and ``evaluate_landmarker`` itself must score the service's answer at NME 0. Responses round to
+0.01 px, so the three agree to 0.006 px.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from model_store.store import DEFAULT_MODELS, ModelStore, default_root
+from runtime import Landmarker, decode_image
+from service.app import create_app
+from service.settings import Settings
+from tests.service.photos import FRONTAL
+
+ROUNDING = 0.006  # the response's 0.01 px rounding, plus float noise
+PHOTOS = FRONTAL[:2]  # audrey.jpg (540x720), cage.jpg (817x1024)
+
+
+async def _served(data: bytes, boxes: list[list[float]] | None) -> dict[str, Any]:
+    app = create_app(Settings(), load_in_background=False)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://wingmark.test", timeout=60) as c:
+            params = {"boxes": json.dumps(boxes)} if boxes else {}
+            r = await c.post(
+                "/v1/landmarks", content=data, headers={"content-type": "image/jpeg"}, params=params
+            )
+            assert r.status_code == 200, r.text
+            return dict(r.json())
+
+
+def _predicted(path: Path, box: list[float] | None, capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
+    from service.predict import main
+
+    capsys.readouterr()
+    args = [str(path), "--json"] + (["--box", ",".join(f"{v:.2f}" for v in box)] if box else [])
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    return dict(json.loads(printed[: printed.rindex("}") + 1]))
+
+
+@pytest.fixture(scope="module")
+def landmarker() -> Landmarker:
+    """The evaluation path's view of the default model: ONNX Runtime, no detector."""
+    return Landmarker.from_store(DEFAULT_MODELS["ibug68"], store=ModelStore(default_root()), detector=None)
+
+
+@pytest.mark.parametrize("name", PHOTOS)
+def test_service_predict_and_evaluation_agree_on_a_real_photo(
+    name: str, photos: Path, landmarker: Landmarker, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from train.data.types import Sample
+    from train.export.evaluate import evaluate_landmarker
+
+    path = photos / name
+    data = path.read_bytes()
+    image = decode_image(data, max_pixels=40_000_000, max_side=2048)
+
+    # 1. the detector's boxes: service and wingmark predict (both with dlib HOG by default)
+    served = asyncio.run(_served(data, None))
+    predicted = _predicted(path, None, capsys)
+    assert served["box_source"] == predicted["box_source"] == "dlib_hog"
+    assert served["model"] == predicted["model"]
+    assert served["model"]["name"] == DEFAULT_MODELS["ibug68"]
+    assert len(served["faces"]) == len(predicted["faces"]) == 1, (served["faces"], predicted["faces"])
+    s_face, p_face = served["faces"][0], predicted["faces"][0]
+    np.testing.assert_allclose(s_face["box"], p_face["box"], atol=ROUNDING)
+    assert s_face["detection_score"] == pytest.approx(p_face["detection_score"], abs=1e-9)
+    served_pts = np.asarray(s_face["landmarks"])
+    np.testing.assert_allclose(served_pts, np.asarray(p_face["landmarks"]), atol=ROUNDING)
+
+    # ... and the evaluation path on the same detector box, calibrated as the manifest says
+    box = np.asarray(s_face["box"])[None]
+    tight = landmarker.calibration("dlib_hog").apply(box)
+    stage1, final = landmarker.landmarks([image.pixels], tight)
+    np.testing.assert_allclose(served_pts, final[0], atol=ROUNDING)
+    assert np.abs(served_pts - stage1[0]).mean() > 0.3  # stage 2 ran: the answers are the cascade's
+    sample = Sample(image=image.pixels, points=served_pts.astype(np.float32), box=box[0], scheme="ibug68")
+    report = evaluate_landmarker(landmarker, [sample], boxes=tight)
+    assert report["final"]["nme"] < 1e-4, report["final"]  # the service's answer, scored: NME 0
+
+    # 2. a client box (the "client" calibration): the same three
+    client_box = [round(v, 2) for v in (box[0] + [-12.0, -20.0, 15.0, 10.0]).tolist()]
+    served = asyncio.run(_served(data, [client_box]))
+    predicted = _predicted(path, client_box, capsys)
+    assert served["box_source"] == predicted["box_source"] == "client"
+    served_pts = np.asarray(served["faces"][0]["landmarks"])
+    np.testing.assert_allclose(served_pts, np.asarray(predicted["faces"][0]["landmarks"]), atol=ROUNDING)
+    tight = landmarker.calibration("client").apply(np.asarray([client_box]))
+    np.testing.assert_allclose(served_pts, landmarker.landmarks([image.pixels], tight)[-1][0], atol=ROUNDING)
+    assert served["faces"][0]["detection_score"] is None
