@@ -36,7 +36,7 @@ from runtime.batch.progress import Progress
 from runtime.batch.schema import Sink, done_sources, open_sink
 from runtime.batch.tracking import FaceTracker, TrackedFace, TrackerConfig
 from runtime.cascade import FaceJob
-from runtime.decode import DecodedImage, ImageDecodeError, ImageTooLargeError, decode_image
+from runtime.decode import DecodedImage, decode_image
 from runtime.landmarker import FoundFaces, Landmarker, face_poses
 
 __all__ = ["BatchJob", "BatchOptions", "BatchSummary"]
@@ -145,7 +145,7 @@ class BatchJob:
             found = lm.find_faces(image, max_faces=o.max_faces)
             jobs = lm.cascade.prepare(image.pixels, lm.tight_boxes(image, found)) if len(found.boxes) else []
             return _Prepared(source, image, found, jobs, data=data if o.draw is not None else None)
-        except (OSError, ImageDecodeError, ImageTooLargeError, ValueError, RuntimeError, MemoryError) as exc:
+        except Exception as exc:  # unreadable, undecodable, too large, a detector failure: recorded
             return _Prepared(source, error=f"{type(exc).__name__}: {exc}")
 
     def _finish_images(self, batch: list[_Prepared]) -> list[tuple[str, list[dict[str, Any]], int]]:
