@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("service.server:serve_main", "run the HTTP service (uvicorn)"),
     "predict": ("tools.predict:main", "landmarks for an image, via a running service or in-process"),
     "bench": ("tools.bench:main", "load-test a running service and write a JSON report"),
+    "batch": ("runtime.batch.cli:main", "landmarks of many images and videos to Parquet/JSONL (or on Ray)"),
     "benchmark": (
         "tools.benchmark.cli:main",
         "bare models, service, peers and the CPU's peak: docs/benchmarks.md",
