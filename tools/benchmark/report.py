@@ -3,6 +3,7 @@
 # ruff: noqa: E501  (report text and table rows read better unwrapped)
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -278,4 +279,40 @@ def write_markdown(report: dict[str, Any], path: Path, img: str) -> None:
     elif p:
         L += ["", f"Profiler: {p.get('note')}"]
     L += [""]
+    L += _batch_section()
     path.write_text("\n".join(L) + "\n")
+
+
+BATCH_JSON = Path(__file__).resolve().parents[2] / "docs" / "batch_throughput.json"
+
+
+def _batch_section() -> list[str]:
+    """The offline batch job against the bare in-process loop, from the committed
+    ``docs/batch_throughput.json`` (``python -m tools.studies.batch_throughput``; not re-measured here)."""
+    if not BATCH_JSON.is_file():
+        return []
+    b = json.loads(BATCH_JSON.read_text())
+    ips, cpu = b["median_images_per_second"], b["median_images_per_cpu_second"]
+    return [
+        "",
+        "## wingmark batch against the bare loop",
+        "",
+        "Not part of this run: written from `python -m tools.studies.batch_throughput` "
+        "(`docs/batch_throughput.json`; method and discussion in [batch.md](batch.md)). "
+        f"CPU: {b['cpu']}, load average {b['load_average_1min']}; {b['images']} photos; {b['model']}. "
+        "Bare loop: decode -> `Landmarker.predict`, one image at a time; batch: `wingmark batch`'s job "
+        "(decode and detection threads, faces of several images per network call, Parquet written). Medians:",
+        "",
+        _row(["", "images/s (wall)", "images per CPU second"]),
+        _row(["---"] * 3),
+        _row(["bare loop", ips["bare"], cpu["bare"]]),
+        _row(["wingmark batch", ips["batch"], cpu["batch"]]),
+        _row(
+            [
+                "batch / bare",
+                f"**{b['ratio_batch_to_bare']}x**",
+                f"**{b['ratio_batch_to_bare_per_cpu_second']}x**",
+            ]
+        ),
+        "",
+    ]
