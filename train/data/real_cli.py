@@ -3,6 +3,7 @@
 wingmark data real [--cache-dir DIR] [--max-video-frames N] [--sources a,b,...]
 wingmark data bench [--cache-dir DIR] [--models NAME@VERSION,...] [--json PATH]
 wingmark data ablation [--scheme ibug68|aflw19] [--steps N] [--jobs J] [--variants a,b,...]
+wingmark data detectors [--only ssd_mobilenet_v1,tiny_face_detector] [--no-verify]
 """
 
 from __future__ import annotations
@@ -71,5 +72,9 @@ def main(argv: list[str]) -> int:
         from train.ablation import main as ablation_main
 
         return ablation_main(argv[1:])
+    if argv[0] == "detectors":
+        from train.export.detectors import main as detectors_main
+
+        return detectors_main(argv[1:])
     print(f"wingmark data: unknown subcommand {argv[0]!r}\n{__doc__}")
     return 2
