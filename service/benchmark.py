@@ -554,7 +554,7 @@ def bench_image(path: Path | None, box: list[float] | None) -> tuple[bytes, np.n
         data = path.read_bytes()
         pixels = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
         if box is None:
-            from service.detect import create_detector
+            from runtime.detectors import create_detector
 
             found = create_detector("dlib_hog", max_side=640, upsample=0, threshold=0.0, instances=1)
             assert found is not None
@@ -564,7 +564,7 @@ def bench_image(path: Path | None, box: list[float] | None) -> tuple[bytes, np.n
             box = [float(v) for v in dets.boxes[0]]
         return data, pixels, box, str(path)
     from model_store.geometry import tight_box
-    from service.detect import create_detector
+    from runtime.detectors import create_detector
     from train.export.evaluate import load_synthetic
 
     model = ModelStore(default_root()).resolve(DEFAULT_MODELS["ibug68"])

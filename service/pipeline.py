@@ -25,6 +25,7 @@ from model_store.geometry import BoxCalibration
 from model_store.pose import estimate_pose
 from model_store.schemes import SCHEMES
 from model_store.store import DEFAULT_MODELS, ModelStore, ModelVersion
+from runtime.detectors import Detector, create_detector
 from service.backends import Backend, create_backend
 from service.batcher import (
     BatcherClosedError,
@@ -35,7 +36,6 @@ from service.batcher import (
     QueueFullError,
 )
 from service.decode import DecodedImage, ImageDecodeError, ImageTooLargeError, decode_image
-from service.detect import Detector, create_detector
 from service.errors import ProblemError
 from service.metrics import Metrics
 from service.settings import Settings

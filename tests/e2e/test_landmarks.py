@@ -12,7 +12,7 @@ from PIL import Image
 
 from model_store.geometry import tight_box
 from model_store.schemes import get_scheme
-from service.detect import box_iou
+from runtime.detectors import box_iou
 from tests.e2e.conftest import Server
 from tests.e2e.helpers import inside, landmarks, metric, post_json, post_multipart, post_raw
 from tests.service.images import encode, exif_rotated_jpeg

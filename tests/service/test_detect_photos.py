@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from service.detect import box_iou
+from runtime.detectors import box_iou
 from service.pipeline import LandmarkRequest, LandmarkService
 from service.settings import Settings
 from tests.service.images import encode, exif_rotated_jpeg

@@ -63,7 +63,7 @@ def test_detector_boxes_go_through_the_manifest_calibration(tmp_path: Path) -> N
     import asyncio
 
     from model_store.manifest import BoxCalibrationSpec
-    from service.detect import Detections
+    from runtime.detectors import Detections
     from service.pipeline import LandmarkRequest, LandmarkService
     from service.settings import Settings
     from tests.service.images import encode

@@ -217,7 +217,8 @@ def calibrate_detector(
     When fewer than ``min_faces`` faces are found the scheme's documented default is returned and
     ``info["fitted"]`` is False.
     """
-    from service.detect import DlibHogDetector, box_iou, fit_box_calibration
+    from runtime.detectors import box_iou, fit_box_calibration
+    from runtime.detectors.dlib_hog import DlibHogDetector
 
     det = detector if detector is not None else DlibHogDetector()
     images = [s.image for s in samples]

@@ -54,7 +54,8 @@ def teacher_check(
     """NME of ``model_name`` against the dlib 68-point teacher on every face dlib finds in ``images``."""
     import dlib
 
-    from service.detect import DlibHogDetector
+    from runtime.detectors import dlib_rect_from_box
+    from runtime.detectors.dlib_hog import DlibHogDetector
     from train.data.face3d import aflw19_from_68
 
     store = store or ModelStore()
@@ -76,9 +77,7 @@ def teacher_check(
     for path in images:
         image = _load_rgb(path)
         for box in detector.detect(image).boxes:
-            # our boxes: continuous corner coordinates; dlib rectangles: inclusive pixel indices
-            rect = dlib.rectangle(*(int(v) for v in np.rint(box[:4]) - [0, 0, 1, 1]))
-            shape = teacher(np.ascontiguousarray(image), rect)
+            shape = teacher(np.ascontiguousarray(image), dlib_rect_from_box(box))
             pts68 = np.array(
                 [[p.x + 0.5, p.y + 0.5] for p in shape.parts()], dtype=np.float64
             )  # pixel centres

@@ -131,7 +131,7 @@ class ShiftedBoxDetector:
         self.points = points
 
     def detect(self, image: np.ndarray):
-        from service.detect import Detections
+        from runtime.detectors import Detections
 
         pts = self.points.get(id(image))
         if pts is None:

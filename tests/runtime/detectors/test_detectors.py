@@ -9,7 +9,16 @@ import pytest
 from PIL import Image
 
 from model_store.geometry import BoxCalibration, tight_box
-from service.detect import Detections, DlibHogDetector, box_iou, create_detector, fit_box_calibration
+from runtime.detectors import (
+    Detections,
+    box_from_dlib_rect,
+    box_iou,
+    create_detector,
+    dlib_rect_from_box,
+    fit_box_calibration,
+    register_detector,
+)
+from runtime.detectors.dlib_hog import DlibHogDetector
 from tests.service.modelgen import mean_face
 from tests.service.photos import FRONTAL, synthetic_faces
 
@@ -151,3 +160,41 @@ def test_a_small_face_in_a_small_image_is_found_by_the_upsampled_retry(photos: P
     assert len(DlibHogDetector(retry_max_side=0).detect(small).boxes) == 0
     boxes = DlibHogDetector().detect(small).boxes
     assert len(boxes) == 1 and box_iou(boxes, face[None] * k)[0, 0] > 0.5
+
+
+def test_dlib_rectangle_round_trip() -> None:
+    """dlib rectangles are inclusive pixel indices; our boxes are corner coordinates (the one +1)."""
+    import dlib
+
+    rect = dlib.rectangle(3, 4, 12, 20)  # columns 3..12, rows 4..20 inclusive
+    box = box_from_dlib_rect(rect)
+    assert box == [3.0, 4.0, 13.0, 21.0]
+    back = dlib_rect_from_box(np.array(box))
+    assert (back.left(), back.top(), back.right(), back.bottom()) == (3, 4, 12, 20)
+    assert back.width() == box[2] - box[0] and back.height() == box[3] - box[1]
+
+
+def test_register_detector() -> None:
+    """A new detector is one class plus one registry entry; names are not reused."""
+    import runtime.detectors as detectors
+
+    @register_detector("test_fixed")
+    class Fixed:
+        name = "test_fixed"
+
+        def __init__(self, *, side: float = 10.0) -> None:
+            self.side = side
+
+        def detect(self, image: np.ndarray, *, min_face: float | None = None) -> Detections:
+            return Detections(np.array([[0.0, 0.0, self.side, self.side]]), np.array([1.0]))
+
+    try:
+        det = create_detector("test_fixed", side=5.0)
+        assert det is not None and det.detect(np.zeros((8, 8, 3), np.uint8)).boxes[0, 2] == 5.0
+        assert det.detect(np.zeros((8, 8, 3), np.uint8)).keypoints is None
+        with pytest.raises(ValueError, match="taken"):
+            register_detector("test_fixed")(Fixed)
+        with pytest.raises(ValueError, match="taken"):
+            register_detector("none")(Fixed)
+    finally:
+        detectors.DETECTORS.pop("test_fixed", None)
