@@ -6,6 +6,10 @@ with black, as face-api pads its input) resized to the net's input. Which views:
 
 - the whole image (side = its long side): finds faces from about ``smallest * long_side / net``
   pixels up, where ``smallest`` is the smallest face (px of the net's input) the net finds reliably;
+- *context* views: the image centred in a black square 1.6 and 2.6 times its long side (one view of
+  2 times for images over ``context_max_side`` px, to bound the cost). The nets were trained on faces
+  with some scene around them and miss most faces that fill the frame (a 150x150 passport-style
+  crop: SSD finds 62 of 102 faces from the whole view alone, 94 from a 2x context view);
 - when the caller asks for smaller faces (``min_face``) than the whole-image view finds, overlapping
   tiles of side ``min_face * net / smallest`` as well. Tiles overlap by the smallest face the whole
   view finds (a face between ``min_face`` and that lies wholly inside some tile).
@@ -20,6 +24,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,24 +68,39 @@ class View:
     x0: float
     y0: float
     side: float
+    tile: bool = False  # a tile: faces cut by its edges inside the image are dropped (another tile has them)
 
 
-def plan_views(width: int, height: int, *, smallest_in_view: float, min_face: float) -> list[View]:
-    """The whole image, plus overlapping tiles where ``min_face`` is smaller than it finds.
+def context_views(width: int, height: int, factors: Sequence[float]) -> list[View]:
+    """The image centred in squares of ``factor`` x its long side (factors > 1)."""
+    long_side = float(max(width, height))
+    return [View((width - f * long_side) / 2, (height - f * long_side) / 2, f * long_side) for f in factors]
+
+
+def plan_views(
+    width: int,
+    height: int,
+    *,
+    smallest_in_view: float,
+    min_face: float | None,
+    context: Sequence[float] = (),
+) -> list[View]:
+    """The whole image, the context views, and overlapping tiles where ``min_face`` is smaller than
+    the whole view finds.
 
     ``smallest_in_view``: the smallest face a view finds, as a fraction of the view's side.
     """
     long_side = float(max(width, height))
-    views = [View(0.0, 0.0, long_side)]
+    views = [View(0.0, 0.0, long_side), *context_views(width, height, context)]
     whole_min = smallest_in_view * long_side
-    if min_face >= whole_min:
+    if min_face is None or min_face >= whole_min:
         return views
     side = min_face / smallest_in_view  # a face of min_face px is the smallest a tile of this side finds
     overlap = min(whole_min, side / 2)  # faces the whole view misses fit wholly inside some tile
     step = side - overlap
     for y0 in _starts(height, side, step):
         for x0 in _starts(width, side, step):
-            views.append(View(x0, y0, side))
+            views.append(View(x0, y0, side, tile=True))
     return views
 
 
@@ -94,19 +114,24 @@ def _starts(length: int, side: float, step: float) -> list[float]:
 def view_input(image: np.ndarray, view: View, net_side: int) -> np.ndarray:
     """The view's pixels resized to ``net_side`` -> [1, net_side, net_side, 3] float32 (RGB, 0..255).
 
-    The part of the view past the image's edges is black.
+    The part of the view outside the image is black.
     """
     from PIL import Image
 
     h, w = image.shape[:2]
     scale = net_side / view.side
-    x0, y0 = round(view.x0), round(view.y0)
-    x1, y1 = min(w, round(view.x0 + view.side)), min(h, round(view.y0 + view.side))
-    crop = image[y0:y1, x0:x1]
     out = np.zeros((1, net_side, net_side, 3), np.float32)
-    cw, ch = max(1, min(net_side, round((x1 - x0) * scale))), max(1, min(net_side, round((y1 - y0) * scale)))
-    resized = Image.fromarray(np.ascontiguousarray(crop)).resize((cw, ch), Image.Resampling.BILINEAR)
-    out[0, :ch, :cw] = np.asarray(resized, dtype=np.float32)
+    # the image pixels inside the view, and where they land in the net input
+    x0, y0 = max(0, round(view.x0)), max(0, round(view.y0))
+    x1, y1 = min(w, round(view.x0 + view.side)), min(h, round(view.y0 + view.side))
+    if x1 <= x0 or y1 <= y0:
+        return out
+    px, py = round((x0 - view.x0) * scale), round((y0 - view.y0) * scale)
+    cw = max(1, min(net_side - px, round((x1 - x0) * scale)))
+    ch = max(1, min(net_side - py, round((y1 - y0) * scale)))
+    crop = np.ascontiguousarray(image[y0:y1, x0:x1])
+    resized = Image.fromarray(crop).resize((cw, ch), Image.Resampling.BILINEAR)
+    out[0, py : py + ch, px : px + cw] = np.asarray(resized, dtype=np.float32)
     return out
 
 
@@ -123,6 +148,8 @@ class CnnDetector:
         nms_iou: NMS IoU threshold, within and across views.
         threads: ONNX Runtime intra-op threads of the session.
         model_dir: folder holding ``<name>/<name>.onnx`` (default :func:`detector_dir`).
+        context: the context views' factors for images up to ``context_max_side`` (long side, px);
+            larger images get ``large_context``. ``()`` switches them off.
         instances: accepted for the service's option set (ONNX Runtime sessions are thread-safe).
     """
 
@@ -140,6 +167,9 @@ class CnnDetector:
         nms_iou: float | None = None,
         threads: int = 1,
         model_dir: Path | str | None = None,
+        context: Sequence[float] = (1.6, 2.6),
+        large_context: Sequence[float] = (2.0,),
+        context_max_side: int = 1024,
         **_service_options: Any,
     ) -> None:
         import onnxruntime as ort
@@ -149,6 +179,11 @@ class CnnDetector:
         self.min_face = min_face
         self.score_threshold = self.default_score_threshold if score_threshold is None else score_threshold
         self.nms_iou = self.default_nms_iou if nms_iou is None else nms_iou
+        if any(f <= 1 for f in (*context, *large_context)):
+            raise ValueError("context factors must be > 1")
+        self.context = tuple(context)
+        self.large_context = tuple(large_context)
+        self.context_max_side = context_max_side
         folder = Path(model_dir) if model_dir is not None else detector_dir()
         path = folder / self.name / f"{self.name}.onnx"
         if not path.is_file():
@@ -162,10 +197,12 @@ class CnnDetector:
         self._outputs = [o.name for o in self._session.get_outputs()]
 
     def views(self, width: int, height: int, min_face: float | None = None) -> list[View]:
+        """The views :meth:`detect` runs the net on for an image of this size."""
         smallest = self.min_face if min_face is None else float(min_face)
-        if smallest is None:
-            return [View(0.0, 0.0, float(max(width, height)))]
-        return plan_views(width, height, smallest_in_view=self.smallest / self.net_side, min_face=smallest)
+        context = self.context if max(width, height) <= self.context_max_side else self.large_context
+        return plan_views(
+            width, height, smallest_in_view=self.smallest / self.net_side, min_face=smallest, context=context
+        )
 
     def detect(self, image: np.ndarray, *, min_face: float | None = None) -> Detections:
         """[H, W, 3] uint8 RGB -> faces, best first, boxes (and keypoints) in image pixels."""
@@ -181,9 +218,16 @@ class CnnDetector:
             outs = dict(zip(self._outputs, self._session.run(None, {"image": x}), strict=True))
             boxes, scores, kps = self._decode(outs)
             keep = scores >= self.score_threshold
+            s = view.side / self.net_side
+            if view.tile:  # a box reaching a tile edge that lies inside the image is a cut face
+                margin = 0.01 * self.net_side
+                lo_x, lo_y = view.x0 > 0, view.y0 > 0
+                hi_x, hi_y = view.x0 + view.side < w, view.y0 + view.side < h
+                keep &= ~(lo_x & (boxes[:, 0] < margin)) & ~(lo_y & (boxes[:, 1] < margin))
+                keep &= ~(hi_x & (boxes[:, 2] > self.net_side - margin))
+                keep &= ~(hi_y & (boxes[:, 3] > self.net_side - margin))
             if not keep.any():
                 continue
-            s = view.side / self.net_side
             offset = np.array([view.x0, view.y0])
             all_boxes.append(boxes[keep] * s + np.tile(offset, 2))
             all_scores.append(scores[keep])

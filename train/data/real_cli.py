@@ -4,6 +4,7 @@ wingmark data real [--cache-dir DIR] [--max-video-frames N] [--sources a,b,...]
 wingmark data bench [--cache-dir DIR] [--models NAME@VERSION,...] [--json PATH]
 wingmark data ablation [--scheme ibug68|aflw19] [--steps N] [--jobs J] [--variants a,b,...]
 wingmark data detectors [--only ssd_mobilenet_v1,tiny_face_detector] [--no-verify]
+wingmark data detect-bench [--detectors a,b] [--max-frames N] [--synthetic N] [--out DIR]
 """
 
 from __future__ import annotations
@@ -72,6 +73,10 @@ def main(argv: list[str]) -> int:
         from train.ablation import main as ablation_main
 
         return ablation_main(argv[1:])
+    if argv[0] == "detect-bench":
+        from train.data.detect_bench import main as detect_bench_main
+
+        return detect_bench_main(argv[1:])
     if argv[0] == "detectors":
         from train.export.detectors import main as detectors_main
 

@@ -1,0 +1,566 @@
+"""``wingmark data detect-bench``: face detectors side by side on the real photos, synthetic poses and speed.
+
+wingmark data detect-bench [--cache-dir DIR] [--detectors a,b,...] [--max-frames N] [--synthetic N]
+                           [--min-face PX] [--model NAME@VERSION] [--out DIR]
+
+One run measures every detector named (default: every registered one) on the same inputs:
+
+1. **Real photos** (the real-face cache, ``wingmark data real``): every still photo and ``--max-frames``
+   video frames (evenly spaced over the sorted frame list). Truth: the teachers' faces. A *labelled*
+   face (kept: dlib and MediaPipe agree) is found when a detection overlaps the tight box of its 68
+   points with IoU >= ``MATCH_IOU`` (one detection per face, greedy by IoU); recall is by source and
+   by face size (sqrt of the tight box's area). A detection that matches no labelled face and
+   overlaps no face dlib found (kept or not; dlib's box, IoU >= ``MATCH_IOU``) is *unmatched*;
+   ``false positives`` counts the unmatched ones at least ``TEACHER_MIN_FACE`` px (the teachers
+   label no smaller face, so smaller detections can be faces nobody labelled). The teachers' own
+   detector is dlib's HOG (upsampled once on images up to 1200 px): recall against its faces
+   favours HOG by construction, and faces HOG misses (profiles) count as the others' false
+   positives. A montage of every unmatched detection is written so they can be looked at.
+2. **Synthetic faces** (``train.data.synthetic``, exact labels, yaw uniform in +-90 degrees): recall
+   per |yaw| bin of 15 degrees, and unmatched detections per image.
+3. **Speed**: ms per image and per megapixel on a 1920x1080 photo (a face-api demo photo cut to
+   1080 rows), one thread, median of ``--repeats`` runs after a warm-up, at ``min_face`` 80 (the
+   service's default ``detect_min_face``) and at ``--min-face``.
+4. **Landmarks from detections** (``--model``, ibug68): on the real held-out faces, NME of the model's
+   cascade from each detector's boxes (through a calibration fitted here on the train split's
+   faces) against NME from the tight boxes of the labels, on the faces the detector found.
+
+Writes ``detect_bench.json``, ``detect_bench.png`` and ``unmatched_<detector>.png`` into ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import platform
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from model_store.geometry import BoxCalibration, tight_box
+from runtime.detectors import DETECTORS, Detections, Detector, box_iou, create_detector
+
+__all__ = [
+    "MATCH_IOU",
+    "RealImage",
+    "bench_real",
+    "bench_speed",
+    "bench_synthetic",
+    "cpu_info",
+    "main",
+    "match_faces",
+    "real_images",
+]
+
+MATCH_IOU = 0.3
+TEACHER_MIN_FACE = 40.0  # train.data.real.MIN_FACE: dlib boxes below are not labelled
+SIZE_BINS = (40.0, 64.0, 96.0, 128.0, 256.0, float("inf"))
+YAW_BINS = (0.0, 15.0, 30.0, 45.0, 60.0, 75.0, 90.0)
+SYNTHETIC_SIZE = 384
+SYNTHETIC_FACE_FRACTION = (0.2, 0.28)
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class RealImage:
+    rel: str  # path inside the cache
+    source: str
+    kind: str  # still | video
+    labelled: np.ndarray  # [G, 4] tight boxes of the kept faces' labels
+    labelled_ids: list[str]
+    known: np.ndarray  # [K, 4] dlib boxes of every face the teacher found (kept or not)
+    points: list[np.ndarray] = field(default_factory=list)  # [68, 2] per labelled face
+    splits: list[str] = field(default_factory=list)  # train | test per labelled face
+
+
+def real_images(cache: Path, *, max_frames: int = 300) -> list[RealImage]:
+    """Every still photo in ``<cache>/images/<source>/`` and ``max_frames`` video frames, with the
+    teachers' faces from the manifest."""
+    from train.data.pts300w import read_pts
+    from train.data.real import load_manifest
+    from train.data.real_sources import IMAGE_SUFFIXES
+
+    manifest = load_manifest(cache)
+    by_image: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for face in manifest["faces"]:
+        by_image[face["image"]].append(face)
+    root = cache / "images"
+    stills = sorted(
+        p.relative_to(cache).as_posix()
+        for p in root.glob("*/*")
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+    )
+    frames = sorted(
+        p.relative_to(cache).as_posix()
+        for p in root.glob("*/frames/*")
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+    )
+    if max_frames < len(frames):
+        frames = [frames[int(i)] for i in np.linspace(0, len(frames) - 1, max(0, max_frames)).round()]
+    out: list[RealImage] = []
+    for rel in stills + frames:
+        faces = by_image.get(rel, [])
+        kept = [f for f in faces if f.get("kept")]
+        pts = [read_pts(cache / f["pts"]).astype(np.float64) for f in kept]
+        out.append(
+            RealImage(
+                rel=rel,
+                source=rel.split("/")[1],
+                kind="video" if "/frames/" in rel else "still",
+                labelled=tight_box(np.stack(pts)) if pts else np.zeros((0, 4)),
+                labelled_ids=[f["id"] for f in kept],
+                known=np.asarray([f["box"] for f in faces], dtype=np.float64).reshape(-1, 4),
+                points=pts,
+                splits=[f["split"] for f in kept],
+            )
+        )
+    return out
+
+
+def match_faces(dets: np.ndarray, truth: np.ndarray, min_iou: float = MATCH_IOU) -> np.ndarray:
+    """Greedy one-to-one matching by IoU -> [G] index of the detection matched to each truth box, or -1."""
+    out = np.full(len(truth), -1, dtype=np.int64)
+    if len(dets) == 0 or len(truth) == 0:
+        return out
+    iou = box_iou(truth, dets)  # [G, D]
+    pairs = sorted(((iou[g, d], g, d) for g in range(len(truth)) for d in range(len(dets))), reverse=True)
+    used: set[int] = set()
+    for v, g, d in pairs:
+        if v < min_iou:
+            break
+        if out[g] >= 0 or d in used:
+            continue
+        out[g] = d
+        used.add(d)
+    return out
+
+
+def _side(boxes: np.ndarray) -> np.ndarray:
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    return np.sqrt(np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None))
+
+
+def _bin_label(lo: float, hi: float) -> str:
+    return f"{lo:.0f}+" if hi == float("inf") else f"{lo:.0f}-{hi:.0f}"
+
+
+def _ratio(num: int, den: int) -> float | None:
+    return round(num / den, 4) if den else None
+
+
+def _load(cache: Path, rel: str) -> np.ndarray:
+    from PIL import Image, ImageOps
+
+    with Image.open(cache / rel) as im:
+        return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+
+
+def bench_real(
+    detectors: dict[str, Detector],
+    cache: Path,
+    images: Sequence[RealImage],
+    *,
+    min_face: float,
+    log: Any = print,
+) -> tuple[dict[str, Any], dict[str, dict[str, Detections]], dict[str, list[tuple[str, np.ndarray, float]]]]:
+    """-> (report per detector, detections per detector and image, unmatched (image, box, score) each)."""
+    found: dict[str, dict[str, Detections]] = {name: {} for name in detectors}
+    seconds: dict[str, float] = defaultdict(float)
+    for n, item in enumerate(images):
+        image = _load(cache, item.rel)
+        for name, det in detectors.items():
+            t0 = time.perf_counter()
+            found[name][item.rel] = det.detect(image, min_face=min_face)
+            seconds[name] += time.perf_counter() - t0
+        if (n + 1) % 50 == 0 or n + 1 == len(images):
+            log(f"real: {n + 1}/{len(images)} images")
+    report: dict[str, Any] = {}
+    unmatched_all: dict[str, list[tuple[str, np.ndarray, float]]] = {}
+    for name in detectors:
+        hits: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # key -> [found, total]
+        detections = unmatched = false_pos = 0
+        fp_images = 0
+        unmatched_list: list[tuple[str, np.ndarray, float]] = []
+        for item in images:
+            d = found[name][item.rel]
+            m = match_faces(d.boxes, item.labelled)
+            sizes = _side(item.labelled)
+            for g in range(len(item.labelled)):
+                ok = int(m[g] >= 0)
+                keys = ["all", f"source:{item.source}", f"kind:{item.kind}"]
+                for lo, hi in itertools.pairwise(SIZE_BINS):
+                    if lo <= sizes[g] < hi:
+                        keys.append(f"size:{_bin_label(lo, hi)}")
+                for k in keys:
+                    hits[k][0] += ok
+                    hits[k][1] += 1
+            used = set(int(v) for v in m if v >= 0)
+            rest = [i for i in range(len(d.boxes)) if i not in used]
+            if rest and len(item.known):
+                iou = box_iou(d.boxes[rest], item.known)
+                rest = [i for i, row in zip(rest, iou, strict=True) if row.max() < MATCH_IOU]
+            detections += len(d.boxes)
+            unmatched += len(rest)
+            big = [i for i in rest if _side(d.boxes[i])[0] >= TEACHER_MIN_FACE]
+            false_pos += len(big)
+            fp_images += bool(big)
+            unmatched_list += [(item.rel, d.boxes[i], float(d.scores[i])) for i in rest]
+        total = hits["all"][1]
+        report[name] = {
+            "recall": _ratio(*hits["all"]) if total else None,
+            "faces": total,
+            "found": hits["all"][0],
+            "missed": total - hits["all"][0],
+            "recall_by_source": {
+                k[7:]: _ratio(*v) for k, v in sorted(hits.items()) if k.startswith("source:")
+            },
+            "faces_by_source": {k[7:]: v[1] for k, v in sorted(hits.items()) if k.startswith("source:")},
+            "recall_by_kind": {k[5:]: _ratio(*v) for k, v in sorted(hits.items()) if k.startswith("kind:")},
+            "recall_by_size": {
+                _bin_label(lo, hi): _ratio(*hits[f"size:{_bin_label(lo, hi)}"])
+                for lo, hi in itertools.pairwise(SIZE_BINS)
+            },
+            "faces_by_size": {
+                _bin_label(lo, hi): hits[f"size:{_bin_label(lo, hi)}"][1]
+                for lo, hi in itertools.pairwise(SIZE_BINS)
+            },
+            "detections": detections,
+            "unmatched": unmatched,
+            "false_positives": false_pos,
+            "false_positives_per_100_images": round(100 * false_pos / max(1, len(images)), 3),
+            "images_with_false_positive": fp_images,
+            "precision": _ratio(detections - unmatched, detections),
+            "precision_faces_40px_up": _ratio(detections - false_pos, detections),
+            "seconds": round(seconds[name], 2),
+        }
+        unmatched_all[name] = unmatched_list
+    return report, found, unmatched_all
+
+
+def bench_synthetic(
+    detectors: dict[str, Detector], num: int, *, seed: int = 7, min_face: float, log: Any = print
+) -> dict[str, Any]:
+    """Recall per |yaw| bin on ``num`` synthetic 384x384 faces with yaw uniform in +-90 degrees.
+
+    The faces are rendered smaller than for training (chin-to-brow 20-28 % of the image, not 34-48 %):
+    detectors look for a face with some scene around it, and all of them miss many faces that fill
+    the frame. Occluders, blur and noise as in training.
+    """
+    from train.data.render import RenderOptions
+    from train.data.synthetic import PoseDistribution, SyntheticFaces
+
+    faces = SyntheticFaces(
+        "ibug68",
+        num,
+        seed,
+        image_size=SYNTHETIC_SIZE,
+        pose=PoseDistribution.uniform_yaw(90.0),
+        options=RenderOptions(face_fraction=SYNTHETIC_FACE_FRACTION),
+    )
+    hits: dict[str, dict[str, list[int]]] = {n: defaultdict(lambda: [0, 0]) for n in detectors}
+    unmatched: dict[str, int] = defaultdict(int)
+    for i in range(num):
+        s = faces[i]
+        yaw = abs(float(s.meta["yaw"]))
+        b = next(_bin_label(lo, hi) for lo, hi in itertools.pairwise(YAW_BINS) if yaw <= hi)
+        truth = tight_box(np.asarray(s.points, dtype=np.float64))[None]
+        for name, det in detectors.items():
+            d = det.detect(s.image, min_face=min_face)
+            ok = int(match_faces(d.boxes, truth)[0] >= 0)
+            hits[name][b][0] += ok
+            hits[name][b][1] += 1
+            unmatched[name] += len(d.boxes) - ok
+        if (i + 1) % 100 == 0 or i + 1 == num:
+            log(f"synthetic: {i + 1}/{num}")
+    return {
+        name: {
+            "recall_by_abs_yaw": {
+                k: _ratio(*v) for k, v in sorted(h.items(), key=lambda kv: float(kv[0].split("-")[0]))
+            },
+            "faces_by_abs_yaw": {
+                k: v[1] for k, v in sorted(h.items(), key=lambda kv: float(kv[0].split("-")[0]))
+            },
+            "recall_45_75": _ratio(
+                sum(v[0] for k, v in h.items() if k in ("45-60", "60-75")),
+                sum(v[1] for k, v in h.items() if k in ("45-60", "60-75")),
+            ),
+            "unmatched_per_image": round(unmatched[name] / max(1, num), 4),
+        }
+        for name, h in hits.items()
+    }
+
+
+def speed_image() -> np.ndarray:
+    """A 1920x1080 photo: face-api's demo sample1.jpg (1920x1280, three faces) cut to 1080 rows."""
+    from train.export.detectors import FACE_API, default_cache, fetch_npm
+
+    root = fetch_npm(*FACE_API, default_cache())
+    img = _load(root / "demo", "sample1.jpg")
+    return np.ascontiguousarray(img[100:1180, :1920])
+
+
+def bench_speed(
+    detectors: dict[str, Detector], image: np.ndarray, *, min_faces: Sequence[float], repeats: int = 7
+) -> dict[str, Any]:
+    """Median ms per image and per megapixel, one thread, after one warm-up run."""
+    mp = image.shape[0] * image.shape[1] / 1e6
+    out: dict[str, Any] = {}
+    for name, det in detectors.items():
+        entry: dict[str, Any] = {}
+        for mf in min_faces:
+            det.detect(image, min_face=mf)
+            times = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                faces = det.detect(image, min_face=mf)
+                times.append((time.perf_counter() - t0) * 1000)
+            ms = float(np.median(times))
+            entry[f"min_face_{mf:g}"] = {
+                "ms": round(ms, 1),
+                "ms_per_megapixel": round(ms / mp, 1),
+                "faces": len(faces.boxes),
+            }
+        out[name] = entry
+    return out
+
+
+def cpu_info() -> dict[str, Any]:
+    model = platform.processor() or ""
+    flags: list[str] = []
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and not model:
+                model = line.split(":", 1)[1].strip()
+            if line.startswith("flags") and not flags:
+                have = set(line.split(":", 1)[1].split())
+                flags = sorted(f for f in have if f.startswith(("avx", "fma", "sse4", "f16c", "amx")))
+    except OSError:
+        pass
+    import os
+
+    return {"model": model, "flags": flags, "cpus": os.cpu_count(), "threads_used": 1}
+
+
+def bench_landmarks(
+    detectors: dict[str, Detector],
+    cache: Path,
+    images: Sequence[RealImage],
+    found: dict[str, dict[str, Detections]],
+    model_spec: str,
+) -> dict[str, Any]:
+    """NME of ``model_spec``'s cascade on the real held-out faces: from tight boxes vs from each
+    detector's boxes through a calibration fitted on the train split's faces (same faces)."""
+    from model_store.schemes import get_scheme
+    from model_store.store import ModelStore
+    from train.export.evaluate import StageGeometry, cascade_predict
+    from train.export.parity import onnx_runtime_session, run_onnx
+    from train.metrics import nme_per_sample
+
+    name, _, version = model_spec.partition("@")
+    model = ModelStore().resolve(name, version or "latest")
+    manifest = model.manifest
+    scheme = get_scheme(manifest.scheme)
+    if scheme.name != "ibug68":
+        raise ValueError("the landmark check needs an ibug68 model")
+    sessions = [onnx_runtime_session(model.path / s.file) for s in manifest.stages]
+    stages = [StageGeometry.from_spec(s) for s in manifest.stages]
+
+    def run(stage: int, batch: np.ndarray) -> np.ndarray:
+        return run_onnx(sessions[stage], batch)
+
+    out: dict[str, Any] = {"model": f"{manifest.name}@{manifest.version}"}
+    for det_name in detectors:
+        cal_img: list[np.ndarray] = []
+        cal_pts: list[np.ndarray] = []
+        test: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # image, points, detector box
+        for item in images:
+            d = found[det_name][item.rel]
+            m = match_faces(d.boxes, item.labelled)
+            for g, split in enumerate(item.splits):
+                if m[g] < 0:
+                    continue
+                if split == "train":
+                    cal_img.append(np.asarray(d.boxes[m[g]]))
+                    cal_pts.append(item.points[g])
+                else:
+                    test.append((_load(cache, item.rel), item.points[g], d.boxes[m[g]]))
+        if not test or len(cal_img) < 5:
+            out[det_name] = {"faces": len(test), "note": "too few faces"}
+            continue
+        cal = _fit_from_pairs(np.stack(cal_img), cal_pts)
+        gt = np.stack([t[1] for t in test])
+        imgs = [t[0] for t in test]
+        tight = tight_box(gt)
+        from_det = cal.apply(np.stack([t[2] for t in test]))
+        norm = np.asarray(scheme.normaliser_distance(gt, tight), dtype=np.float64)
+        nme_tight = float(
+            nme_per_sample(cascade_predict(run, stages, imgs, tight, scheme)[-1], gt, norm).mean()
+        )
+        nme_det = float(
+            nme_per_sample(cascade_predict(run, stages, imgs, from_det, scheme)[-1], gt, norm).mean()
+        )
+        out[det_name] = {
+            "faces": len(test),
+            "calibration": cal.to_dict(),
+            "calibration_faces": len(cal_img),
+            "nme_tight_boxes": round(nme_tight, 5),
+            "nme_detector_boxes": round(nme_det, 5),
+            "relative_change": round(nme_det / nme_tight - 1, 4),
+        }
+    return out
+
+
+def _fit_from_pairs(boxes: np.ndarray, points: Sequence[np.ndarray]) -> BoxCalibration:
+    """Median offsets and scales from detector boxes [N, 4] to the tight boxes of ``points``."""
+    t = tight_box(np.stack(points))
+    bw, bh = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    return BoxCalibration(
+        dx=float(np.median(((t[:, 0] + t[:, 2]) - (boxes[:, 0] + boxes[:, 2])) / 2 / bw)),
+        dy=float(np.median(((t[:, 1] + t[:, 3]) - (boxes[:, 1] + boxes[:, 3])) / 2 / bh)),
+        sw=float(np.median((t[:, 2] - t[:, 0]) / bw)),
+        sh=float(np.median((t[:, 3] - t[:, 1]) / bh)),
+    )
+
+
+def montage(
+    cache: Path, items: Sequence[tuple[str, np.ndarray, float]], path: Path, *, limit: int = 64
+) -> None:
+    """The unmatched detections as a grid of 112-px crops (1.4x the box), score written under each."""
+    from PIL import Image, ImageDraw
+
+    tile = 112
+    items = list(items)[:limit]
+    cols = 8
+    rows = max(1, -(-len(items) // cols))
+    sheet = Image.new("RGB", (cols * tile, rows * (tile + 14)), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    for k, (rel, box, score) in enumerate(items):
+        img = Image.open(cache / rel).convert("RGB")
+        cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+        half = 0.7 * max(box[2] - box[0], box[3] - box[1])
+        crop = img.crop((int(cx - half), int(cy - half), int(cx + half), int(cy + half))).resize((tile, tile))
+        x, y = (k % cols) * tile, (k // cols) * (tile + 14)
+        sheet.paste(crop, (x, y))
+        draw.text((x + 2, y + tile), f"{score:.2f} {Path(rel).stem[:12]}", fill=(0, 0, 0))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(path)
+
+
+def plot(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(report["detectors"])
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
+    real = report.get("real", {})
+    if real:
+        ax = axes[0]
+        bins = list(next(iter(real.values()))["recall_by_size"])
+        for n in names:
+            ys = [real[n]["recall_by_size"][b] for b in bins]
+            ax.plot(bins, [np.nan if v is None else v for v in ys], marker="o", label=n)
+        ax.set_title(f"real photos: recall by face size (px)\n({real[names[0]]['faces']} labelled faces)")
+        ax.set_ylim(0, 1.02)
+        ax.set_xlabel("face size sqrt(w*h) of the label's tight box")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    syn = report.get("synthetic", {})
+    if syn:
+        ax = axes[1]
+        bins = list(next(iter(syn.values()))["recall_by_abs_yaw"])
+        for n in names:
+            ax.plot(bins, [syn[n]["recall_by_abs_yaw"][b] for b in bins], marker="o", label=n)
+        ax.set_title("synthetic faces: recall by |yaw| (degrees)")
+        ax.set_ylim(0, 1.02)
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    speed = report.get("speed", {})
+    if speed:
+        ax = axes[2]
+        keys = list(next(iter(speed.values())))
+        x = np.arange(len(names))
+        for k, key in enumerate(keys):
+            ax.bar(
+                x + k * 0.38, [speed[n][key]["ms"] for n in names], width=0.38, label=key.replace("_", " ")
+            )
+        ax.set_xticks(x + 0.19, names, fontsize=8)
+        ax.set_ylabel("ms per 1920x1080 image (1 thread)")
+        ax.set_title(f"speed: {report['cpu']['model']}")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from train.data.real_cli import default_cache
+
+    parser = argparse.ArgumentParser(prog="wingmark data detect-bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--cache-dir", type=Path, default=default_cache())
+    parser.add_argument("--detectors", type=str, default=",".join(DETECTORS))
+    parser.add_argument("--max-frames", type=int, default=300, help="video frames, evenly spaced")
+    parser.add_argument("--synthetic", type=int, default=600, help="synthetic faces (0: skip)")
+    parser.add_argument(
+        "--min-face", type=float, default=TEACHER_MIN_FACE, help="px, passed to every detector"
+    )
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument(
+        "--model", type=str, default="cnn67-ibug68", help="ibug68 model for the NME check ('' skips)"
+    )
+    parser.add_argument("--out", type=Path, default=REPO / "docs" / "detect_bench")
+    parser.add_argument("--skip-real", action="store_true")
+    args = parser.parse_args(argv)
+    names = [n for n in args.detectors.split(",") if n]
+    detectors: dict[str, Detector] = {}
+    for n in names:
+        det = create_detector(n)
+        assert det is not None
+        detectors[n] = det
+    report: dict[str, Any] = {
+        "detectors": names,
+        "cpu": cpu_info(),
+        "min_face": args.min_face,
+        "match_iou": MATCH_IOU,
+        "truth": "teachers' faces (dlib HOG + 68 points, kept where MediaPipe agrees), not human labels",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    t0 = time.time()
+    report["speed"] = bench_speed(
+        detectors, speed_image(), min_faces=sorted({80.0, args.min_face}), repeats=args.repeats
+    )
+    print(json.dumps(report["speed"]), flush=True)
+    if not args.skip_real:
+        images = real_images(args.cache_dir, max_frames=args.max_frames)
+        report["real_images"] = {
+            "stills": sum(i.kind == "still" for i in images),
+            "video_frames": sum(i.kind == "video" for i in images),
+            "labelled_faces": int(sum(len(i.labelled) for i in images)),
+        }
+        real, found, unmatched = bench_real(detectors, args.cache_dir, images, min_face=args.min_face)
+        report["real"] = real
+        for n, items in unmatched.items():
+            montage(args.cache_dir, sorted(items, key=lambda t: -t[2]), args.out / f"unmatched_{n}.png")
+        if args.model:
+            report["landmarks"] = bench_landmarks(detectors, args.cache_dir, images, found, args.model)
+    if args.synthetic:
+        report["synthetic"] = bench_synthetic(detectors, args.synthetic, min_face=args.min_face)
+    report["seconds"] = round(time.time() - t0, 1)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "detect_bench.json").write_text(json.dumps(report, indent=1) + "\n")
+    plot(report, args.out / "detect_bench.png")
+    print(
+        json.dumps(
+            {k: v for k, v in report.items() if k in ("speed", "real", "synthetic", "landmarks")}, indent=1
+        )
+    )
+    return 0
