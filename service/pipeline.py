@@ -140,11 +140,16 @@ class LoadedModel:
     stage_batchers: list[DynamicBatcher[np.ndarray, np.ndarray]] = field(default_factory=list)
     ready: bool = False
     error: str | None = None
+    # calibrations the manifest lacks, from the detector's own per-scheme fit (model_store/detectors)
+    detector_calibrations: dict[str, BoxCalibration] = field(default_factory=dict)
 
     def calibration(self, source: str) -> BoxCalibration:
+        """The manifest's calibration for ``source``, else the detector's own (per scheme), else identity."""
         assert self.model is not None
         spec = self.model.manifest.box_calibrations.get(source)
-        return spec.to_calibration() if spec is not None else BoxCalibration()
+        if spec is not None:
+            return spec.to_calibration()
+        return self.detector_calibrations.get(source, BoxCalibration())
 
 
 @dataclass
@@ -321,6 +326,10 @@ class LandmarkService:
         s = self.settings
         if s.detector == "none":
             return None
+        if s.detector != "dlib_hog":  # the ONNX CNN detectors
+            return create_detector(
+                s.detector, min_face=s.detect_min_face, score_threshold=s.detect_score_threshold
+            )
         return create_detector(
             s.detector,
             max_side=s.detect_max_side,
@@ -352,9 +361,18 @@ class LandmarkService:
             lm.backend_name = backend.name
             lm.cascade = Cascade(mv, backend)
             if self.detector is not None and self.detector.name not in mv.manifest.box_calibrations:
-                log.warning(
-                    "%s/%s has no %r box calibration; using identity", name, mv.version, self.detector.name
-                )
+                own = getattr(self.detector, "calibration", None)
+                cal = own(mv.manifest.scheme) if callable(own) else None
+                if cal is not None:
+                    lm.detector_calibrations[self.detector.name] = cal
+                    lm.calibration_names = sorted([*lm.calibration_names, self.detector.name])
+                else:
+                    log.warning(
+                        "%s/%s has no %r box calibration; using identity",
+                        name,
+                        mv.version,
+                        self.detector.name,
+                    )
             lm.ready = True
         except Exception as exc:
             log.exception("loading model %s failed", spec)

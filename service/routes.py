@@ -16,7 +16,7 @@ from starlette.datastructures import UploadFile
 from service.errors import PROBLEM_JSON, ProblemError, problem_response
 from service.metrics import CONTENT_TYPE_LATEST
 from service.pipeline import MIN_DEADLINE_MS, LandmarkRequest, LandmarkService
-from service.schemas import LandmarkResponse, ModelInfo, ModelsResponse, ReadyResponse
+from service.schemas import DetectorInfo, LandmarkResponse, ModelInfo, ModelsResponse, ReadyResponse
 
 __all__ = ["IMAGE_TYPES", "router"]
 
@@ -295,7 +295,18 @@ async def models(request: Request) -> ModelsResponse:
                 error=lm.error,
             )
         )
-    return ModelsResponse(models=out)
+    det = service.detector
+    info = None
+    if det is not None:
+        src: dict[str, Any] = getattr(det, "source", {}) or {}
+        info = DetectorInfo(
+            name=det.name,
+            package=src.get("package", "dlib" if det.name == "dlib_hog" else None),
+            version=src.get("version"),
+            licence=src.get("licence"),
+            score_threshold=getattr(det, "score_threshold", None),
+        )
+    return ModelsResponse(models=out, detector=info)
 
 
 @router.get("/healthz", summary="Liveness: the process answers")

@@ -85,8 +85,19 @@ class ModelInfo(BaseModel):
     error: str | None = None
 
 
+class DetectorInfo(BaseModel):
+    name: str = Field(description="the detector's registry name (WINGMARK_DETECTOR), as in box_source")
+    package: str | None = Field(default=None, description="registry package its weights come from")
+    version: str | None = None
+    licence: str | None = None
+    score_threshold: float | None = Field(default=None, description="CNN detectors: the score threshold")
+
+
 class ModelsResponse(BaseModel):
     models: list[ModelInfo]
+    detector: DetectorInfo | None = Field(
+        default=None, description="the face detector used when a request sends no boxes (null: none)"
+    )
 
 
 class ReadyResponse(BaseModel):

@@ -16,7 +16,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 __all__ = ["BackendKind", "DetectorKind", "Settings", "get_settings"]
 
 BackendKind = Literal["onnxruntime", "tensorrt", "torch"]
-DetectorKind = Literal["dlib_hog", "none"]
+DetectorKind = Literal["dlib_hog", "ssd_mobilenet_v1", "tiny_face_detector", "none"]
 
 
 class Settings(BaseSettings):
@@ -99,7 +99,13 @@ class Settings(BaseSettings):
         description="images up to this size are searched again upsampled when no face is found",
     )
     detect_upsample: int = Field(default=0, ge=0, le=2)
-    detect_threshold: float = 0.0
+    detect_threshold: float = Field(default=0.0, description="dlib_hog: the SVM score threshold")
+    detect_score_threshold: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="CNN detectors: the score threshold (None: the detector's documented default)",
+    )
 
     # Shutdown: seconds uvicorn waits for in-flight requests after SIGTERM/SIGINT
     graceful_timeout_s: float = Field(default=30.0, ge=0.0)

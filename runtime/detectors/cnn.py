@@ -31,7 +31,10 @@ from typing import Any
 
 import numpy as np
 
+from model_store.geometry import BoxCalibration
 from runtime.detectors.base import Detections, box_iou
+
+CALIBRATION_FILE = "calibration.json"
 
 __all__ = ["CnnDetector", "View", "detector_dir", "nms", "plan_views", "sigmoid", "view_input"]
 
@@ -190,11 +193,22 @@ class CnnDetector:
             raise FileNotFoundError(f"{path} not found: run 'wingmark data detectors'")
         source = folder / self.name / "source.json"
         self.source: dict[str, Any] = json.loads(source.read_text()) if source.is_file() else {}
+        cal = folder / self.name / CALIBRATION_FILE
+        self.calibrations: dict[str, Any] = json.loads(cal.read_text())["schemes"] if cal.is_file() else {}
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = max(1, threads)
         opts.inter_op_num_threads = 1
         self._session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         self._outputs = [o.name for o in self._session.get_outputs()]
+
+    def calibration(self, scheme: str) -> BoxCalibration | None:
+        """This detector's own box calibration for ``scheme`` (``calibration.json`` beside the ONNX file,
+        written by ``wingmark data detect-bench --write-calibration``), or None. A model's manifest
+        calibration for this detector takes precedence (the service asks this only when it has none)."""
+        entry = self.calibrations.get(scheme)
+        if entry is None:
+            return None
+        return BoxCalibration(**{k: float(entry[k]) for k in ("dx", "dy", "sw", "sh")})
 
     def views(self, width: int, height: int, min_face: float | None = None) -> list[View]:
         """The views :meth:`detect` runs the net on for an image of this size."""
