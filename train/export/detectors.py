@@ -35,6 +35,7 @@ import numpy as np
 __all__ = [
     "CONVERTERS",
     "build_all",
+    "build_one",
     "build_ssd_mobilenet_v1",
     "build_tiny_face_detector",
     "default_cache",
@@ -43,6 +44,7 @@ __all__ = [
     "read_tfjs_tensors",
     "read_tfjs_weights",
     "sha256_file",
+    "verify_tfjs",
 ]
 
 REPO = Path(__file__).resolve().parents[2]
