@@ -53,6 +53,7 @@ def create_detector(name: str, **options: Any) -> Detector | None:
 
 # The registered detectors (each module registers itself on import; importing one costs no model load).
 from runtime.detectors import (  # noqa: E402, F401
+    blazeface,
     dlib_hog,
     ssd_mobilenet_v1,
     tiny_face_detector,

@@ -10,9 +10,9 @@ with black, as face-api pads its input) resized to the net's input. Which views:
   2 times for images over ``context_max_side`` px, to bound the cost). The nets were trained on faces
   with some scene around them and miss most faces that fill the frame (a 150x150 passport-style
   crop: SSD finds 62 of 102 faces from the whole view alone, 94 from a 2x context view);
-- when the caller asks for smaller faces (``min_face``) than the whole-image view finds, overlapping
-  tiles of side ``min_face * net / smallest`` as well. Tiles overlap by the smallest face the whole
-  view finds (a face between ``min_face`` and that lies wholly inside some tile).
+- when the caller asks for smaller faces (``min_face``) than the whole-image view finds, levels of
+  overlapping tiles, the finest of side ``min_face * net / smallest``, each next level twice as
+  large (see :func:`plan_views`).
 
 Detections of all views are mapped back to image pixels and merged by non-maximum suppression.
 The ONNX files live in ``model_store/detectors/<name>/`` (``$WINGMARK_DETECTOR_DIR`` overrides the
@@ -88,22 +88,28 @@ def plan_views(
     min_face: float | None,
     context: Sequence[float] = (),
 ) -> list[View]:
-    """The whole image, the context views, and overlapping tiles where ``min_face`` is smaller than
-    the whole view finds.
+    """The whole image, the context views, and levels of overlapping tiles where ``min_face`` is
+    smaller than the whole view finds.
 
-    ``smallest_in_view``: the smallest face a view finds, as a fraction of the view's side.
+    ``smallest_in_view`` (r): the smallest face a view finds, as a fraction of the view's side. The
+    finest tiles have side ``min_face / r``; each coarser level doubles the side, up to the whole
+    view. Tiles of one level overlap by the smallest face the next level finds (at most half a
+    tile), so every face between ``min_face`` and the whole view's smallest lies wholly inside a
+    tile of a level that finds it.
     """
     long_side = float(max(width, height))
     views = [View(0.0, 0.0, long_side), *context_views(width, height, context)]
-    whole_min = smallest_in_view * long_side
-    if min_face is None or min_face >= whole_min:
+    r = smallest_in_view
+    if min_face is None or min_face >= r * long_side:
         return views
-    side = min_face / smallest_in_view  # a face of min_face px is the smallest a tile of this side finds
-    overlap = min(whole_min, side / 2)  # faces the whole view misses fit wholly inside some tile
-    step = side - overlap
-    for y0 in _starts(height, side, step):
-        for x0 in _starts(width, side, step):
-            views.append(View(x0, y0, side, tile=True))
+    side = min_face / r
+    while side < long_side:
+        coarser = 2 * side if 2 * side < long_side else long_side
+        step = side - min(side / 2, r * coarser)
+        for y0 in _starts(height, side, step):
+            for x0 in _starts(width, side, step):
+                views.append(View(x0, y0, side, tile=True))
+        side *= 2
     return views
 
 

