@@ -25,7 +25,7 @@ from model_store.geometry import BoxCalibration
 from model_store.pose import estimate_pose
 from model_store.schemes import SCHEMES
 from model_store.store import DEFAULT_MODELS, ModelStore, ModelVersion
-from runtime.detectors import Detector, create_detector
+from runtime.detectors import Detector, create_detector, eye_roll
 from service.backends import Backend, create_backend
 from service.batcher import (
     BatcherClosedError,
@@ -79,10 +79,13 @@ class Cascade:
         self.scheme = self.geometry.scheme
         self.sizes = [g.input_size for g in self.geometry.stages]
 
-    def prepare(self, image: np.ndarray, tight_boxes: np.ndarray) -> list[FaceJob]:
-        """image [H, W, 3] uint8, tight_boxes [N, 4] (image pixels) -> N stage-1 jobs."""
+    def prepare(
+        self, image: np.ndarray, tight_boxes: np.ndarray, angles: np.ndarray | None = None
+    ) -> list[FaceJob]:
+        """image [H, W, 3] uint8, tight_boxes [N, 4] (image pixels), roll angles [N] or None -> N jobs."""
         g = self.geometry
-        mats = g.matrices(0, boxes=np.asarray(tight_boxes, dtype=np.float64).reshape(-1, 4))  # (N, 2, 3)
+        boxes = np.asarray(tight_boxes, dtype=np.float64).reshape(-1, 4)
+        mats = g.matrices(0, boxes=boxes, angles=angles)  # (N, 2, 3)
         crops = g.crops(0, [image] * len(mats), mats)  # (N, S, S, 3)
         return [FaceJob(image=image, matrix=m, crop=c) for m, c in zip(mats, crops, strict=True)]
 
@@ -110,10 +113,11 @@ class Cascade:
         *,
         boxes: np.ndarray | None = None,
         previous: np.ndarray | None = None,
+        angles: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """One request's faces for ``stage``: matrices [N, 2, 3] and network input [N, 3, S, S]."""
         g = self.geometry
-        mats = g.matrices(stage, boxes=boxes, previous=previous)
+        mats = g.matrices(stage, boxes=boxes, previous=previous, angles=angles)
         return mats, g.inputs(stage, [image] * len(mats), mats)
 
     def stage_runner(self, stage: int) -> Callable[[list[np.ndarray]], list[np.ndarray]]:
@@ -529,6 +533,7 @@ class LandmarkService:
                     "invalid-boxes", f"box {i} reaches further than the image's own size past its edges"
                 )
             boxes, scores, source = client_boxes, [None] * len(client_boxes), "client"
+            angles: np.ndarray | None = None
         else:
             assert self.detector is not None
             detector = self.detector
@@ -542,6 +547,9 @@ class LandmarkService:
             limit = req.max_faces or s.max_faces
             boxes = dets.boxes[:limit] * scale
             scores, source = [float(v) for v in dets.scores[:limit]], detector.name
+            angles = None
+            if dets.keypoints is not None:  # the detector's eyes: stage 1 starts with the face level
+                angles = eye_roll(dets.keypoints[:limit])
         t2 = time.monotonic()
         timings["detect"] = (t2 - t1) * 1000
         if source != "client":
@@ -555,10 +563,10 @@ class LandmarkService:
             tight = lm.calibration(source).apply(boxes / scale)
             if lm.stage_batchers:
                 pts = await self._cascade_pipelined(
-                    lm.cascade, lm.stage_batchers, image.pixels, tight, deadline, timings
+                    lm.cascade, lm.stage_batchers, image.pixels, tight, deadline, timings, angles
                 )
             else:
-                pts = await self._cascade_on_device(lm, image.pixels, tight, deadline, timings)
+                pts = await self._cascade_on_device(lm, image.pixels, tight, deadline, timings, angles)
             self.metrics.stage_duration.labels("queue").observe(timings["queue"] / 1000)
             self.metrics.stage_duration.labels("inference").observe(timings["inference"] / 1000)
             t3 = time.monotonic()
@@ -597,6 +605,7 @@ class LandmarkService:
         tight: np.ndarray,
         deadline: float,
         timings: dict[str, float],
+        angles: np.ndarray | None = None,
     ) -> np.ndarray:
         """Each stage: crops in the worker pool, inference batched with other requests' faces on the
         device thread, points mapped back here; the next stage re-crops from them. -> [N, K, 2]."""
@@ -605,7 +614,12 @@ class LandmarkService:
         for stage, batcher in enumerate(batchers):
             started = time.monotonic()
             prep = functools.partial(
-                cascade.stage_inputs, stage, pixels, boxes=tight if stage == 0 else None, previous=pts
+                cascade.stage_inputs,
+                stage,
+                pixels,
+                boxes=tight if stage == 0 else None,
+                previous=pts,
+                angles=angles if stage == 0 else None,
             )
             mats, x = await self._until(deadline, loop.run_in_executor(self._crops, prep))
             self.metrics.stage_duration.labels("crop").observe(time.monotonic() - started)
@@ -627,13 +641,14 @@ class LandmarkService:
         tight: np.ndarray,
         deadline: float,
         timings: dict[str, float],
+        angles: np.ndarray | None = None,
     ) -> np.ndarray:
         """Stage-1 crops in the worker pool; the whole cascade as one batch on the device thread."""
         assert lm.cascade is not None and lm.batcher is not None
         loop = asyncio.get_running_loop()
         started = time.monotonic()
         jobs = await self._until(
-            deadline, loop.run_in_executor(self._crops, lm.cascade.prepare, pixels, tight)
+            deadline, loop.run_in_executor(self._crops, lm.cascade.prepare, pixels, tight, angles)
         )
         self.metrics.stage_duration.labels("crop").observe(time.monotonic() - started)
         outcomes = await self._submit(lm.batcher, jobs, deadline)

@@ -16,7 +16,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 __all__ = ["BackendKind", "DetectorKind", "Settings", "get_settings"]
 
 BackendKind = Literal["onnxruntime", "tensorrt", "torch"]
-DetectorKind = Literal["dlib_hog", "ssd_mobilenet_v1", "tiny_face_detector", "none"]
+DetectorKind = Literal["dlib_hog", "ssd_mobilenet_v1", "tiny_face_detector", "blazeface", "none"]
 
 
 class Settings(BaseSettings):

