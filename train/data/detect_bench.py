@@ -5,17 +5,18 @@ wingmark data detect-bench [--cache-dir DIR] [--detectors a,b,...] [--max-frames
 
 One run measures every detector named (default: every registered one) on the same inputs:
 
-1. **Real photos** (the real-face cache, ``wingmark data real``): every still photo and ``--max-frames``
-   video frames (evenly spaced over the sorted frame list). Truth: the teachers' faces. A *labelled*
-   face (kept: dlib and MediaPipe agree) is found when a detection overlaps the tight box of its 68
-   points with IoU >= ``MATCH_IOU`` (one detection per face, greedy by IoU); recall is by source and
-   by face size (sqrt of the tight box's area). A detection that matches no labelled face and
-   overlaps no face dlib found (kept or not; dlib's box, IoU >= ``MATCH_IOU``) is *unmatched*;
-   ``false positives`` counts the unmatched ones at least ``TEACHER_MIN_FACE`` px (the teachers
-   label no smaller face, so smaller detections can be faces nobody labelled). The teachers' own
-   detector is dlib's HOG (upsampled once on images up to 1200 px): recall against its faces
-   favours HOG by construction, and faces HOG misses (profiles) count as the others' false
-   positives. A montage of every unmatched detection is written so they can be looked at.
+1. **Real photos** (the real-face cache, ``wingmark data real``): every still photo and
+   ``--max-frames`` of the video frames the teachers looked at (evenly spaced over the sorted list).
+   Truth: the teachers' faces. A *labelled* face (kept: dlib and MediaPipe agree) is found when a
+   detection overlaps the tight box of its 68 points with IoU >= ``MATCH_IOU`` (one detection per
+   face, greedy by IoU); recall is by source and by face size (sqrt of the tight box's area). A
+   detection that matches no labelled face and overlaps no face dlib found (kept or not; dlib's
+   box, IoU >= ``MATCH_IOU``) is *unmatched*; ``false positives`` counts the unmatched ones at
+   least ``TEACHER_MIN_FACE`` px (the teachers label no smaller face, so smaller detections can be
+   faces nobody labelled). The teachers' own detector is dlib's HOG (upsampled once on images up
+   to 1200 px): recall against its faces favours HOG by construction, and faces HOG misses
+   (profiles, small faces) count as the others' false positives. A montage of every unmatched
+   detection is written so they can be looked at.
 2. **Synthetic faces** (``train.data.synthetic``, exact labels, yaw uniform in +-90 degrees): recall
    per |yaw| bin of 15 degrees, and unmatched detections per image.
 3. **Speed**: ms per image and per megapixel on a 1920x1080 photo (a face-api demo photo cut to
@@ -96,10 +97,14 @@ def real_images(cache: Path, *, max_frames: int = 300) -> list[RealImage]:
         for p in root.glob("*/*")
         if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
     )
+    # frames: only those the teachers looked at (the build samples frames of each video); the dlib
+    # teacher's cache lists every image it ran on, with or without faces
+    teacher_cache = cache / "work" / "dlib.json"
+    looked_at = set(json.loads(teacher_cache.read_text())) if teacher_cache.is_file() else set(by_image)
     frames = sorted(
         p.relative_to(cache).as_posix()
         for p in root.glob("*/frames/*")
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and p.relative_to(cache).as_posix() in looked_at
     )
     if max_frames < len(frames):
         frames = [frames[int(i)] for i in np.linspace(0, len(frames) - 1, max(0, max_frames)).round()]
@@ -416,6 +421,50 @@ def bench_landmarks(
     return out
 
 
+def fit_detector_calibrations(
+    detectors: dict[str, Detector],
+    images: Sequence[RealImage],
+    found: dict[str, dict[str, Detections]],
+) -> dict[str, dict[str, Any]]:
+    """Per detector and scheme: the box calibration fitted on the real *train* split's labelled faces
+    the detector found (ibug68: tight box of the 68 points; aflw19: of the 19 points derived from them
+    by ``train.data.face3d.aflw19_from_68``)."""
+    from train.data.face3d import aflw19_from_68
+
+    out: dict[str, dict[str, Any]] = {}
+    for name in detectors:
+        boxes: list[np.ndarray] = []
+        pts: list[np.ndarray] = []
+        for item in images:
+            d = found[name][item.rel]
+            m = match_faces(d.boxes, item.labelled)
+            for g, split in enumerate(item.splits):
+                if m[g] >= 0 and split == "train":
+                    boxes.append(d.boxes[m[g]])
+                    pts.append(item.points[g])
+        if len(boxes) < 20:
+            continue
+        b = np.stack(boxes)
+        schemes = {"ibug68": pts, "aflw19": [np.asarray(aflw19_from_68(p[None]))[0] for p in pts]}
+        out[name] = {
+            scheme: {**_fit_from_pairs(b, p).to_dict(), "fitted_on": len(b)} for scheme, p in schemes.items()
+        }
+    return out
+
+
+def write_calibrations(cals: dict[str, dict[str, Any]], folder: Path, note: str) -> list[Path]:
+    """``<folder>/<detector>/calibration.json`` for the CNN detectors (dlib's lives in each manifest)."""
+    written = []
+    for name, schemes in cals.items():
+        target = folder / name
+        if not (target / "source.json").is_file():
+            continue
+        path = target / "calibration.json"
+        path.write_text(json.dumps({"note": note, "schemes": schemes}, indent=1) + "\n")
+        written.append(path)
+    return written
+
+
 def _fit_from_pairs(boxes: np.ndarray, points: Sequence[np.ndarray]) -> BoxCalibration:
     """Median offsets and scales from detector boxes [N, 4] to the tight boxes of ``points``."""
     t = tight_box(np.stack(points))
@@ -519,6 +568,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "detect_bench")
     parser.add_argument("--skip-real", action="store_true")
+    parser.add_argument(
+        "--write-calibration",
+        action="store_true",
+        help="write model_store/detectors/<name>/calibration.json (fitted on the real train split)",
+    )
     args = parser.parse_args(argv)
     names = [n for n in args.detectors.split(",") if n]
     detectors: dict[str, Detector] = {}
@@ -550,6 +604,16 @@ def main(argv: list[str] | None = None) -> int:
         report["real"] = real
         for n, items in unmatched.items():
             montage(args.cache_dir, sorted(items, key=lambda t: -t[2]), args.out / f"unmatched_{n}.png")
+        cals = fit_detector_calibrations(detectors, images, found)
+        report["calibrations"] = cals
+        if args.write_calibration:
+            from runtime.detectors.cnn import detector_dir
+
+            note = (
+                f"median detector box -> tight label box, real train split ({report['created']}, "
+                f"min_face {args.min_face}); wingmark data detect-bench --write-calibration"
+            )
+            report["calibration_files"] = [str(p) for p in write_calibrations(cals, detector_dir(), note)]
         if args.model:
             report["landmarks"] = bench_landmarks(detectors, args.cache_dir, images, found, args.model)
     if args.synthetic:
