@@ -10,7 +10,9 @@
 4. evaluates the exported cascade with ONNX Runtime on the validation set the run was trained
    against (NME, AUC, failure rate per stage), exactly as the service runs it;
 5. fits the ``dlib_hog`` box calibration on the validation images where dlib finds the face (or
-   records a documented default when it finds too few);
+   records a documented default when it finds too few), and one per other registered detector
+   (:func:`calibrate_other_detectors`: fitted where it finds enough faces, else the detector's own
+   per-scheme calibration from ``model_store/detectors``, else none);
 6. writes the manifest (checksums, resolved training config and its sha256, data provenance,
    evaluation, calibrations) and publishes atomically with ``ModelStore.publish``.
 """
@@ -54,6 +56,7 @@ __all__ = [
     "DEFAULT_BOX_CALIBRATIONS",
     "ExportedStage",
     "calibrate_detector",
+    "calibrate_other_detectors",
     "config_sha256",
     "data_provenance",
     "export_run",
@@ -261,6 +264,46 @@ def calibrate_detector(
     return spec, info, idx, found
 
 
+def calibrate_other_detectors(
+    samples: Sequence[Sample], scheme: Scheme, *, min_faces: int = 20, log: Callable[[str], None] = print
+) -> tuple[dict[str, BoxCalibrationSpec], dict[str, Any]]:
+    """A box calibration for every registered detector besides ``dlib_hog``, for ``scheme``.
+
+    Fitted on ``samples`` where the detector finds at least ``min_faces`` of them; otherwise the
+    detector's own calibration for the scheme (``calibration.json`` beside its ONNX file, fitted on
+    real faces by ``wingmark data detect-bench --write-calibration``); otherwise none (the service
+    then uses the detector's own at load time, or the identity). -> (specs, info per detector).
+    """
+    from runtime.detectors import DETECTORS, create_detector
+
+    specs: dict[str, BoxCalibrationSpec] = {}
+    infos: dict[str, Any] = {}
+    for name in DETECTORS:
+        if name == "dlib_hog":
+            continue
+        try:
+            det = create_detector(name)
+        except (FileNotFoundError, ImportError) as exc:
+            infos[name] = {"skipped": str(exc)}
+            continue
+        spec, info, _, _ = calibrate_detector(samples, scheme, min_faces=min_faces, detector=det)
+        if info["fitted"]:
+            specs[name] = spec.model_copy(
+                update={"note": f"fitted on {spec.fitted_on} validation faces found by {name}"}
+            )
+        else:
+            own = getattr(det, "calibration", None)
+            cal = own(scheme.name) if callable(own) else None
+            if cal is not None:
+                specs[name] = BoxCalibrationSpec(
+                    dx=cal.dx, dy=cal.dy, sw=cal.sw, sh=cal.sh, note=f"{name}'s own (real faces)"
+                )
+            info["used"] = "fitted" if info["fitted"] else ("detector's own" if cal is not None else "none")
+        infos[name] = info
+        log(f"  {name}: found {info['faces_found']}/{len(samples)} faces; {info.get('used', 'fitted')}")
+    return specs, infos
+
+
 def _onnx_runner(paths: Sequence[Path]) -> Callable[[int, np.ndarray], np.ndarray]:
     sessions = [onnx_runtime_session(p) for p in paths]
     return lambda stage, batch: run_onnx(sessions[stage], batch)
@@ -417,6 +460,9 @@ def export_run(
         f"  dlib found {cal_info['faces_found']}/{len(samples)} faces; "
         + ("fitted" if cal_info["fitted"] else "using the documented default calibration")
     )
+    log("  box calibrations of the other detectors")
+    other_cals, other_info = calibrate_other_detectors(samples, scheme, min_faces=min_dlib_faces, log=log)
+    cal_info["other_detectors"] = other_info
 
     import onnxruntime
 
@@ -463,6 +509,7 @@ def export_run(
         box_calibrations={
             "client": BoxCalibrationSpec(note="identity: client boxes are tight landmark boxes"),
             "dlib_hog": calibration,
+            **other_cals,
         },
         provenance=Provenance(
             config=config,

@@ -202,3 +202,37 @@ def test_data_provenance_of_a_mix_names_the_real_caches_teachers_sources_and_lic
     assert real["root"] == str(fixture) and real["teacher"] and "not human ground truth" in real["labels"]
     assert set(real["sources"]) == {"alpha", "beta"}
     assert "commercial" in prov["licence"]
+
+
+def test_calibrate_other_detectors_fits_each_registered_detector(monkeypatch: pytest.MonkeyPatch) -> None:
+    import runtime.detectors as registry
+    from model_store.geometry import BoxCalibration
+    from train.export.publish import calibrate_other_detectors
+
+    scheme = get_scheme("aflw19")
+    samples = _samples(10)
+    found = {id(s.image): s.points for s in samples}
+
+    class Finds(ShiftedBoxDetector):
+        name = "finds"
+
+    class FindsNothing(ShiftedBoxDetector):
+        name = "finds_nothing"
+
+        def calibration(self, scheme_name: str) -> BoxCalibration | None:
+            return BoxCalibration(dx=0.0, dy=0.1, sw=0.9, sh=0.8) if scheme_name == "aflw19" else None
+
+    fake = {
+        "dlib_hog": lambda: pytest.fail("dlib_hog is calibrated by calibrate_detector"),
+        "finds": lambda: Finds(found),
+        "finds_nothing": lambda: FindsNothing({}),
+        "missing_file": lambda: (_ for _ in ()).throw(FileNotFoundError("no onnx")),
+    }
+    monkeypatch.setattr(registry, "DETECTORS", fake)
+    specs, info = calibrate_other_detectors(samples, scheme, min_faces=5, log=lambda _: None)
+    assert set(specs) == {"finds", "finds_nothing"}
+    assert (specs["finds"].sw, specs["finds"].sh) == pytest.approx((1 / 0.9, 1 / 0.8))
+    assert specs["finds"].fitted_on == 10 and "finds" in (specs["finds"].note or "")
+    assert specs["finds_nothing"].to_calibration() == BoxCalibration(dx=0.0, dy=0.1, sw=0.9, sh=0.8)
+    assert info["finds_nothing"]["used"] == "detector's own"
+    assert "skipped" in info["missing_file"]
