@@ -6,10 +6,11 @@ with black, as face-api pads its input) resized to the net's input. Which views:
 
 - the whole image (side = its long side): finds faces from about ``smallest * long_side / net``
   pixels up, where ``smallest`` is the smallest face (px of the net's input) the net finds reliably;
-- *context* views: the image centred in a black square 1.6 and 2.6 times its long side (one view of
-  2 times for images over ``context_max_side`` px, to bound the cost). The nets were trained on faces
-  with some scene around them and miss most faces that fill the frame (a 150x150 passport-style
-  crop: SSD finds 62 of 102 faces from the whole view alone, 94 from a 2x context view);
+- *context* views, looked at only when the other views found no face (as dlib's detector looks
+  again upsampled): the image centred in a black square 1.6 and 2.6 times its long side (one view
+  of 2 times for images over ``context_max_side`` px). The nets were trained on faces with some
+  scene around them and miss most faces that fill the frame (150x150 passport-style crops: SSD finds
+  62 of 102 faces from the whole view alone, 94 from a 2x context view);
 - when the caller asks for smaller faces (``min_face``) than the whole-image view finds, levels of
   overlapping tiles, the finest of side ``min_face * net / smallest``, each next level twice as
   large (see :func:`plan_views`).
@@ -72,12 +73,16 @@ class View:
     y0: float
     side: float
     tile: bool = False  # a tile: faces cut by its edges inside the image are dropped (another tile has them)
+    context: bool = False  # a context view: looked at only when the other views found no face
 
 
 def context_views(width: int, height: int, factors: Sequence[float]) -> list[View]:
     """The image centred in squares of ``factor`` x its long side (factors > 1)."""
     long_side = float(max(width, height))
-    return [View((width - f * long_side) / 2, (height - f * long_side) / 2, f * long_side) for f in factors]
+    return [
+        View((width - f * long_side) / 2, (height - f * long_side) / 2, f * long_side, context=True)
+        for f in factors
+    ]
 
 
 def plan_views(
@@ -98,10 +103,10 @@ def plan_views(
     tile of a level that finds it.
     """
     long_side = float(max(width, height))
-    views = [View(0.0, 0.0, long_side), *context_views(width, height, context)]
+    views = [View(0.0, 0.0, long_side)]
     r = smallest_in_view
     if min_face is None or min_face >= r * long_side:
-        return views
+        return [*views, *context_views(width, height, context)]
     side = min_face / r
     while side < long_side:
         coarser = 2 * side if 2 * side < long_side else long_side
@@ -110,7 +115,7 @@ def plan_views(
             for x0 in _starts(width, side, step):
                 views.append(View(x0, y0, side, tile=True))
         side *= 2
-    return views
+    return [*views, *context_views(width, height, context)]
 
 
 def _starts(length: int, side: float, step: float) -> list[float]:
@@ -234,6 +239,8 @@ class CnnDetector:
         all_scores: list[np.ndarray] = []
         all_kps: list[np.ndarray] = []
         for view in self.views(w, h, min_face):
+            if view.context and all_boxes:  # a face was found: no face fills the frame
+                break
             x = view_input(img, view, self.net_side)
             outs = dict(zip(self._outputs, self._session.run(None, {"image": x}), strict=True))
             boxes, scores, kps = self._decode(outs)
