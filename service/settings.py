@@ -82,7 +82,7 @@ class Settings(BaseSettings):
     )
 
     # Face detection
-    detector: DetectorKind = "ssd_mobilenet_v1"  # chosen from docs/detectors.md (dlib_hog stays available)
+    detector: DetectorKind = "dlib_hog"
     detect_max_side: int = Field(
         default=640,
         ge=64,
