@@ -26,7 +26,8 @@ One run measures every detector named (default: every registered one) on the sam
    cascade from each detector's boxes (through a calibration fitted here on the train split's
    faces) against NME from the tight boxes of the labels, on the faces the detector found.
 
-Writes ``detect_bench.json``, ``detect_bench.png`` and ``unmatched_<detector>.png`` into ``--out``.
+Writes ``detect_bench.json`` and ``detect_bench.png`` into ``--out``, and ``unmatched_<detector>.png``
+(crops of the photos: not committed) into ``--montage-dir``.
 """
 
 from __future__ import annotations
@@ -572,6 +573,12 @@ def main(argv: list[str] | None = None) -> int:
         "--model", type=str, default="cnn67-ibug68", help="ibug68 model for the NME check ('' skips)"
     )
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "detect_bench")
+    parser.add_argument(
+        "--montage-dir",
+        type=Path,
+        default=REPO / "cache" / "detect_bench",
+        help="where the unmatched-detection montages go (photos of people: kept out of git)",
+    )
     parser.add_argument("--skip-real", action="store_true")
     parser.add_argument(
         "--write-calibration",
@@ -608,7 +615,9 @@ def main(argv: list[str] | None = None) -> int:
         real, found, unmatched = bench_real(detectors, args.cache_dir, images, min_face=args.min_face)
         report["real"] = real
         for n, items in unmatched.items():
-            montage(args.cache_dir, sorted(items, key=lambda t: -t[2]), args.out / f"unmatched_{n}.png")
+            montage(
+                args.cache_dir, sorted(items, key=lambda t: -t[2]), args.montage_dir / f"unmatched_{n}.png"
+            )
         cals = fit_detector_calibrations(detectors, images, found)
         report["calibrations"] = cals
         if args.write_calibration:
