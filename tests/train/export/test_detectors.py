@@ -71,19 +71,34 @@ def _package() -> Path:
 
 @pytest.mark.parametrize("name", list(CONVERTERS))
 def test_conversion_reproduces_the_committed_file(name: str, tmp_path: Path) -> None:
+    """face-api's nets are rebuilt byte for byte; tflite2onnx names nodes differently from run to run,
+    so BlazeFace is compared by its outputs."""
+    import onnxruntime as ort
+
     from train.export.detectors import default_cache
 
-    _package()
-    record = build_one(CONVERTERS[name], default_cache(), tmp_path, verify=False)
+    conv = CONVERTERS[name]
+    if conv.registry == "npm":
+        _package()
+    elif shutil.which("pip") is None and not list(default_cache().glob("mediapipe-*.whl")):
+        unavailable("cannot fetch the mediapipe wheel")
+    record = build_one(conv, default_cache(), tmp_path, verify=False)
     committed = json.loads((default_out() / name / "source.json").read_text())
-    assert (
-        record["onnx_sha256"]
-        == committed["onnx_sha256"]
-        == sha256_file(default_out() / name / f"{name}.onnx")
-    )
+    assert committed["onnx_sha256"] == sha256_file(default_out() / name / f"{name}.onnx")
     assert record["file_sha256"] == committed["file_sha256"]
-    assert committed["licence"] == "MIT" and committed["version"] == "1.7.15"
-    assert max(committed["verified"]["max_abs_diff"].values()) < committed["verified"]["tolerance"]
+    assert committed["licence"] == conv.licence and committed["version"] == conv.package[1]
+    if conv.registry == "npm":
+        assert record["onnx_sha256"] == committed["onnx_sha256"]
+        assert max(committed["verified"]["max_abs_diff"].values()) < committed["verified"]["tolerance"]
+        return
+    assert committed["verified"]["matched"] >= 0.9 * committed["verified"]["faces"]
+    x = np.random.default_rng(0).uniform(0, 255, (1, 128, 128, 3)).astype(np.float32)
+    outs = [
+        ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"image": x})
+        for p in (tmp_path / name / f"{name}.onnx", default_out() / name / f"{name}.onnx")
+    ]
+    for a, b in zip(*outs, strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
 
 
 def test_tiny_face_detector_matches_face_api_in_node(tmp_path: Path) -> None:
