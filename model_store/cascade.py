@@ -52,17 +52,22 @@ def stage_matrices(
     *,
     boxes: np.ndarray | None = None,
     previous: np.ndarray | None = None,
+    angles: np.ndarray | None = None,
 ) -> np.ndarray:
     """Image -> crop similarities ``[N, 2, 3]`` of one stage.
 
-    Stage 0 crops ``boxes [N, 4]`` (tight face boxes, image px); every later stage re-aligns on the
-    previous stage's image-space points ``previous [N, K, 2]``.
+    Stage 0 crops ``boxes [N, 4]`` (tight face boxes, image px), rotated by ``angles [N]`` (radians,
+    the faces' roll, e.g. from a detector's eye keypoints; None: upright crops); every later stage
+    re-aligns on the previous stage's image-space points ``previous [N, K, 2]``.
     """
     if stage_index == 0:
         if boxes is None:
             raise ValueError("stage 1 needs face boxes")
         b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-        return np.stack([crop_matrix_from_box(x, size, rule) for x in b]).reshape(-1, 2, 3)
+        a = np.zeros(len(b)) if angles is None else np.asarray(angles, dtype=np.float64).reshape(len(b))
+        return np.stack(
+            [crop_matrix_from_box(x, size, rule, float(t)) for x, t in zip(b, a, strict=True)]
+        ).reshape(-1, 2, 3)
     if previous is None:
         raise ValueError("a later stage needs the previous stage's points")
     p = np.asarray(previous, dtype=np.float64)
@@ -137,12 +142,17 @@ class CascadeGeometry:
         return len(self.stages)
 
     def matrices(
-        self, stage_index: int, *, boxes: np.ndarray | None = None, previous: np.ndarray | None = None
+        self,
+        stage_index: int,
+        *,
+        boxes: np.ndarray | None = None,
+        previous: np.ndarray | None = None,
+        angles: np.ndarray | None = None,
     ) -> np.ndarray:
         """``[N, 2, 3]`` image -> crop matrices of a stage (see :func:`stage_matrices`)."""
         g = self.stages[stage_index]
         return stage_matrices(
-            stage_index, g.crop_rule, g.input_size, self.scheme, boxes=boxes, previous=previous
+            stage_index, g.crop_rule, g.input_size, self.scheme, boxes=boxes, previous=previous, angles=angles
         )
 
     def crops(self, stage_index: int, images: Sequence[np.ndarray], mats: np.ndarray) -> np.ndarray:

@@ -72,6 +72,7 @@ class Cascade:
         boxes: np.ndarray | None = None,
         *,
         first: tuple[np.ndarray, np.ndarray] | None = None,
+        angles: np.ndarray | None = None,
         batch_size: int | None = None,
         timings: dict[str, float] | None = None,
     ) -> list[np.ndarray]:
@@ -79,9 +80,10 @@ class Cascade:
 
         ``images``: N ``[H, W, 3]`` uint8 RGB (one per face); ``boxes [N, 4]``: tight stage-1 face
         boxes in the pixels of ``images``, or ``first``: stage 1's matrices ``[N, 2, 3]`` and network
-        input ``[N, 3, S, S]`` already made. ``batch_size`` splits each stage's network calls (None:
-        one call per stage). ``timings`` (if given) receives the seconds spent in ``run_stage`` per
-        stage (``"stage1"``, ...).
+        input ``[N, 3, S, S]`` already made. ``angles [N]`` (radians, or None: upright) turn stage 1's
+        crops by each face's roll (e.g. from a detector's eye keypoints). ``batch_size`` splits each
+        stage's network calls (None: one call per stage). ``timings`` (if given) receives the seconds
+        spent in ``run_stage`` per stage (``"stage1"``, ...).
         """
         g = self.geometry
         n = len(images)
@@ -91,7 +93,7 @@ class Cascade:
             if i == 0 and first is not None:
                 mats, x = first
             else:
-                mats = g.matrices(i, boxes=boxes, previous=previous)  # (N, 2, 3)
+                mats = g.matrices(i, boxes=boxes, previous=previous, angles=angles if i == 0 else None)
                 x = g.inputs(i, images, mats)  # (N, 3, S, S)
             step = batch_size or max(n, 1)
             started = time.perf_counter()
@@ -111,20 +113,25 @@ class Cascade:
         *,
         boxes: np.ndarray | None = None,
         previous: np.ndarray | None = None,
+        angles: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """One image's faces for ``stage``: matrices [N, 2, 3] and network input [N, 3, S, S]."""
+        """One image's faces for ``stage``: matrices [N, 2, 3] and network input [N, 3, S, S]
+        (``angles [N]``: stage 1's roll per face, radians)."""
         g = self.geometry
-        mats = g.matrices(stage, boxes=boxes, previous=previous)
+        mats = g.matrices(stage, boxes=boxes, previous=previous, angles=angles)
         return mats, g.inputs(stage, [image] * len(mats), mats)
 
     def points(self, stage: int, output: np.ndarray, mats: np.ndarray) -> np.ndarray:
         """``stage``'s network output [N, 2K] -> landmarks [N, K, 2] in image pixels."""
         return self.geometry.points(stage, output, mats)
 
-    def prepare(self, image: np.ndarray, tight_boxes: np.ndarray) -> list[FaceJob]:
-        """image [H, W, 3] uint8, tight_boxes [N, 4] (image pixels) -> N stage-1 jobs."""
+    def prepare(
+        self, image: np.ndarray, tight_boxes: np.ndarray, angles: np.ndarray | None = None
+    ) -> list[FaceJob]:
+        """image [H, W, 3] uint8, tight_boxes [N, 4] (image pixels), roll angles [N] or None -> N jobs."""
         g = self.geometry
-        mats = g.matrices(0, boxes=np.asarray(tight_boxes, dtype=np.float64).reshape(-1, 4))  # (N, 2, 3)
+        boxes = np.asarray(tight_boxes, dtype=np.float64).reshape(-1, 4)
+        mats = g.matrices(0, boxes=boxes, angles=angles)  # (N, 2, 3)
         crops = g.crops(0, [image] * len(mats), mats)  # (N, S, S, 3)
         return [FaceJob(image=image, matrix=m, crop=c) for m, c in zip(mats, crops, strict=True)]
 

@@ -2,9 +2,10 @@
 
 One path for every user -- the service, ``wingmark predict``, evaluation, benchmarks, batch jobs:
 
-    decode (bytes)  ->  faces: the caller's boxes or the detector's  ->  the source's box calibration
-    (detector box -> tight landmark box)  ->  the cascade (:mod:`runtime.cascade`)  ->  landmarks in
-    original image pixels (+ head pose on request)
+    decode (bytes)  ->  faces: the caller's boxes or the detector's (with each face's roll where the
+    detector gives eye keypoints)  ->  the source's box calibration (the manifest's, else the
+    detector's own; detector box -> tight landmark box)  ->  the cascade (:mod:`runtime.cascade`)
+    ->  landmarks in original image pixels (+ head pose on request)
 
 Coordinates inside are those of the decoded pixel array (which may be a reduced JPEG decode,
 :mod:`runtime.decode`); boxes and landmarks are in original image pixels at the edges. The service
@@ -28,7 +29,7 @@ from model_store.store import DEFAULT_MODELS, ModelStore, ModelVersion
 from runtime.backends import Backend, create_backend
 from runtime.cascade import Cascade
 from runtime.decode import DecodedImage, decode_image
-from runtime.detectors import Detector, create_detector
+from runtime.detectors import Detector, create_detector, eye_roll
 
 __all__ = [
     "CLIENT",
@@ -61,6 +62,7 @@ class FoundFaces:
     boxes: np.ndarray  # [N, 4] float64 original image pixels
     scores: list[float | None]
     source: str  # "client" or the detector's name (also the calibration applied)
+    angles: np.ndarray | None = None  # [N] roll, radians, from the detector's eye keypoints (stage 1 upright)
 
 
 MIN_BOX_SIDE = 1.0  # px: a smaller box holds no face (and a sub-ULP one has no crop at all)
@@ -128,6 +130,9 @@ class Landmarker:
         self.backend = backend
         self.detector = detector
         self.cascade = Cascade.from_manifest(model.manifest, backend.run)
+        # the detector's own per-scheme calibration, for a manifest that has none for it
+        own = getattr(detector, "calibration", None)
+        self.own_calibration: BoxCalibration | None = own(self.scheme) if callable(own) else None
 
     @classmethod
     def from_store(
@@ -183,10 +188,22 @@ class Landmarker:
         return self.model.manifest.scheme
 
     def calibration(self, source: str) -> BoxCalibration:
-        """The manifest's map from ``source``'s boxes ("client" or a detector's name) to tight boxes
-        (identity where the manifest has none)."""
+        """The manifest's map from ``source``'s boxes ("client" or a detector's name) to tight boxes;
+        where the manifest has none, the detector's own for this scheme, else the identity."""
         spec = self.model.manifest.box_calibrations.get(source)
-        return spec.to_calibration() if spec is not None else BoxCalibration()
+        if spec is not None:
+            return spec.to_calibration()
+        if self.detector is not None and source == self.detector.name and self.own_calibration is not None:
+            return self.own_calibration
+        return BoxCalibration()
+
+    @property
+    def calibration_names(self) -> list[str]:
+        """The box sources with a calibration: the manifest's, and the detector's own where it has none."""
+        names = set(self.model.manifest.box_calibrations)
+        if self.detector is not None and self.own_calibration is not None:
+            names.add(self.detector.name)
+        return sorted(names)
 
     # -- the steps ---------------------------------------------------------------------------------
     def find_faces(
@@ -212,8 +229,13 @@ class Landmarker:
             image.pixels, min_face=None if smallest is None else float(smallest) / image.scale_x
         )
         scale = np.array([image.scale_x, image.scale_y, image.scale_x, image.scale_y])
+        # the detector's eyes (where it gives them): stage 1 starts with the face level
+        angles = None if dets.keypoints is None else eye_roll(dets.keypoints[:max_faces])
         return FoundFaces(
-            dets.boxes[:max_faces] * scale, [float(v) for v in dets.scores[:max_faces]], self.detector.name
+            dets.boxes[:max_faces] * scale,
+            [float(v) for v in dets.scores[:max_faces]],
+            self.detector.name,
+            angles,
         )
 
     def tight_boxes(self, image: DecodedImage, found: FoundFaces) -> np.ndarray:
@@ -247,7 +269,7 @@ class Landmarker:
         if len(found.boxes) == 0:
             return []
         tight = self.tight_boxes(decoded, found)
-        points = self.cascade.run([decoded.pixels] * len(tight), tight)[-1]
+        points = self.cascade.run([decoded.pixels] * len(tight), tight, angles=found.angles)[-1]
         faces = self.faces(decoded, found, points)
         if pose:
             poses = face_poses([f.landmarks for f in faces], self.scheme, decoded.width, decoded.height)

@@ -58,11 +58,19 @@ class LandmarkRequest:
 def _stage_turn(
     cascade: Cascade, stage: int, pixels: np.ndarray, part: Sequence[np.ndarray]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """One turn of a request's crops for ``stage``: ``part`` holds face boxes [4] (stage 0) or the
-    previous stage's points [K, 2]; -> matrices [n, 2, 3] and network input [n, 3, S, S]."""
+    """One turn of a request's crops for ``stage``: ``part`` holds face boxes with their roll [5]
+    (stage 0, :func:`_seeds`) or the previous stage's points [K, 2]; -> matrices [n, 2, 3] and
+    network input [n, 3, S, S]."""
     if stage == 0:
-        return cascade.stage_inputs(stage, pixels, boxes=np.asarray(part).reshape(-1, 4))
+        seeds = np.asarray(part, dtype=np.float64).reshape(-1, 5)
+        return cascade.stage_inputs(stage, pixels, boxes=seeds[:, :4], angles=seeds[:, 4])
     return cascade.stage_inputs(stage, pixels, previous=np.stack(part))
+
+
+def _seeds(tight: np.ndarray, angles: np.ndarray | None) -> list[np.ndarray]:
+    """Stage 1's faces as [x1, y1, x2, y2, roll] rows (roll 0: upright crops), cropped in turns."""
+    roll = np.zeros(len(tight)) if angles is None else np.asarray(angles, dtype=np.float64)
+    return list(np.column_stack([np.asarray(tight, dtype=np.float64).reshape(-1, 4), roll]))
 
 
 class LandmarkService(ModelHost):
@@ -125,13 +133,13 @@ class LandmarkService(ModelHost):
         timings["queue"] = timings["inference"] = 0.0
         faces = []
         if len(found.boxes):
-            tight = landmarker.tight_boxes(image, found)
+            seeds = _seeds(landmarker.tight_boxes(image, found), found.angles)
             if lm.stage_batchers:
                 pts = await self._cascade_pipelined(
-                    landmarker.cascade, lm.stage_batchers, image.pixels, tight, deadline, timings
+                    landmarker.cascade, lm.stage_batchers, image.pixels, seeds, deadline, timings
                 )
             else:
-                pts = await self._cascade_on_device(lm, image.pixels, tight, deadline, timings)
+                pts = await self._cascade_on_device(lm, image.pixels, seeds, deadline, timings)
             self.metrics.stage_duration.labels("queue").observe(timings["queue"] / 1000)
             self.metrics.stage_duration.labels("inference").observe(timings["inference"] / 1000)
             t3 = time.monotonic()
@@ -170,7 +178,7 @@ class LandmarkService(ModelHost):
         cascade: Cascade,
         batchers: list[DynamicBatcher[np.ndarray, np.ndarray]],
         pixels: np.ndarray,
-        tight: np.ndarray,
+        seeds: list[np.ndarray],
         deadline: float,
         timings: dict[str, float],
     ) -> np.ndarray:
@@ -179,7 +187,7 @@ class LandmarkService(ModelHost):
         pts: np.ndarray | None = None
         for stage, batcher in enumerate(batchers):
             started = time.monotonic()
-            items = list(tight) if stage == 0 else list(pts if pts is not None else [])
+            items = seeds if stage == 0 else list(pts if pts is not None else [])
             work = functools.partial(_stage_turn, cascade, stage, pixels)
             turns = await in_turns(functools.partial(self._crop_turn, deadline), work, items, self._chunk)
             mats = np.concatenate([m for m, _ in turns])
@@ -200,7 +208,7 @@ class LandmarkService(ModelHost):
         self,
         lm: LoadedModel,
         pixels: np.ndarray,
-        tight: np.ndarray,
+        seeds: list[np.ndarray],
         deadline: float,
         timings: dict[str, float],
     ) -> np.ndarray:
@@ -210,8 +218,8 @@ class LandmarkService(ModelHost):
         prepare = functools.partial(lm.landmarker.cascade.prepare, pixels)
         turns = await in_turns(
             functools.partial(self._crop_turn, deadline),
-            lambda boxes: prepare(np.asarray(boxes).reshape(-1, 4)),
-            list(tight),
+            lambda part: prepare(np.asarray(part)[:, :4], np.asarray(part)[:, 4]),
+            seeds,
             self._chunk,
         )
         jobs = [job for turn in turns for job in turn]

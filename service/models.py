@@ -190,7 +190,9 @@ class ModelHost:
             backend.warmup(s.max_batch_size)
             lm.backend_name = backend.name
             lm.landmarker = Landmarker(mv, backend, self.detector)
-            if self.detector is not None and self.detector.name not in mv.manifest.box_calibrations:
+            # a manifest without the detector's calibration uses the detector's own (per scheme)
+            lm.calibration_names = lm.landmarker.calibration_names
+            if self.detector is not None and self.detector.name not in lm.calibration_names:
                 log.warning(
                     "%s/%s has no %r box calibration; using identity", name, mv.version, self.detector.name
                 )

@@ -21,7 +21,7 @@ from service.disconnect import ClientDisconnectedError, cancel_on_disconnect
 from service.errors import PROBLEM_JSON, ProblemError, problem_response
 from service.landmarking import MIN_DEADLINE_MS, LandmarkRequest, LandmarkService
 from service.metrics import CONTENT_TYPE_LATEST
-from service.schemas import LandmarkResponse, ModelInfo, ModelsResponse, ReadyResponse
+from service.schemas import DetectorInfo, LandmarkResponse, ModelInfo, ModelsResponse, ReadyResponse
 from service.settings import Settings, get_settings
 
 __all__ = ["IMAGE_TYPES", "OPTIONS", "router"]
@@ -349,7 +349,7 @@ async def models(request: Request) -> ModelsResponse:
                 error=lm.error,
             )
         )
-    return ModelsResponse(models=out)
+    return ModelsResponse(models=out, detector=DetectorInfo.of(service.detector))
 
 
 @router.get("/healthz", summary="Liveness: the process answers")

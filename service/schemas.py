@@ -96,8 +96,33 @@ class ModelInfo(BaseModel):
     error: str | None = None
 
 
+class DetectorInfo(BaseModel):
+    name: str = Field(description="the detector's registry name (WINGMARK_DETECTOR), as in box_source")
+    package: str | None = Field(default=None, description="registry package its weights come from")
+    version: str | None = None
+    licence: str | None = None
+    score_threshold: float | None = Field(default=None, description="CNN detectors: the score threshold")
+
+    @classmethod
+    def of(cls, detector: Any) -> DetectorInfo | None:
+        """The loaded detector's name, weights package and score threshold (None: no detector)."""
+        if detector is None:
+            return None
+        src: dict[str, Any] = getattr(detector, "source", {}) or {}
+        return cls(
+            name=detector.name,
+            package=src.get("package", "dlib" if detector.name == "dlib_hog" else None),
+            version=src.get("version"),
+            licence=src.get("licence"),
+            score_threshold=getattr(detector, "score_threshold", None),
+        )
+
+
 class ModelsResponse(BaseModel):
     models: list[ModelInfo]
+    detector: DetectorInfo | None = Field(
+        default=None, description="the face detector used when a request sends no boxes (null: none)"
+    )
 
 
 class ReadyResponse(BaseModel):

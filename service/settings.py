@@ -127,7 +127,13 @@ class Settings(BaseSettings):
         description="images up to this size are searched again upsampled when no face is found",
     )
     detect_upsample: int = Field(default=0, ge=0, le=2)
-    detect_threshold: float = 0.0
+    detect_threshold: float = Field(default=0.0, description="dlib_hog: the SVM score threshold")
+    detect_score_threshold: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="CNN detectors: the score threshold (None: the detector's documented default)",
+    )
 
     # Shutdown: seconds uvicorn waits for in-flight requests after SIGTERM/SIGINT
     graceful_timeout_s: float = Field(default=30.0, ge=0.0)
@@ -142,7 +148,10 @@ class Settings(BaseSettings):
         return value
 
     def detector_options(self) -> dict[str, Any]:
-        """The options the configured detector is built with (``runtime.create_detector``)."""
+        """The options the configured detector is built with (``runtime.create_detector``): dlib HOG's
+        own, or the CNN detectors' (``min_face``, ``score_threshold``)."""
+        if self.detector != "dlib_hog":
+            return {"min_face": self.detect_min_face, "score_threshold": self.detect_score_threshold}
         return {
             "max_side": self.detect_max_side,
             "min_face": self.detect_min_face,

@@ -5,6 +5,8 @@ wingmark data bench [--cache-dir DIR] [--models NAME@VERSION,...] [--json PATH]
 wingmark data repose [--cache-dir DIR] [--out DIR] [--preview PATH]   (meshes for re-posed faces)
 wingmark data ablation [--scheme ibug68|aflw19] [--steps N] [--jobs J] [--variants a,b,...]
 wingmark data levers [--steps N] [--variants a,b,...] [--report-only]
+wingmark data detectors [--only ssd_mobilenet_v1,tiny_face_detector] [--no-verify]
+wingmark data detect-bench [--detectors a,b] [--max-frames N] [--synthetic N] [--out DIR]
 """
 
 from __future__ import annotations
@@ -111,5 +113,13 @@ def main(argv: list[str]) -> int:
         from tools.studies.ablation import main as ablation_main
 
         return ablation_main(argv[1:])
+    if argv[0] == "detect-bench":
+        from tools.studies.detect_bench import main as detect_bench_main
+
+        return detect_bench_main(argv[1:])
+    if argv[0] == "detectors":
+        from train.export.detectors import main as detectors_main
+
+        return detectors_main(argv[1:])
     print(f"wingmark data: unknown subcommand {argv[0]!r}\n{__doc__}")
     return 2

@@ -143,7 +143,11 @@ class BatchJob:
             data = load()
             image = decode_image(data, max_pixels=o.max_pixels, max_side=o.max_side)
             found = lm.find_faces(image, max_faces=o.max_faces)
-            jobs = lm.cascade.prepare(image.pixels, lm.tight_boxes(image, found)) if len(found.boxes) else []
+            jobs = (
+                lm.cascade.prepare(image.pixels, lm.tight_boxes(image, found), found.angles)
+                if len(found.boxes)
+                else []
+            )
             return _Prepared(source, image, found, jobs, data=data if o.draw is not None else None)
         except Exception as exc:  # unreadable, undecodable, too large, a detector failure: recorded
             return _Prepared(source, error=f"{type(exc).__name__}: {exc}")

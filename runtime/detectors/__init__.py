@@ -10,7 +10,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from runtime.detectors.base import Detections, Detector, box_from_dlib_rect, box_iou, dlib_rect_from_box
+from runtime.detectors.base import (
+    Detections,
+    Detector,
+    box_from_dlib_rect,
+    box_iou,
+    dlib_rect_from_box,
+    eye_roll,
+)
 from runtime.detectors.calibration import fit_box_calibration
 
 __all__ = [
@@ -21,6 +28,7 @@ __all__ = [
     "box_iou",
     "create_detector",
     "dlib_rect_from_box",
+    "eye_roll",
     "fit_box_calibration",
     "register_detector",
 ]
@@ -52,4 +60,9 @@ def create_detector(name: str, **options: Any) -> Detector | None:
 
 
 # The registered detectors (each module registers itself on import; importing one costs no model load).
-from runtime.detectors import dlib_hog  # noqa: E402, F401
+from runtime.detectors import (  # noqa: E402, F401
+    blazeface,
+    dlib_hog,
+    ssd_mobilenet_v1,
+    tiny_face_detector,
+)

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-__all__ = ["Detections", "Detector", "box_from_dlib_rect", "box_iou", "dlib_rect_from_box"]
+__all__ = ["Detections", "Detector", "box_from_dlib_rect", "box_iou", "dlib_rect_from_box", "eye_roll"]
 
 
 @dataclass(frozen=True)
@@ -65,3 +65,12 @@ def dlib_rect_from_box(box: np.ndarray | list[float]) -> Any:
 
     x1, y1, x2, y2 = (int(v) for v in np.rint(np.asarray(box, dtype=np.float64)[:4]))
     return dlib.rectangle(x1, y1, x2 - 1, y2 - 1)
+
+
+def eye_roll(keypoints: np.ndarray) -> np.ndarray:
+    """[N, P, 2] detector keypoints whose first two are the eyes (the one on the image's left first,
+    as BlazeFace and MTCNN give them) -> [N] roll angles, radians: atan2 of the eye line, 0 for an
+    upright face (the sense of ``model_store.geometry.eye_angle``)."""
+    k = np.asarray(keypoints, dtype=np.float64)
+    d = k[:, 1] - k[:, 0]
+    return np.arctan2(d[:, 1], d[:, 0])

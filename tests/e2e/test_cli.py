@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from service.settings import Settings
 from tests.e2e.conftest import REPO, Server
 from tools.client import AsyncLandmarkClient, LandmarkClient, WingmarkAPIError
 
@@ -24,7 +25,7 @@ def test_sync_client(test_server: Server, photos: Path) -> None:
         result = client.landmarks(photos / "cage.jpg", boxes=[FACE_BOX], scheme="aflw19")
         assert result["faces"][0]["box"] == FACE_BOX and len(result["faces"][0]["landmarks"]) == 19
         detected = client.landmarks(str(photos / "cage.jpg"))
-        assert detected["box_source"] == "dlib_hog" and len(detected["faces"]) == 1
+        assert detected["box_source"] == Settings().detector and len(detected["faces"]) == 1
         with pytest.raises(WingmarkAPIError) as info:
             client.landmarks(b"not an image")
         assert info.value.status == 400 and info.value.type == "urn:wingmark:problem:invalid-image"
@@ -67,7 +68,7 @@ def test_predict_against_a_running_service(test_server: Server, photos: Path, tm
     proc = wingmark("predict", photo, "--url", test_server.url, "--json", "--draw", str(out), env=env)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout[: proc.stdout.rindex("}") + 1])
-    assert result["box_source"] == "dlib_hog" and len(result["faces"]) == 1
+    assert result["box_source"] == Settings().detector and len(result["faces"]) == 1
     assert out.is_file() and out.stat().st_size > 1000
     proc = wingmark("predict", photo, "--url", test_server.url, "--box", "1,2,3", env=env)
     assert proc.returncode == 2 and "x1,y1,x2,y2" in proc.stderr

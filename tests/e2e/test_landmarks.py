@@ -13,6 +13,7 @@ from PIL import Image
 from model_store.geometry import tight_box
 from model_store.schemes import get_scheme
 from runtime.detectors import box_iou
+from service.settings import Settings
 from tests.e2e.conftest import Server
 from tests.e2e.helpers import inside, landmarks, metric, post_json, post_multipart, post_raw
 from tests.service.images import encode, exif_rotated_jpeg
@@ -55,7 +56,7 @@ def test_detector_finds_the_face_in_photographs(server: Server, photos: Path) ->
             (pts,) = landmarks(r)
             body = r.json()
             face = body["faces"][0]
-            assert body["box_source"] == "dlib_hog" and isinstance(face["detection_score"], float)
+            assert body["box_source"] == Settings().detector and isinstance(face["detection_score"], float)
             assert body["image"] == {"width": pixels.shape[1], "height": pixels.shape[0], "format": "JPEG"}
             assert pts.shape == (68, 2)
             assert inside(pts, face["box"], _margin(server)), (name, face["box"])

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from model_store.geometry import BoxCalibration
 from model_store.store import ModelStore
 from runtime import (
     DecodedImage,
@@ -168,3 +169,46 @@ print("IMPORTED", sorted(top & {{"torch", "service", "train", "fastapi"}}))
     proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "IMPORTED []" in proc.stdout, proc.stdout
+
+
+class EyesDetector(FixedDetector):
+    """A fixed box with eye keypoints on a line turned ``degrees``, and its own calibration (per scheme)."""
+
+    name = "eyes"
+
+    def __init__(self, box: list[float], degrees: float, own: dict[str, float] | None = None) -> None:
+        super().__init__(box)
+        self.degrees, self.own = degrees, own
+
+    def detect(self, image: np.ndarray, *, min_face: float | None = None) -> Detections:
+        t = np.radians(self.degrees)
+        cx, cy = (self.box[0] + self.box[2]) / 2, (self.box[1] + self.box[3]) / 2
+        eyes = np.array(
+            [[cx - 20 * np.cos(t), cy - 20 * np.sin(t)], [cx + 20 * np.cos(t), cy + 20 * np.sin(t)]]
+        )
+        return Detections(np.array([self.box]), np.array([0.9]), keypoints=eyes[None])
+
+    def calibration(self, scheme: str) -> BoxCalibration | None:
+        return BoxCalibration(**self.own) if self.own is not None and scheme == "ibug68" else None
+
+
+def test_the_detectors_eyes_turn_stage_one_and_its_own_calibration_fills_the_manifests_gap(
+    test_store: Path,
+) -> None:
+    box = [40.0, 30.0, 150.0, 160.0]
+    own = {"dx": 0.0, "dy": 0.1, "sw": 0.8, "sh": 0.7}
+    pixels = _face_image(3)
+    lm = Landmarker.from_store("test-ibug68", store=test_store, detector=EyesDetector(box, 30.0, own))
+    found = lm.find_faces(DecodedImage(pixels, 192, 192, "array", "RGB", 1))
+    assert found.angles is not None and np.degrees(found.angles[0]) == pytest.approx(30.0)
+    # the manifest has no "eyes" calibration: the detector's own maps its box
+    assert "eyes" in lm.calibration_names and lm.calibration("eyes") == BoxCalibration(**own)
+    tight = BoxCalibration(**own).apply(np.array([box]))
+    turned = lm.cascade.run([pixels], tight, angles=found.angles)[-1]
+    upright = lm.cascade.run([pixels], tight)[-1]
+    assert not np.allclose(turned, upright)  # the roll changes stage 1's crop
+    np.testing.assert_allclose(lm.predict(pixels)[0].landmarks, turned[0], atol=1e-9)
+    # no own calibration and no manifest entry: the identity
+    plain = Landmarker.from_store("test-ibug68", store=test_store, detector=EyesDetector(box, 0.0))
+    assert "eyes" not in plain.calibration_names and plain.calibration("eyes") == BoxCalibration()
+    assert plain.find_faces(DecodedImage(pixels, 192, 192, "array", "RGB", 1)).angles == pytest.approx([0.0])

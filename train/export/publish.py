@@ -11,7 +11,8 @@
    against (NME, AUC, failure rate per stage), exactly as the service runs it;
 5. fits a box calibration for every registered detector (``runtime.detectors.DETECTORS``) on the
    validation images where it finds the face (for ``dlib_hog``, a documented default when it finds too
-   few; another detector that finds too few gets none, and the service uses its boxes as they are);
+   few; another detector that finds too few gets its own per-scheme calibration from
+   ``model_store/detectors`` (:func:`own_calibration`), else none, and then its boxes are used as they are);
 6. writes the manifest (checksums, resolved training config and its sha256, data provenance,
    evaluation, calibrations) and publishes atomically with ``ModelStore.publish``.
 """
@@ -58,6 +59,7 @@ __all__ = [
     "config_sha256",
     "data_provenance",
     "export_run",
+    "own_calibration",
     "parity_batch",
     "stage_geometry",
 ]
@@ -263,6 +265,17 @@ def calibrate_detector(
     return spec, info, idx, found
 
 
+def own_calibration(detector: Any, scheme_name: str) -> BoxCalibrationSpec | None:
+    """``detector``'s own box calibration for ``scheme_name`` (``calibration.json`` beside its ONNX
+    file, fitted on real faces by ``wingmark data detect-bench --write-calibration``), or None."""
+    own = getattr(detector, "calibration", None)
+    cal = own(scheme_name) if callable(own) else None
+    if cal is None:
+        return None
+    name = getattr(detector, "name", "detector")
+    return BoxCalibrationSpec(dx=cal.dx, dy=cal.dy, sw=cal.sw, sh=cal.sh, note=f"{name}'s own (real faces)")
+
+
 def _onnx_runner(paths: Sequence[Path]) -> Callable[[int, np.ndarray], np.ndarray]:
     sessions = [onnx_runtime_session(p) for p in paths]
     return lambda stage, batch: run_onnx(sessions[stage], batch)
@@ -422,6 +435,13 @@ def export_run(
         )
         if cal_info["fitted"] or det_name == "dlib_hog":  # dlib HOG falls back to its documented default
             calibrations[det_name] = calibration
+        elif (own := own_calibration(detector, scheme.name)) is not None:
+            calibrations[det_name] = own
+        if not cal_info["fitted"]:
+            own_used = det_name != "dlib_hog" and det_name in calibrations
+            cal_info["used"] = (
+                "default" if det_name == "dlib_hog" else "detector's own" if own_used else "none"
+            )
         cal_infos[det_name] = cal_info
 
     import onnxruntime

@@ -202,3 +202,20 @@ def test_data_provenance_of_a_mix_names_the_real_caches_teachers_sources_and_lic
     assert real["root"] == str(fixture) and real["teacher"] and "not human ground truth" in real["labels"]
     assert set(real["sources"]) == {"alpha", "beta"}
     assert "commercial" in prov["licence"]
+
+
+def test_own_calibration_is_the_detectors_per_scheme_file_or_none() -> None:
+    from model_store.geometry import BoxCalibration
+    from train.export.publish import own_calibration
+
+    class HasOwn(ShiftedBoxDetector):
+        name = "has_own"
+
+        def calibration(self, scheme_name: str) -> BoxCalibration | None:
+            return BoxCalibration(dx=0.0, dy=0.1, sw=0.9, sh=0.8) if scheme_name == "aflw19" else None
+
+    spec = own_calibration(HasOwn({}), "aflw19")
+    assert spec is not None and spec.to_calibration() == BoxCalibration(dx=0.0, dy=0.1, sw=0.9, sh=0.8)
+    assert "has_own" in (spec.note or "")
+    assert own_calibration(HasOwn({}), "ibug68") is None  # none for that scheme
+    assert own_calibration(ShiftedBoxDetector({}), "aflw19") is None  # a detector without one
