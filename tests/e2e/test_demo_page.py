@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -80,10 +81,19 @@ def demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     assert code in (0, -signal.SIGTERM), srv.logs()
 
 
+def _poll(page: Any, expression: str, timeout_s: float) -> None:
+    """Wait until ``expression`` is truthy in the page. ``page.wait_for_function`` evaluates its
+    string with ``eval`` inside the page, which the demo page's Content-Security-Policy (script-src
+    'self', no 'unsafe-eval') refuses; ``page.evaluate`` runs through the DevTools protocol instead."""
+    deadline = time.monotonic() + timeout_s
+    while not page.evaluate(expression):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{expression!r} still false after {timeout_s} s")
+        page.wait_for_timeout(100)
+
+
 def _wait_done(page: Any) -> str:
-    page.wait_for_function(
-        "['done', 'error'].includes(document.getElementById('canvas').dataset.state)", timeout=60_000
-    )
+    _poll(page, "['done', 'error'].includes(document.getElementById('canvas').dataset.state)", 60)
     return str(page.get_attribute("#canvas", "data-state"))
 
 
@@ -164,8 +174,8 @@ def test_webcam_frames_are_sent(browser: Any, demo_server: Server) -> None:
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.goto(demo_server.url + "/")
     page.click("#camera")
-    page.wait_for_function("!document.getElementById('snap').disabled", timeout=20_000)
-    page.wait_for_function("document.getElementById('video').videoWidth > 0", timeout=20_000)
+    _poll(page, "!document.getElementById('snap').disabled", 20)
+    _poll(page, "document.getElementById('video').videoWidth > 0", 20)
     page.click("#snap")
     assert _wait_done(page) == "done", page.inner_text("#error")
     assert page.get_attribute("#canvas", "data-faces") == "0"
