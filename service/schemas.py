@@ -94,6 +94,9 @@ class ModelInfo(BaseModel):
     box_calibrations: list[str]
     ready: bool
     error: str | None = None
+    precision: Literal["float", "int8"] = "float"
+    precision_reason: str = Field(default="", description="why this precision runs (CPU flags, setting)")
+    float_model: str = Field(default="", description="the float model this one runs in place of, or itself")
 
 
 class ModelsResponse(BaseModel):
