@@ -41,6 +41,11 @@ class ImageInfo(BaseModel):
     width: int = Field(description="original image width in pixels (after EXIF orientation)")
     height: int = Field(description="original image height in pixels (after EXIF orientation)")
     format: str
+    decoded_scale: float = Field(
+        default=1.0,
+        description="original pixels per decoded pixel: 2, 4 or 8 where a JPEG was decoded reduced "
+        "(the faces' crops still at full resolution); coordinates are always original pixels",
+    )
 
 
 class HeadPose(BaseModel):
@@ -135,7 +140,12 @@ class LandmarkResult:
             )
         return LandmarkResponse(
             model=ModelRef(name=lm.name, version=lm.version, scheme=lm.scheme, backend=lm.backend_name),
-            image=ImageInfo(width=self.image.width, height=self.image.height, format=self.image.format),
+            image=ImageInfo(
+                width=self.image.width,
+                height=self.image.height,
+                format=self.image.format,
+                decoded_scale=round(self.image.scale_x, 6),
+            ),
             box_source=self.box_source,
             faces=faces,
             timings_ms=Timings(**self.timings_ms),
