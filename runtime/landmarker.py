@@ -139,15 +139,25 @@ class Landmarker:
         detector: str | Detector | None = "dlib_hog",
         detector_options: dict[str, Any] | None = None,
         verify: bool = True,
+        precision: str = "float",
         **backend_options: Any,
     ) -> Landmarker:
         """Load ``model`` (default: :meth:`default_model` of ``scheme``) from the store onto a backend.
+
+        ``precision``: ``float`` (default) runs the model as named; ``auto`` or ``int8`` its
+        ``NAME-int8`` variant where :func:`runtime.precision.choose_variant` picks it (as the service
+        does by default).
 
         ``detector``: a registered detector's name, a Detector, or None/"none" (callers send boxes).
         ``backend_options`` go to the backend (e.g. ``threads`` for ONNX Runtime).
         """
         st = store if isinstance(store, ModelStore) else ModelStore(None if store is None else Path(store))
         mv = st.resolve(model or cls.default_model(st, scheme), version)
+        if precision != "float":
+            from runtime.precision import choose_variant
+
+            choice = choose_variant(st, mv.name, mv.version, setting=precision, backend=backend)  # type: ignore[arg-type]
+            mv = st.resolve(choice.name, choice.version)
         if verify:
             st.verify(mv)
         det = create_detector(detector, **(detector_options or {})) if isinstance(detector, str) else detector

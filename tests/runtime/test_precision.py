@@ -92,3 +92,14 @@ def test_this_machines_flags_are_readable() -> None:
     if not Path("/proc/cpuinfo").exists():
         pytest.skip("no /proc/cpuinfo")
     assert cpu_flags()  # a Linux CPU always lists flags
+
+
+def test_the_facade_loads_the_variant_when_asked(store: ModelStore) -> None:
+    from runtime import Landmarker
+
+    for precision, expected in [("float", "m"), ("int8", "m-int8")]:
+        lm = Landmarker.from_store("m", version="1", store=store, detector=None, precision=precision)
+        try:
+            assert (lm.name, lm.version) == (expected, "1")
+        finally:
+            lm.close()

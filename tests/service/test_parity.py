@@ -31,7 +31,9 @@ PHOTOS = FRONTAL[:2]  # audrey.jpg (540x720), cage.jpg (817x1024)
 
 
 async def _served(data: bytes, boxes: list[list[float]] | None) -> dict[str, Any]:
-    app = create_app(Settings(), load_in_background=False)
+    # float: the evaluation path and wingmark predict run the float model (on a VNNI CPU the service
+    # would run its int8 variant by default)
+    app = create_app(Settings(precision="float"), load_in_background=False)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://wingmark.test", timeout=60) as c:
