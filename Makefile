@@ -1,6 +1,6 @@
 # Two entry points that work on a fresh machine with Python 3.11 and pip:
 #   make serve   set up .venv (serving deps only, no torch) and start the service on 127.0.0.1:8000
-#   make test    set up .venv (train + dev extras) and run lint, type checks and the whole test suite
+#   make test    set up .venv (train, dev, batch and ray extras) and run lint, type checks and the whole test suite
 #   make reliability  the reliability benchmark (bad inputs, schemathesis, overload, faults, 50k-request soak)
 #                     against real uvicorn processes; writes docs/reliability.md, .json and the soak plot
 PYTHON ?= python3
@@ -23,7 +23,7 @@ $(VENV)/.serve-stamp: pyproject.toml | $(PY)
 # torch is pinned to the CPU wheel first so that the extra's range never pulls a multi-GB CUDA build.
 $(VENV)/.dev-stamp: pyproject.toml | $(PY)
 	$(PIP) install torch==2.13.0
-	$(PIP) install -e '.[train,dev]'
+	$(PIP) install -e '.[train,dev,batch,ray]'
 	touch $@ $(VENV)/.serve-stamp
 
 serve: $(VENV)/.serve-stamp
@@ -48,7 +48,7 @@ benchmark: $(VENV)/.dev-stamp
 	$(VENV)/bin/wingmark benchmark $(BENCHMARK_ARGS)
 
 $(VENV)/.reliability-stamp: pyproject.toml $(VENV)/.dev-stamp
-	$(PIP) install -e '.[train,dev,reliability]'
+	$(PIP) install -e '.[train,dev,batch,ray,reliability]'
 	touch $@
 
 # Long (the soak alone is ~15 min on 2 cores); RELIABILITY_ARGS=--sections bad,faults runs a subset.

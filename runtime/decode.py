@@ -1,11 +1,17 @@
 """Image bytes -> RGB uint8 array, safely (runs in a worker thread; Pillow releases the GIL).
 
-- EXIF orientation is applied, so coordinates refer to the image as it is displayed.
+- EXIF orientation is applied exactly as ``PIL.ImageOps.exif_transpose`` applies it (a tag value equal
+  to one of 2..8, whatever its EXIF type; anything else means upright), so coordinates refer to the
+  image as a viewer that uses Pillow displays it, and the reported size is that image's.
 - The pixel count is checked from the header, before any pixel is decoded (decompression bombs).
+- Work is bounded by the first picture: only the first frame (GIF, WebP, TIFF's first IFD) is read,
+  the frame count is never asked for (a TIFF's chained IFDs would all be walked), and a JPEG that
+  carries more pictures (MPO: phones' depth and gain maps) is decoded as its first picture.
 - JPEGs much larger than needed are decoded at 1/2, 1/4 or 1/8 scale (``Image.draft``); the
   result records the scale so that coordinates can be mapped back to the original pixels.
 - Greyscale, greyscale+alpha, RGBA, palette, CMYK, 16-bit and 32-bit integer/float images all
-  become 8-bit RGB (alpha is dropped; 16-bit values are scaled to 8 bits).
+  become 8-bit RGB (alpha is dropped). 16-bit images are scaled by their type's range (0..65535);
+  32-bit integer and float images by the range their values use (see :func:`value_range`).
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import io
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 __all__ = [
     "JPEG_REDUCTIONS",
@@ -23,13 +29,27 @@ __all__ = [
     "ImageDecodeError",
     "ImageTooLargeError",
     "decode_image",
+    "orientation",
+    "value_range",
 ]
 
-# Pillow format names accepted (others are refused even if Pillow could open them).
-SUPPORTED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF", "PPM"})
+# Pillow format names accepted (others are refused even if Pillow could open them). MPO: a JPEG with
+# more pictures after the first (Pillow reads the first on open).
+SUPPORTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "BMP", "GIF", "TIFF", "PPM"})
+_JPEG_FORMATS = frozenset({"JPEG", "MPO"})
 
 _SWAPS_AXES = {5, 6, 7, 8}  # EXIF orientations that transpose the image
 _EXIF_ORIENTATION = 0x0112
+# PIL.ImageOps.exif_transpose's table: orientation -> the transposition that displays the image upright
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 
 
 class ImageDecodeError(ValueError):
@@ -64,6 +84,36 @@ class DecodedImage:
         return self.height / self.pixels.shape[0]
 
 
+def orientation(im: Image.Image) -> int:
+    """The EXIF orientation ``PIL.ImageOps.exif_transpose`` would apply to ``im``: 2..8, else 1.
+
+    Pillow looks the tag's value up in its table, so a RATIONAL 6/1 or FLOAT 6.0 counts as 6 while an
+    ASCII "6", a 6.5 or a second value do not; an unreadable EXIF block counts as no orientation.
+    """
+    try:
+        value = im.getexif().get(_EXIF_ORIENTATION, 1)
+        method = _TRANSPOSE.get(value)
+    except Exception:  # a broken EXIF block or an unhashable value: nothing to apply
+        return 1
+    return next((k for k, m in _TRANSPOSE.items() if m == method), 1)
+
+
+def value_range(values: np.ndarray, *, unit: bool) -> tuple[float, float]:
+    """The range a 32-bit integer or float image's values are read in (it maps to 0..255).
+
+    The smallest of 0..1 (float images only, ``unit``), 0..255 and 0..65535 that holds every finite
+    value; anything else (negative values, larger ones) is stretched from its minimum to its maximum.
+    """
+    finite = values[np.isfinite(values)]
+    lo = float(finite.min()) if finite.size else 0.0
+    hi = float(finite.max()) if finite.size else 0.0
+    if lo >= 0.0:
+        for top in (1.0, 255.0, 65535.0)[0 if unit else 1 :]:
+            if hi <= top:
+                return 0.0, top
+    return lo, hi if hi > lo else lo + 1.0
+
+
 def _to_rgb(im: Image.Image) -> np.ndarray:
     """Any Pillow mode -> [H, W, 3] uint8 RGB."""
     mode = im.mode
@@ -73,8 +123,9 @@ def _to_rgb(im: Image.Image) -> np.ndarray:
         return np.repeat(grey[:, :, None], 3, axis=2)
     if mode in {"I", "F"}:
         a = np.asarray(im).astype(np.float64)
-        hi = 65535.0 if a.max(initial=0.0) > 255.0 else 255.0
-        grey = np.clip(a / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        lo, hi = value_range(a, unit=mode == "F")
+        scaled = np.nan_to_num((a - lo) / (hi - lo) * 255.0 + 0.5, nan=0.0, posinf=255.0, neginf=0.0)
+        grey = np.clip(scaled, 0, 255).astype(np.uint8)
         return np.repeat(grey[:, :, None], 3, axis=2)
     if mode == "P" and "transparency" in im.info:
         im = im.convert("RGBA")
@@ -122,38 +173,38 @@ def decode_image(
             raise ImageDecodeError(f"image is {w}x{h}; each side must be at least {min_side} px")
         if w * h > max_pixels:
             raise ImageTooLargeError(f"image is {w}x{h} = {w * h} pixels; the limit is {max_pixels}")
-        orientation = 1
-        try:
-            orientation = int(im.getexif().get(_EXIF_ORIENTATION, 1))
-        except Exception:  # a broken EXIF block is ignored, not fatal
-            orientation = 1
+        turn = orientation(im)
         mode = im.mode
         draft_mode = "RGB" if mode not in {"L", "CMYK"} else mode
-        if fmt == "JPEG" and reduce is not None:
+        if fmt in _JPEG_FORMATS and reduce is not None:
             if reduce > 1:  # the size asked for is 1/reduce of the original: libjpeg's scale 1/reduce
                 im.draft(draft_mode, (max(1, w // reduce), max(1, h // reduce)))
-        elif fmt == "JPEG" and max_side is not None and max(w, h) >= 2 * max_side:
+        elif fmt in _JPEG_FORMATS and max_side is not None and max(w, h) >= 2 * max_side:
             k = max_side / max(w, h)
             im.draft(draft_mode, (max(1, int(w * k)), max(1, int(h * k))))
-        if getattr(im, "n_frames", 1) > 1:
-            im.seek(0)
+        # Image.open leaves every format at its first frame; asking n_frames or seeking would walk
+        # every frame or IFD (40,000 chained TIFF IFDs: ~10 s), so neither is done.
         im.load()
-        im = ImageOps.exif_transpose(im) or im
+        if turn != 1:
+            im = im.transpose(_TRANSPOSE[turn])
         pixels = _to_rgb(im)
     except (ImageDecodeError, ImageTooLargeError):
         raise
-    except Image.DecompressionBombError as exc:
-        raise ImageTooLargeError(str(exc)) from exc
+    except Image.DecompressionBombError as exc:  # Pillow's own, larger limit: name ours, not Pillow's
+        raise ImageTooLargeError(f"the image has too many pixels; the limit is {max_pixels}") from exc
     except UnidentifiedImageError as exc:
         raise ImageDecodeError("not a recognised image") from exc
-    except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as exc:
-        raise ImageDecodeError(f"cannot decode image: {exc}") from exc
-    width, height = (h, w) if orientation in _SWAPS_AXES else (w, h)
+    except Exception as exc:
+        # Pillow's plugins raise anything on hostile bytes (OSError, SyntaxError, TypeError for a TIFF whose
+        # next-IFD pointer is garbage, struct.error, ...) and their messages name Pillow's internals: the
+        # bytes are the client's problem, and the client gets the gist
+        raise ImageDecodeError("cannot decode image: the data is truncated or corrupt") from exc
+    width, height = (h, w) if turn in _SWAPS_AXES else (w, h)
     return DecodedImage(
         pixels=np.ascontiguousarray(pixels),
         width=width,
         height=height,
         format=fmt,
         mode=mode,
-        orientation=orientation,
+        orientation=turn,
     )

@@ -33,6 +33,7 @@ from runtime.detectors import Detector, create_detector
 __all__ = [
     "CLIENT",
     "LATER_STAGE_MARGIN",
+    "MIN_BOX_SIDE",
     "Face",
     "FoundFaces",
     "InvalidBoxesError",
@@ -66,6 +67,9 @@ class FoundFaces:
     source: str  # "client" or the detector's name (also the calibration applied)
 
 
+MIN_BOX_SIDE = 1.0  # px: a smaller box holds no face (and a sub-ULP one has no crop at all)
+
+
 class InvalidBoxesError(ValueError):
     """The caller's boxes are malformed, empty or inverted, or do not fit the image."""
 
@@ -73,8 +77,9 @@ class InvalidBoxesError(ValueError):
 def check_boxes(boxes: Any, image: DecodedImage | None = None) -> np.ndarray:
     """The caller's boxes as ``[N, 4]`` float64, or InvalidBoxesError saying what is wrong.
 
-    Each box needs x2 > x1 and y2 > y1 and finite numbers; with ``image``, it must also overlap the
-    image and reach past its edges by no more than the image's own size (a face at the edge may).
+    Each box needs finite numbers and x2 > x1, y2 > y1, each side at least ``MIN_BOX_SIDE``; with
+    ``image``, it must also overlap the image and reach past its edges by no more than the image's own
+    size (a face at the edge may).
     """
     try:
         arr = np.asarray(boxes, dtype=np.float64)
@@ -89,6 +94,9 @@ def check_boxes(boxes: Any, image: DecodedImage | None = None) -> np.ndarray:
     bad = np.nonzero((arr[:, 2] <= arr[:, 0]) | (arr[:, 3] <= arr[:, 1]))[0]
     if len(bad):
         raise InvalidBoxesError(f"box {int(bad[0])} is empty or inverted (need x2 > x1, y2 > y1)")
+    small = np.nonzero((arr[:, 2] - arr[:, 0] < MIN_BOX_SIDE) | (arr[:, 3] - arr[:, 1] < MIN_BOX_SIDE))[0]
+    if len(small):
+        raise InvalidBoxesError(f"box {int(small[0])} is under {MIN_BOX_SIDE:g} px wide or tall")
     if image is not None:
         w, h = image.width, image.height
         inside = (arr[:, 0] < w) & (arr[:, 2] > 0) & (arr[:, 1] < h) & (arr[:, 3] > 0)

@@ -37,7 +37,7 @@ fi
 status=0
 for model in $MODELS; do
   echo "=== $model ($PRECISION) ==="
-  if ! "$PY" -m service.cli build-engine "$model" --precision "$PRECISION" --max-batch "$MAX_BATCH" \
+  if ! "$PY" -m tools.cli build-engine "$model" --precision "$PRECISION" --max-batch "$MAX_BATCH" \
       --bench "$BATCHES" --json "$OUT/$model-$PRECISION.json"; then
     echo "gpu_check: $model failed (see $OUT/$model-$PRECISION.json)" >&2
     status=1

@@ -6,25 +6,30 @@
 #   scripts/train_defaults.sh all       # train (in the foreground, both in parallel), then export
 #
 # Environment:
-#   RECIPE         mixed (default: synthetic + teacher-labelled real faces, the 2.0.0 defaults; builds
-#                  the real-face cache with `wingmark data real` first if it is missing) or synth (1.0.0)
-#   VERSION        version to publish (default 2.0.0 for mixed, 1.0.0 for synth)
+#   RECIPE         v3 (default: the 3.0.0 defaults, the 2.0.0 models fine-tuned with every video frame,
+#                  per-point teacher weights and detector-sized box perturbation), mixed (2.0.0: synthetic +
+#                  teacher-labelled real faces) or synth (1.0.0). v3 and mixed build the real-face cache
+#                  with `wingmark data real` first if it is missing.
+#   VERSION        version to publish (default 3.0.0 for v3, 2.0.0 for mixed, 1.0.0 for synth)
 #   TRAIN_ARGS     extra 'key=value' overrides for both trainings, e.g. "stage1.max_steps=800"
 #   THREADS        torch/OMP threads per training (default 1: the two trainings run side by side)
 #   PYTHON_BIN     default .venv/bin/python
 # Weights are stored as float16 in the ONNX files (computation stays float32) to keep the repository
-# small. The 2.0.0 defaults are the mixed configs as committed (docs/training.md, measured times).
+# small. Trainings resume (resume=true): a stopped run continues from its last checkpoint when started again.
+# The 3.0.0 defaults are the v3 configs as committed (docs/training.md, measured times); the 2.0.0 defaults
+# are the mixed configs.
 # The 1.0.0 defaults (synthetic faces only) ended with stage1.max_steps=800 (config) and
 # stage2.max_steps=400 (TRAIN_ARGS="stage2.max_steps=400"; resumed with resume=true, docs/models.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PY=${PYTHON_BIN:-.venv/bin/python}
-RECIPE=${RECIPE:-mixed}
+RECIPE=${RECIPE:-v3}
 case "$RECIPE" in
+  v3) VERSION=${VERSION:-3.0.0} ;;
   mixed) VERSION=${VERSION:-2.0.0} ;;
   synth) VERSION=${VERSION:-1.0.0} ;;
-  *) echo "RECIPE must be mixed or synth" >&2; exit 2 ;;
+  *) echo "RECIPE must be v3, mixed or synth" >&2; exit 2 ;;
 esac
 THREADS=${THREADS:-1}
 read -r -a EXTRA <<<"${TRAIN_ARGS:-}"
@@ -32,9 +37,9 @@ MODELS=("cnn67-ibug68:train/configs/cnn67_${RECIPE}_ibug68.yaml:runs/cnn67_${REC
         "cnn67-aflw19:train/configs/cnn67_${RECIPE}_aflw19.yaml:runs/cnn67_${RECIPE}_aflw19")
 
 real_cache() {  # the mixed recipe's real faces: rebuilt from the registries when missing
-  if [ "$RECIPE" = mixed ] && [ ! -f cache/real/manifest.json ]; then
+  if [ "$RECIPE" != synth ] && [ ! -f cache/real/manifest.json ]; then
     echo "$(date -u +%FT%TZ) building the real-face cache (wingmark data real)"
-    "$PY" -m service.cli data real
+    "$PY" -m tools.cli data real
   fi
 }
 
@@ -42,15 +47,15 @@ train_one() {  # name config run_dir
   local name=$1 config=$2 run=$3
   mkdir -p runs
   echo "$(date -u +%FT%TZ) training $name -> $run (log runs/$name.train.log)"
-  OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS nohup "$PY" -m service.cli train "$config" \
-    "out_dir=$run" "num_threads=$THREADS" "${EXTRA[@]}" --no-progress >>"runs/$name.train.log" 2>&1 &
+  OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS nohup "$PY" -m tools.cli train "$config" \
+    "out_dir=$run" "num_threads=$THREADS" resume=true "${EXTRA[@]}" --no-progress >>"runs/$name.train.log" 2>&1 &
   echo $! >"runs/$name.train.pid"
 }
 
 export_one() {  # name config run_dir
   local name=$1 run=$3
   echo "$(date -u +%FT%TZ) exporting $name/$VERSION from $run"
-  OMP_NUM_THREADS=$THREADS "$PY" -m service.cli export "$run" --name "$name" --version "$VERSION" \
+  OMP_NUM_THREADS=$THREADS "$PY" -m tools.cli export "$run" --name "$name" --version "$VERSION" \
     --fp16-weights --overwrite --json "runs/$name.export.json" 2>&1 | tee "runs/$name.export.log"
 }
 
@@ -74,5 +79,5 @@ case "${1:-}" in
     for m in "${MODELS[@]}"; do IFS=: read -r n c r <<<"$m"; export_one "$n" "$c" "$r"; done
     ;;
   *)
-    sed -n '2,18p' "$0"; exit 2 ;;
+    sed -n '2,22p' "$0"; exit 2 ;;
 esac

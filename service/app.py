@@ -24,6 +24,7 @@ from service.landmarking import LandmarkService
 from service.metrics import Metrics
 from service.routes import router
 from service.settings import Settings, get_settings
+from service.version import app_version
 
 __all__ = ["create_app"]
 
@@ -49,7 +50,11 @@ class MetricsMiddleware:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+                message["headers"] = [
+                    *message["headers"],
+                    (b"x-request-id", request_id.encode()),
+                    (b"x-content-type-options", b"nosniff"),  # every body is what its type says
+                ]
             await send(message)
 
         self.metrics.in_flight.inc()
@@ -83,7 +88,7 @@ def create_app(settings: Settings | None = None, *, load_in_background: bool = T
     app = FastAPI(
         title="wingmark",
         summary="Facial landmarks (68-point iBUG, 19-point AFLW) after Feng et al., Wing loss, CVPR 2018",
-        version="0.1.0",
+        version=app_version(),
         lifespan=lifespan,
     )
     app.state.metrics = metrics

@@ -19,7 +19,8 @@ Guarantees:
 - the queue is bounded: a request whose items would not fit is refused at once (QueueFullError),
   all or nothing;
 - a request whose deadline passes gets DeadlineExceededError; its items still queued are dropped;
-- cancelled callers (client gone, deadline passed) are skipped when their batch is formed;
+- cancelled callers (client gone, deadline passed) give their queue slots back at once, and their
+  items still queued are skipped, never run;
 - ``stop()`` refuses new items and, by default, finishes every admitted item first.
 """
 
@@ -81,6 +82,7 @@ class _Entry(Generic[T, R]):
     future: asyncio.Future[Outcome[R]]
     enqueued: float
     deadline: float | None = None
+    queued: bool = True  # holds a queue slot (until collected, or until its caller gives up)
 
 
 class DeviceGate:
@@ -206,11 +208,10 @@ class DynamicBatcher(Generic[T, R]):
         now = time.monotonic()
         if deadline is not None and now >= deadline:
             raise DeadlineExceededError("deadline passed before queueing")
-        futures: list[asyncio.Future[Outcome[R]]] = []
-        for item in items:
-            future: asyncio.Future[Outcome[R]] = loop.create_future()
-            self._queue.put_nowait(_Entry(item, future, now, deadline))
-            futures.append(future)
+        entries = [_Entry(item, loop.create_future(), now, deadline) for item in items]
+        for entry in entries:
+            self._queue.put_nowait(entry)
+        futures = [e.future for e in entries]
         self._depth += len(items)
         if self._need and self._queue.qsize() >= self._need:
             self._wake.set()
@@ -218,7 +219,11 @@ class DynamicBatcher(Generic[T, R]):
         try:
             gathered = await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), timeout)
         except TimeoutError:
+            self._abandon(entries)
             raise DeadlineExceededError("deadline passed while waiting for inference") from None
+        except asyncio.CancelledError:  # the caller is gone (client disconnected, outer timeout)
+            self._abandon(entries)
+            raise
         outcomes: list[Outcome[R]] = []
         for result in gathered:
             if isinstance(result, BaseException):
@@ -241,14 +246,33 @@ class DynamicBatcher(Generic[T, R]):
                 await self._task
             self._fail_queued(BatcherClosedError(f"{self.name} stopped"))
 
+    def _abandon(self, entries: list[_Entry[T, R]]) -> None:
+        """The caller of ``entries`` gave up: free the slots of those still queued (the loop skips
+        them when it meets them) and cancel their futures."""
+        for entry in entries:
+            if entry.queued:
+                entry.queued = False
+                self._depth -= 1
+            if not entry.future.done():
+                entry.future.cancel()
+
+    def _take(self, entry: _Entry[T, R]) -> bool:
+        """Take ``entry`` off the queue; False if its caller has already given up (nothing to run)."""
+        if entry.queued:
+            entry.queued = False
+            self._depth -= 1
+        return not entry.future.done()
+
     # -- the loop ------------------------------------------------------------------------------
     async def _collect(self) -> list[_Entry[T, R]] | None:
         if self._stop_seen:
             return None
-        first = await self._queue.get()
-        if isinstance(first, _Stop):
-            return None
-        self._depth -= 1
+        while True:
+            first = await self._queue.get()
+            if isinstance(first, _Stop):
+                return None
+            if self._take(first):
+                break
         batch = [first]
         t_end = first.enqueued + self.max_queue_delay_s
         while True:
@@ -257,8 +281,8 @@ class DynamicBatcher(Generic[T, R]):
                 if isinstance(entry, _Stop):
                     self._stop_seen = True
                     return batch
-                self._depth -= 1
-                batch.append(entry)
+                if self._take(entry):
+                    batch.append(entry)
             if len(batch) >= self.max_batch_size or self._closing:
                 return batch
             timeout: float | None = None
@@ -346,7 +370,5 @@ class DynamicBatcher(Generic[T, R]):
     def _fail_queued(self, error: BaseException) -> None:
         while not self._queue.empty():
             entry = self._queue.get_nowait()
-            if isinstance(entry, _Entry):
-                self._depth -= 1
-                if not entry.future.done():
-                    entry.future.set_exception(error)
+            if isinstance(entry, _Entry) and self._take(entry):
+                entry.future.set_exception(error)

@@ -8,6 +8,7 @@ is the request path, with a ``request_id`` member naming the occurrence.
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -17,13 +18,33 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
-__all__ = ["PROBLEMS", "PROBLEM_JSON", "ProblemError", "install_error_handlers", "problem_response"]
+from service.disconnect import CLIENT_CLOSED_STATUS, ClientDisconnectedError
+
+__all__ = [
+    "PROBLEMS",
+    "PROBLEM_JSON",
+    "ProblemError",
+    "install_error_handlers",
+    "problem_response",
+    "redact_paths",
+]
 
 PROBLEM_JSON = "application/problem+json"
 TYPE_PREFIX = "urn:wingmark:problem:"
 
 log = logging.getLogger("wingmark.service")
+
+
+# An absolute filesystem path (POSIX or Windows) inside a message: clients never see where files live.
+_PATH = re.compile(r"""(?:(?<![\w.:/])/|\b[A-Za-z]:\\)[^\s'"`,;:()<>]*""")
+
+
+def redact_paths(text: str) -> str:
+    """``text`` with every absolute filesystem path replaced by ``<path>`` (for details clients read;
+    the log keeps the full message)."""
+    return _PATH.sub("<path>", text)
 
 
 @dataclass(frozen=True)
@@ -52,6 +73,7 @@ PROBLEMS: dict[str, ProblemType] = {
         ProblemType("invalid-parameters", 422, "Invalid parameters"),
         ProblemType("unknown-model", 422, "No such model is loaded"),
         ProblemType("queue-full", 429, "Too many requests are queued"),
+        ProblemType("client-closed-request", CLIENT_CLOSED_STATUS, "The client closed the connection"),
         ProblemType("internal-error", 500, "Internal server error"),
         ProblemType("inference-failed", 500, "Inference failed"),
         ProblemType("not-ready", 503, "The service is not ready"),
@@ -129,11 +151,22 @@ def install_error_handlers(app: FastAPI) -> None:
         detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
         return problem_response(request, slug, detail, headers=dict(exc.headers or {}))
 
+    async def on_disconnect(request: Request, exc: Exception) -> JSONResponse:
+        # Nobody reads this answer (the server drops it); its status labels the outcome in the metrics.
+        stage = exc.stage if isinstance(exc, ClientDisconnectedError) else "the request"
+        log.info("client disconnected during %s: %s %s", stage, request.method, request.url.path)
+        metrics = getattr(request.app.state, "metrics", None)
+        if metrics is not None:
+            metrics.rejected.labels("client_disconnected").inc()
+        return problem_response(request, "client-closed-request", f"the client disconnected during {stage}")
+
     async def on_crash(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s", request.url.path, exc_info=exc)
         return problem_response(request, "internal-error", f"{type(exc).__name__}")
 
     app.add_exception_handler(ProblemError, on_problem)
+    app.add_exception_handler(ClientDisconnectedError, on_disconnect)
+    app.add_exception_handler(ClientDisconnect, on_disconnect)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
     app.add_exception_handler(Exception, on_crash)

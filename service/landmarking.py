@@ -13,7 +13,7 @@ import functools
 import logging
 import math
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -31,6 +31,7 @@ from runtime import (
 from runtime.landmarker import face_poses
 from service.batcher import BatcherClosedError, DeadlineExceededError, DynamicBatcher, Outcome, QueueFullError
 from service.errors import ProblemError
+from service.limits import in_turns
 from service.models import LoadedModel, ModelHost
 from service.schemas import LandmarkResult
 
@@ -52,6 +53,16 @@ class LandmarkRequest:
     max_faces: int | None = None
     deadline_ms: float | None = None
     pose: bool = False
+
+
+def _stage_turn(
+    cascade: Cascade, stage: int, pixels: np.ndarray, part: Sequence[np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """One turn of a request's crops for ``stage``: ``part`` holds face boxes [4] (stage 0) or the
+    previous stage's points [K, 2]; -> matrices [n, 2, 3] and network input [n, 3, S, S]."""
+    if stage == 0:
+        return cascade.stage_inputs(stage, pixels, boxes=np.asarray(part).reshape(-1, 4))
+    return cascade.stage_inputs(stage, pixels, previous=np.stack(part))
 
 
 class LandmarkService(ModelHost):
@@ -166,14 +177,14 @@ class LandmarkService(ModelHost):
     ) -> np.ndarray:
         """Each stage: crops in the crop thread, inference batched with other requests' faces on the
         device thread, points mapped back here; the next stage re-crops from them. -> [N, K, 2]."""
-        loop = asyncio.get_running_loop()
         pts: np.ndarray | None = None
         for stage, batcher in enumerate(batchers):
             started = time.monotonic()
-            prep = functools.partial(
-                cascade.stage_inputs, stage, pixels, boxes=tight if stage == 0 else None, previous=pts
-            )
-            mats, x = await self._until(deadline, loop.run_in_executor(self._crops, prep))
+            items = list(tight) if stage == 0 else list(pts if pts is not None else [])
+            work = functools.partial(_stage_turn, cascade, stage, pixels)
+            turns = await in_turns(functools.partial(self._crop_turn, deadline), work, items, self._chunk)
+            mats = np.concatenate([m for m, _ in turns])
+            x = np.concatenate([inputs for _, inputs in turns])
             self.metrics.stage_duration.labels("crop").observe(time.monotonic() - started)
             outcomes = await self._submit(batcher, list(x), deadline)
             queue = max(o.queue_s for o in outcomes)
@@ -196,15 +207,29 @@ class LandmarkService(ModelHost):
     ) -> np.ndarray:
         """Stage-1 crops in the crop thread; the whole cascade as one batch on the device thread."""
         assert lm.landmarker is not None and lm.batcher is not None
-        loop = asyncio.get_running_loop()
         started = time.monotonic()
-        prepare = functools.partial(lm.landmarker.cascade.prepare, pixels, tight)
-        jobs = await self._until(deadline, loop.run_in_executor(self._crops, prepare))
+        prepare = functools.partial(lm.landmarker.cascade.prepare, pixels)
+        turns = await in_turns(
+            functools.partial(self._crop_turn, deadline),
+            lambda boxes: prepare(np.asarray(boxes).reshape(-1, 4)),
+            list(tight),
+            self._chunk,
+        )
+        jobs = [job for turn in turns for job in turn]
         self.metrics.stage_duration.labels("crop").observe(time.monotonic() - started)
         outcomes = await self._submit(lm.batcher, jobs, deadline)
         timings["queue"] = max(o.queue_s for o in outcomes) * 1000
         timings["inference"] = max(o.run_s for o in outcomes) * 1000
         return np.stack([o.value for o in outcomes])
+
+    @property
+    def _chunk(self) -> int:
+        return self.settings.crop_chunk_faces
+
+    def _crop_turn(self, deadline: float, work: Callable[[], T]) -> Awaitable[T]:
+        """One turn of a request's crops on the shared crop thread, within its deadline
+        (``service.limits.in_turns``: other requests' turns run between a request's turns)."""
+        return self._until(deadline, asyncio.get_running_loop().run_in_executor(self._crops, work))
 
     async def _until(self, deadline: float, awaitable: Awaitable[T]) -> T:
         remaining = deadline - time.monotonic()

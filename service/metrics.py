@@ -11,8 +11,15 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 __all__ = ["CONTENT_TYPE_LATEST", "STAGES", "Metrics"]
 
-STAGES = ("decode", "detect", "queue", "inference", "total")
-REJECT_REASONS = ("queue_full", "deadline", "not_ready")
+# Every value of wingmark_stage_duration_seconds' ``stage`` label (CONTRACT.md lists them): per request
+# decode, detect, crop (every stage's crops), queue and inference (summed over the model's stages), map
+# (back to image pixels), serialise (the JSON response) and total; per model stage N (1-based; the
+# models here have one or two) ``stageN`` (the run of the batch the faces were in) and ``stageN_queue``.
+STAGES = (
+    "decode", "detect", "crop", "stage1_queue", "stage1", "stage2_queue", "stage2",
+    "queue", "inference", "map", "serialise", "total",
+)  # fmt: skip
+REJECT_REASONS = ("queue_full", "deadline", "not_ready", "client_disconnected")
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)

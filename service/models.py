@@ -22,7 +22,7 @@ from model_store.store import DEFAULT_MODELS, ModelStore
 from runtime import Detector, FaceJob, Landmarker, create_backend, create_detector
 from runtime.precision import choose_variant, cpu_flags
 from service.batcher import DeviceGate, DynamicBatcher
-from service.errors import ProblemError
+from service.errors import ProblemError, redact_paths
 from service.metrics import Metrics
 from service.settings import Settings
 
@@ -113,12 +113,12 @@ class ModelHost:
             names = await loop.run_in_executor(self._pool, self.model_names)
         except Exception as exc:
             log.exception("service start failed")
-            self.load_error = f"{type(exc).__name__}: {exc}"
+            self.load_error = redact_paths(f"{type(exc).__name__}: {exc}")
             self.state = "failed"
             return
         if not names:
-            self.load_error = f"no models in the store at {self.store.root}"
-            log.error(self.load_error)
+            self.load_error = "no models in the model store"
+            log.error("no models in the store at %s", self.store.root)
         for spec in names:
             lm = await loop.run_in_executor(self._device, self._load_model, spec)
             if lm.ready:
@@ -209,7 +209,7 @@ class ModelHost:
             lm.ready = True
         except Exception as exc:
             log.exception("loading model %s failed", spec)
-            lm.error = f"{type(exc).__name__}: {exc}"
+            lm.error = redact_paths(f"{type(exc).__name__}: {exc}")
         return lm
 
     async def stop(self) -> None:

@@ -8,13 +8,16 @@ import asyncio
 import base64
 import binascii
 import json
+import math
 import time
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from starlette.datastructures import UploadFile
+from starlette.requests import ClientDisconnect
 
+from service.disconnect import ClientDisconnectedError, cancel_on_disconnect
 from service.errors import PROBLEM_JSON, ProblemError, problem_response
 from service.landmarking import MIN_DEADLINE_MS, LandmarkRequest, LandmarkService
 from service.metrics import CONTENT_TYPE_LATEST
@@ -109,51 +112,78 @@ async def _read_body(request: Request, limit: int, timeout_s: float = 30.0) -> b
         raise ProblemError(
             "request-timeout", f"the body did not arrive within {timeout_s:g} s ({size} bytes read)"
         ) from None
+    except ClientDisconnect:  # hung up mid-upload: its own outcome (499), not a server error
+        raise ClientDisconnectedError("upload") from None
     body = b"".join(chunks)
     request._body = body  # lets request.form() / request.json() parse the bytes already read
     return body
 
 
-def _parse_boxes(value: Any) -> list[list[float]]:
-    """JSON text or a list -> list of boxes (shape checks come later); 400 on malformed input."""
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError:
-            raise ProblemError("invalid-boxes", "boxes must be JSON: [[x1, y1, x2, y2], ...]") from None
-    if isinstance(value, list) and len(value) == 4 and all(isinstance(v, int | float) for v in value):
-        value = [value]  # a single box
-    if not isinstance(value, list) or not all(
-        isinstance(b, list) and all(isinstance(v, int | float) and not isinstance(v, bool) for v in b)
-        for b in value
-    ):
+def _json_loads(text: str | bytes, slug: str, detail: str) -> Any:
+    """``json.loads`` that turns every malformed document (bad syntax, bad UTF-8, nesting deeper than
+    the parser's recursion limit) into a 400 problem; numbers stay as Python parses them."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise ProblemError(slug, detail) from None
+
+
+def _coordinate(value: Any) -> float:
+    """A box coordinate: a JSON number (not a bool) that fits a finite float, else 400."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
         raise ProblemError("invalid-boxes", "boxes must be a list of [x1, y1, x2, y2] numbers")
-    return [[float(v) for v in b] for b in value]
+    try:
+        number = float(value)  # an integer of 400 digits overflows
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise ProblemError("invalid-boxes", "box coordinates must be finite numbers")
+    return number
+
+
+def _parse_boxes(value: Any) -> list[list[float]]:
+    """JSON text or a list -> list of 4-number boxes (range checks come later); 400 on malformed input."""
+    if isinstance(value, str):
+        value = _json_loads(value, "invalid-boxes", "boxes must be JSON: [[x1, y1, x2, y2], ...]")
+    if isinstance(value, list) and len(value) == 4 and not any(isinstance(v, list) for v in value):
+        value = [value]  # a single box
+    if not isinstance(value, list) or not all(isinstance(b, list) for b in value):
+        raise ProblemError("invalid-boxes", "boxes must be a list of [x1, y1, x2, y2] numbers")
+    for i, b in enumerate(value):
+        if len(b) != 4:
+            raise ProblemError("invalid-boxes", f"box {i} has {len(b)} numbers; a box is [x1, y1, x2, y2]")
+    return [[_coordinate(v) for v in b] for b in value]
 
 
 def _parse_box_params(values: list[str]) -> list[list[float]]:
     boxes = []
     for text in values:
         try:
-            boxes.append([float(v) for v in text.split(",")])
+            box = [float(v) for v in text.split(",")]
         except ValueError:
-            raise ProblemError("invalid-boxes", f"box {text!r} is not x1,y1,x2,y2") from None
+            box = []
+        if len(box) != 4:
+            raise ProblemError("invalid-boxes", f"box {text[:40]!r} is not x1,y1,x2,y2")
+        if not all(math.isfinite(v) for v in box):
+            raise ProblemError("invalid-boxes", "box coordinates must be finite numbers")
+        boxes.append(box)
     return boxes
 
 
 def _number(name: str, value: Any, kind: type[int] | type[float]) -> int | float | None:
     if value is None or value == "":
         return None
-    if isinstance(value, bool):
-        raise ProblemError("invalid-parameters", f"{name} must be a number")
+    what = "an integer" if kind is int else "a number"
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ProblemError("invalid-parameters", f"{name} must be {what}")
     try:
-        number = kind(value)
+        number = kind(value)  # int(inf) and float(<400 digits>) raise OverflowError
         if kind is int and isinstance(value, float) and not value.is_integer():
             raise ValueError
-    except (TypeError, ValueError):
-        raise ProblemError(
-            "invalid-parameters", f"{name} must be {'an integer' if kind is int else 'a number'}"
-        ) from None
+    except (TypeError, ValueError, OverflowError):
+        raise ProblemError("invalid-parameters", f"{name} must be {what}") from None
+    if isinstance(number, float) and not math.isfinite(number):
+        raise ProblemError("invalid-parameters", f"{name} must be a finite number")
     return number
 
 
@@ -172,6 +202,20 @@ _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off"})
 
 
+def _field_bytes(value: str) -> bytes:
+    """The bytes of a multipart text field (a part without a filename). Starlette decoded them as UTF-8
+    where they were valid UTF-8, else as Latin-1: binary data (an image) comes back byte for byte, text
+    as its UTF-8 bytes (it is then refused as an image, 400, never a crash)."""
+    try:
+        raw = value.encode("latin-1")
+        raw.decode("utf-8")
+    except UnicodeEncodeError:  # had characters beyond Latin-1: it was UTF-8
+        return value.encode("utf-8", "surrogatepass")
+    except UnicodeDecodeError:  # not valid UTF-8: Starlette fell back to Latin-1
+        return raw
+    return value.encode("utf-8", "surrogatepass")
+
+
 def _text(name: str, value: Any) -> str | None:
     if value is None or value == "":
         return None
@@ -185,6 +229,7 @@ async def _parse_request(request: Request, settings: Settings, query: dict[str, 
     media = content_type.split(";")[0].strip().lower()
     body = await _read_body(request, settings.max_request_bytes, settings.body_timeout_s)
     options: dict[str, Any] = {k: v for k, v in query.items() if v is not None}
+    body_boxes = False
     if media == "multipart/form-data":
         try:
             form = await request.form(max_files=1, max_fields=16)
@@ -196,15 +241,13 @@ async def _parse_request(request: Request, settings: Settings, query: dict[str, 
         if isinstance(upload, UploadFile):
             data = await upload.read()
         else:
-            data = upload.encode("latin-1")
+            data = _field_bytes(upload)
         for key in OPTIONS:
             if form.get(key) is not None:
                 options[key] = form.get(key)
+        body_boxes = form.get("boxes") is not None
     elif media == "application/json" or media.endswith("+json"):
-        try:
-            payload = json.loads(body)
-        except ValueError:
-            raise ProblemError("invalid-request", "the body is not valid JSON") from None
+        payload = _json_loads(body, "invalid-request", "the body is not valid JSON")
         if not isinstance(payload, dict) or not isinstance(payload.get("image"), str):
             raise ProblemError("invalid-request", "JSON body must be an object with a base64 'image' string")
         encoded = payload["image"]
@@ -218,6 +261,7 @@ async def _parse_request(request: Request, settings: Settings, query: dict[str, 
         if unknown:
             raise ProblemError("invalid-parameters", f"unknown keys: {sorted(unknown)}")
         options.update({k: v for k, v in payload.items() if k != "image" and v is not None})
+        body_boxes = payload.get("boxes") is not None
     elif media in IMAGE_TYPES:
         data = body
     else:
@@ -230,7 +274,7 @@ async def _parse_request(request: Request, settings: Settings, query: dict[str, 
     scheme = _text("scheme", options.get("scheme"))
     boxes = options.get("boxes")
     box_list = _parse_boxes(boxes) if boxes is not None else None
-    if options.get("box"):
+    if options.get("box") and not body_boxes:  # the body's boxes win over the query's, as for every option
         box_list = (box_list or []) + _parse_box_params(options["box"])
     return LandmarkRequest(
         data=data,
@@ -276,7 +320,7 @@ async def landmarks(
     query = {"model": model, "scheme": scheme, "boxes": boxes, "box": box, "max_faces": max_faces,
              "deadline_ms": deadline_ms, "pose": pose}  # fmt: skip
     req = await _parse_request(request, settings, query)
-    result = await service.predict(req)
+    result = await cancel_on_disconnect(request.receive, service.predict(req))
     started = time.monotonic()
     body = result.to_response()
     response.headers["Server-Timing"] = result.server_timing()

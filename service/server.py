@@ -4,10 +4,51 @@ from __future__ import annotations
 
 import argparse
 import logging
+from typing import Any
 
-from service.settings import get_settings
+from service.connections import http_protocol
+from service.settings import Settings, get_settings
 
-__all__ = ["serve_main"]
+__all__ = ["raise_fd_limit", "serve_main", "uvicorn_options"]
+
+
+def raise_fd_limit(needed: int) -> int:
+    """Raise the soft open-file limit towards the hard one so that ``needed`` descriptors fit: past the
+    limit, accept() fails and a client is dropped with no answer, while under it a client beyond
+    ``limit_concurrency`` is answered 503. Returns the soft limit now in force."""
+    try:
+        import resource
+    except ImportError:  # not on POSIX
+        return needed
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        target = needed if hard == resource.RLIM_INFINITY else min(hard, needed)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+        if soft < needed:
+            logging.getLogger("wingmark.service").warning(
+                "open-file limit %d is under the %d that limit_concurrency needs: lower it", soft, needed
+            )
+    return int(soft)
+
+
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """``uvicorn.Config`` keyword arguments from the settings (all but the app)."""
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": settings.log_level,
+        "http": http_protocol(settings.uvicorn_http, settings.head_timeout_s),
+        "timeout_keep_alive": settings.timeout_keep_alive_s,
+        "limit_concurrency": settings.limit_concurrency or None,
+        "h11_max_incomplete_event_size": settings.max_head_bytes,
+        "backlog": settings.backlog,
+        "loop": settings.uvicorn_loop,
+        "timeout_graceful_shutdown": int(settings.graceful_timeout_s),
+        "proxy_headers": settings.proxy_headers,  # uvicorn itself trusts loopback's X-Forwarded-For
+        "forwarded_allow_ips": settings.forwarded_allow_ips,
+        "lifespan": "on",
+    }
 
 
 def serve_main(argv: list[str]) -> int:
@@ -21,21 +62,15 @@ def serve_main(argv: list[str]) -> int:
 
     import uvicorn
 
+    raise_fd_limit(settings.limit_concurrency + 64)
+
     from service.app import create_app
 
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    config = uvicorn.Config(
-        create_app(settings),
-        host=args.host,
-        port=args.port,
-        log_level=args.log_level,
-        http=settings.uvicorn_http,
-        loop=settings.uvicorn_loop,
-        timeout_graceful_shutdown=int(settings.graceful_timeout_s),
-        lifespan="on",
-    )
+    options = {**uvicorn_options(settings), "host": args.host, "port": args.port, "log_level": args.log_level}
+    config = uvicorn.Config(create_app(settings), **options)
     server = uvicorn.Server(config)
     server.run()
     return 0

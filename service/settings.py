@@ -34,6 +34,31 @@ class Settings(BaseSettings):
         default="auto", description="uvicorn's event loop (auto: uvloop when installed)"
     )
 
+    # Connections (uvicorn): idle and incomplete connections are closed, a flood is answered 503
+    timeout_keep_alive_s: int = Field(
+        default=5, ge=1, description="an idle keep-alive connection is closed after this many seconds"
+    )
+    head_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="a request head must arrive within this many seconds (else 408)",
+    )
+    limit_concurrency: int = Field(
+        default=512, ge=0, description="more open connections or requests than this get 503 (0: no limit)"
+    )
+    max_head_bytes: int = Field(
+        default=16384, ge=1024, description="h11: largest request head (httptools has its own fixed limits)"
+    )
+    backlog: int = Field(default=2048, ge=1, description="connections the kernel queues before accept")
+    proxy_headers: bool = Field(
+        default=False,
+        description="trust X-Forwarded-For/-Proto from forwarded_allow_ips (only behind a proxy you run)",
+    )
+    forwarded_allow_ips: str = Field(
+        default="127.0.0.1",
+        description="proxies whose forwarded headers are trusted when proxy_headers is on",
+    )
+
     # Models: a store root (default: WINGMARK_MODEL_ROOT or the package's model_store/models) and the
     # models to load as "name" or "name@version"; empty means the default model of each scheme in the store.
     model_root: Path | None = None
@@ -84,6 +109,9 @@ class Settings(BaseSettings):
     )
     max_faces: int = Field(
         default=32, ge=1, description="upper bound for max_faces and for client boxes per request"
+    )
+    crop_chunk_faces: int = Field(
+        default=8, ge=1, description="faces a request crops per turn on the crop thread (fairness)"
     )
 
     # Face detection

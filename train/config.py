@@ -31,7 +31,11 @@ A dataset spec is one of ``{kind: synthetic, num, seed, image_size, pose, cache_
 a real textured face scan with exact labels; ``root`` holds the extracted menpo3d ``james.*`` files),
 ``{kind: real, root, split (train | test | all), sources}`` (train.data.real.RealFaces: 68 teacher
 points; for aflw19 reduced to 19 by model_store.meanshape.aflw19_from_68),
-``{kind: 300w, root, split}``, ``{kind: aflw, mat, images, split}``, or
+``{kind: repose, root, mesh3d, per_face, seed, image_size, yaw_max, pitch_max, outward, cache_dir}``
+(train.data.repose.ReposedFaces: the real cache's training faces turned in 3-D on their MediaPipe mesh,
+labels carried by the surface; ``mesh3d`` default ``<root>/../repose/mesh3d.npz``),
+``{kind: 300w, root, split}``, ``{kind: aflw, mat, images, split}``,
+``{kind: wflw, root, split}`` (train.data.wflw: the 98 published points read as ibug68 or aflw19), or
 ``{kind: mix, parts: [{name, repeat, <dataset spec>}, ...]}`` (the parts concatenated, each
 ``repeat`` times; ``name`` becomes the samples' ``meta["subset"]`` for the per-subset breakdowns).
 """
@@ -54,7 +58,9 @@ _STAGE_DEFAULTS: dict[str, Any] = {
     "enabled": True,
     "architecture": "cnn6",
     "model_kwargs": {},
-    "pretrained": None,  # path to a local torchvision-format checkpoint (resnet50 only)
+    # resnet50: a local torchvision-format checkpoint; cnn6/cnn7: a published stage's ONNX file (warm start)
+    "pretrained": None,
+    "freeze_bn": False,  # batch norms in eval mode while training (fine-tuning a warm start)
     "crop_rule": {"scale": 1.25, "shift_x": 0.0, "shift_y": 0.0, "roll": "eyes"},  # roll: eyes | blend
     "normalisation": {"mean": [127.5, 127.5, 127.5], "std": [128.0, 128.0, 128.0]},
     "loss": {"name": "wing", "w": 10.0, "eps": 2.0},

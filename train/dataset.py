@@ -22,7 +22,7 @@ from model_store.cascade import stage_matrices
 from model_store.geometry import CropRule, apply_affine, invert_affine, tight_box
 from model_store.preprocess import Normalisation, to_input
 from model_store.schemes import Scheme
-from train.data.types import Sample
+from train.data.types import Sample, client_boxes
 
 __all__ = ["CropDataset", "EvalCrops", "load_samples", "make_eval_crops", "training_indices"]
 
@@ -51,6 +51,12 @@ def load_samples(spec: Mapping[str, Any], scheme: str, *, progress: bool = True)
         from train.data.scan import ScanFaces
 
         src = ScanFaces.from_spec(spec, scheme)
+    elif kind == "repose":
+        from train.data.repose import ReposedFaces
+
+        src = ReposedFaces.from_spec(spec, scheme)
+        if len(src) == 0:
+            raise ValueError(f"no training face with a mesh under {spec.get('root')} (build_mesh3d first)")
     elif kind == "300w":
         from train.data.pts300w import load_300w
 
@@ -59,6 +65,10 @@ def load_samples(spec: Mapping[str, Any], scheme: str, *, progress: bool = True)
         from train.data.aflw import load_aflw_full
 
         src = load_aflw_full(spec["mat"], spec["images"], spec["split"])
+    elif kind == "wflw":
+        from train.data.wflw import load_wflw
+
+        src = load_wflw(spec["root"], spec["split"], scheme)
     elif kind == "real":
         from train.data.real import RealFaces
 
@@ -67,13 +77,24 @@ def load_samples(spec: Mapping[str, Any], scheme: str, *, progress: bool = True)
                 f"real faces carry {RealFaces.scheme} labels (or aflw19 from them), not {scheme!r}"
             )
         sources = spec.get("sources")
-        src = RealFaces(spec["root"], str(spec.get("split", "train")), sources=sources)
+        cap = spec.get("max_per_identity")
+        src = RealFaces(
+            spec["root"],
+            str(spec.get("split", "train")),
+            sources=sources,
+            loose=bool(spec.get("loose", False)),
+            kinds=spec.get("kinds"),
+            max_per_identity=None if cap is None else int(cap),
+            client_box=str(spec.get("client_box", "tight")),
+        )
         if len(src) == 0:
             raise ValueError(
                 f"no kept real faces in split {spec.get('split', 'train')!r} under {spec['root']}"
             )
     else:
-        raise ValueError(f"unknown dataset kind {kind!r} (synthetic | scan | real | mix | 300w | aflw)")
+        raise ValueError(
+            f"unknown dataset kind {kind!r} (synthetic | scan | real | repose | mix | 300w | aflw | wflw)"
+        )
     samples = _materialise(src, int(spec.get("workers", 2)), f"load {kind}", progress)
     if kind == "real" and scheme == "aflw19":
         samples = [_aflw19_from_68(s) for s in samples]
@@ -93,9 +114,11 @@ def _aflw19_from_68(sample: Sample) -> Sample:
 
     points = aflw19_from_68(sample.points).astype(np.float32)
     box = tight_box(points).astype(np.float32)
-    return dataclasses.replace(
-        sample, points=points, box=box, scheme="aflw19", meta={**sample.meta, "from": "ibug68"}
-    )
+    meta = {**sample.meta, "from": "ibug68"}
+    if "point_weights" in meta:  # a 19-point weight is the mean weight of the 68-point group it averages
+        w68 = np.asarray(meta["point_weights"], dtype=np.float64)
+        meta["point_weights"] = aflw19_from_68(np.stack([w68, w68], axis=1))[:, 0].astype(np.float32)
+    return dataclasses.replace(sample, points=points, box=box, scheme="aflw19", meta=meta)
 
 
 def _load_mix(spec: Mapping[str, Any], scheme: str, progress: bool) -> list[Sample]:
@@ -172,8 +195,12 @@ def training_indices(samples: Sequence[Sample], pdb: Mapping[str, Any], seed: in
     return np.asarray(idx)
 
 
-class CropDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
-    """Augmented training crops: item -> (input ``[3, S, S]`` float32, target ``[2K]`` crop units).
+class CropDataset(Dataset[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]):
+    """Augmented training crops: item -> (input ``[3, S, S]`` float32, target ``[2K]`` crop units,
+    per-point weights ``[K]`` float32).
+
+    Weights come from ``sample.meta["point_weights"]`` (e.g. the real faces' teacher agreement per
+    point), all ones where a sample has none; a mirrored crop re-orders them with its points.
 
     ``indices`` select (possibly repeated, PDB) samples; every item draws its augmentation from
     ``(seed, epoch, position)`` so runs are reproducible and workers never share a stream.
@@ -215,8 +242,8 @@ class CropDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, pos: int) -> tuple[torch.Tensor, torch.Tensor]:
-        from train.data.augment import make_crop
+    def __getitem__(self, pos: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        from train.data.augment import make_crop_flip
 
         i = int(self.indices[pos])
         rng = np.random.default_rng((self.seed, self.epoch, pos))
@@ -227,12 +254,20 @@ class CropDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         # the crop rule is defined on the TIGHT landmark box (model_store contract); some datasets
         # (AFLW-Full) carry their annotated face box in Sample.box, which is only for the NME normaliser
         sample = dataclasses.replace(sample, box=tight_box(sample.points).astype(np.float32))
-        crop, pts = make_crop(
+        crop, pts, flipped = make_crop_flip(
             sample, self.scheme, self.size, self.rule, rng, self.augment, init_points=init
         )  # (S, S, 3) 0..255, (K, 2) crop px
+        weights = sample.meta.get("point_weights")
+        w = (
+            np.ones(self.scheme.num_points, dtype=np.float32)
+            if weights is None
+            else np.asarray(weights, dtype=np.float32).reshape(self.scheme.num_points)
+        )
+        if flipped:
+            w = w[self.scheme.flip_permutation]
         x = torch.from_numpy(to_input(crop[None], self.norm)[0])  # (3, S, S)
         y = torch.from_numpy((np.asarray(pts, dtype=np.float32) / self.size).reshape(-1))  # (2K,)
-        return x, y
+        return x, y, torch.from_numpy(np.ascontiguousarray(w))  # (K,)
 
 
 @dataclass
@@ -263,10 +298,11 @@ def make_eval_crops(
     stage_index: int = 0,
     previous: np.ndarray | None = None,
 ) -> EvalCrops:
-    """Stage-1 crops from the tight landmark box (the "client" box), or later-stage crops
+    """Stage-1 crops from the client box (``train.data.types.client_boxes``: the tight landmark box
+    unless a sample names another), or later-stage crops
     re-aligned from ``previous [N, K, 2]`` image-space predictions, exactly as the service does."""
     gt = np.stack([s.points for s in samples]).astype(np.float64)  # (N, K, 2)
-    mats = stage_matrices(stage_index, rule, size, scheme, boxes=tight_box(gt), previous=previous)
+    mats = stage_matrices(stage_index, rule, size, scheme, boxes=client_boxes(samples), previous=previous)
     crops = np.stack([window_crop(s.image, m, size) for s, m in zip(samples, mats, strict=True)])
     boxes = np.stack([np.asarray(s.box, dtype=np.float64) for s in samples])
     norm = np.asarray(scheme.normaliser_distance(gt, boxes), dtype=np.float64)

@@ -140,6 +140,15 @@ def build_stage_model(stage_cfg: Mapping[str, Any], num_points: int) -> nn.Modul
     return model
 
 
+def _set_train_mode(model: nn.Module, stage_cfg: Mapping[str, Any]) -> None:
+    """``model.train()``, with its batch norms kept in eval mode when the stage sets ``freeze_bn``."""
+    model.train()
+    if stage_cfg.get("freeze_bn"):
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
+
+
 def _crop_rule(stage_cfg: Mapping[str, Any]) -> CropRule:
     return CropRule.from_dict(stage_cfg["crop_rule"])
 
@@ -525,7 +534,7 @@ def train_stage(
         return val
 
     # ---- the loop, in phases: lr -> eval/checkpoint -> forward/backward -> clip -> step -> log
-    model.train()
+    _set_train_mode(model, st)
     bar = tqdm(
         total=total,
         initial=step,
@@ -539,7 +548,7 @@ def train_stage(
         if isinstance(sampler, DistributedSampler):
             sampler.set_epoch(epoch)
         skip = step % steps_per_epoch  # resuming mid-epoch
-        for i, (x, y) in enumerate(loader):
+        for i, (x, y, w) in enumerate(loader):
             if i < skip:
                 continue
             if step >= total:
@@ -554,14 +563,15 @@ def train_stage(
                 bar.set_postfix(
                     loss=f"{running / max(seen, 1):.3f}", val_nme=f"{last_val.get('nme', math.nan):.4f}"
                 )
-                model.train()
+                _set_train_mode(model, st)
             # 3. forward / backward
             x = x.to(rt.device, non_blocking=True)  # (B, 3, S, S)
             y = y.to(rt.device, non_blocking=True)  # (B, 2K) crop units
+            w = w.to(rt.device, non_blocking=True)  # (B, K) per-point weights
             ctx = torch.autocast("cuda", dtype=torch.bfloat16) if use_amp else nullcontext()
             with ctx:
                 pred = train_model(x)  # (B, 2K) crop units
-            loss = landmark_loss(pred.float(), y, size, penalty)  # pixels of the S x S input
+            loss = landmark_loss(pred.float(), y, size, penalty, w)  # pixels of the S x S input
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"stage{stage}: loss is {float(loss)} at step {step}")
             optimizer.zero_grad(set_to_none=True)

@@ -129,16 +129,25 @@ def make_loss(spec: Mapping[str, Any]) -> Penalty:
     return LOSSES[name](**params)
 
 
-def landmark_loss(pred: Tensor, target: Tensor, input_size: int, penalty: Penalty) -> Tensor:
+def landmark_loss(
+    pred: Tensor, target: Tensor, input_size: int, penalty: Penalty, weights: Tensor | None = None
+) -> Tensor:
     """Per-sample sum of ``penalty`` over all coordinates, averaged over the batch (paper Eq. 1).
 
     ``pred``, ``target``: ``[N, 2K]`` (or ``[N, K, 2]``) in CROP UNITS; ``input_size``: the crop
-    side ``S`` in pixels. Errors are converted to pixels (``* S``) before the penalty. Returns a
-    scalar.
+    side ``S`` in pixels. Errors are converted to pixels (``* S``) before the penalty.
+    ``weights``: optional ``[N, K]`` per-point weights (both coordinates of point k get weight k;
+    e.g. low where teacher labels disagree); None is all ones. Returns a scalar.
     """
     if pred.shape != target.shape:
         raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} differ")
     if input_size <= 1:
         raise ValueError("input_size is the crop side in pixels (e.g. 64), not 1")
     err_px = (pred - target).reshape(pred.shape[0], -1) * float(input_size)  # (N, 2K) pixels
-    return penalty(err_px).sum(dim=1).mean()
+    per_coord = penalty(err_px)  # (N, 2K)
+    if weights is not None:
+        k = per_coord.shape[1] // 2
+        if tuple(weights.shape) != (pred.shape[0], k):
+            raise ValueError(f"weights must be [N, K] = {(pred.shape[0], k)}, got {tuple(weights.shape)}")
+        per_coord = per_coord * weights.to(per_coord.dtype).repeat_interleave(2, dim=1)  # (N, 2K)
+    return per_coord.sum(dim=1).mean()

@@ -49,8 +49,8 @@ from runtime.backends.tensorrt_engines import (
     TensorRTUnavailable,
     check_cached_engine,
     default_cache_dir,
+    engine_key,
     engine_path_for,
-    sha256_file,
     write_cache_entry,
 )
 
@@ -73,11 +73,11 @@ __all__ = [
     "cuda_call",
     "default_cache_dir",
     "device_compute_capability",
+    "engine_key",
     "engine_path_for",
     "import_cudart",
     "import_tensorrt",
     "prebuild_main",
-    "sha256_file",
     "tensorrt_version",
     "write_cache_entry",
 ]
@@ -133,14 +133,14 @@ class TensorRTBackend:
         try:
             for i, stage in enumerate(model.manifest.stages):
                 onnx_path = model.path / stage.file
-                key = EngineKey(
-                    onnx_sha256=sha256_file(onnx_path),
+                key = engine_key(
+                    onnx_path,
+                    stage.input_size,
                     compute_capability=capability,
                     tensorrt_version=version,
                     precision=precision,
                     profile=profile,
-                    input_shape=(3, stage.input_size, stage.input_size),
-                    calibration=(calibration or DEFAULT_INT8_CALIBRATION) if precision == "int8" else None,
+                    calibration=calibration,
                 )
 
                 def build(onnx_path: Path = onnx_path) -> bytes:

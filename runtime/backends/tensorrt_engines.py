@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from model_store.manifest import atomic_write_bytes
+from model_store.manifest import atomic_write_bytes, sha256_file
 
 __all__ = [
     "CACHE_ENV",
@@ -51,8 +51,8 @@ __all__ = [
     "TensorRTUnavailable",
     "check_cached_engine",
     "default_cache_dir",
+    "engine_key",
     "engine_path_for",
-    "sha256_file",
     "write_cache_entry",
 ]
 
@@ -71,15 +71,6 @@ class TensorRTUnavailable(RuntimeError):
 # --------------------------------------------------------------------------------------------
 # Pure-Python cache logic (unit-tested without TensorRT)
 # --------------------------------------------------------------------------------------------
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def default_cache_dir() -> Path:
@@ -163,6 +154,34 @@ class EngineKey:
 
 
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def engine_key(
+    onnx_path: Path,
+    input_size: int,
+    *,
+    compute_capability: str,
+    tensorrt_version: str,
+    precision: str,
+    profile: BatchProfile,
+    calibration: str | None = None,
+) -> EngineKey:
+    """The key of the engine for the stage network ``onnx_path`` (input ``[N, 3, input_size, input_size]``).
+
+    The one place keys are made: ``wingmark build-engine``, ``wingmark engines`` and the TensorRT
+    backend must agree on it, or the service rebuilds (or, for INT8, cannot find) the engines built
+    for it. ``calibration`` names an INT8 calibration set (default :data:`DEFAULT_INT8_CALIBRATION`)
+    and is ignored for fp32 / fp16.
+    """
+    return EngineKey(
+        onnx_sha256=sha256_file(onnx_path),
+        compute_capability=compute_capability,
+        tensorrt_version=tensorrt_version,
+        precision=precision,
+        profile=profile,
+        input_shape=(3, input_size, input_size),
+        calibration=(calibration or DEFAULT_INT8_CALIBRATION) if precision == "int8" else None,
+    )
 
 
 def engine_path_for(root: Path, model: str, version: str, stage: int, key: EngineKey) -> Path:

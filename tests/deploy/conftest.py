@@ -1,8 +1,9 @@
 """Shared helpers for the deployment checks (Dockerfiles, compose file, Prometheus, Grafana).
 
-These checks need no Docker engine, only command-line tools: a compose implementation, hadolint and
-promtool. `.ci/run` installs them. Where one is missing a test is skipped with the reason, except in
-CI (CI=true), where a missing tool fails the test, so CI can never pass without running them.
+These checks need no Docker engine, only command-line tools: a compose implementation, hadolint,
+promtool and kubectl (test_k8s.py). `.ci/run` installs them. Where one is missing a test is skipped
+with the reason, except in CI (CI=true), where a missing tool fails the test, so CI can never pass
+without running them.
 """
 
 from __future__ import annotations

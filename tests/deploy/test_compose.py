@@ -163,7 +163,7 @@ def test_build_engines_command_is_accepted_by_the_cli(compose: list[str], tmp_pa
     without a GPU it then stops with its 'no CUDA' status (3) instead of an argparse error (2)."""
     command = resolved(compose, ("engines",))["services"]["build-engines"]["command"]
     env = compose_env(WINGMARK_ENGINE_CACHE=str(tmp_path), WINGMARK_MODEL_ROOT=str(tmp_path))
-    result = run([sys.executable, "-m", "service.cli", *command], env=env)
+    result = run([sys.executable, "-m", "tools.cli", *command], env=env)
     assert "usage:" not in result.stderr, result.stderr
     assert result.returncode != 2, result.stderr
     if result.returncode == 3:

@@ -132,7 +132,7 @@ def test_dockerignore_keeps_the_context_small() -> None:
                  "data/300w/a.pts", "service/__pycache__/app.cpython-311.pyc", ".mypy_cache/x",
                  "engines/a.engine", "docs/deploy.md", "train/loop.py"):  # fmt: skip
         assert excluded(path), f"{path} would be sent to the Docker daemon"
-    for path in ("pyproject.toml", "README.md", "service/app.py", "model_store/models",
+    for path in ("pyproject.toml", "README.md", "service/app.py", "model_store/models", "tools/cli.py",
                  "runtime/cascade.py", "docker/healthcheck.py", "docker/entrypoint.sh"):  # fmt: skip
         assert not excluded(path), f"{path} is needed by the image build"
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import http.server
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -14,6 +13,7 @@ from typing import ClassVar
 import pytest
 
 from tests.deploy.conftest import DOCKER
+from tools.net import free_port
 
 SCRIPT = DOCKER / "healthcheck.py"
 
@@ -68,10 +68,7 @@ def test_not_ready_service_is_unhealthy(server: http.server.HTTPServer) -> None:
 
 
 def test_nothing_listening_is_unhealthy() -> None:
-    with socket.socket() as sock:  # a port that was free a moment ago and has no listener now
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    result = check(port)
+    result = check(free_port())  # a port that was free a moment ago and has no listener now
     assert result.returncode == 1
     assert "unhealthy" in result.stderr
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.deploy.conftest import DOCKER, find_tool, missing_tool
+from tools.net import free_port
 
 NGINX_CONF = DOCKER / "nginx.conf"
 
@@ -30,13 +31,6 @@ def nginx() -> str:
         missing_tool("nginx", "apt-get install nginx")
     assert tool is not None
     return tool
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class Upstream:

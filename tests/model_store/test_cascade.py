@@ -38,6 +38,34 @@ def test_crop_matches_warp_affine(centre: tuple[float, float], side: float, angl
     np.testing.assert_allclose(got, expected, atol=1e-3)  # float32 resampling: warp_affine's values
 
 
+def test_crop_of_a_strided_or_grey_image_matches_warp_affine() -> None:
+    image = np.random.default_rng(3).integers(0, 256, (100, 120, 3), dtype=np.uint8)
+    m = similarity((60.0, 45.0), 50.0, 32, 0.3)
+    np.testing.assert_allclose(crop(image[:, ::-1], m, 32), warp_affine(image[:, ::-1], m, 32), atol=1e-3)
+    grey = image[..., 1]
+    got = crop(grey, m, 32)
+    assert got.shape == (32, 32)
+    np.testing.assert_allclose(got, warp_affine(grey, m, 32), atol=1e-3)
+
+
+def test_crop_cost_follows_the_crop_not_the_window() -> None:
+    """A whole-image box on a large image: the crop reads 4 * S * S pixels and allocates crop-sized
+    arrays, never a copy of the window (a float32 window of this image would be 190 MB)."""
+    import tracemalloc
+
+    image = np.zeros((4000, 4000, 3), dtype=np.uint8)
+    image[::7] = 200
+    whole = crop_matrix_from_box(np.array([0.0, 0.0, 4000.0, 4000.0]), 64, RULE)
+    tracemalloc.start()
+    try:
+        got = crop(image, whole, 64)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4_000_000, peak
+    np.testing.assert_allclose(got, warp_affine(image, whole, 64), atol=1e-3)
+
+
 def test_stage_matrices_box_for_stage_one_points_for_later_stages() -> None:
     rng = np.random.default_rng(1)
     boxes = np.array([[10.0, 20.0, 90.0, 110.0], [5.0, 5.0, 40.0, 30.0]])

@@ -148,3 +148,12 @@ def test_store_root_from_environment(tmp_path, monkeypatch):
     assert ModelStore().root == tmp_path / "elsewhere"
     monkeypatch.delenv("WINGMARK_MODEL_ROOT")
     assert ModelStore().root.name == "models" and ModelStore().root.parent.name == "model_store"
+
+
+def test_sha256_file_reads_in_chunks(tmp_path):
+    """The one file digest (manifests, the store's verification and the TensorRT engine keys)."""
+    import hashlib
+
+    f = tmp_path / "x.bin"
+    f.write_bytes(b"a" * 3_000_000)
+    assert sha256_file(f, chunk=4096) == sha256_file(f) == hashlib.sha256(b"a" * 3_000_000).hexdigest()

@@ -63,6 +63,46 @@ def _checks(data: dict[str, Any]) -> list[tuple[str, bool]]:
                 ok,
             )
         )
+    if "hostile" in data:
+        h = data["hostile"]
+        for key in ("40mp_32_boxes", "two_40000_ifd_tiffs"):
+            r = h[key]
+            out.append(
+                (
+                    f"hostile ({key}): good requests p50 {r['p50_ms']} ms = {r['p50_over_idle_p50']}x idle p50 "
+                    f"({h['idle']['p50_ms']} ms; limit 5x), p95 {r['p95_over_idle_p50']}x, {r['errors']} errors",
+                    r["p50_over_idle_p50"] <= 5.0 and r["errors"] == 0,
+                )
+            )
+    if "disconnects" in data:
+        d = data["disconnects"]
+        for key in ("mid_upload", "after_body_with_detection"):
+            r = d[key]
+            ok = r["added_500"] == 0 and r["added_499"] == r["clients"]
+            if key == "after_body_with_detection":
+                ok = ok and r["detections_completed"] <= 0.1 * r["clients"]
+                ok = ok and r["server_cpu_seconds"] <= 0.25 * r["cpu_seconds_if_all_ran"]
+            out.append(
+                (
+                    f"disconnects ({key}): {r['clients']} clients, +{r['added_500']} 500s, +{r['added_499']} 499s, "
+                    f"{r['detections_completed']} detections completed, {r['server_cpu_seconds']} s server CPU",
+                    ok,
+                )
+            )
+        out.append(
+            (
+                f"disconnects: {d['tracebacks_in_log']} tracebacks in the server log",
+                d["tracebacks_in_log"] == 0,
+            )
+        )
+    if "odd" in data:
+        images = data["odd"]["images"]
+        out.append(
+            (
+                f"odd images: {sum(r['ok'] for r in images.values())}/{len(images)} answered 200 as Pillow reads them",
+                all(r["ok"] for r in images.values()),
+            )
+        )
     return out
 
 
@@ -168,4 +208,53 @@ def write(data: dict[str, Any], docs: Path) -> None:
                   f"the first 1,000, {s['rss_end_bytes'] / mib:.1f} MiB at the end, {s['rss_max_bytes'] / mib:.1f} MiB at most: growth after warm-up",
                   f"{100 * s['rss_growth_after_warmup']:.1f} % (limit 10 %). Sampled every 1,000 requests:", "",
                   f"![server RSS during the soak]({PLOT})", ""]  # fmt: skip
+    if "hostile" in data:
+        h = data["hostile"]
+        lines += ["", "## Hostile requests beside good ones", "",
+                  "One client sends good requests (96x96 PNGs with a client box, checked against their idle answers)",
+                  f"one after another, {h['idle']['requests']} idle, then {h['idle']['requests']} while hostile requests run from other clients:",
+                  *(f"- `{k}`: {v}" for k, v in h["hostile_requests"].items()),
+                  "", "Default settings and models (decode pool of 2 threads, one crop thread, crops in turns of 8 faces);",
+                  f"{h.get('cpu', 'CPU not recorded')}, load average {h.get('load_average_at_start', '?')} at the start (the machine is shared:",
+                  "latencies carry its noise; the ratios compare runs made minutes apart).", "",
+                  "| run | p50 ms | p95 ms | max ms | p50 / idle p50 | p95 / idle p50 | errors | hostile statuses (per client) | hostile mean s |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+                  f"| idle | {h['idle']['p50_ms']} | {h['idle']['p95_ms']} | {h['idle']['max_ms']} | 1 | | {h['idle']['errors']} | | |"]  # fmt: skip
+        for key in ("40mp_32_boxes", "two_40000_ifd_tiffs"):
+            r = h[key]
+            statuses = "; ".join(str(x["statuses"]) for x in r["hostile"])
+            means = ", ".join(str(x["mean_seconds"]) for x in r["hostile"])
+            lines.append(f"| {key} | {r['p50_ms']} | {r['p95_ms']} | {r['max_ms']} | {r['p50_over_idle_p50']} | {r['p95_over_idle_p50']} | {r['errors']} | {statuses} | {means} |")  # fmt: skip
+    if "disconnects" in data:
+        d = data["disconnects"]
+        lines += ["", "## Client hang-ups", "",
+                  "Raw sockets that send a request head declaring a 640x480 JPEG (no box: it needs detection) and then",
+                  "either half of the body (`mid_upload`) or all of it (`after_body_with_detection`), and close at once.",
+                  "Counted from the server's own metrics and CPU time (`/proc/<pid>/stat`); one such request, answered,",
+                  f"costs {d['detection_request_cpu_seconds']} s of server CPU ({d['detection_request_seconds']} s wall).", "",
+                  "| run | clients | added 500 | added 499 | rejected client_disconnected | detections completed | server CPU s | CPU s had all run | wall s |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+        for key in ("mid_upload", "after_body_with_detection"):
+            r = d[key]
+            lines.append(f"| {key} | {r['clients']} | {r['added_500']} | {r['added_499']} | {r['added_rejected_client_disconnected']} | "
+                         f"{r['detections_completed']} | {r['server_cpu_seconds']} | {r['cpu_seconds_if_all_ran'] or ''} | {r['seconds']} |")  # fmt: skip
+        lines += [
+            "",
+            f"Server log: {d['tracebacks_in_log']} tracebacks, {d['disconnect_log_lines']} `client disconnected` lines (one per hang-up).",
+        ]
+    if "odd" in data:
+        lines += ["", "## Odd images", "",
+                  "Each sent as `application/octet-stream` with a client box; the size in the answer must be the one",
+                  "`PIL.ImageOps.exif_transpose` gives; the float image's landmarks must be those of the same picture",
+                  "sent as an 8-bit PNG (a float image read as black would get other landmarks).", "",
+                  "| image | status | size answered | size by Pillow | notes | ok |", "| --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+        for name, r in data["odd"]["images"].items():
+            note = (
+                f"{r['max_px_from_8_bit_answer']} px from the 8-bit answer"
+                if "max_px_from_8_bit_answer" in r
+                else ""
+            )
+            lines.append(
+                f"| {name} | {r['status']} | {r.get('size', '')} | {r.get('pillow_size', '')} | {note} | {'yes' if r['ok'] else 'NO'} |"
+            )
     (docs / "reliability.md").write_text("\n".join(lines) + "\n")

@@ -1,8 +1,9 @@
 """``make reliability``: the whole reliability suite against real uvicorn processes, with a report.
 
-    python -m tests.reliability.run [--sections bad,schemathesis,overload,faults,soak] [--soak-requests N]
+    python -m tests.reliability.run [--sections bad,schemathesis,overload,faults,soak,hostile,disconnects,odd]
+        [--soak-requests N]
 
-Each section starts its own server (``python -m service.cli serve``, or ``tests.reliability.faulty``
+Each section starts its own server (``python -m tools.cli serve``, or ``tests.reliability.faulty``
 for the overload and fault sections) with the embedded default models, runs, and its result replaces
 that section in docs/reliability.json; docs/reliability.md is rewritten from the JSON and the soak's
 RSS curve is plotted to docs/img/reliability_soak_rss.png. Progress goes to stderr.
@@ -20,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from tests.e2e.conftest import REPO, Server, start_server
-from tests.reliability import report, suite
+from tests.reliability import hostile, report, suite
 
 DOCS = REPO / "docs"
-SECTIONS = ("bad", "schemathesis", "overload", "faults", "soak")
+SECTIONS = ("bad", "schemathesis", "overload", "faults", "soak", "hostile", "disconnects", "odd")
 
 # The bad-input server: small limits, so that each limit is reachable with small requests.
 BAD_SETTINGS: dict[str, object] = {
@@ -42,7 +43,7 @@ def log(message: str) -> None:
 
 def server(tmp: Path, settings: dict[str, object], *, faulty: bool = False) -> Server:
     """The real service with the embedded default models; WINGMARK_FAULT_* keys go to the faulty backend."""
-    module = "tests.reliability.faulty" if faulty else "service.cli"
+    module = "tests.reliability.faulty" if faulty else "tools.cli"
     return start_server(tmp, {"model_root": REPO / "model_store" / "models", **settings}, module=module)
 
 
@@ -109,6 +110,29 @@ def section_soak(tmp: Path, total: int, concurrency: int) -> dict[str, Any]:
     return _stopped(srv, result)
 
 
+def section_hostile(tmp: Path) -> dict[str, Any]:
+    srv = server(tmp, {})  # the defaults a deployment gets (40-megapixel limit, 32 faces, dlib)
+    result = hostile.run_hostile(srv.url)
+    log(f"hostile: idle p50 {result['idle']['p50_ms']} ms; "
+        + "; ".join(f"{k}: p50 x{result[k]['p50_over_idle_p50']}, errors {result[k]['errors']}"
+                    for k in ("40mp_32_boxes", "two_40000_ifd_tiffs")))  # fmt: skip
+    return _stopped(srv, result)
+
+
+def section_disconnects(tmp: Path, clients: int) -> dict[str, Any]:
+    srv = server(tmp, {"log_level": "info"})
+    result = hostile.run_disconnects(srv.url, srv.process.pid, srv.logs, n=clients)
+    log(f"disconnects: {result}")
+    return _stopped(srv, result)
+
+
+def section_odd(tmp: Path) -> dict[str, Any]:
+    srv = server(tmp, {})
+    result = {"images": hostile.run_odd_images(srv.url)}
+    log(f"odd images: {result}")
+    return _stopped(srv, result)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tests.reliability.run", description=__doc__.split("\n")[0]
@@ -119,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--soak-requests", type=int, default=50_000)
     parser.add_argument("--soak-concurrency", type=int, default=4)
     parser.add_argument("--schemathesis-examples", type=int, default=1000)
+    parser.add_argument("--disconnect-clients", type=int, default=200)
     parser.add_argument("--docs", type=Path, default=DOCS)
     args = parser.parse_args(argv)
     wanted = [s.strip() for s in args.sections.split(",") if s.strip()]
@@ -139,6 +164,12 @@ def main(argv: list[str] | None = None) -> int:
                 result = section_overload(Path(tmp))
             elif name == "faults":
                 result = section_faults(Path(tmp))
+            elif name == "hostile":
+                result = section_hostile(Path(tmp))
+            elif name == "disconnects":
+                result = section_disconnects(Path(tmp), args.disconnect_clients)
+            elif name == "odd":
+                result = section_odd(Path(tmp))
             else:
                 result = section_soak(Path(tmp), args.soak_requests, args.soak_concurrency)
         result["section_seconds"] = round(time.monotonic() - t0, 1)

@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image
 
 from tests.service.images import bomb_png, encode, gradient, truncated
+from tools.bench import percentile
 
 __all__ = [
     "BadInput",
@@ -292,6 +293,16 @@ def bad_inputs(limits: dict[str, int]) -> list[BadInput]:
     def multipart_bad_boxes(c: httpx.Client, url: str) -> httpx.Response:
         return c.post(ENDPOINT, files={"image": ("a.png", png, "image/png")}, data={"boxes": "[[1, 2, 3"})
 
+    def euro_text_field(c: httpx.Client, url: str) -> httpx.Response:
+        return c.post(ENDPOINT, files={"image": (None, "€".encode())}, params={"box": box})
+
+    def form_boxes(value: str) -> Sender:
+        return lambda c, url: c.post(
+            ENDPOINT, files={"image": ("a.png", png, "image/png")}, data={"boxes": value}
+        )
+
+    deep = "[" * 100_000 + "]" * 100_000
+
     def get_landmarks(c: httpx.Client, url: str) -> httpx.Response:
         return c.get(ENDPOINT)
 
@@ -471,6 +482,57 @@ def bad_inputs(limits: dict[str, int]) -> list[BadInput]:
             422,
             _json(None, raw_text=f'{{"image": "{b64}", "deadline_ms": NaN, "boxes": [[1, 1, 50, 50]]}}'),
         ),
+        # found by the adversarial test of issue 20 (each was a 500 before)
+        BadInput("multipart text field image=€", "multipart", 400, euro_text_field),
+        BadInput(
+            "box coordinate of 400 digits (JSON)",
+            "boxes",
+            400,
+            _json(None, raw_text=f'{{"image": "{b64}", "boxes": [[{"9" * 400}, 1, 2, 3]]}}'),
+        ),
+        BadInput(
+            "box coordinate of 400 digits (form)", "multipart", 400, form_boxes(f"[[1, 1, {'9' * 400}, 9]]")
+        ),
+        BadInput(
+            "JSON body nested 100,000 deep",
+            "json",
+            400,
+            _json(None, raw_text=f'{{"image": "{b64}", "boxes": {deep}}}'),
+        ),
+        BadInput("form boxes nested 100,000 deep", "multipart", 400, form_boxes(deep)),
+        BadInput(
+            "query boxes nested 3,000 deep",
+            "boxes",
+            400,
+            _raw(png, "image/png", boxes="[" * 3000 + "]" * 3000),
+        ),
+        BadInput(
+            "max_faces=Infinity (JSON)",
+            "parameters",
+            422,
+            _json(None, raw_text=f'{{"image": "{b64}", "boxes": [[1, 1, 50, 50]], "max_faces": Infinity}}'),
+        ),
+        BadInput(
+            "max_faces=1e400 (JSON)",
+            "parameters",
+            422,
+            _json(None, raw_text=f'{{"image": "{b64}", "boxes": [[1, 1, 50, 50]], "max_faces": 1e400}}'),
+        ),
+        BadInput(
+            "deadline_ms of 400 digits (JSON)",
+            "parameters",
+            422,
+            _json(
+                None, raw_text=f'{{"image": "{b64}", "boxes": [[1, 1, 50, 50]], "deadline_ms": {"9" * 400}}}'
+            ),
+        ),
+        BadInput(
+            "box of sub-ULP size",
+            "boxes",
+            400,
+            _raw(png, "image/png", box="10,10,10.000000000000002,10.000000000000002"),
+        ),
+        BadInput("boxes=[[]]", "boxes", 400, _raw(png, "image/png", boxes="[[]]")),
         # HTTP level
         BadInput("body over max_request_bytes (content-length)", "http", 413, _raw(big, "image/png")),
         BadInput("body over max_request_bytes (chunked)", "http", 413, chunked_oversize),
@@ -540,12 +602,6 @@ def _count(values: Any) -> dict[str, int]:
     for v in values:
         out[v] = out.get(v, 0) + 1
     return dict(sorted(out.items()))
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    return float(np.percentile(np.asarray(values), q))
 
 
 # -- overload ----------------------------------------------------------------------------------------

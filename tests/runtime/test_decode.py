@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import io
+import time
+
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from runtime.decode import ImageDecodeError, ImageTooLargeError, decode_image
-from tests.service.images import bomb_png, encode, exif_rotated_jpeg, gradient, png16_rgb, truncated
+from tests.service.images import (
+    bomb_png,
+    encode,
+    exif_orientation_jpeg,
+    exif_rotated_jpeg,
+    gradient,
+    mpo,
+    png16_rgb,
+    tiff_ifd_chain,
+    truncated,
+)
 
 LIMIT = 10_000_000
 
@@ -114,3 +127,87 @@ def test_reduce_leaves_other_formats_whole_and_is_checked() -> None:
     assert decode_image(png, max_pixels=LIMIT, reduce=4).pixels.shape == (48, 64, 3)
     with pytest.raises(ValueError, match="reduce"):
         decode_image(png, max_pixels=LIMIT, reduce=3)
+
+
+# -- EXIF exactly as PIL.ImageOps.exif_transpose, whatever the tag's type ---------------------------------
+@pytest.mark.parametrize(
+    "kind, values",
+    [("SHORT", (6,)), ("SHORT", (3,)), ("SHORT", (8,)), ("SHORT", (9,)), ("SHORT", (0,)), ("LONG", (6,)),
+     ("BYTE", (5,)), ("ASCII", ("6",)), ("RATIONAL", ((6, 1),)), ("RATIONAL", ((13, 2),)),
+     ("RATIONAL", ((12, 2),)), ("FLOAT", (6.0,)), ("FLOAT", (6.5,)), ("DOUBLE", (8.0,)), ("SHORT", (6, 3))],
+    ids=lambda v: str(v),
+)  # fmt: skip
+def test_exif_orientation_of_any_type_is_read_exactly_as_exif_transpose(
+    kind: str, values: tuple[object, ...]
+) -> None:
+    stored = gradient(96, 64)
+    data = exif_orientation_jpeg(stored, kind, *values)
+    expected = ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB")
+    out = decode_image(data, max_pixels=LIMIT)
+    assert (out.width, out.height) == expected.size
+    assert (out.pixels == np.asarray(expected)).all()
+    turned = (
+        expected.size != (96, 64)
+        or not (np.asarray(expected) == np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))).all()
+    )
+    assert (out.orientation != 1) == turned
+
+
+def test_a_reduced_jpeg_decode_keeps_the_orientation_and_the_original_size() -> None:
+    stored = np.asarray(Image.fromarray(gradient(96, 64)).resize((1536, 1024)))
+    out = decode_image(exif_orientation_jpeg(stored, "RATIONAL", (6, 1)), max_pixels=LIMIT, max_side=256)
+    assert (out.width, out.height, out.orientation) == (1024, 1536, 6)
+    assert out.pixels.shape == (384, 256, 3) and out.scale_x == pytest.approx(4.0)
+
+
+# -- 16-bit and float images scaled by their range -----------------------------------------------------
+@pytest.mark.parametrize("top", [1.0, 255.0, 65535.0])
+def test_float_images_are_scaled_by_the_range_they_use(top: float) -> None:
+    ramp = np.linspace(0.0, 1.0, 64 * 96, dtype=np.float32).reshape(64, 96)
+    out = decode_image(encode(Image.fromarray(ramp * np.float32(top), mode="F"), "TIFF"), max_pixels=LIMIT)
+    assert out.mode == "F"
+    expected = np.round(ramp * 255.0)
+    assert np.abs(out.pixels[..., 0].astype(float) - expected).max() <= 1.0
+
+
+def test_float_images_with_negative_or_huge_values_or_nan_are_stretched_to_their_own_range() -> None:
+    ramp = np.linspace(-3.0, 5.0, 64 * 96, dtype=np.float32).reshape(64, 96)
+    ramp[0, 1] = np.nan
+    out = decode_image(encode(Image.fromarray(ramp, mode="F"), "TIFF"), max_pixels=LIMIT)
+    assert out.pixels[0, 0, 0] == 0 and out.pixels[-1, -1, 0] == 255 and out.pixels[0, 1, 0] == 0
+    assert abs(int(out.pixels[32, 48, 0]) - 128) <= 2
+
+
+def test_32_bit_integer_images_use_the_8_or_16_bit_range_their_values_fit() -> None:
+    ints = np.linspace(0, 200, 64 * 96).reshape(64, 96).astype(np.int32)
+    out = decode_image(encode(Image.fromarray(ints, mode="I"), "TIFF"), max_pixels=LIMIT)
+    assert out.pixels[-1, -1, 0] == 200  # 0..255 kept as it is
+    ints = np.linspace(0, 65535, 64 * 96).reshape(64, 96).astype(np.int32)
+    out = decode_image(encode(Image.fromarray(ints, mode="I"), "TIFF"), max_pixels=LIMIT)
+    expected = np.round(ints / 65535 * 255)
+    assert np.abs(out.pixels[..., 0] - expected).max() <= 1 and out.pixels[-1, -1, 0] == 255
+
+
+# -- multi-picture files: the first picture, with bounded work --------------------------------------------
+def test_an_mpo_jpeg_is_decoded_as_its_first_picture() -> None:
+    first, second = gradient(96, 64), np.full((64, 96, 3), 255, np.uint8)
+    out = decode_image(mpo(first, second), max_pixels=LIMIT)
+    assert out.format == "MPO" and (out.width, out.height) == (96, 64)
+    assert np.abs(out.pixels.astype(int) - first.astype(int)).mean() < 12
+
+
+def test_a_tiff_with_40000_chained_ifds_decodes_its_first_frame_without_walking_them() -> None:
+    data = tiff_ifd_chain(40_000)
+    started = time.perf_counter()
+    out = decode_image(data, max_pixels=LIMIT)
+    elapsed = time.perf_counter() - started
+    assert out.pixels.shape == (16, 16, 3) and (out.pixels == 90).all()
+    assert elapsed < 0.5, elapsed  # walking the chain takes several seconds
+
+
+def test_an_animated_gif_is_decoded_as_its_first_frame() -> None:
+    frames = [Image.fromarray(np.full((32, 32, 3), v, np.uint8)) for v in (40, 200, 120)]
+    buf = io.BytesIO()
+    frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:])
+    out = decode_image(buf.getvalue(), max_pixels=LIMIT)
+    assert abs(int(out.pixels.mean()) - 40) <= 2

@@ -9,7 +9,6 @@ still depending on the pixels (so batching mistakes would show).
 
 from __future__ import annotations
 
-import hashlib
 import math
 import tempfile
 from pathlib import Path
@@ -18,7 +17,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from model_store.manifest import BoxCalibrationSpec, Manifest, StageSpec
+from model_store.manifest import BoxCalibrationSpec, Manifest, StageSpec, sha256_file
 from model_store.schemes import get_scheme
 from model_store.store import ModelStore, ModelVersion
 
@@ -122,10 +121,6 @@ def _write_torchscript(path: Path, scheme_name: str, size: int, seed: int) -> bo
     return True
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def publish_test_model(
     root: Path,
     scheme_name: str = "ibug68",
@@ -157,7 +152,7 @@ def publish_test_model(
                     architecture="test-conv-gap-fc",
                     input_size=size,
                     file=onnx_name,
-                    sha256=_sha256(src),
+                    sha256=sha256_file(src),
                     checkpoint=checkpoint,
                 )
             )

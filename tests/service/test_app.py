@@ -4,7 +4,6 @@ failing backend (a thin wrapper around the real ONNX Runtime backend), and wingm
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -15,7 +14,6 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from PIL import Image
 
 import service.models
 from model_store.store import ModelVersion
@@ -278,31 +276,6 @@ def test_requests_need_boxes_without_a_detector(test_store: Path) -> None:
     run(main())
 
 
-def test_predict_in_process_prints_and_draws(
-    test_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    from service.predict import main
-
-    monkeypatch.setenv("WINGMARK_MODEL_ROOT", str(test_store))
-    monkeypatch.setenv("WINGMARK_DETECTOR", "none")
-    image = tmp_path / "face.png"
-    image.write_bytes(FACE)
-    out = tmp_path / "drawn.png"
-    assert (
-        main([str(image), "--box", "20,20,140,140", "--scheme", "aflw19", "--json", "--draw", str(out)]) == 0
-    )
-    printed = capsys.readouterr().out
-    result = json.loads(printed[: printed.rindex("}") + 1])
-    assert result["model"]["name"] == "test-aflw19" and len(result["faces"][0]["landmarks"]) == 19
-    drawn = np.asarray(Image.open(out).convert("RGB")).astype(int)
-    original = np.asarray(Image.open(image).convert("RGB")).astype(int)
-    assert drawn.shape == original.shape and (np.abs(drawn - original).sum(axis=2) > 0).sum() > 50
-    x, y = (round(v) for v in result["faces"][0]["landmarks"][18])  # the chin point is painted red
-    assert tuple(drawn[y, x]) == (255, 60, 60)
-    assert main([str(image), "--box", "200,200,300,300"]) == 1  # box outside the image: a clean error
-    assert "lies outside the 160x160 image" in capsys.readouterr().err
-
-
 def test_lifespan_stop_drains_threads(test_store: Path) -> None:
     before = threading.active_count()
 
@@ -324,7 +297,7 @@ def test_the_serving_path_never_imports_torch_or_onnx(test_store: Path) -> None:
 import asyncio, sys
 from service.landmarking import LandmarkRequest, LandmarkService
 from service.settings import Settings
-import service.app, service.server, service.predict, service.bench, service.client, service.cli
+import service.app, service.server
 async def main():
     s = LandmarkService(Settings(model_root={str(test_store)!r}))
     await s.start(background=False)

@@ -240,6 +240,39 @@ def test_cancelled_callers_are_skipped() -> None:
     assert worker.batches == [[0], [3]]
 
 
+@pytest.mark.parametrize("how", ["cancelled", "expired"])
+def test_callers_that_give_up_free_their_queue_slots_at_once_and_are_never_run(how: str) -> None:
+    """While the device is busy, a caller that is cancelled (client gone) or whose deadline passes
+    frees its queue slots at once: a request that needs them is admitted, not refused with 429."""
+    worker = FakeWorker()
+    worker.gate.clear()
+
+    async def main() -> None:
+        batcher, _ = make(worker, max_batch_size=8, max_queue_delay_s=0.0, queue_limit=4)
+        blocker = asyncio.ensure_future(batcher.submit(0))
+        while not worker.entered.is_set():
+            await asyncio.sleep(0.005)
+        deadline = time.monotonic() + 0.05 if how == "expired" else None
+        gone = asyncio.ensure_future(batcher.submit_many([1, 2, 3, 4], deadline=deadline))
+        await asyncio.sleep(0.01)
+        assert batcher.queued == 4
+        if how == "cancelled":
+            gone.cancel()
+        with pytest.raises(asyncio.CancelledError if how == "cancelled" else DeadlineExceededError):
+            await gone
+        assert batcher.queued == 0  # the device is still busy with the blocker
+        later = asyncio.ensure_future(batcher.submit_many([5, 6, 7, 8]))
+        await asyncio.sleep(0.01)
+        worker.gate.set()
+        await blocker
+        assert [o.value for o in await later] == [10, 12, 14, 16]
+        assert batcher.queued == 0
+        await batcher.stop()
+
+    run(main())
+    assert worker.batches == [[0], [5, 6, 7, 8]]
+
+
 def test_stop_drains_admitted_work_then_refuses_new_items() -> None:
     worker = FakeWorker()
     worker.delay = 0.01

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from runtime.detectors import box_iou
+from runtime.detectors import box_from_dlib_rect, box_iou
 from service.landmarking import LandmarkRequest, LandmarkService
 from service.settings import Settings
 from tests.service.images import encode, exif_rotated_jpeg
@@ -66,14 +66,16 @@ def _reference(detector: Any, pixels: np.ndarray) -> np.ndarray:
     boxes: list[list[float]] = []
     for upsample in runs:
         for r in detector(np.ascontiguousarray(pixels), upsample):
-            box = [r.left(), r.top(), r.right() + 1, r.bottom() + 1]
+            box = box_from_dlib_rect(r)
             if not boxes or box_iou(np.array([box]), np.array(boxes)).max() < 0.3:
                 boxes.append(box)
     return np.array(boxes, dtype=np.float64).reshape(-1, 4)
 
 
 async def _service_boxes(jobs: list[tuple[str, bytes]]) -> list[np.ndarray]:
-    service = LandmarkService(Settings())  # the defaults a deployment gets
+    # the defaults a deployment gets, but the time: the requests' own deadline_ms (60 s) is capped by the
+    # service's (10 s by default), and dlib on the 3000-px variants takes 8-12 s on a loaded 2-core machine
+    service = LandmarkService(Settings(deadline_ms=120_000))
     await service.start(background=False)
     try:
         assert service.ready, service.not_ready_reason()

@@ -4,6 +4,7 @@ calibration and the mapping back to image pixels."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -163,3 +164,46 @@ def test_service_equals_the_evaluation_path_on_the_default_model() -> None:
             assert np.abs(served - stage1).mean() > 0.3  # stage 2 moved the points: it ran
     finally:
         backend.close()
+
+
+def _predict(data: bytes, decode_max_side: int, boxes: list[list[float]] | None = None) -> Any:
+    import asyncio
+
+    from service.landmarking import LandmarkRequest, LandmarkService
+    from service.settings import Settings
+
+    async def main() -> Any:
+        service = LandmarkService(Settings(decode_max_side=decode_max_side))  # default models, dlib
+        await service.start(background=False)
+        try:
+            return await service.predict(LandmarkRequest(data, boxes=boxes, deadline_ms=60_000))
+        finally:
+            await service.stop()
+
+    return asyncio.run(main())
+
+
+def test_a_reduced_jpeg_decode_answers_in_original_pixels(photos: Path) -> None:
+    """A JPEG decoded at 1/2 scale: the detector's boxes and the landmarks (detected or from a client
+    box) come back in the original pixel grid, where a full decode puts them."""
+    from PIL import Image
+
+    from tests.service.images import encode
+
+    photo = Image.open(photos / "audrey.jpg").convert("RGB")
+    k = 1600 / max(photo.size)
+    big = np.asarray(
+        photo.resize((round(photo.width * k), round(photo.height * k)), Image.Resampling.LANCZOS)
+    )
+    data = encode(big, "JPEG", quality=95)
+    full, reduced = _predict(data, 4096), _predict(data, 800)
+    assert reduced.image.scale_x == pytest.approx(2.0, rel=0.01)  # it really was decoded at 1/2
+    assert full.image.scale_x == 1.0 and (reduced.image.width, reduced.image.height) == big.shape[1::-1]
+    assert len(full.faces) == len(reduced.faces) == 1
+    f, r = full.faces[0], reduced.faces[0]
+    side = f.box[2] - f.box[0]
+    assert np.abs(np.subtract(r.box, f.box)).max() < 0.08 * side, (r.box, f.box)
+    assert np.abs(np.subtract(r.landmarks, f.landmarks)).mean() < 0.03 * side
+    client_full, client_reduced = _predict(data, 4096, [f.box]), _predict(data, 800, [f.box])
+    diff = np.subtract(client_reduced.faces[0].landmarks, client_full.faces[0].landmarks)
+    assert np.abs(diff).mean() < 0.03 * side

@@ -51,7 +51,7 @@ async def _served(data: bytes, boxes: list[list[float]] | None) -> dict[str, Any
 
 
 def _predicted(path: Path, box: list[float] | None, capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
-    from service.predict import main
+    from tools.predict import main
 
     capsys.readouterr()
     args = [str(path), "--json"] + (["--box", ",".join(f"{v:.2f}" for v in box)] if box else [])

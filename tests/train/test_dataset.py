@@ -89,8 +89,42 @@ def test_training_crops_use_the_tight_landmark_box() -> None:
     face = _face(0.0, (80, 80), 60, 0)
     face.box = np.array([10.0, 5.0, 150.0, 155.0], dtype=np.float32)  # a loose dataset box (AFLW style)
     ds = CropDataset([face], np.array([0]), IBUG68, 64, CropRule(scale=1.25), Normalisation(), None, seed=0)
-    x, y = ds[0]  # augment=None: the deterministic crop
+    x, y, w = ds[0]  # augment=None: the deterministic crop
+    assert w.shape == (68,) and bool((w == 1).all())  # no point_weights in meta: all ones
     assert x.shape == (3, 64, 64) and y.shape == (136,)
     pts = y.numpy().reshape(68, 2) * 64  # crop pixels
     assert float(np.ptp(pts, axis=0).max()) == pytest.approx(64 / 1.25, rel=1e-4)
     np.testing.assert_allclose((pts.min(axis=0) + pts.max(axis=0)) / 2, [32.0, 32.0], atol=1e-3)
+
+
+def test_training_crops_carry_point_weights_through_the_mirror() -> None:
+    from train.data.augment import AugmentConfig
+    from train.dataset import CropDataset
+
+    face = _face(0.0, (80, 80), 60, 0)
+    weights = np.linspace(0.0, 1.0, 68).astype(np.float32)
+    face.meta["point_weights"] = weights
+    always = AugmentConfig(
+        rotation_deg=0.0,
+        translate=0.0,
+        scale=(1.0, 1.0),
+        flip_prob=1.0,
+        photometric=False,
+        blur_prob=0.0,
+        occlusion_prob=0.0,
+    )
+    never = AugmentConfig(
+        rotation_deg=0.0,
+        translate=0.0,
+        scale=(1.0, 1.0),
+        flip_prob=0.0,
+        photometric=False,
+        blur_prob=0.0,
+        occlusion_prob=0.0,
+    )
+    rule = CropRule(scale=1.25)
+    _, _, w_plain = CropDataset([face], np.array([0]), IBUG68, 64, rule, Normalisation(), never, seed=0)[0]
+    _, _, w_flip = CropDataset([face], np.array([0]), IBUG68, 64, rule, Normalisation(), always, seed=0)[0]
+    np.testing.assert_array_equal(w_plain.numpy(), weights)
+    np.testing.assert_array_equal(w_flip.numpy(), weights[IBUG68.flip_permutation])
+    assert not np.array_equal(w_flip.numpy(), weights)  # the mirror re-ordered them

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -12,13 +11,8 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+from tools.net import free_port
 from train.config import resolve
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _worker(rank: int, world: int, port: int, cfg: dict[str, Any]) -> None:
@@ -49,7 +43,7 @@ def test_two_process_ddp_on_cpu(tmp_path: Path) -> None:
             "stage2": {"enabled": False},
         }
     )
-    mp.spawn(_worker, args=(2, _free_port(), cfg), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), cfg), nprocs=2, join=True)
     rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     val_steps = [r["step"] for r in rows if r["kind"] == "val"]
     # sharded: 8 faces / 2 processes / batch 2 = 2 steps per epoch, 2 epochs = 4 steps (unsharded: 8);

@@ -119,6 +119,25 @@ def test_landmark_loss_converts_crop_units_to_pixels() -> None:
     assert got3 == pytest.approx(got)
 
 
+def test_landmark_loss_weights_points() -> None:
+    s = 64
+    target = torch.full((2, 6), 0.5, dtype=torch.float64)  # N=2, K=3
+    pred = target.clone()
+    pred[0, 0] += 1.0 / s  # sample 0, point 0, x: 1 px
+    pred[0, 3] += 2.0 / s  # sample 0, point 1, y: 2 px
+    pred[1, 5] -= 4.0 / s  # sample 1, point 2, y: 4 px
+    pen = make_loss({"name": "l1"})
+    w = torch.tensor([[1.0, 0.5, 1.0], [1.0, 1.0, 0.0]], dtype=torch.float64)
+    # sample 0: 1 * 1 + 0.5 * 2 = 2; sample 1: 0 * 4 = 0; mean 1
+    assert float(landmark_loss(pred, target, s, pen, w)) == pytest.approx(1.0)
+    ones = torch.ones(2, 3, dtype=torch.float64)
+    assert float(landmark_loss(pred, target, s, pen, ones)) == pytest.approx(
+        float(landmark_loss(pred, target, s, pen))
+    )
+    with pytest.raises(ValueError, match="weights"):
+        landmark_loss(pred, target, s, pen, torch.ones(2, 6))
+
+
 def test_landmark_loss_rejects_bad_inputs() -> None:
     pen = make_loss({"name": "l1"})
     with pytest.raises(ValueError):

@@ -21,7 +21,7 @@ from model_store.geometry import CropRule, apply_affine, warp_affine
 from model_store.schemes import Scheme
 from train.data.types import Sample
 
-__all__ = ["AugmentConfig", "augment_matrix", "make_crop", "photometric"]
+__all__ = ["AugmentConfig", "augment_matrix", "make_crop", "make_crop_flip", "photometric"]
 
 
 @dataclass(frozen=True)
@@ -132,6 +132,22 @@ def make_crop(
     Returns:
         (crop [S, S, 3] float32 0..255 RGB, points [K, 2] float32 in crop pixels).
     """
+    crop, pts, _ = make_crop_flip(sample, scheme, size, rule, rng, cfg, init_points=init_points)
+    return crop, pts
+
+
+def make_crop_flip(
+    sample: Sample,
+    scheme: Scheme,
+    size: int,
+    rule: CropRule,
+    rng: np.random.Generator | None,
+    cfg: AugmentConfig | None,
+    *,
+    init_points: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, bool]:
+    """:func:`make_crop`, also saying whether the crop was mirrored (points re-ordered by the
+    scheme's flip permutation), so that per-point data (e.g. label weights) can follow the points."""
     if sample.scheme != scheme.name:
         raise ValueError(f"sample is in scheme {sample.scheme!r}, asked for {scheme.name!r}")
     pts = np.asarray(sample.points, dtype=np.float64)
@@ -158,4 +174,4 @@ def make_crop(
             crop = _blur(crop, rng.uniform(0.3, cfg.blur_sigma) * size / 128)
         if rng.random() < cfg.occlusion_prob:
             crop = _occlude(crop, rng)
-    return np.asarray(crop, dtype=np.float32), out_pts.astype(np.float32)
+    return np.asarray(crop, dtype=np.float32), out_pts.astype(np.float32), flipped

@@ -1,7 +1,7 @@
 """Helper run by the *separate* MediaPipe virtual environment (``<cache>/mp-venv``), never imported by
 wingmark itself: MediaPipe 0.10.21 needs numpy<2 and protobuf 4, so it lives in its own process.
 
-It imports nothing from this project. Two jobs, each reading a JSON request file and writing a JSON
+It imports nothing from this project. Three jobs, each reading a JSON request file and writing a JSON
 answer file:
 
 ``frames REQUEST ANSWER``: decode videos with PyAV and save sparse frames as JPEG.
@@ -12,6 +12,10 @@ answer file:
     request: {"crops": [{"id", "file"}]} (PNG crops made by the caller around one face each)
     answer: {"model": ..., "faces": {id: [[x, y] * 468] | null}} in the crop's pixel coordinates
     (origin at the top-left corner of the top-left pixel).
+
+``mesh3d REQUEST ANSWER``: as ``mesh``, with each point's depth: ``[[x, y, z] * 468] | null`` where
+    x, y are as above and z is MediaPipe's relative depth scaled like x (times the crop's width, as
+    MediaPipe documents), smaller nearer the camera, 0 near the head's centre plane.
 """
 
 from __future__ import annotations
@@ -55,7 +59,7 @@ def _frames(request: dict[str, Any]) -> dict[str, Any]:
     return {"videos": answers}
 
 
-def _mesh(request: dict[str, Any]) -> dict[str, Any]:
+def _mesh(request: dict[str, Any], with_depth: bool = False) -> dict[str, Any]:
     import mediapipe as mp
     import numpy as np
     from PIL import Image
@@ -74,18 +78,21 @@ def _mesh(request: dict[str, Any]) -> dict[str, Any]:
             else:
                 h, w = rgb.shape[:2]
                 lms = result.multi_face_landmarks[0].landmark
-                faces[crop["id"]] = [[float(p.x) * w, float(p.y) * h] for p in lms]
+                if with_depth:
+                    faces[crop["id"]] = [[float(p.x) * w, float(p.y) * h, float(p.z) * w] for p in lms]
+                else:
+                    faces[crop["id"]] = [[float(p.x) * w, float(p.y) * h] for p in lms]
             if (n + 1) % 50 == 0 or n + 1 == len(crops):
                 print(f"mesh: {n + 1}/{len(crops)} crops", file=sys.stderr, flush=True)
     return {"model": f"mediapipe {mp.__version__} face_mesh (face_landmark.tflite)", "faces": faces}
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 3 or argv[0] not in {"frames", "mesh"}:
-        print("usage: real_worker.py frames|mesh REQUEST.json ANSWER.json", file=sys.stderr)
+    if len(argv) != 3 or argv[0] not in {"frames", "mesh", "mesh3d"}:
+        print("usage: real_worker.py frames|mesh|mesh3d REQUEST.json ANSWER.json", file=sys.stderr)
         return 2
     request = json.loads(Path(argv[1]).read_text())
-    answer = _frames(request) if argv[0] == "frames" else _mesh(request)
+    answer = _frames(request) if argv[0] == "frames" else _mesh(request, with_depth=argv[0] == "mesh3d")
     Path(argv[2]).write_text(json.dumps(answer))
     return 0
 

@@ -8,7 +8,7 @@ from typing import Any, Protocol, overload, runtime_checkable
 
 import numpy as np
 
-__all__ = ["LandmarkDataset", "Sample", "SampleSequence"]
+__all__ = ["LandmarkDataset", "Sample", "SampleSequence", "client_boxes"]
 
 
 @dataclass
@@ -60,3 +60,19 @@ class SampleSequence(Sequence[Sample]):
         if isinstance(index, slice):
             return [self._load(i) for i in range(*index.indices(len(self)))]
         return self._load(index)
+
+
+def client_boxes(samples: Sequence[Sample]) -> np.ndarray:
+    """The stage-1 face boxes ``[N, 4]`` an evaluation starts from: ``meta["client_box"]`` where a
+    sample carries one (e.g. a detector's box sent as the client box), else the tight box of its
+    landmarks (the documented client-box convention)."""
+    from model_store.geometry import tight_box
+
+    return np.stack(
+        [
+            np.asarray(s.meta["client_box"], dtype=np.float64)
+            if s.meta.get("client_box") is not None
+            else tight_box(np.asarray(s.points, dtype=np.float64))
+            for s in samples
+        ]
+    ).reshape(-1, 4)

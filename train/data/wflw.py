@@ -14,6 +14,11 @@ attributes (pose, expression, illumination, make-up, occlusion, blur) and the im
 Coordinates are taken as 0-based pixel positions (the centre of the top-left pixel is (0, 0), as in
 the OpenCV-based tools the annotations were made with) and converted to the model_store convention
 with x + 0.5. The ``wflw98`` scheme is defined here, not in model_store: only this reader knows it.
+
+Training and evaluation use the schemes the models have: the reader also gives each face as ``ibug68``
+(the 68 of the 98 points that share the iBUG definition, :data:`IBUG68_FROM_WFLW98`) or ``aflw19``
+(those 68 reduced by ``model_store.meanshape.aflw19_from_68``), keeping WFLW's face box. A dataset
+spec ``{kind: wflw, root, split}`` (train.dataset.load_samples) reads it in the config's scheme.
 """
 
 from __future__ import annotations
@@ -25,10 +30,20 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from model_store.meanshape import aflw19_from_68
 from model_store.schemes import Scheme
 from train.data.types import Sample, SampleSequence
 
-__all__ = ["ATTRIBUTES", "WFLW98", "WflwDataset", "load_wflw", "parse_wflw_line"]
+__all__ = [
+    "ATTRIBUTES",
+    "IBUG68_FROM_WFLW98",
+    "SCHEMES",
+    "WFLW98",
+    "WflwDataset",
+    "ibug68_from_wflw98",
+    "load_wflw",
+    "parse_wflw_line",
+]
 
 ATTRIBUTES = ("pose", "expression", "illumination", "makeup", "occlusion", "blur")
 _LISTS = "WFLW_annotations/list_98pt_rect_attr_train_test/list_98pt_rect_attr_{}.txt"
@@ -68,6 +83,26 @@ WFLW98 = Scheme(
 )
 
 
+# The iBUG 68 points inside the 98-point mark-up (0-based): the 17 jaw points are every other contour
+# point, the brows their upper edges, the nose as it is, each eye's six points its corners and the two
+# outer points of each lid (WFLW adds a middle point per lid), both lips as they are.
+IBUG68_FROM_WFLW98: tuple[int, ...] = (
+    *range(0, 33, 2),  # jaw 0-16
+    *range(33, 38), *range(42, 47),  # brows 17-26 (upper edges)
+    *range(51, 60),  # nose bridge 27-30 and lower nose 31-35
+    60, 61, 63, 64, 65, 67,  # right eye 36-41
+    68, 69, 71, 72, 73, 75,  # left eye 42-47
+    *range(76, 96),  # outer mouth 48-59, inner mouth 60-67
+)  # fmt: skip
+
+SCHEMES = ("wflw98", "ibug68", "aflw19")
+
+
+def ibug68_from_wflw98(points: np.ndarray) -> np.ndarray:
+    """[..., 98, D] -> [..., 68, D]: the iBUG points of a WFLW face (a selection, no interpolation)."""
+    return np.asarray(points)[..., list(IBUG68_FROM_WFLW98), :]
+
+
 @dataclass(frozen=True)
 class _Record:
     points: np.ndarray  # [98, 2] model_store convention
@@ -89,13 +124,15 @@ def parse_wflw_line(line: str) -> _Record:
 
 
 class WflwDataset(SampleSequence):
-    """A WFLW split: train, test, or test_<attribute> for one of ``ATTRIBUTES`` (e.g. test_pose)."""
+    """A WFLW split: train, test, or test_<attribute> for one of ``ATTRIBUTES`` (e.g. test_pose), in
+    ``scheme`` (one of :data:`SCHEMES`; default the native ``wflw98``)."""
 
-    scheme = WFLW98.name
-
-    def __init__(self, root: Path | str, split: str) -> None:
+    def __init__(self, root: Path | str, split: str, scheme: str = WFLW98.name) -> None:
+        if scheme not in SCHEMES:
+            raise ValueError(f"WFLW faces are read as one of {list(SCHEMES)}, not {scheme!r}")
         self.root = Path(root)
         self.split = split
+        self.scheme = scheme
         self.name = f"wflw-{split}"
         if split in ("train", "test"):
             source, attribute = split, None
@@ -117,11 +154,15 @@ class WflwDataset(SampleSequence):
         with Image.open(path) as im:
             image = np.asarray(im.convert("RGB"), dtype=np.uint8)
         meta = {"subset": self.name, "path": str(path), **{f"attr_{k}": v for k, v in rec.attributes.items()}}
-        return Sample(
-            image=image, points=rec.points.copy(), box=rec.box.copy(), scheme=self.scheme, meta=meta
-        )
+        points = rec.points.copy()
+        if self.scheme != WFLW98.name:
+            points = ibug68_from_wflw98(points)
+            meta["from"] = WFLW98.name
+        if self.scheme == "aflw19":
+            points = aflw19_from_68(points).astype(np.float32)
+        return Sample(image=image, points=points, box=rec.box.copy(), scheme=self.scheme, meta=meta)
 
 
-def load_wflw(root: Path | str, split: str) -> Sequence[Sample]:
-    """WFLW ``split`` under ``root`` (the folder holding WFLW_annotations and WFLW_images)."""
-    return WflwDataset(root, split)
+def load_wflw(root: Path | str, split: str, scheme: str = WFLW98.name) -> Sequence[Sample]:
+    """WFLW ``split`` under ``root`` (the folder holding WFLW_annotations and WFLW_images), in ``scheme``."""
+    return WflwDataset(root, split, scheme)

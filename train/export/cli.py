@@ -213,13 +213,13 @@ def build_engine_main(argv: list[str]) -> int:
     status = 0
     for i, spec in enumerate(manifest.stages):
         onnx_path = model.path / spec.file
-        key = te.EngineKey(
-            onnx_sha256=te.sha256_file(onnx_path),
+        key = te.engine_key(
+            onnx_path,
+            spec.input_size,
             compute_capability=capability,
             tensorrt_version=trt_version,
             precision=args.precision,
             profile=profile,
-            input_shape=(3, spec.input_size, spec.input_size),
             calibration=calib_id,
         )
         engine_path = te.engine_path_for(cache.root, manifest.name, manifest.version, i, key)

@@ -18,11 +18,10 @@ from typing import Any
 import numpy as np
 
 from model_store.cascade import CascadeGeometry, StageGeometry
-from model_store.geometry import tight_box
 from model_store.schemes import Scheme
 from runtime import Landmarker
 from runtime.cascade import Cascade, RunStage
-from train.data.types import Sample
+from train.data.types import Sample, client_boxes
 from train.metrics import DEFAULT_THRESHOLDS, nme_per_sample, summarise
 
 __all__ = [
@@ -98,7 +97,8 @@ def evaluate_cascade(
 ) -> dict[str, Any]:
     """NME summary (``train.metrics.summarise``) after each stage, plus ``final`` and timing.
 
-    ``boxes`` default to the tight boxes of the ground-truth points (the "client" box). The NME
+    ``boxes`` default to each sample's ``meta["client_box"]``, else the tight box of its ground-truth
+    points (the "client" box). The NME
     normaliser is the scheme's (inter-ocular for ibug68, sqrt of the dataset box area for aflw19).
     """
     cascade = Cascade(CascadeGeometry(stages, scheme), run_stage)
@@ -114,7 +114,7 @@ def evaluate_landmarker(
     batch_size: int = 64,
 ) -> dict[str, Any]:
     """:func:`evaluate_cascade` of a loaded model version through the runtime's facade
-    (``landmarker.landmarks``: its backend, its cascade; tight boxes by default, no detector)."""
+    (``landmarker.landmarks``: its backend, its cascade; client boxes by default, no detector)."""
     scheme = landmarker.cascade.scheme
     return _evaluate(landmarker.landmarks, scheme, samples, boxes, thresholds, batch_size)
 
@@ -130,7 +130,7 @@ def _evaluate(
     gt = np.stack([s.points for s in samples]).astype(np.float64)  # (N, K, 2)
     dataset_boxes = np.stack([np.asarray(s.box, dtype=np.float64) for s in samples])
     normaliser = np.asarray(scheme.normaliser_distance(gt, dataset_boxes), dtype=np.float64)
-    start_boxes = tight_box(gt) if boxes is None else np.asarray(boxes, dtype=np.float64)
+    start_boxes = client_boxes(samples) if boxes is None else np.asarray(boxes, dtype=np.float64)
     timings: dict[str, float] = {}
     preds = predict([s.image for s in samples], start_boxes, batch_size=batch_size, timings=timings)
     report: dict[str, Any] = {"n": len(samples)}

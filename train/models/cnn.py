@@ -7,6 +7,10 @@ more block (512 channels). Batch norm folds into the convolutions at export.
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
+import torch
 from torch import Tensor, nn
 
 from train.models.registry import register_model
@@ -55,6 +59,51 @@ class PlainCNN(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_head(self.forward_features(x))
+
+    def load_pretrained(self, path: str | Path) -> list[str]:
+        """Warm-start from a published stage (a model-store ONNX file exported from this class).
+
+        Export folds each batch norm into its convolution (``conv.weight`` scaled, a conv bias
+        added), so the folded weights go into the convolutions and each batch norm becomes
+        ``x + bias`` (weight 1, running mean 0, running variance ``1 - eps``): with the batch norms
+        in eval mode (``freeze_bn: true`` in the stage config) the network computes exactly the
+        published function, and fine-tuning starts there. Float16-stored weights are widened.
+        Returns the ONNX initialiser names that were loaded.
+        """
+        import onnx
+        from onnx import numpy_helper
+
+        graph = onnx.load(str(path)).graph
+        weights = {
+            init.name.removesuffix("__fp16"): numpy_helper.to_array(init).astype(np.float32)
+            for init in graph.initializer
+        }
+        blocks = sum(1 for k in weights if k.startswith("features.") and k.endswith(".0.weight"))
+        if blocks != len(self.features):
+            raise ValueError(f"{path}: {blocks} conv blocks, this network has {len(self.features)}")
+        own = self.state_dict()
+        new: dict[str, Tensor] = {}
+        used: list[str] = []
+        for b, block in enumerate(self.features):
+            assert isinstance(block, nn.Sequential)
+            conv, bn = block[0], block[1]
+            assert isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)
+            w, bias = weights.get(f"features.{b}.0.weight"), weights.get(f"features.{b}.0.bias")
+            if w is None or bias is None or tuple(w.shape) != tuple(conv.weight.shape):
+                raise ValueError(f"{path}: block {b} does not match this network ({self.input_size} px)")
+            new[f"features.{b}.0.weight"] = torch.from_numpy(w)
+            new[f"features.{b}.1.weight"] = torch.ones_like(bn.weight)
+            new[f"features.{b}.1.bias"] = torch.from_numpy(bias)
+            new[f"features.{b}.1.running_mean"] = torch.zeros_like(bn.running_mean)  # type: ignore[arg-type]
+            new[f"features.{b}.1.running_var"] = torch.full_like(bn.running_var, 1.0 - bn.eps)  # type: ignore[arg-type]
+            used += [f"features.{b}.0.weight", f"features.{b}.0.bias"]
+        for name in ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"):
+            if name not in weights or tuple(weights[name].shape) != tuple(own[name].shape):
+                raise ValueError(f"{path}: {name} missing or of another shape (points / input size differ)")
+            new[name] = torch.from_numpy(weights[name])
+            used.append(name)
+        self.load_state_dict({**own, **new})
+        return used
 
 
 @register_model

@@ -187,10 +187,32 @@ def test_default_cache_dir_from_env(monkeypatch, tmp_path):
     assert te.default_cache_dir() == Path.home() / ".cache" / "wingmark" / "engines"
 
 
-def test_sha256_file(tmp_path):
-    f = tmp_path / "x.bin"
-    f.write_bytes(b"a" * 3_000_000)
-    assert te.sha256_file(f, chunk=4096) == hashlib.sha256(b"a" * 3_000_000).hexdigest()
+def test_engine_key_is_made_in_one_place(tmp_path):
+    """The backend, ``wingmark build-engine`` and ``wingmark engines`` all key engines by engine_key."""
+    onnx = tmp_path / "stage.onnx"
+    onnx.write_bytes(b"onnx-v1")
+    profile = te.BatchProfile(1, 16, 64)
+
+    def key(size: int, precision: str, calibration: str | None = None) -> te.EngineKey:
+        return te.engine_key(
+            onnx,
+            size,
+            compute_capability="8.6",
+            tensorrt_version="10.3.0",
+            precision=precision,
+            profile=profile,
+            calibration=calibration,
+        )
+
+    assert key(64, "fp16", "ignored") == make_key()  # the file's sha256, (3, S, S), no fp16 calibration
+    assert key(64, "int8").calibration == te.DEFAULT_INT8_CALIBRATION
+    assert key(128, "int8", "real:n=64") == make_key(
+        precision="int8", calibration="real:n=64", input_shape=(3, 128, 128)
+    )
+    root = Path(__file__).resolve().parents[3]
+    for module in ("runtime/backends/tensorrt.py", "train/export/cli.py"):
+        source = (root / module).read_text()
+        assert "engine_key(" in source and "EngineKey(" not in source, module
 
 
 def test_cuda_available_reports_a_reason_here():

@@ -35,13 +35,13 @@ def tiny_onnx(tmp_path_factory) -> Path:
 def key_for(
     path: Path, precision: str, profile: te.BatchProfile, calibration: str | None = None
 ) -> te.EngineKey:
-    return te.EngineKey(
-        onnx_sha256=te.sha256_file(path),
+    return te.engine_key(
+        path,
+        16,
         compute_capability=te.device_compute_capability(0),
         tensorrt_version=te.tensorrt_version(),
         precision=precision,
         profile=profile,
-        input_shape=(3, 16, 16),
         calibration=calibration,
     )
 

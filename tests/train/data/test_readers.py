@@ -196,3 +196,45 @@ def test_wflw_flip_pairs_agree_with_ibug68():
     # The brows' lower edges carry a +1 px offset in y only, which mirroring keeps: exact equality.
     np.testing.assert_allclose(a, b, atol=1e-9)
     assert sorted(WFLW98.flip_permutation.tolist()) == list(range(98))
+
+
+def test_wflw_ibug68_selection_inverts_the_fixture_layout_and_keeps_mirror_pairs():
+    """The fixture's 98 points are laid out from 68 iBUG points: selecting them back is exact, and the
+    selection commutes with mirroring (the wflw98 and ibug68 flip tables agree on the chosen points)."""
+    from model_store.geometry import flip_points
+    from model_store.schemes import IBUG68
+    from tests.fixtures.make_fixtures import wflw98_from_ibug68
+    from train.data.wflw import IBUG68_FROM_WFLW98, WFLW98, ibug68_from_wflw98
+
+    assert len(IBUG68_FROM_WFLW98) == 68 and len(set(IBUG68_FROM_WFLW98)) == 68
+    p68 = np.random.default_rng(1).uniform(0, 100, size=(68, 2))
+    np.testing.assert_array_equal(ibug68_from_wflw98(wflw98_from_ibug68(p68)), p68)
+    p98 = np.random.default_rng(2).uniform(0, 100, size=(98, 2))
+    np.testing.assert_allclose(
+        ibug68_from_wflw98(flip_points(p98, 100.0, WFLW98)),
+        flip_points(ibug68_from_wflw98(p98), 100.0, IBUG68),
+    )
+
+
+@pytest.mark.parametrize("scheme", ["ibug68", "aflw19"])
+def test_wflw_is_a_dataset_kind_in_the_training_schemes(scheme):
+    from model_store.meanshape import aflw19_from_68
+    from train.data.wflw import ibug68_from_wflw98, load_wflw
+    from train.dataset import load_samples
+
+    root = FIXTURES / "wflw"
+    samples = load_samples({"kind": "wflw", "root": str(root), "split": "train", "workers": 0}, scheme)
+    native = list(load_wflw(root, "train"))
+    assert len(samples) == len(native) == 2
+    for s, n in zip(samples, native, strict=True):
+        assert (
+            s.scheme == scheme and s.meta["from"] == "wflw98" and s.meta["attr_pose"] == n.meta["attr_pose"]
+        )
+        expected = ibug68_from_wflw98(n.points)
+        if scheme == "aflw19":
+            expected = aflw19_from_68(expected)
+        np.testing.assert_allclose(s.points, expected, atol=1e-5)
+        np.testing.assert_array_equal(s.box, n.box)  # WFLW's own face box
+        np.testing.assert_array_equal(s.image, n.image)
+    with pytest.raises(ValueError, match="not 'wflw68'"):
+        load_wflw(root, "train", "wflw68")

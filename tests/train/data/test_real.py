@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from model_store.geometry import CropRule
 from train.data.pts300w import read_pts
 from train.data.real import (
     RealFaces,
@@ -21,6 +22,8 @@ from train.data.real import (
     cluster_identities,
     fit_mesh_to_68,
     load_manifest,
+    point_weights,
+    select_per_identity,
 )
 from train.data.real_sources import Source, extract_source
 from train.data.types import LandmarkDataset
@@ -161,38 +164,6 @@ def test_extract_source_selects_members_drops_exclusions_and_names_johns(tmp_pat
     assert extract_source(src, archive, tmp_path / "out") == out
 
 
-def test_bench_runs_both_default_models_per_source_and_stage():
-    from train.data.real_bench import DEFAULT_MODELS, _table, bench_models
-
-    report = bench_models(FIXTURE, list(DEFAULT_MODELS), split="test")
-    assert report["faces"] == 2 and report["faces_per_source"] == {"beta": 2}
-    assert report["reference_mediapipe_vs_dlib"]["all"]["nme"] == pytest.approx((0.052 + 0.027) / 2)
-    for name, scheme in (("cnn67-ibug68@1.0.0", "ibug68"), ("cnn67-aflw19@1.0.0", "aflw19")):
-        entry = report["models"][name]
-        assert entry["scheme"] == scheme and entry["num_stages"] == 2
-        s1, s2 = entry["stage1"]["all"]["nme"], entry["cascade_stage2"]["all"]["nme"]
-        assert 0.0 < s1 < 1.0 and 0.0 < s2 < 1.0 and s1 != s2  # stage 2 really ran and moved points
-        assert entry["stage1"]["beta"]["faces"] == 2
-        assert set(entry["from_dlib_box"]) == {"stage1", "cascade_stage2"}
-        assert entry["from_dlib_box"]["stage1"]["all"]["faces"] == 2
-    regions = report["models"]["cnn67-ibug68@1.0.0"]["regions"]["stage1"]
-    assert set(regions) == {"jaw", "brows", "nose", "eyes", "mouth"} and all(v > 0 for v in regions.values())
-    table = _table(report)
-    assert "cnn67-aflw19@1.0.0 (aflw19) | cascade_stage2" in table
-
-
-def test_cli_registers_data_and_its_subcommands(capsys):
-    from service.cli import main
-
-    assert main(["data", "--help"]) == 0
-    assert "data real" in capsys.readouterr().out
-    assert main(["data", "nonsense"]) == 2
-    with pytest.raises(SystemExit) as exc:
-        main(["data", "real", "--help"])
-    assert exc.value.code == 0
-    assert "--max-video-frames" in capsys.readouterr().out
-
-
 def test_machine_debian_source_matches_the_first_plain_deb_entry(tmp_path):
     from train.data.real_sources import machine_debian_source
 
@@ -215,3 +186,104 @@ def test_samples_carry_the_labels_pose_and_group_by_source():
     assert list(groups["source"]) == [s.meta["source"] for s in samples]
     assert set(groups["source"]) == {"alpha", "beta"}
     assert "unknown" not in set(groups["yaw"])  # every face has a |yaw| bin from its labels
+
+
+# --------------------------------------------------------------------------------------------------
+# Per-point agreement, loose training faces and identity-balanced selection (issue 18, lever 1)
+
+
+def test_agreement_reports_each_point_and_point_weights_follow_it():
+    d = np.zeros((68, 2))
+    d[36], d[45] = [0.0, 0.0], [10.0, 0.0]  # inter-ocular 10 px
+    o = d.copy()
+    o[0] += [1.0, 0.0]  # jaw point 0 off by 0.1 inter-ocular
+    o[8] += [0.0, 0.5]  # chin off by 0.05
+    a = agreement(d, o)
+    assert len(a["points"]) == 68
+    assert a["points"][0] == pytest.approx(0.1) and a["points"][8] == pytest.approx(0.05)
+    assert a["points"][30] == 0.0
+    # 1 below 0.06, 0 above 0.15, linear in between: 0.1 -> (0.15 - 0.1) / 0.09
+    w = point_weights(a["points"])
+    assert w.dtype == np.float32 and w.shape == (68,)
+    assert w[8] == 1.0 and w[30] == 1.0
+    assert w[0] == pytest.approx(0.05 / 0.09, rel=1e-5)
+    assert point_weights([0.2, 0.15, 0.06])[0] == 0.0
+    with pytest.raises(ValueError):
+        point_weights([0.1], full=0.2, zero=0.1)
+
+
+def test_select_per_identity_caps_each_person_evenly_in_order():
+    ids = ["a"] * 10 + ["b"] * 2 + ["a"] * 2 + ["c"]
+    keep = select_per_identity(ids, 3)
+    assert keep == sorted(keep)
+    assert [ids[i] for i in keep].count("a") == 3 and [ids[i] for i in keep].count("b") == 2
+    assert 14 in keep  # c's only face
+    a_members = [i for i, x in enumerate(ids) if x == "a"]
+    assert [i for i in keep if ids[i] == "a"] == [a_members[0], a_members[6], a_members[-1]]  # spread
+    with pytest.raises(ValueError):
+        select_per_identity(ids, 0)
+
+
+def test_fit_mesh_to_68_weights_faces():
+    # two faces whose dlib point 0 sits on different mesh vertices; the weight decides the winner
+    rng = np.random.default_rng(0)
+    d = rng.uniform(0, 100, size=(2, 68, 2))
+    d[:, 36], d[:, 45] = [30.0, 40.0], [70.0, 40.0]
+    mesh = np.full((2, 3, 2), 1e4)
+    mesh[0, 1] = d[0, 0]  # face 0: vertex 1 on point 0, vertex 2 far
+    mesh[0, 2] = d[0, 0] + 30.0
+    mesh[1, 2] = d[1, 0]  # face 1: vertex 2 on point 0, vertex 1 far
+    mesh[1, 1] = d[1, 0] + 30.0
+    assert fit_mesh_to_68(d, mesh, np.array([3.0, 1.0]))[0] == 1
+    assert fit_mesh_to_68(d, mesh, np.array([1.0, 3.0]))[0] == 2
+    with pytest.raises(ValueError, match="weights"):
+        fit_mesh_to_68(d, mesh, np.array([1.0]))
+
+
+def _loose_fixture(tmp_path: Path) -> Path:
+    """The fixture with per-point agreement on a1 and b3 usable for training (not kept)."""
+    root = tmp_path / "real"
+    shutil.copytree(FIXTURE, root)
+    manifest = json.loads((root / "manifest.json").read_text())
+    for face in manifest["faces"]:
+        if face["id"] == "alpha/a1_1":
+            face["agreement"]["points"] = [0.2] * 17 + [0.01] * 51  # jaw disagrees
+        if face["id"] == "beta/b3_1":
+            face.update(split="train", usable=True, pts="images/beta/b3_1.pts")
+            shutil.copy(root / "images/beta/b1_1.pts", root / "images/beta/b3_1.pts")
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    return root
+
+
+def test_reader_loose_faces_weights_kinds_and_cap(tmp_path):
+    root = _loose_fixture(tmp_path)
+    strict = RealFaces(root, "train")
+    loose = RealFaces(root, "train", loose=True)
+    assert [s.meta["id"] for s in strict] == ["alpha/a1_1", "alpha/a2_1"]
+    assert [s.meta["id"] for s in loose] == ["alpha/a1_1", "alpha/a2_1", "beta/b3_1"]
+    assert "beta/b3_1" not in [s.meta["id"] for s in RealFaces(root, "test", loose=True)]
+    w = loose[0].meta["point_weights"]
+    assert w.shape == (68,) and (w[:17] == 0).all() and (w[17:] == 1).all()
+    assert (loose[1].meta["point_weights"] == 1).all()  # no per-point record: all ones
+    assert len(RealFaces(root, "train", kinds=["video"])) == 0
+    assert len(RealFaces(root, "train", loose=True, max_per_identity=1)) == 2  # alpha capped to 1
+    with pytest.raises(ValueError, match="kinds"):
+        RealFaces(root, "train", kinds=["photo"])
+
+
+def test_detector_client_box_moves_the_evaluation_start(tmp_path):
+    from model_store.schemes import get_scheme
+    from train.data.types import client_boxes
+    from train.dataset import make_eval_crops
+
+    tight = RealFaces(FIXTURE, "test")
+    det = RealFaces(FIXTURE, "test", client_box="detector")
+    assert "client_box" not in tight[0].meta and det[0].meta["client_box"] == det[0].meta["detector_box"]
+    np.testing.assert_allclose(client_boxes([det[0]])[0], det[0].meta["detector_box"])
+    np.testing.assert_allclose(client_boxes([tight[0]])[0], tight[0].box)
+    scheme = get_scheme("ibug68")
+    a = make_eval_crops([tight[0]], scheme, 64, CropRule())
+    b = make_eval_crops([det[0]], scheme, 64, CropRule())
+    assert not np.allclose(a.matrices, b.matrices)  # the crop follows the detector's box
+    with pytest.raises(ValueError, match="client_box"):
+        RealFaces(FIXTURE, "test", client_box="hog")

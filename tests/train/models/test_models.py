@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
@@ -88,3 +89,39 @@ def test_resnet50_matches_torchvision_layout(tmp_path: Path) -> None:
     torch.save({"conv1.weight": torch.zeros(3)}, bad)
     with pytest.raises(ValueError):
         model.load_pretrained(bad)
+
+
+@pytest.mark.parametrize(("stage", "arch"), [(1, "cnn6"), (2, "cnn7")])
+def test_cnn_warm_start_from_a_published_onnx_stage_computes_the_published_function(stage, arch):
+    import onnxruntime as ort
+
+    from model_store.store import ModelStore
+    from train.loop import _set_train_mode
+
+    path = ModelStore().resolve("cnn67-ibug68", "2.0.0").path / f"stage{stage}_{arch}.onnx"
+    from train.models.cnn import PlainCNN
+
+    model = create_model(arch, num_points=68)
+    assert isinstance(model, PlainCNN)
+    loaded = model.load_pretrained(path)
+    assert "fc2.weight" in loaded and "features.0.0.bias" in loaded
+    x = torch.randn(3, 3, model.input_size, model.input_size) * 0.5
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    want = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    model.eval()
+    with torch.no_grad():
+        got = model(x).numpy()
+    np.testing.assert_allclose(got, want, atol=2e-4)
+    # freeze_bn keeps the batch norms in eval mode while training: the same function
+    _set_train_mode(model, {"freeze_bn": True})
+    first_bn = model.features[0][1]  # type: ignore[index]
+    assert model.training and not first_bn.training
+    with torch.no_grad():
+        np.testing.assert_allclose(model(x).numpy(), want, atol=2e-4)
+    _set_train_mode(model, {"freeze_bn": False})  # plain train mode: batch statistics, another function
+    with torch.no_grad():
+        assert not np.allclose(model(x).numpy(), want, atol=1e-2)
+    other = create_model("cnn7" if arch == "cnn6" else "cnn6", num_points=68)
+    assert isinstance(other, PlainCNN)
+    with pytest.raises(ValueError, match="conv blocks"):
+        other.load_pretrained(path)

@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from runtime import Landmarker
+from runtime.batch.inputs import read_video
+from runtime.batch.tracking import TRACK, FaceTracker, OneEuroFilter, OneEuroParams, TrackerConfig, face_size
+
+
+def _run_filter(signal: np.ndarray, fps: float, params: OneEuroParams, scale: float = 100.0) -> np.ndarray:
+    f = OneEuroFilter(params)
+    return np.stack([f(x, i / fps, scale) for i, x in enumerate(signal)])
+
+
+def test_one_euro_passes_a_constant_and_the_first_sample() -> None:
+    x = np.tile(np.array([[10.0, 20.0], [30.0, 5.0]]), (20, 1, 1))
+    out = _run_filter(x, 25, OneEuroParams())
+    assert np.allclose(out, x)
+
+
+def test_one_euro_cuts_jitter_at_rest() -> None:
+    rng = np.random.default_rng(0)
+    noisy = 50.0 + rng.normal(0, 0.5, size=(400, 5, 2))  # a still face, 0.5 px noise
+    out = _run_filter(noisy, 25, OneEuroParams())
+    step_raw = np.abs(np.diff(noisy[50:], axis=0)).mean()
+    step_out = np.abs(np.diff(out[50:], axis=0)).mean()
+    assert step_out < 0.25 * step_raw
+
+
+def test_one_euro_follows_fast_motion_with_little_lag() -> None:
+    t = np.arange(100) / 25
+    x = np.zeros((100, 1, 2))
+    x[:, 0, 0] = 200 * t  # 2 face sizes per second (face size 100 px)
+    fast = _run_filter(x, 25, OneEuroParams(beta=10.0))
+    slow = _run_filter(x, 25, OneEuroParams(beta=0.0))
+    per_frame = 200 / 25
+    assert (x[-1, 0, 0] - fast[-1, 0, 0]) / per_frame < 1.0  # under one frame behind
+    assert (x[-1, 0, 0] - slow[-1, 0, 0]) / per_frame > 3.0  # without the speed term it lags
+
+
+def test_one_euro_restarts_on_time_going_backwards() -> None:
+    f = OneEuroFilter()
+    f(np.zeros((1, 2)), 1.0, 10.0)
+    assert np.allclose(f(np.ones((1, 2)), 0.5, 10.0), 1.0)
+
+
+def test_face_size() -> None:
+    assert face_size(np.array([[0.0, 0.0], [40.0, 10.0]])) == pytest.approx(20.0)
+
+
+def test_tracks_then_redetects_when_the_face_goes(landmarker: Landmarker, tiny_video: Path) -> None:
+    tracker = FaceTracker(landmarker, config=TrackerConfig(verify_every=4))
+    frames = list(read_video(tiny_video))
+    out = [tracker.step(f.pixels, f.time) for f in frames]
+    assert len(out[0]) == 1 and out[0][0].box_source == landmarker.detector.name  # type: ignore[union-attr]
+    tracked = [f[0] for f in out[1:12] if f]
+    assert len(tracked) == 11 and all(f.box_source == TRACK and f.score is None for f in tracked)
+    assert {f.track for f in tracked} == {out[0][0].track}  # one track throughout
+    # the face pans 2 px per frame: the tracked landmarks follow it
+    shift = out[11][0].landmarks_raw.mean(axis=0) - out[0][0].landmarks_raw.mean(axis=0)
+    assert abs(shift[0] - 22) < 4 and abs(shift[1]) < 3
+    assert all(not f for f in out[13:])  # the face has gone: lost, re-detection finds nothing
+    assert tracker.stats["lost"] >= 1 and tracker.stats["detections"] >= 2
+
+
+def test_tracked_landmarks_match_detection_on_the_same_frame(
+    landmarker: Landmarker, tiny_video: Path
+) -> None:
+    frames = list(read_video(tiny_video))[:8]
+    tracked = FaceTracker(landmarker, config=TrackerConfig(smoothing=None))
+    detected = FaceTracker(landmarker, config=TrackerConfig(smoothing=None), track=False)
+    for f in frames:
+        a, b = tracked.step(f.pixels, f.time), detected.step(f.pixels, f.time)
+    size = face_size(b[0].landmarks)
+    err = np.linalg.norm(a[0].landmarks - b[0].landmarks, axis=1).mean() / size
+    assert err < 0.03  # the re-aligned last stage lands where the full cascade does
+    assert detected.stats["detections"] == 8 and tracked.stats["detections"] == 1
+
+
+def test_smoothing_keeps_raw_points_and_differs_from_them(landmarker: Landmarker, tiny_video: Path) -> None:
+    tracker = FaceTracker(landmarker, config=TrackerConfig(smoothing=OneEuroParams(min_cutoff=0.1, beta=0.0)))
+    out = [tracker.step(f.pixels, f.time) for f in list(read_video(tiny_video))[:10]]
+    assert np.allclose(out[0][0].landmarks, out[0][0].landmarks_raw)  # the first sample passes
+    lag = out[9][0].landmarks_raw.mean(axis=0)[0] - out[9][0].landmarks.mean(axis=0)[0]
+    assert lag > 4  # heavily smoothed points trail the panning face; the raw ones do not
+
+
+def test_needs_a_detector(landmarker: Landmarker) -> None:
+    bare = Landmarker(landmarker.model, landmarker.backend, None)
+    with pytest.raises(ValueError, match="detector"):
+        FaceTracker(bare)

@@ -1,0 +1,106 @@
+"""Connection limits on real uvicorn (127.0.0.1, both HTTP parsers): a connection whose request head never
+completes is closed with 408, an idle keep-alive connection is closed, a flood past limit_concurrency is
+answered 503 rather than dropped, and the open-file limit is raised to fit."""
+
+from __future__ import annotations
+
+import resource
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from service.server import raise_fd_limit
+from service.settings import Settings
+from tests.service.live import live_server
+
+PARSERS = ["h11", "httptools"]
+
+
+def settings(store: Path, **kw: Any) -> Settings:
+    base = {"model_root": store, "models": ["test-ibug68"], "detector": "none", "head_timeout_s": 0.5}
+    return Settings(**{**base, **kw})
+
+
+def read_until_closed(sock: socket.socket, limit_s: float) -> tuple[bytes, float]:
+    """Everything the server sends until it closes the connection, and how long that took."""
+    started = time.monotonic()
+    sock.settimeout(limit_s)
+    data = b""
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+    except TimeoutError:
+        pytest.fail(f"the connection was still open after {limit_s} s (got {data[:80]!r})")
+    except ConnectionResetError:
+        pass
+    return data, time.monotonic() - started
+
+
+@pytest.mark.parametrize("http", PARSERS)
+def test_a_connection_that_sends_nothing_is_closed_with_408(test_store: Path, http: str) -> None:
+    with live_server(settings(test_store, uvicorn_http=http)) as live, live.connect() as sock:
+        data, waited = read_until_closed(sock, 5.0)
+    assert data.startswith(b"HTTP/1.1 408 ")
+    assert 0.4 < waited < 3.0
+
+
+@pytest.mark.parametrize("http", PARSERS)
+def test_a_trickled_request_head_gets_no_more_time(test_store: Path, http: str) -> None:
+    with live_server(settings(test_store, uvicorn_http=http)) as live, live.connect() as sock:
+        started = time.monotonic()
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        try:
+            for _ in range(30):  # one header byte every 0.1 s: never a complete head
+                time.sleep(0.1)
+                sock.sendall(b"X")
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        data, _ = read_until_closed(sock, 5.0)
+        assert time.monotonic() - started < 3.5
+    assert data.startswith(b"HTTP/1.1 408 ")
+
+
+@pytest.mark.parametrize("http", PARSERS)
+def test_keep_alive_serves_requests_then_closes_when_idle(test_store: Path, http: str) -> None:
+    s = settings(test_store, uvicorn_http=http, timeout_keep_alive_s=1, head_timeout_s=5.0)
+    with live_server(s) as live, live.connect() as sock:
+        for _ in range(2):  # two requests on one connection, the second after a pause
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+            time.sleep(0.3)
+        data, waited = read_until_closed(sock, 5.0)
+    assert data == b"" and waited < 2.0  # closed by the keep-alive timeout, not the 5 s head timeout
+
+
+@pytest.mark.parametrize("http", PARSERS)
+def test_past_limit_concurrency_clients_get_503_not_silence(test_store: Path, http: str) -> None:
+    s = settings(test_store, uvicorn_http=http, limit_concurrency=4, head_timeout_s=30.0)
+    with live_server(s) as live:
+        idle = [live.connect() for _ in range(4)]
+        try:
+            time.sleep(0.1)
+            with live.connect() as sock:
+                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                sock.settimeout(5)
+                assert sock.recv(65536).startswith(b"HTTP/1.1 503 ")
+        finally:
+            for sock in idle:
+                sock.close()
+        time.sleep(0.2)
+        with live.client() as client:
+            assert client.get("/healthz").status_code == 200  # the slots came back
+
+
+def test_the_open_file_limit_is_raised_to_fit_the_connection_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    low = soft - 64  # start lower than now (always allowed), then ask for more
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (low, hard))
+        assert raise_fd_limit(low + 16) == low + 16
+        assert resource.getrlimit(resource.RLIMIT_NOFILE) == (low + 16, hard)
+        assert raise_fd_limit(16) == low + 16  # never lowered
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
