@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 __all__ = [
+    "JPEG_REDUCTIONS",
     "SUPPORTED_FORMATS",
     "DecodedImage",
     "ImageDecodeError",
@@ -133,8 +134,16 @@ def _to_rgb(im: Image.Image) -> np.ndarray:
     return np.asarray(im, dtype=np.uint8)
 
 
+JPEG_REDUCTIONS = (1, 2, 4, 8)  # the DCT scales libjpeg decodes at (Image.draft)
+
+
 def decode_image(
-    data: bytes, *, max_pixels: int, max_side: int | None = None, min_side: int = 1
+    data: bytes,
+    *,
+    max_pixels: int,
+    max_side: int | None = None,
+    min_side: int = 1,
+    reduce: int | None = None,
 ) -> DecodedImage:
     """Decode ``data``.
 
@@ -144,10 +153,14 @@ def decode_image(
         min_side: refuse images with a side shorter than this (no face fits; ImageDecodeError).
         max_side: JPEGs whose long side is at least twice this are decoded at the largest
             1/2^k reduction that keeps the long side >= max_side.
+        reduce: decode JPEGs at exactly 1/``reduce`` (1, 2, 4 or 8; instead of ``max_side``'s
+            rule), e.g. what the faces' crops need (``runtime.Landmarker.decode_reduction``).
     Raises:
         ImageDecodeError: undecodable, truncated or unsupported bytes.
         ImageTooLargeError: more than ``max_pixels`` pixels.
     """
+    if reduce is not None and reduce not in JPEG_REDUCTIONS:
+        raise ValueError(f"reduce must be one of {JPEG_REDUCTIONS}, got {reduce}")
     try:
         im: Image.Image = Image.open(io.BytesIO(data))
         fmt = im.format or "unknown"
@@ -162,9 +175,13 @@ def decode_image(
             raise ImageTooLargeError(f"image is {w}x{h} = {w * h} pixels; the limit is {max_pixels}")
         turn = orientation(im)
         mode = im.mode
-        if fmt in _JPEG_FORMATS and max_side is not None and max(w, h) >= 2 * max_side:
+        draft_mode = "RGB" if mode not in {"L", "CMYK"} else mode
+        if fmt in _JPEG_FORMATS and reduce is not None:
+            if reduce > 1:  # the size asked for is 1/reduce of the original: libjpeg's scale 1/reduce
+                im.draft(draft_mode, (max(1, w // reduce), max(1, h // reduce)))
+        elif fmt in _JPEG_FORMATS and max_side is not None and max(w, h) >= 2 * max_side:
             k = max_side / max(w, h)
-            im.draft("RGB" if mode not in {"L", "CMYK"} else mode, (max(1, int(w * k)), max(1, int(h * k))))
+            im.draft(draft_mode, (max(1, int(w * k)), max(1, int(h * k))))
         # Image.open leaves every format at its first frame; asking n_frames or seeking would walk
         # every frame or IFD (40,000 chained TIFF IFDs: ~10 s), so neither is done.
         im.load()

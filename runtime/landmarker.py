@@ -28,11 +28,12 @@ from model_store.pose import estimate_pose
 from model_store.store import DEFAULT_MODELS, ModelStore, ModelVersion
 from runtime.backends import Backend, create_backend
 from runtime.cascade import Cascade
-from runtime.decode import DecodedImage, decode_image
+from runtime.decode import JPEG_REDUCTIONS, DecodedImage, decode_image
 from runtime.detectors import Detector, create_detector, eye_roll
 
 __all__ = [
     "CLIENT",
+    "LATER_STAGE_MARGIN",
     "MIN_BOX_SIDE",
     "Face",
     "FoundFaces",
@@ -43,6 +44,9 @@ __all__ = [
 ]
 
 CLIENT = "client"  # the box source (and calibration name) of boxes the caller gives
+# a later stage's crop follows the previous stage's points, whose box can be smaller than the face
+# box stage 1 cropped; reduced decoding counts it at this fraction of the stage-1 box
+LATER_STAGE_MARGIN = 0.8
 
 
 @dataclass
@@ -148,15 +152,25 @@ class Landmarker:
         detector: str | Detector | None = "dlib_hog",
         detector_options: dict[str, Any] | None = None,
         verify: bool = True,
+        precision: str = "float",
         **backend_options: Any,
     ) -> Landmarker:
         """Load ``model`` (default: :meth:`default_model` of ``scheme``) from the store onto a backend.
+
+        ``precision``: ``float`` (default) runs the model as named; ``auto`` or ``int8`` its
+        ``NAME-int8`` variant where :func:`runtime.precision.choose_variant` picks it (as the service
+        does by default).
 
         ``detector``: a registered detector's name, a Detector, or None/"none" (callers send boxes).
         ``backend_options`` go to the backend (e.g. ``threads`` for ONNX Runtime).
         """
         st = store if isinstance(store, ModelStore) else ModelStore(None if store is None else Path(store))
         mv = st.resolve(model or cls.default_model(st, scheme), version)
+        if precision != "float":
+            from runtime.precision import choose_variant
+
+            choice = choose_variant(st, mv.name, mv.version, setting=precision, backend=backend)  # type: ignore[arg-type]
+            mv = st.resolve(choice.name, choice.version)
         if verify:
             st.verify(mv)
         det = create_detector(detector, **(detector_options or {})) if isinstance(detector, str) else detector
@@ -204,6 +218,27 @@ class Landmarker:
         if self.detector is not None and self.own_calibration is not None:
             names.add(self.detector.name)
         return sorted(names)
+
+    def decode_reduction(self, boxes: np.ndarray | Sequence[Sequence[float]], source: str = CLIENT) -> int:
+        """The largest JPEG reduction (1, 2, 4 or 8; ``runtime.decode``) at which every stage's crop of
+        every face is still cut at full resolution: at least one decoded pixel per crop pixel.
+
+        ``boxes [N, 4]``: the faces in original pixels, from ``source`` (its calibration gives the
+        tight box). A stage-1 crop spans ``scale * max(w, h)`` of the tight box; a later stage's spans
+        the same of its predicted points' box, counted at :data:`LATER_STAGE_MARGIN` of it.
+        """
+        b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        if len(b) == 0:
+            return 1
+        tight = self.calibration(source).apply(b)
+        side = float(np.maximum(tight[:, 2] - tight[:, 0], tight[:, 3] - tight[:, 1]).min())
+        stages = self.cascade.geometry.stages
+        per_px = min(
+            g.crop_rule.scale * (1.0 if i == 0 else LATER_STAGE_MARGIN) / g.input_size
+            for i, g in enumerate(stages)
+        )
+        most = side * per_px  # decoded pixels may shrink by this much before a crop pixel outgrows one
+        return max(r for r in JPEG_REDUCTIONS if r <= max(most, 1.0))
 
     # -- the steps ---------------------------------------------------------------------------------
     def find_faces(
@@ -262,9 +297,11 @@ class Landmarker:
         """Landmarks of every face in ``image`` (encoded bytes, [H, W, 3] uint8 RGB, or decoded).
 
         ``boxes [N, 4]`` (original pixels) skip detection. Bytes are decoded as the service decodes
-        them (``max_pixels``, and JPEGs much larger than ``max_side`` decoded reduced).
+        them (``max_pixels``; JPEGs with boxes at the reduction the faces allow,
+        :meth:`decode_reduction`, without boxes reduced when much larger than ``max_side``).
         """
-        decoded = self._decoded(image, max_pixels=max_pixels, max_side=max_side)
+        reduce = None if boxes is None else self.decode_reduction(check_boxes(boxes))
+        decoded = self._decoded(image, max_pixels=max_pixels, max_side=max_side, reduce=reduce)
         found = self.find_faces(decoded, None if boxes is None else np.asarray(boxes), max_faces=max_faces)
         if len(found.boxes) == 0:
             return []
@@ -294,12 +331,16 @@ class Landmarker:
 
     @staticmethod
     def _decoded(
-        image: bytes | np.ndarray | DecodedImage, *, max_pixels: int, max_side: int | None
+        image: bytes | np.ndarray | DecodedImage,
+        *,
+        max_pixels: int,
+        max_side: int | None,
+        reduce: int | None = None,
     ) -> DecodedImage:
         if isinstance(image, DecodedImage):
             return image
         if isinstance(image, bytes | bytearray | memoryview):
-            return decode_image(bytes(image), max_pixels=max_pixels, max_side=max_side)
+            return decode_image(bytes(image), max_pixels=max_pixels, max_side=max_side, reduce=reduce)
         pixels = np.ascontiguousarray(np.asarray(image, dtype=np.uint8))
         if pixels.ndim != 3 or pixels.shape[2] != 3:
             raise ValueError(f"expected an [H, W, 3] uint8 RGB image, got shape {list(pixels.shape)}")

@@ -20,6 +20,7 @@ import numpy as np
 from model_store.schemes import SCHEMES
 from model_store.store import DEFAULT_MODELS, ModelStore
 from runtime import Detector, FaceJob, Landmarker, create_backend, create_detector
+from runtime.precision import choose_variant, cpu_flags
 from service.batcher import DeviceGate, DynamicBatcher
 from service.errors import ProblemError, redact_paths
 from service.metrics import Metrics
@@ -46,6 +47,9 @@ class LoadedModel:
     stage_batchers: list[DynamicBatcher[np.ndarray, np.ndarray]] = field(default_factory=list)
     ready: bool = False
     error: str | None = None
+    precision: str = "float"  # float | int8 (runtime.precision.choose_variant)
+    precision_reason: str = ""
+    float_name: str = ""  # the model asked for (settings or the scheme's default); name is what runs
 
     @property
     def num_points(self) -> int:
@@ -129,7 +133,7 @@ class ModelHost:
                 else:
                     lm.batcher = self._batcher(cascade.run_batch, f"batcher-{lm.name}")
                 self.metrics.model_info.labels(lm.name, lm.version, lm.scheme, lm.backend_name).set(1)
-                preferred = DEFAULT_MODELS.get(lm.scheme) == lm.name
+                preferred = DEFAULT_MODELS.get(lm.scheme) in {lm.name, lm.float_name}
                 if lm.scheme not in self.defaults or preferred:
                     self.defaults[lm.scheme] = lm.name
             self.models[lm.name] = lm
@@ -176,9 +180,17 @@ class ModelHost:
     def _load_model(self, spec: str) -> LoadedModel:
         s = self.settings
         name, _, version = spec.partition("@")
-        lm = LoadedModel(name, version or "?", "?", s.backend, s.device, [], [])
+        lm = LoadedModel(name, version or "?", "?", s.backend, s.device, [], [], float_name=name)
         try:
             mv = self.store.resolve(name, version or "latest")
+            choice = choose_variant(
+                self.store, name, mv.version, setting=s.precision, flags=cpu_flags(), backend=s.backend
+            )
+            lm.precision, lm.precision_reason = choice.precision, choice.reason
+            if choice.name != name:
+                lm.name = choice.name
+                mv = self.store.resolve(choice.name, choice.version)
+            log.info("%s@%s runs %s (%s): %s", name, mv.version, lm.name, choice.precision, choice.reason)
             if s.verify_models:
                 self.store.verify(mv)
             lm.version, lm.scheme = mv.version, mv.manifest.scheme
@@ -234,6 +246,10 @@ class ModelHost:
     def ready(self) -> bool:
         return self.state == "ready"
 
+    def _by_float_name(self, name: str) -> LoadedModel | None:
+        """The model loaded in place of the float model ``name`` (its int8 variant), if any."""
+        return next((m for m in self.models.values() if m.float_name == name), None)
+
     def select_model(self, model: str | None, scheme: str | None) -> LoadedModel:
         """The loaded model a request asks for (by name[@version], else its scheme's default)."""
         # While loading, every request waits for readiness; once failed, the models that did load still serve.
@@ -244,7 +260,7 @@ class ModelHost:
             raise ProblemError("invalid-parameters", f"unknown scheme {scheme!r}; known: {sorted(SCHEMES)}")
         if model:
             name, _, version = model.partition("@")
-            lm = self.models.get(name)
+            lm = self.models.get(name) or self._by_float_name(name)
             if lm is None or (version and version != lm.version):
                 raise ProblemError(
                     "unknown-model", f"model {model!r} is not loaded; loaded: {sorted(self.models)}"

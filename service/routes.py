@@ -347,6 +347,9 @@ async def models(request: Request) -> ModelsResponse:
                 box_calibrations=lm.calibration_names,
                 ready=lm.ready,
                 error=lm.error,
+                precision="int8" if lm.precision == "int8" else "float",
+                precision_reason=lm.precision_reason,
+                float_model=lm.float_name or lm.name,
             )
         )
     return ModelsResponse(models=out, detector=DetectorInfo.of(service.detector))

@@ -41,6 +41,11 @@ class ImageInfo(BaseModel):
     width: int = Field(description="original image width in pixels (after EXIF orientation)")
     height: int = Field(description="original image height in pixels (after EXIF orientation)")
     format: str
+    decoded_scale: float = Field(
+        default=1.0,
+        description="original pixels per decoded pixel: 2, 4 or 8 where a JPEG was decoded reduced "
+        "(the faces' crops still at full resolution); coordinates are always original pixels",
+    )
 
 
 class HeadPose(BaseModel):
@@ -94,6 +99,9 @@ class ModelInfo(BaseModel):
     box_calibrations: list[str]
     ready: bool
     error: str | None = None
+    precision: Literal["float", "int8"] = "float"
+    precision_reason: str = Field(default="", description="why this precision runs (CPU flags, setting)")
+    float_model: str = Field(default="", description="the float model this one runs in place of, or itself")
 
 
 class DetectorInfo(BaseModel):
@@ -157,7 +165,12 @@ class LandmarkResult:
             )
         return LandmarkResponse(
             model=ModelRef(name=lm.name, version=lm.version, scheme=lm.scheme, backend=lm.backend_name),
-            image=ImageInfo(width=self.image.width, height=self.image.height, format=self.image.format),
+            image=ImageInfo(
+                width=self.image.width,
+                height=self.image.height,
+                format=self.image.format,
+                decoded_scale=round(self.image.scale_x, 6),
+            ),
             box_source=self.box_source,
             faces=faces,
             timings_ms=Timings(**self.timings_ms),

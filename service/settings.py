@@ -67,6 +67,11 @@ class Settings(BaseSettings):
 
     # Inference
     backend: BackendKind = "onnxruntime"
+    precision: Literal["auto", "float", "int8"] = Field(
+        default="auto",
+        description="auto: a model's NAME-int8 variant (same version) where the CPU has int8 dot-product"
+        " units (avx512_vnni, avx_vnni, amx_int8) and the store has it, else float; float or int8 force it",
+    )
     device: str = "cpu"
     ort_threads: int = Field(
         default=0, ge=0, description="ORT intra-op threads per session (0: ORT decides, one per core)"

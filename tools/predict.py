@@ -67,14 +67,15 @@ def _in_process(args: argparse.Namespace, data: bytes) -> dict[str, Any]:
         args.model, scheme=args.scheme or "ibug68", store=s.model_root, backend=s.backend, device=s.device,
         max_batch_size=s.max_batch_size, verify=s.verify_models,
         detector=None if args.box or s.detector == "none" else s.detector,
-        detector_options=s.detector_options(), **s.backend_options(),
+        detector_options=s.detector_options(), precision=s.precision, **s.backend_options(),
     )  # fmt: skip
     try:
         if args.scheme and landmarker.scheme != args.scheme:
             raise ValueError(f"model {landmarker.name!r} has scheme {landmarker.scheme}, not {args.scheme}")
         loaded = time.monotonic()
+        reduce = landmarker.decode_reduction(args.box) if args.box else None  # as the service decodes
         image = decode_image(data, max_pixels=s.max_image_pixels, max_side=s.decode_max_side,
-                             min_side=s.min_image_side)  # fmt: skip
+                             min_side=s.min_image_side, reduce=reduce)  # fmt: skip
         decoded = time.monotonic()
         faces = landmarker.predict(image, args.box, max_faces=args.max_faces or s.max_faces)
         done = time.monotonic()

@@ -57,7 +57,12 @@ def test_detector_finds_the_face_in_photographs(server: Server, photos: Path) ->
             body = r.json()
             face = body["faces"][0]
             assert body["box_source"] == Settings().detector and isinstance(face["detection_score"], float)
-            assert body["image"] == {"width": pixels.shape[1], "height": pixels.shape[0], "format": "JPEG"}
+            assert body["image"] == {
+                "width": pixels.shape[1],
+                "height": pixels.shape[0],
+                "format": "JPEG",
+                "decoded_scale": 1.0,
+            }
             assert pts.shape == (68, 2)
             assert inside(pts, face["box"], _margin(server)), (name, face["box"])
 
@@ -123,9 +128,12 @@ def test_exif_orientation_and_reduced_decoding_keep_original_coordinates(
         assert r.json()["image"]["width"] == pixels.shape[1]
         np.testing.assert_allclose(landmarks(r)[0], plain, atol=0.03 * 200)
         # 5x larger JPEG: decoded at a reduced size by the server, answered in the large image's pixels.
+        # The face (1000 x 1100 px) allows 1/8: its stage-2 crop (128 px over 0.8 * 1.25 * 1100 px)
+        # still has a decoded pixel each (the scale is 8 to the rounding of the image's odd size).
         big = np.asarray(Image.fromarray(pixels).resize((pixels.shape[1] * 5, pixels.shape[0] * 5)))
         r = post_raw(c, encode(big, "JPEG", quality=85), box=",".join(str(v * 5) for v in box))
         assert r.json()["image"]["width"] == pixels.shape[1] * 5
+        assert r.json()["image"]["decoded_scale"] == pytest.approx(8.0, rel=0.01)
         np.testing.assert_allclose(landmarks(r)[0], plain * 5, atol=0.03 * 1000)
 
 

@@ -110,6 +110,25 @@ def test_unsupported_format_is_named() -> None:
         decode_image(data, max_pixels=LIMIT)
 
 
+@pytest.mark.parametrize("reduce", [1, 2, 4, 8])
+def test_reduce_decodes_a_jpeg_at_exactly_that_dct_scale(reduce: int) -> None:
+    """reduce (the faces' choice) replaces max_side's rule; EXIF-turned images too."""
+    pixels = np.asarray(Image.fromarray(gradient(64, 48)).resize((1920, 1080)))
+    out = decode_image(encode(pixels, "JPEG", quality=90), max_pixels=LIMIT, max_side=256, reduce=reduce)
+    assert out.pixels.shape == (1080 // reduce, 1920 // reduce, 3)
+    assert (out.width, out.height) == (1920, 1080) and out.scale_x == pytest.approx(reduce)
+    turned = decode_image(exif_rotated_jpeg(gradient(96, 64), 6), max_pixels=LIMIT, reduce=reduce)
+    assert (turned.width, turned.height) == (64, 96)
+    assert turned.pixels.shape == (96 // reduce, 64 // reduce, 3)
+
+
+def test_reduce_leaves_other_formats_whole_and_is_checked() -> None:
+    png = encode(gradient(64, 48), "PNG")
+    assert decode_image(png, max_pixels=LIMIT, reduce=4).pixels.shape == (48, 64, 3)
+    with pytest.raises(ValueError, match="reduce"):
+        decode_image(png, max_pixels=LIMIT, reduce=3)
+
+
 # -- EXIF exactly as PIL.ImageOps.exif_transpose, whatever the tag's type ---------------------------------
 @pytest.mark.parametrize(
     "kind, values",

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import runtime.landmarker
 from model_store.geometry import BoxCalibration
 from model_store.store import ModelStore
 from runtime import (
@@ -212,3 +213,43 @@ def test_the_detectors_eyes_turn_stage_one_and_its_own_calibration_fills_the_man
     plain = Landmarker.from_store("test-ibug68", store=test_store, detector=EyesDetector(box, 0.0))
     assert "eyes" not in plain.calibration_names and plain.calibration("eyes") == BoxCalibration()
     assert plain.find_faces(DecodedImage(pixels, 192, 192, "array", "RGB", 1)).angles == pytest.approx([0.0])
+
+
+def test_decode_reduction_keeps_every_stage_crop_at_full_resolution(landmarker: Landmarker) -> None:
+    """test-ibug68: stages of 64 and 128 px, crop rule scale 1.25 (the defaults'). The stage-2 crop
+    (128 px over 1.25 * 0.8 of the face) decides: a face of 1024 px allows 1/8, 512 px 1/4, 100 px none."""
+    g = landmarker.cascade.geometry.stages
+    assert [s.input_size for s in g] == [64, 128] and all(s.crop_rule.scale == 1.25 for s in g)
+    for side, reduce in [(1100, 8), (1024, 8), (1023, 4), (512, 4), (300, 2), (256, 2), (255, 1), (100, 1)]:
+        assert landmarker.decode_reduction([[10.0, 10.0, 10.0 + side, 10.0 + side * 0.8]]) == reduce, side
+    # the smallest face decides; none: no reduction
+    assert landmarker.decode_reduction([[0, 0, 1100, 1100], [0, 0, 300, 300]]) == 2
+    assert landmarker.decode_reduction(np.zeros((0, 4))) == 1
+
+
+def test_client_boxes_decode_reduced_with_landmarks_in_original_pixels(
+    landmarker: Landmarker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 2048-px JPEG with a 1200-px face: decoded at 1/8 (256 px, 8x fewer rows and columns to
+    decode), landmarks in original pixels and where the full decode puts them (to well under the
+    crop's pixel at the reduced scale)."""
+    small = _face_image(7, 256)
+    big = np.asarray(Image.fromarray(small).resize((2048, 2048), Image.Resampling.BICUBIC))
+    buf = io.BytesIO()
+    Image.fromarray(big).save(buf, "JPEG", quality=95)
+    box = [[400.0, 420.0, 1600.0, 1620.0]]
+    assert landmarker.decode_reduction(box) == 8
+    decoded: list[DecodedImage] = []
+
+    def recording_decode(data: bytes, **kw: object) -> DecodedImage:
+        decoded.append(decode_image(data, **kw))  # type: ignore[arg-type]
+        return decoded[-1]
+
+    monkeypatch.setattr(runtime.landmarker, "decode_image", recording_decode)
+    (reduced,) = landmarker.predict(buf.getvalue(), box)
+    assert [d.pixels.shape for d in decoded] == [(256, 256, 3)] and decoded[0].scale_x == 8.0
+    (whole,) = landmarker.predict(decode_image(buf.getvalue(), max_pixels=10**8, max_side=None), box)
+    np.testing.assert_allclose(reduced.box, box[0])
+    # stage 2 samples the face at 128 px over 1500 original px: one crop pixel is ~12 original px
+    assert np.abs(reduced.landmarks - whole.landmarks).max() < 6.0
+    assert reduced.landmarks.min() > 300 and reduced.landmarks.max() < 1700  # original pixels, not 1/8

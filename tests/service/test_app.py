@@ -341,3 +341,45 @@ def test_batch_policy_a_lone_request_and_a_crowd(
         assert metric(text, "wingmark_batch_size_sum") == 13 and batches < 13  # some batch held > 1
     else:
         assert lone >= 3.0  # 1.5 s at each stage's batcher
+
+
+@pytest.fixture(scope="module")
+def int8_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """test-ibug68@1 and its variant test-ibug68-int8@1 (a real ONNX model; the selection is tested)."""
+    from tests.service.modelgen import publish_test_model
+
+    root = tmp_path_factory.mktemp("int8-store")
+    publish_test_model(root, "ibug68")
+    publish_test_model(root, "ibug68", name="test-ibug68-int8")
+    return root
+
+
+@pytest.mark.parametrize(
+    ("flags", "precision", "expected"),
+    [
+        ({"avx2", "avx512_vnni"}, "auto", ("test-ibug68-int8", "int8", "avx512_vnni")),
+        ({"avx2"}, "auto", ("test-ibug68", "float", "no int8 dot-product unit")),
+        ({"avx2", "amx_int8"}, "float", ("test-ibug68", "float", "precision setting is float")),
+    ],
+)
+def test_the_service_runs_int8_on_int8_cpus_and_says_why(
+    int8_store: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    flags: set[str],
+    precision: str,
+    expected: tuple[str, str, str],
+) -> None:
+    monkeypatch.setattr(service.models, "cpu_flags", lambda: frozenset(flags))
+
+    async def main() -> None:
+        async with serving(settings(int8_store, precision=precision)) as c:
+            (info,) = (await c.get("/v1/models")).json()["models"]
+            name, prec, why = expected
+            assert (info["name"], info["precision"], info["float_model"]) == (name, prec, "test-ibug68")
+            assert why in info["precision_reason"] and info["default_for_scheme"]
+            # asked for by the float name or by scheme, the request runs the model chosen
+            for params in ({"model": "test-ibug68"}, {"scheme": "ibug68"}):
+                r = await post(c, **BOX, **params)
+                assert r.status_code == 200 and r.json()["model"]["name"] == name
+
+    run(main())

@@ -121,7 +121,10 @@ def _serve(root: Path, data: bytes, boxes: list[list[float]]) -> np.ndarray:
     from service.settings import Settings
 
     async def main() -> np.ndarray:
-        service = LandmarkService(Settings(model_root=root, detector="none", models=["cnn67-ibug68"]))
+        # float: the evaluation path runs the float model (on a VNNI CPU auto would pick its int8 variant)
+        service = LandmarkService(
+            Settings(model_root=root, detector="none", models=["cnn67-ibug68"], precision="float")
+        )
         await service.start(background=False)
         try:
             result = await service.predict(LandmarkRequest(data, boxes=boxes))

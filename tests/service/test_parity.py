@@ -30,6 +30,13 @@ ROUNDING = 0.006  # the response's 0.01 px rounding, plus float noise
 PHOTOS = FRONTAL[:2]  # audrey.jpg (540x720), cage.jpg (817x1024)
 
 
+@pytest.fixture(autouse=True)
+def _float_models(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Service and wingmark predict (settings from WINGMARK_*) run the float model, as the evaluation
+    path does (on a VNNI CPU they would run its int8 variant by default)."""
+    monkeypatch.setenv("WINGMARK_PRECISION", "float")
+
+
 async def _served(data: bytes, boxes: list[list[float]] | None) -> dict[str, Any]:
     app = create_app(Settings(), load_in_background=False)
     async with app.router.lifespan_context(app):
@@ -100,6 +107,12 @@ def test_service_predict_and_evaluation_agree_on_a_real_photo(
     assert served["box_source"] == predicted["box_source"] == "client"
     served_pts = np.asarray(served["faces"][0]["landmarks"])
     np.testing.assert_allclose(served_pts, np.asarray(predicted["faces"][0]["landmarks"]), atol=ROUNDING)
-    tight = landmarker.calibration("client").apply(np.asarray([client_box]))
-    np.testing.assert_allclose(served_pts, landmarker.landmarks([image.pixels], tight)[-1][0], atol=ROUNDING)
+    # the evaluation path on the same decode: client boxes let JPEGs decode at the DCT scale the face allows
+    reduce = landmarker.decode_reduction([client_box])
+    reduced = decode_image(data, max_pixels=40_000_000, reduce=reduce)
+    assert served["image"]["decoded_scale"] == pytest.approx(reduced.scale_x, abs=1e-5)
+    found = landmarker.find_faces(reduced, np.asarray([client_box]))
+    in_decoded = landmarker.landmarks([reduced.pixels], landmarker.tight_boxes(reduced, found))[-1][0]
+    expected = in_decoded * [reduced.scale_x, reduced.scale_y]
+    np.testing.assert_allclose(served_pts, expected, atol=ROUNDING)
     assert served["faces"][0]["detection_score"] is None

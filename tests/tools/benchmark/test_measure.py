@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from model_store.store import DEFAULT_MODELS, ModelStore, default_root
@@ -29,3 +31,27 @@ def test_bare_models_rows_and_flops() -> None:
     assert best["what"] == "cascade" and best["faces_per_s"]["median"] == max(
         r["faces_per_s"]["median"] for r in out["rows"] if r["what"] == "cascade"
     )
+
+
+def test_dlib_peer_finds_its_model_file_where_a_fresh_clone_has_it(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The setting first, then PyPI's face-recognition-models (the dev extra), then Debian's file."""
+    import tools.benchmark.measure as measure
+
+    monkeypatch.setattr(measure, "DLIB_PREDICTOR", tmp_path / "absent.dat")
+    given = tmp_path / "given.dat"
+    given.write_bytes(b"x")
+    monkeypatch.setenv("WINGMARK_DLIB_PREDICTOR", str(given))
+    assert measure.dlib_predictor_path() == given
+    monkeypatch.delenv("WINGMARK_DLIB_PREDICTOR")
+    import importlib.util
+
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None:
+        assert measure.dlib_predictor_path() is None
+        assert not measure.dlib_peer(None, [0, 0, 1, 1], 1, 0.01)["available"]  # type: ignore[arg-type]
+    else:
+        found = measure.dlib_predictor_path()
+        assert found is not None and found.name == "shape_predictor_68_face_landmarks.dat"
+        assert found.parent.parent == Path(str(spec.origin)).parent

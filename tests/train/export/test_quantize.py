@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import onnx
 import pytest
@@ -9,7 +12,7 @@ import torch
 
 from train.export.onnx import count_ops, export_onnx
 from train.export.parity import onnx_runtime_session, run_onnx
-from train.export.quantize import CropCalibrationReader, measure_speed, quantize_stage
+from train.export.quantize import CropCalibrationReader, measure_speed, quantize_stage, relative_change
 from train.models import create_model
 
 
@@ -84,38 +87,70 @@ def test_measure_speed_returns_positive_seconds(stage):
     assert set(a) == set(b) == {1, 4} and all(v > 0 for v in (*a.values(), *b.values()))
 
 
-def test_quantize_main_publishes_an_int8_version_with_its_costs(tmp_path, capsys):
-    import json
+REAL_FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "real"
 
+
+def _quantize_args(tmp_path: Path, *extra: str) -> list[str]:
+    args = ["tiny-aflw19@1.0.0", "--store", str(tmp_path / "src"), "--out-store", str(tmp_path / "out")]
+    args += ["--calibration-samples", "8", "--eval-samples", "6", "--repeats", "2", "--batch-sizes", "1,4"]
+    args += ["--real-root", str(REAL_FIXTURE), "--real-calibration-samples", "2"]
+    return [*args, *extra]
+
+
+def test_quantize_main_publishes_an_int8_version_with_its_costs(tmp_path, capsys):
     from model_store.store import ModelStore
     from tests.service.modelgen import publish_test_model
     from train.export.cli import quantize_main
 
     src = publish_test_model(tmp_path / "src", "aflw19", name="tiny-aflw19", version="1.0.0")
     report_path = tmp_path / "q.json"
-    args = ["tiny-aflw19", "--store", str(tmp_path / "src"), "--out-store", str(tmp_path / "out")]
-    args += [
-        "--calibration-samples",
-        "8",
-        "--eval-samples",
-        "6",
-        "--repeats",
-        "2",
-        "--batch-sizes",
-        "1,4",
-        "--json",
-        str(report_path),
-    ]
+    args = _quantize_args(tmp_path, "--max-relative-loss", "10", "--json", str(report_path))
     assert quantize_main(args) == 0
-    assert '"nme_change"' in capsys.readouterr().out
+    assert '"worst_relative_change"' in capsys.readouterr().out
     out = ModelStore(tmp_path / "out")
     q = out.resolve("tiny-aflw19-int8", "1.0.0")
     out.verify(q)
     assert [s.input_size for s in q.manifest.stages] == [s.input_size for s in src.manifest.stages]
     assert q.manifest.scheme == "aflw19" and q.manifest.box_calibrations == src.manifest.box_calibrations
     report = json.loads(report_path.read_text())
-    assert report["n"] == 6 and report["calibration"]["n"] == 8
+    assert report["n"] == 6 and report["calibration"]["synthetic"]["n"] == 8
+    assert report["calibration"]["real"]["n"] == 2  # the fixture's train split
+    # float and int8 on the validation set and the real held-out faces (the fixture's test split)
+    assert set(report["sets"]) == {"val", "real_test"} and report["sets"]["real_test"]["n"] == 2
+    for entry in report["sets"].values():
+        assert entry["nme_change"] == pytest.approx(entry["nme_int8"] - entry["nme_float"])
+        assert entry["relative_change"] == pytest.approx(entry["nme_change"] / entry["nme_float"])
+    assert report["worst_relative_change"] == max(e["relative_change"] for e in report["sets"].values())
     assert report["nme_change"] == pytest.approx(report["nme_int8"] - report["nme_float"])
     assert abs(report["nme_change"]) < 0.05
     assert set(report["speed"]["cascade_speedup"]) == {"1", "4"}
     assert q.manifest.evaluation["quantization"]["mode"] == "static"
+    assert q.manifest.evaluation["sets"]["real_test"]["n"] == 2
+
+
+def test_quantize_refuses_to_publish_past_the_accuracy_limit(tmp_path, capsys):
+    from model_store.store import ModelStore
+    from tests.service.modelgen import publish_test_model
+    from train.export.cli import quantize_main
+
+    publish_test_model(tmp_path / "src", "aflw19", name="tiny-aflw19", version="1.0.0")
+    # a limit no quantisation meets (int8 would have to be 100 % better than float)
+    assert quantize_main(_quantize_args(tmp_path, "--max-relative-loss", "-1")) == 1
+    assert '"refused"' in capsys.readouterr().out
+    assert "tiny-aflw19-int8" not in ModelStore(tmp_path / "out").list_models()
+
+
+def test_publish_puts_the_variant_beside_the_float_model(tmp_path):
+    from model_store.store import ModelStore
+    from tests.service.modelgen import publish_test_model
+    from train.export.cli import quantize_main
+
+    publish_test_model(tmp_path / "src", "aflw19", name="tiny-aflw19", version="1.0.0")
+    assert quantize_main(_quantize_args(tmp_path, "--publish", "--max-relative-loss", "10")) == 0
+    assert ModelStore(tmp_path / "src").list_versions("tiny-aflw19-int8") == ["1.0.0"]
+    assert not (tmp_path / "out").exists()
+
+
+def test_relative_change():
+    assert relative_change(0.05, 0.0515) == pytest.approx(0.03)
+    assert relative_change(0.05, 0.049) == pytest.approx(-0.02)

@@ -1,0 +1,80 @@
+"""The INT8 variants committed beside the float models (``wingmark quantize NAME@VERSION --publish``):
+intact, of a float model of the same version, within 3 % of its NME on every recorded set, and in
+parity with it when both run here through ONNX Runtime."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from model_store.geometry import tight_box
+from model_store.store import ModelStore, default_root
+from runtime import Landmarker
+from runtime.backends import create_backend
+from runtime.precision import INT8_SUFFIX
+from train.export.evaluate import evaluate_landmarker, load_synthetic
+
+MAX_RELATIVE_LOSS = 0.03
+STORE = ModelStore(default_root())
+VARIANTS = [
+    (name, version)
+    for name in STORE.list_models()
+    if name.endswith(INT8_SUFFIX)
+    for version in STORE.list_versions(name)
+]
+
+
+def test_the_default_models_have_int8_variants() -> None:
+    names = {n for n, _ in VARIANTS}
+    assert {"cnn67-ibug68-int8", "cnn67-aflw19-int8"} <= names
+
+
+@pytest.mark.parametrize(("name", "version"), VARIANTS)
+def test_variant_is_intact_and_within_the_accuracy_limit(name: str, version: str) -> None:
+    q = STORE.resolve(name, version)
+    STORE.verify(q)
+    f = STORE.resolve(name.removesuffix(INT8_SUFFIX), version)  # its float model, same version
+    quant = q.manifest.evaluation["quantization"]
+    assert quant["source"] == f"{f.name}/{f.version}" and quant["mode"] == "static"
+    assert (
+        q.manifest.scheme == f.manifest.scheme and q.manifest.box_calibrations == f.manifest.box_calibrations
+    )
+    assert [s.input_size for s in q.manifest.stages] == [s.input_size for s in f.manifest.stages]
+    # synthetic validation and test sets and the real held-out faces, float vs int8 on the same faces
+    assert {"val", "test", "real_test"} <= set(quant["sets"])
+    assert quant["calibration"]["real"]["n"] > 0 and quant["calibration"]["synthetic"]["n"] > 0
+    for set_name, entry in quant["sets"].items():
+        assert entry["relative_change"] <= MAX_RELATIVE_LOSS, set_name
+    # the float figures it was compared against are the float model's own records
+    assert quant["sets"]["val"]["nme_float"] == pytest.approx(f.manifest.evaluation["final"]["nme"], rel=1e-4)
+    assert quant["sets"]["test"]["nme_float"] == pytest.approx(
+        f.manifest.evaluation["test"]["final"]["nme"], rel=1e-4
+    )
+    assert q.manifest.evaluation["final"]["nme"] == pytest.approx(quant["sets"]["val"]["nme_int8"])
+
+
+@pytest.mark.parametrize(("name", "version"), VARIANTS)
+def test_variant_runs_in_parity_with_its_float_model(name: str, version: str) -> None:
+    """Served here: on 48 validation faces the int8 cascade's points stay within 1 % of the
+    normaliser of the float cascade's on average, and its NME within 3 % of the float one's + noise."""
+    models = [STORE.resolve(name.removesuffix(INT8_SUFFIX), version), STORE.resolve(name, version)]
+    spec = {**dict(models[0].manifest.evaluation["dataset"]), "limit": 48}
+    samples = load_synthetic(spec, models[0].manifest.scheme)
+    gt = np.stack([s.points for s in samples]).astype(np.float64)
+    reports, points = [], []
+    for mv in models:
+        landmarker = Landmarker(
+            mv, create_backend("onnxruntime", mv, device="cpu", max_batch_size=16, threads=1)
+        )
+        try:
+            reports.append(evaluate_landmarker(landmarker, samples))
+            points.append(landmarker.landmarks([s.image for s in samples], tight_box(gt))[-1])
+        finally:
+            landmarker.close()
+    scheme = landmarker.cascade.scheme
+    boxes = np.stack([np.asarray(s.box, dtype=np.float64) for s in samples])
+    norm = np.asarray(scheme.normaliser_distance(gt, boxes), dtype=np.float64)
+    apart = (np.linalg.norm(points[1] - points[0], axis=-1).mean(axis=1) / norm).mean()
+    assert 0 < apart < 0.01  # quantised (not the float graph), and close
+    f_nme, q_nme = reports[0]["final"]["nme"], reports[1]["final"]["nme"]
+    assert q_nme <= f_nme * (1 + MAX_RELATIVE_LOSS) + 0.002
