@@ -104,24 +104,14 @@ def test_training_crops_carry_point_weights_through_the_mirror() -> None:
     face = _face(0.0, (80, 80), 60, 0)
     weights = np.linspace(0.0, 1.0, 68).astype(np.float32)
     face.meta["point_weights"] = weights
-    always = AugmentConfig(
-        rotation_deg=0.0,
-        translate=0.0,
-        scale=(1.0, 1.0),
-        flip_prob=1.0,
-        photometric=False,
-        blur_prob=0.0,
-        occlusion_prob=0.0,
-    )
-    never = AugmentConfig(
-        rotation_deg=0.0,
-        translate=0.0,
-        scale=(1.0, 1.0),
-        flip_prob=0.0,
-        photometric=False,
-        blur_prob=0.0,
-        occlusion_prob=0.0,
-    )
+
+    def geometric_only(flip: float) -> AugmentConfig:
+        return AugmentConfig(
+            rotation_deg=0.0, translate=0.0, scale=(1.0, 1.0), flip_prob=flip, photometric=False,
+            blur_prob=0.0, occlusion_prob=0.0,
+        )  # fmt: skip
+
+    always, never = geometric_only(1.0), geometric_only(0.0)
     rule = CropRule(scale=1.25)
     _, _, w_plain = CropDataset([face], np.array([0]), IBUG68, 64, rule, Normalisation(), never, seed=0)[0]
     _, _, w_flip = CropDataset([face], np.array([0]), IBUG68, 64, rule, Normalisation(), always, seed=0)[0]

@@ -25,7 +25,7 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -177,10 +177,16 @@ def write_report(report: dict[str, Any], docs: Path) -> None:
             lines.append(f"| {name} | " + " | ".join(_pct(g.get(c)) for c in cols) + " |")
     lines += ["", f"![ablation](img/{stem}.png)", ""]
     (docs / f"{stem}.md").write_text("\n".join(lines) + "\n")
-    _plot(rows, docs / "img" / f"{stem}.png", scheme)
+    bar_plot(rows, docs / "img" / f"{stem}.png", f"Training data sources, {scheme} (real labels: teachers)")
 
 
-def _plot(rows: Mapping[str, Any], png: Path, scheme: str) -> None:
+def bar_plot(
+    rows: Mapping[str, Any],
+    png: Path,
+    title: str,
+    keys: Sequence[tuple[str, str]] = (("synthetic_test", "synthetic test"), ("real_test", "real held-out")),
+) -> None:
+    """Grouped bars of each variant's stage-1 NME (%), one bar per ``(row key, legend label)``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -189,14 +195,15 @@ def _plot(rows: Mapping[str, Any], png: Path, scheme: str) -> None:
 
     names = list(rows)
     x = np.arange(len(names))
-    fig, ax = plt.subplots(figsize=(7, 3.6), dpi=110)
-    for off, key, label in ((-0.2, "synthetic_test", "synthetic test"), (0.2, "real_test", "real held-out")):
+    width = 0.8 / len(keys)
+    fig, ax = plt.subplots(figsize=(max(7.0, 1.6 * len(names)), 3.6), dpi=110)
+    for k, (key, label) in enumerate(keys):
         vals = [100 * ((rows[n].get(key) or {}).get("nme") or np.nan) for n in names]
-        ax.bar(x + off, vals, 0.4, label=label)
+        ax.bar(x + (k - (len(keys) - 1) / 2) * width, vals, width, label=label)
     ax.set_xticks(x, names)
     ax.set_ylabel("stage-1 NME (%)")
-    ax.set_title(f"Training data sources, {scheme} (real labels: teachers)")
-    ax.legend()
+    ax.set_title(title)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png)

@@ -31,7 +31,7 @@ from typing import Any
 import yaml
 
 import train
-from tools.studies.ablation import _shown, _summary, _train
+from tools.studies.ablation import _pct, _shown, _summary, _train, bar_plot
 
 __all__ = ["LEVERS", "lever_configs", "main"]
 
@@ -95,10 +95,6 @@ def summarise(out_root: Path, runs: Mapping[str, Mapping[str, Any]]) -> dict[str
     return rows
 
 
-def _pct(v: float | None) -> str:
-    return "-" if v is None else f"{100 * v:.2f}"
-
-
 def write_report(report: dict[str, Any], docs: Path) -> None:
     scheme, rows = report["scheme"], report["variants"]
     stem = f"data_ablation_levers_{scheme}"
@@ -129,35 +125,14 @@ def write_report(report: dict[str, Any], docs: Path) -> None:
         )
     lines += ["", f"![levers](img/{stem}.png)", ""]
     (docs / f"{stem}.md").write_text("\n".join(lines) + "\n")
-    _plot(rows, docs / "img" / f"{stem}.png", scheme)
-
-
-def _plot(rows: Mapping[str, Any], png: Path, scheme: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    names = list(rows)
-    x = np.arange(len(names))
-    fig, ax = plt.subplots(figsize=(8, 3.8), dpi=110)
     keys = (
         ("synthetic_test", "synthetic test"),
         ("real_test", "real, tight box"),
         ("real_test_hog", "real, HOG box"),
     )
-    for k, (key, label) in enumerate(keys):
-        vals = [100 * ((rows[n].get(key) or {}).get("nme") or np.nan) for n in names]
-        ax.bar(x + (k - 1) * 0.27, vals, 0.27, label=label)
-    ax.set_xticks(x, names)
-    ax.set_ylabel("stage-1 NME (%)")
-    ax.set_title(f"Accuracy levers, {scheme} stage 1 (real labels: teachers)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png)
-    plt.close(fig)
+    bar_plot(
+        rows, docs / "img" / f"{stem}.png", f"Accuracy levers, {scheme} stage 1 (real labels: teachers)", keys
+    )
 
 
 def main(argv: list[str]) -> int:
