@@ -136,7 +136,7 @@ def landmark_loss(
 
     ``pred``, ``target``: ``[N, 2K]`` (or ``[N, K, 2]``) in CROP UNITS; ``input_size``: the crop
     side ``S`` in pixels. Errors are converted to pixels (``* S``) before the penalty.
-    ``weights``: optional ``[N, K]`` per-point weights (both coordinates of point k get weight k;
+    ``weights``: optional ``[N, K]`` per-point weights (both coordinates of a point get its weight;
     e.g. low where teacher labels disagree); None is all ones. Returns a scalar.
     """
     if pred.shape != target.shape:
