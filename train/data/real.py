@@ -48,6 +48,7 @@ import numpy as np
 
 from model_store.geometry import tight_box
 from model_store.pose import estimate_pose
+from runtime.detectors.base import box_from_dlib_rect
 from train.data.pts300w import read_pts, write_pts
 from train.data.real_sources import (
     IMAGE_SUFFIXES,
@@ -393,13 +394,13 @@ def _dlib_faces(path: Path, detector: Any, predictor: Any, facerec: Any) -> list
     upsample = 1 if max(h, w) <= 1200 else 0
     out = []
     for rect in detector(image, upsample):
-        box = [rect.left(), rect.top(), rect.right() + 1, rect.bottom() + 1]  # corner coordinates
+        box = box_from_dlib_rect(rect)  # corner coordinates
         if min(box[2] - box[0], box[3] - box[1]) < MIN_FACE:
             continue
         shape = predictor(image, rect)
         pts = [[p.x + 0.5, p.y + 0.5] for p in shape.parts()]  # pixel index -> pixel centre
         desc = list(facerec.compute_face_descriptor(image, shape))
-        out.append({"box": [float(v) for v in box], "dlib": pts, "descriptor": desc})
+        out.append({"box": box, "dlib": pts, "descriptor": desc})
     return out
 
 

@@ -41,6 +41,8 @@ from typing import Any
 
 import numpy as np
 
+from runtime.detectors.tiny_face_detector import TINY_ANCHORS  # the one anchor table
+
 __all__ = [
     "CONVERTERS",
     "build_all",
@@ -343,15 +345,6 @@ def build_ssd_mobilenet_v1(t: dict[str, TfjsTensor]) -> Any:
 
 
 TINY_MEAN_RGB = np.array([117.001, 114.697, 97.404])  # face-api tinyFaceDetector/const.ts
-TINY_ANCHORS = np.array(
-    [
-        [1.603231, 2.094468],
-        [6.041143, 7.080126],
-        [2.882459, 3.518061],
-        [4.266906, 5.178857],
-        [9.041765, 10.66308],
-    ]
-)
 TINY_LEAKY = 0.10000000149011612
 
 
