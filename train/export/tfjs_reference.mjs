@@ -1,6 +1,6 @@
 // Reference outputs of face-api's own networks (its browser bundle, tfjs cpu backend, in Node) for input
 // tensors written by train/export/detectors.py, so the converted ONNX files can be checked against them.
-// usage: node tfjs_reference.mjs <patched face-api.esm.js> <model dir> ssd|tiny <input.f32> <side> <out.json>
+// usage: node tfjs_reference.mjs <patched face-api.esm.js> <model dir> ssd|tiny|landmark68 <input.f32> <side> <out.json>
 import fs from 'fs';
 import util from 'util';
 
@@ -28,6 +28,10 @@ if (kind === 'ssd') {
   load(net, 'ssd_mobilenetv1_model');
   const r = net.forwardInput(input);
   out = { boxes: r.boxes[0].arraySync(), scores: Array.from(r.scores[0].dataSync()) };
+} else if (kind === 'landmark68') {
+  const net = new faceapi.FaceLandmark68Net(); // raw network output: 136 values, 0..1 of the square input
+  load(net, 'face_landmark_68_model');
+  out = { landmarks: Array.from(net.runNet(input).dataSync()) };
 } else {
   const net = new faceapi.TinyFaceDetector();
   load(net, 'tiny_face_detector_model');

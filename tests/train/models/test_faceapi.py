@@ -1,0 +1,118 @@
+"""face-api's 68-point network in torch against face-api's own tfjs network (Node, cpu backend)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests.service.photos import unavailable
+from train.models.faceapi import FACE_API_MEAN_RGB, _aflw19_rows, faceapi68, resolve_face_api_manifest
+
+torch.set_num_threads(1)
+
+
+def _manifest() -> Path:
+    if shutil.which("npm") is None:
+        unavailable("npm is not installed: cannot fetch @vladmandic/face-api")
+    try:
+        return resolve_face_api_manifest()
+    except Exception as exc:
+        unavailable(f"npm pack failed: {exc}")
+
+
+def _square_crops(root: Path, side: int = 112) -> dict[str, np.ndarray]:
+    """The package's demo photos: the centre square of each, resized -> [side, side, 3] float32."""
+    from PIL import Image
+
+    out = {}
+    for photo in sorted((root / "demo").glob("sample*.jpg")):
+        img = Image.open(photo).convert("RGB")
+        s = min(img.size)
+        left, top = (img.width - s) // 2, (img.height - s) // 2
+        crop = img.crop((left, top, left + s, top + s)).resize((side, side), Image.Resampling.BILINEAR)
+        out[photo.name] = np.asarray(crop, np.float32)
+    return out
+
+
+def _torch_out(model: torch.nn.Module, crop: np.ndarray) -> np.ndarray:
+    x = (crop - np.asarray(FACE_API_MEAN_RGB, np.float32)) / 255.0
+    with torch.no_grad():
+        return model(torch.from_numpy(x.transpose(2, 0, 1)[None].copy()))[0].numpy()
+
+
+def test_torch_port_matches_face_api_in_node(tmp_path: Path) -> None:
+    """The independent reference: face-api's FaceLandmark68Net.runNet in tfjs on the demo photos."""
+    if shutil.which("node") is None:
+        unavailable("node is not installed: cannot run face-api's tfjs network")
+    manifest = _manifest()
+    root = manifest.parents[1]
+    bundle = tmp_path / "face-api.patched.mjs"
+    src = (root / "dist" / "face-api.esm.js").read_text()
+    bundle.write_text(src.replace("this.util=AR(),", "this.util=globalThis.__nodeUtil,", 1))
+    script = Path(__file__).parents[3] / "train" / "export" / "tfjs_reference.mjs"
+    model = faceapi68(68).eval()
+    model.load_pretrained("face-api")
+    crops = _square_crops(root)
+    assert len(crops) == 6
+    for name, crop in crops.items():
+        crop.tofile(tmp_path / "in.f32")
+        cmd = ["node", str(script), str(bundle), str(root / "model"), "landmark68"]
+        subprocess.run([*cmd, str(tmp_path / "in.f32"), "112", str(tmp_path / "out.json")], check=True)
+        ref = np.asarray(json.loads((tmp_path / "out.json").read_text())["landmarks"], np.float32)
+        ours = _torch_out(model, crop)
+        assert ref.shape == ours.shape == (136,)
+        assert np.abs(ours - ref).max() < 1e-4, name
+        assert ref.min() > 0.0 and ref.max() < 1.0  # a face in the middle of the square: points inside it
+
+
+def test_a_broken_port_is_caught() -> None:
+    """The reference test has teeth: the symmetric padding torch would use by default moves the points."""
+    _manifest()
+    model = faceapi68(68).eval()
+    model.load_pretrained("face-api")
+    x = np.random.default_rng(0).uniform(0, 255, (112, 112, 3)).astype(np.float32)
+    good = _torch_out(model, x)
+    import train.models.faceapi as fa
+
+    original = fa._same_pad
+    try:
+        fa._same_pad = lambda t, stride: (
+            torch.nn.functional.pad(t, (1, 1, 1, 1))
+            if stride == 1
+            else torch.nn.functional.pad(t, (1, 0, 1, 0))
+        )  # type: ignore[assignment]
+        bad = _torch_out(model, x)
+    finally:
+        fa._same_pad = original
+    assert np.abs(good - bad).max() > 1e-3
+
+
+def test_aflw19_head_starts_from_the_68_point_rows() -> None:
+    rows = np.arange(136 * 2, dtype=np.float32).reshape(136, 2)
+    out = _aflw19_rows(rows)
+    assert out.shape == (38, 2)
+    # AFLW point 0 is 68-point 17 (x row 34, y row 35); point 7 (right-eye centre) the mean of 36..41
+    np.testing.assert_array_equal(out[0], rows[34])
+    np.testing.assert_array_equal(out[1], rows[35])
+    np.testing.assert_allclose(out[14], rows[[72, 74, 76, 78, 80, 82]].mean(axis=0))
+
+
+@pytest.mark.parametrize("k", [68, 19])
+def test_pretrained_loads_for_both_schemes_and_round_trips_through_onnx(k: int, tmp_path: Path) -> None:
+    _manifest()
+    model = faceapi68(k).eval()
+    loaded = model.load_pretrained("face-api")
+    assert "fc.weight" in loaded and len(loaded) == 2 + 2 + 3 * 3 + 4 * 3 * 3 + 2 - 2  # 4 blocks, fc
+    path = tmp_path / "m.onnx"
+    torch.onnx.export(model, (torch.zeros(1, 3, 112, 112),), str(path), input_names=["x"], dynamo=False)
+    again = faceapi68(k).eval()
+    again.load_pretrained(path)
+    x = torch.randn(2, 3, 112, 112)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), again(x))

@@ -1,0 +1,200 @@
+"""face-api's 68-point landmark network as a trainable stage (issue 18, lever 4: a pretrained student).
+
+``@vladmandic/face-api`` 1.7.15 (npm, MIT) ships ``model/face_landmark_68_model.bin``, a network trained
+on about 35k faces. Its architecture, read from the TypeScript sources in the same package
+(``src/faceFeatureExtractor``, ``src/faceLandmarkNet``), written here in torch:
+
+- input 112x112 RGB, ``(x - mean_rgb) / 255`` with mean_rgb (122.782, 117.001, 104.298): that is the
+  stage's normalisation in the model manifest, so the network itself sees already normalised input;
+- four dense blocks of 32, 64, 128, 256 channels. Each starts with a stride-2 convolution (a plain 3x3
+  convolution in the first block, a depthwise-separable one after), followed by three depthwise-separable
+  convolutions whose outputs are summed with every earlier output of the block (ReLU after each sum);
+- a 7x7 average pool (the whole 7x7 map) and one fully connected layer to ``2K`` crop units (0..1).
+
+TensorFlow's 'SAME' padding of a stride-2 convolution on an even side pads one pixel after, none
+before; that is kept (an explicit pad) so the weights compute what they were trained to. The 68 points
+are in the iBUG order; a 19-point (AFLW) head starts from the mean of the 68-point head's rows that
+define each AFLW point (``model_store.meanshape.AFLW19_FROM_68``), so fine-tuning starts from a
+sensible shape too.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from model_store.meanshape import AFLW19_FROM_68
+from train.models.registry import register_model
+
+__all__ = ["FACE_API_MEAN_RGB", "FaceApiLandmarkNet", "faceapi68", "resolve_face_api_manifest"]
+
+FACE_API_MEAN_RGB = (122.782, 117.001, 104.298)
+FACE_API_STD = (255.0, 255.0, 255.0)
+MANIFEST = "model/face_landmark_68_model-weights_manifest.json"
+PRETRAINED_ALIAS = "face-api"  # `pretrained: face-api` in a stage config: the npm package's weights
+
+
+class SeparableConv(nn.Module):
+    """Depthwise 3x3 (stride s, TF 'SAME') then pointwise 1x1 with bias."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.stride = stride
+        self.depthwise = nn.Conv2d(cin, cin, 3, stride=stride, padding=0, groups=cin, bias=False)
+        self.pointwise = nn.Conv2d(cin, cout, 1, bias=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.pointwise(self.depthwise(_same_pad(x, self.stride)))
+
+
+class FirstConv(nn.Module):
+    """The first block's plain 3x3 convolution (stride 2, TF 'SAME')."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, 3, stride=2, padding=0, bias=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(_same_pad(x, 2))
+
+
+def _same_pad(x: Tensor, stride: int) -> Tensor:
+    """TF 'SAME' padding for a 3x3 kernel: (1, 1) at stride 1; (0, 1) at stride 2 on an even side."""
+    if stride == 1:
+        return F.pad(x, (1, 1, 1, 1))
+    if x.shape[-1] % 2 or x.shape[-2] % 2:
+        raise ValueError("stride-2 'SAME' padding here assumes even sides")
+    return F.pad(x, (0, 1, 0, 1))
+
+
+class DenseBlock(nn.Module):
+    """conv0 (stride 2) -> three separable convs, each fed the ReLU of the sum of all earlier outputs."""
+
+    def __init__(self, cin: int, cout: int, first: bool) -> None:
+        super().__init__()
+        self.conv0: nn.Module = FirstConv(cin, cout) if first else SeparableConv(cin, cout, 2)
+        self.conv1 = SeparableConv(cout, cout, 1)
+        self.conv2 = SeparableConv(cout, cout, 1)
+        self.conv3 = SeparableConv(cout, cout, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out1 = F.relu(self.conv0(x))
+        out2 = self.conv1(out1)
+        out3 = self.conv2(F.relu(out1 + out2))
+        out4 = self.conv3(F.relu(out1 + out2 + out3))
+        return F.relu(out1 + out2 + out3 + out4)
+
+
+class FaceApiLandmarkNet(nn.Module):
+    """face-api's FaceLandmark68Net trunk and head; ``[N, 3, 112, 112]`` (normalised) -> ``[N, 2K]``."""
+
+    def __init__(self, num_points: int, channels: tuple[int, ...] = (32, 64, 128, 256)) -> None:
+        super().__init__()
+        self.input_size = 112
+        self.num_points = num_points
+        blocks, cin = [], 3
+        for i, cout in enumerate(channels):
+            blocks.append(DenseBlock(cin, cout, first=i == 0))
+            cin = cout
+        self.features = nn.Sequential(*blocks)
+        self.fc = nn.Linear(cin, 2 * num_points)
+        nn.init.normal_(self.fc.weight, std=1e-3)
+        nn.init.constant_(self.fc.bias, 0.5)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """``[N, 3, 112, 112]`` -> ``[N, 256]`` (the 7x7 map averaged)."""
+        return self.features(x).mean(dim=(2, 3))
+
+    def forward_head(self, features: Tensor) -> Tensor:
+        """``[N, 256]`` -> ``[N, 2K]`` crop units."""
+        return self.fc(features)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def load_pretrained(self, path: str | Path) -> list[str]:
+        """Load face-api's weights: ``face-api`` (the npm package, fetched once) or a tfjs manifest path.
+
+        An ONNX file exported from this class (a published stage) is loaded by name instead. Returns
+        the names of the tensors that were loaded.
+        """
+        if str(path).endswith(".onnx"):
+            return self._load_onnx(Path(path))
+        from train.export.detectors import read_tfjs_weights
+
+        manifest = resolve_face_api_manifest() if str(path) == PRETRAINED_ALIAS else Path(path)
+        weights = read_tfjs_weights(manifest)
+        new: dict[str, Tensor] = {}
+        for b, block in enumerate(self.features):
+            assert isinstance(block, DenseBlock)
+            for c in range(4):
+                key = f"dense{b}/conv{c}"
+                prefix = f"features.{b}.conv{c}"
+                if f"{key}/filters" in weights:  # the first block's plain conv: HWIO -> OIHW
+                    new[f"{prefix}.conv.weight"] = _t(weights[f"{key}/filters"].transpose(3, 2, 0, 1))
+                    new[f"{prefix}.conv.bias"] = _t(weights[f"{key}/bias"])
+                else:  # depthwise [3, 3, C, 1] -> [C, 1, 3, 3]; pointwise [1, 1, I, O] -> [O, I, 1, 1]
+                    new[f"{prefix}.depthwise.weight"] = _t(
+                        weights[f"{key}/depthwise_filter"].transpose(2, 3, 0, 1)
+                    )
+                    new[f"{prefix}.pointwise.weight"] = _t(
+                        weights[f"{key}/pointwise_filter"].transpose(3, 2, 0, 1)
+                    )
+                    new[f"{prefix}.pointwise.bias"] = _t(weights[f"{key}/bias"])
+        fc_w, fc_b = weights["fc/weights"].T, weights["fc/bias"]  # [136, 256], [136]
+        if self.num_points == 19:  # AFLW-19: each point the mean of its 68-point rows
+            fc_w, fc_b = _aflw19_rows(fc_w), _aflw19_rows(fc_b[:, None])[:, 0]
+        if self.num_points in (68, 19):
+            new["fc.weight"], new["fc.bias"] = _t(fc_w), _t(fc_b)
+        own = self.state_dict()
+        for name, value in new.items():
+            if tuple(own[name].shape) != tuple(value.shape):
+                raise ValueError(
+                    f"{manifest}: {name} has shape {tuple(value.shape)}, expected {tuple(own[name].shape)}"
+                )
+        self.load_state_dict({**own, **new})
+        return sorted(new)
+
+    def _load_onnx(self, path: Path) -> list[str]:
+        import onnx
+        from onnx import numpy_helper
+
+        weights = {
+            i.name.removesuffix("__fp16"): torch.from_numpy(numpy_helper.to_array(i).astype(np.float32))
+            for i in onnx.load(str(path)).graph.initializer
+        }
+        own = self.state_dict()
+        missing = [k for k in own if k not in weights or tuple(weights[k].shape) != tuple(own[k].shape)]
+        if missing:
+            raise ValueError(
+                f"{path}: not a {type(self).__name__} export for {self.num_points} points: {missing[:3]}"
+            )
+        self.load_state_dict({k: weights[k] for k in own})
+        return sorted(own)
+
+
+def _t(a: np.ndarray) -> Tensor:
+    return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+
+
+def _aflw19_rows(rows68: np.ndarray) -> np.ndarray:
+    """``[136, D]`` head rows (x0, y0, x1, ...) -> ``[38, D]``: AFLW rows as means of 68-point rows."""
+    pts = rows68.reshape(68, 2, -1)
+    return np.stack([pts[list(idx)].mean(axis=0) for idx in AFLW19_FROM_68]).reshape(38, -1)
+
+
+def resolve_face_api_manifest(cache: Path | None = None) -> Path:
+    """The face-api package's 68-point weight manifest, fetched with npm into ``cache/detectors`` once."""
+    from train.export.detectors import FACE_API, default_cache, fetch_npm
+
+    return fetch_npm(*FACE_API, cache or default_cache()) / MANIFEST
+
+
+@register_model
+def faceapi68(num_points: int) -> FaceApiLandmarkNet:
+    """face-api's 68-point landmark network (112x112, dense separable blocks, 0.35 MB of weights)."""
+    return FaceApiLandmarkNet(num_points)
