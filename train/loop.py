@@ -129,14 +129,32 @@ def seed_everything(seed: int) -> None:
 # --------------------------------------------------------------------------- models / checkpoints
 
 
-def build_stage_model(stage_cfg: Mapping[str, Any], num_points: int) -> nn.Module:
-    """Registry model for a stage config; loads ``pretrained`` (local file) when given."""
+def build_stage_model(
+    stage_cfg: Mapping[str, Any], num_points: int, run_dir: Path | None = None
+) -> nn.Module:
+    """Registry model for a stage config; loads ``pretrained`` when given.
+
+    ``pretrained`` is a file for the architecture's own loader (an ONNX stage, a torchvision or face-api
+    checkpoint), a training checkpoint (``.pt``) of the same architecture, or ``stage1``: this run's own
+    trained first stage (``run_dir/stage1/best.pt``), so a second stage of the same architecture starts
+    from what the first one learned.
+    """
     model = create_model(stage_cfg["architecture"], num_points, **dict(stage_cfg.get("model_kwargs") or {}))
-    if stage_cfg.get("pretrained"):
+    pretrained = stage_cfg.get("pretrained")
+    if pretrained == "stage1":
+        if run_dir is None:
+            raise ValueError("pretrained: stage1 needs the run directory")
+        pretrained = str(run_dir / "stage1" / "best.pt")
+    if pretrained and str(pretrained).endswith(".pt"):
+        ckpt = torch.load(Path(pretrained), map_location="cpu", weights_only=False)
+        if ckpt["architecture"] != stage_cfg["architecture"] or int(ckpt["num_points"]) != num_points:
+            raise ValueError(f"{pretrained}: a {ckpt['architecture']} for {ckpt['num_points']} points")
+        model.load_state_dict(ckpt["model"])
+    elif pretrained:
         loader = getattr(model, "load_pretrained", None)
         if loader is None:
             raise ValueError(f"{stage_cfg['architecture']} has no pretrained loader")
-        loader(stage_cfg["pretrained"])
+        loader(pretrained)
     return model
 
 
@@ -429,7 +447,7 @@ def train_stage(
     seed_everything(seed)
 
     # ---- model, data, optimiser
-    model = build_stage_model(st, scheme.num_points).to(rt.device)
+    model = build_stage_model(st, scheme.num_points, out).to(rt.device)
     size = int(model.input_size)  # type: ignore[arg-type]
     rule, norm = _crop_rule(st), _normalisation(st)
     augment = stage_augment(cfg, stage)

@@ -169,3 +169,24 @@ def test_cuda_training_with_bf16_autocast(tmp_path: Path) -> None:
     assert np.isfinite(report["final"]["nme"])
     model, ck = load_checkpoint(tmp_path / "stage2" / "best.pt", "cuda")
     assert next(model.parameters()).is_cuda and ck["architecture"] == "cnn7"
+
+
+def test_a_second_stage_can_start_from_the_runs_own_first_stage(tmp_path: Path) -> None:
+    """``pretrained: stage1`` loads ``run_dir/stage1/best.pt``; another architecture or K is refused."""
+    from train.loop import build_stage_model
+    from train.models import create_model
+
+    first = create_model("cnn6", 68)
+    (tmp_path / "stage1").mkdir()
+    ckpt = {"architecture": "cnn6", "num_points": 68, "model": first.state_dict()}
+    torch.save(ckpt, tmp_path / "stage1" / "best.pt")
+    second = build_stage_model({"architecture": "cnn6", "pretrained": "stage1"}, 68, tmp_path)
+    x = torch.randn(2, 3, 64, 64)
+    first.eval(), second.eval()
+    torch.testing.assert_close(first(x), second(x))
+    fresh = build_stage_model({"architecture": "cnn6"}, 68, tmp_path).eval()
+    assert not torch.allclose(fresh(x), first(x))
+    with pytest.raises(ValueError, match="cnn6 for 68 points"):
+        build_stage_model({"architecture": "cnn6", "pretrained": "stage1"}, 19, tmp_path)
+    with pytest.raises(ValueError, match="run directory"):
+        build_stage_model({"architecture": "cnn6", "pretrained": "stage1"}, 68)
