@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
-# Train, export and publish the two embedded default models (cnn67-ibug68, cnn67-aflw19).
+# Train, export and publish the two embedded default models (faceapi-ibug68, faceapi-aflw19 since 4.0.0;
+# cnn67-ibug68, cnn67-aflw19 before).
 #
 #   scripts/train_defaults.sh train     # start both trainings in the background (logs in runs/)
 #   scripts/train_defaults.sh export    # export + evaluate + publish both into model_store/models
 #   scripts/train_defaults.sh all       # train (in the foreground, both in parallel), then export
 #
 # Environment:
-#   RECIPE         v3 (default: the 3.0.0 defaults, the 2.0.0 models fine-tuned with every video frame,
-#                  per-point teacher weights and detector-sized box perturbation), mixed (2.0.0: synthetic +
-#                  teacher-labelled real faces) or synth (1.0.0). v3 and mixed build the real-face cache
-#                  with `wingmark data real` first if it is missing.
-#   VERSION        version to publish (default 3.0.0 for v3, 2.0.0 for mixed, 1.0.0 for synth)
+#   RECIPE         v4 (default: the 4.0.0 defaults, face-api's 68-point network as both stages,
+#                  fine-tuned with the Wing loss on the v3 data; names faceapi-ibug68 / faceapi-aflw19),
+#                  v3 (3.0.0: the 2.0.0 models fine-tuned with every video frame, per-point teacher
+#                  weights and detector-sized box perturbation), mixed (2.0.0: synthetic + teacher-labelled
+#                  real faces) or synth (1.0.0). v4, v3 and mixed build the real-face cache with
+#                  `wingmark data real` first if it is missing.
+#   VERSION        version to publish (default 4.0.0 for v4, 3.0.0 for v3, 2.0.0 for mixed, 1.0.0 for synth)
 #   TRAIN_ARGS     extra 'key=value' overrides for both trainings, e.g. "stage1.max_steps=800"
 #   THREADS        torch/OMP threads per training (default 1: the two trainings run side by side)
 #   PYTHON_BIN     default .venv/bin/python
@@ -24,17 +27,20 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PY=${PYTHON_BIN:-.venv/bin/python}
-RECIPE=${RECIPE:-v3}
+RECIPE=${RECIPE:-v4}
 case "$RECIPE" in
+  v4) VERSION=${VERSION:-4.0.0} ;;
   v3) VERSION=${VERSION:-3.0.0} ;;
   mixed) VERSION=${VERSION:-2.0.0} ;;
   synth) VERSION=${VERSION:-1.0.0} ;;
-  *) echo "RECIPE must be v3, mixed or synth" >&2; exit 2 ;;
+  *) echo "RECIPE must be v4, v3, mixed or synth" >&2; exit 2 ;;
 esac
 THREADS=${THREADS:-1}
 read -r -a EXTRA <<<"${TRAIN_ARGS:-}"
-MODELS=("cnn67-ibug68:train/configs/cnn67_${RECIPE}_ibug68.yaml:runs/cnn67_${RECIPE}_ibug68"
-        "cnn67-aflw19:train/configs/cnn67_${RECIPE}_aflw19.yaml:runs/cnn67_${RECIPE}_aflw19")
+FAMILY=cnn67
+[ "$RECIPE" = v4 ] && FAMILY=faceapi
+MODELS=("$FAMILY-ibug68:train/configs/${FAMILY}_${RECIPE}_ibug68.yaml:runs/${FAMILY}_${RECIPE}_ibug68"
+        "$FAMILY-aflw19:train/configs/${FAMILY}_${RECIPE}_aflw19.yaml:runs/${FAMILY}_${RECIPE}_aflw19")
 
 real_cache() {  # the mixed recipe's real faces: rebuilt from the registries when missing
   if [ "$RECIPE" != synth ] && [ ! -f cache/real/manifest.json ]; then
@@ -63,7 +69,7 @@ case "${1:-}" in
   train)
     real_cache
     for m in "${MODELS[@]}"; do IFS=: read -r n c r <<<"$m"; train_one "$n" "$c" "$r"; done
-    echo "started; follow with: tail -f runs/cnn67-*.train.log"
+    echo "started; follow with: tail -f runs/$FAMILY-*.train.log"
     ;;
   export)
     for m in "${MODELS[@]}"; do IFS=: read -r n c r <<<"$m"; export_one "$n" "$c" "$r"; done
