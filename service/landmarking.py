@@ -21,6 +21,7 @@ import numpy as np
 
 from runtime import (
     Cascade,
+    DecodeDeferredError,
     DecodedImage,
     ImageDecodeError,
     ImageTooLargeError,
@@ -99,12 +100,17 @@ class LandmarkService(ModelHost):
 
         # 1. decode: with the client's boxes, JPEGs at the DCT scale the faces' crops still allow
         reduce = landmarker.decode_reduction(client_boxes) if client_boxes is not None else None
-        decode = functools.partial(
-            decode_image, req.data, max_pixels=s.max_image_pixels, max_side=s.decode_max_side,
-            min_side=s.min_image_side, reduce=reduce,
-        )  # fmt: skip
+        options: dict[str, Any] = {"max_pixels": s.max_image_pixels, "max_side": s.decode_max_side,
+                                   "min_side": s.min_image_side, "reduce": reduce}  # fmt: skip
+        # large images (by their header) go to the niced decode process, which the deadline stops
+        defer = s.decode_worker_pixels if self._big is not None else None
+        decode = functools.partial(decode_image, req.data, defer_pixels=defer, **options)
         try:
-            image = await self._until(deadline, loop.run_in_executor(self._pool, decode))
+            try:
+                image = await self._until(deadline, loop.run_in_executor(self._pool, decode))
+            except DecodeDeferredError:
+                assert self._big is not None
+                image = await self._until(deadline, self._big.decode(req.data, **options))
         except ImageTooLargeError as exc:
             raise ProblemError("image-too-large", str(exc)) from None
         except ImageDecodeError as exc:
