@@ -104,6 +104,9 @@ def run_hostile(url: str, *, good_requests_per_run: int = 60) -> dict[str, Any]:
             ENDPOINT, content=tiff, headers={"content-type": "image/tiff"}, params={"box": "1,1,15,15"}
         )
 
+    def good(c: httpx.Client) -> httpx.Response:  # the control: two more clients like the measured one
+        return goods[0].post(c)
+
     idle = _good_run(url, goods, refs, good_requests_per_run)
     out: dict[str, Any] = {
         "cpu": _cpu_model(),
@@ -112,9 +115,12 @@ def run_hostile(url: str, *, good_requests_per_run: int = 60) -> dict[str, Any]:
         "hostile_requests": {
             "40mp_32_boxes": f"{len(png)} B PNG, {HOSTILE_SIDE} px square, 32 whole-image boxes, 1 client",
             "two_40000_ifd_tiffs": f"{len(tiff)} B TIFF, 40,000 chained IFDs, two clients",
+            "control_two_good_clients": "not hostile: two clients sending a good request one after another",
         },
     }
-    for label, send, clients in (("40mp_32_boxes", big, 1), ("two_40000_ifd_tiffs", ifds, 2)):
+    runs = [("40mp_32_boxes", big, 1), ("two_40000_ifd_tiffs", ifds, 2)]
+    runs.append(("control_two_good_clients", good, 2))
+    for label, send, clients in runs:
         stop = threading.Event()
         with ThreadPoolExecutor(clients) as pool:
             hammers = [pool.submit(_hammer, url, send, stop) for _ in range(clients)]
