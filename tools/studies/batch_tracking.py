@@ -257,7 +257,8 @@ def plot(
     axes[1].set_xticks(x, names, fontsize=8)
     axes[1].set_ylabel("frames/s per CPU second (1 landmarker)")
     axes[1].set_title("speed")
-    axes[1].legend(fontsize=7, loc="upper left")
+    axes[1].set_ylim(0, 1.4 * axes[1].get_ylim()[1])  # room for the legend above the bars
+    axes[1].legend(fontsize=7, loc="upper left", ncol=2)
     jr = [r["jitter_still_pct_face"]["tracking_raw"] for r in results]
     js = [r["jitter_still_pct_face"]["tracking_smoothed"] for r in results]
     axes[2].bar(x - w / 2, jr, w, color="tab:red", label="raw")
