@@ -64,6 +64,11 @@ class DecodeWorker:
         self._lock = threading.Lock()
         self._tokens = itertools.count()
 
+    @staticmethod
+    def supported() -> bool:
+        """Linux only (memfd, descriptor passing); elsewhere every image is decoded in the threads."""
+        return sys.platform == "linux" and hasattr(os, "memfd_create")
+
     @property
     def pid(self) -> int | None:
         proc = self._proc

@@ -88,7 +88,8 @@ class ModelHost:
         self._crops = ThreadPoolExecutor(1, thread_name_prefix="wingmark-crop")
         self._device = ThreadPoolExecutor(1, thread_name_prefix=f"wingmark-{settings.device}")
         # large images: one niced child process, killed at the deadline (service.decode_worker)
-        self._big = DecodeWorker(settings.decode_worker_nice) if settings.decode_worker_pixels else None
+        use_worker = settings.decode_worker_pixels > 0 and DecodeWorker.supported()
+        self._big = DecodeWorker(settings.decode_worker_nice) if use_worker else None
         # every batcher on the device thread shares its gate (greedy policy)
         self._device_gate = DeviceGate() if settings.batch_policy == "greedy" else None
         self._load_task: asyncio.Task[None] | None = None
