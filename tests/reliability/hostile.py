@@ -84,7 +84,9 @@ def _hammer(
     return {"statuses": statuses, "mean_seconds": round(float(np.mean(seconds)), 2) if seconds else None}
 
 
-def run_hostile(url: str, *, good_requests_per_run: int = 60) -> dict[str, Any]:
+def run_hostile(url: str, *, good_requests_per_run: int = 60, pid: int | None = None) -> dict[str, Any]:
+    """Good requests' latency idle and beside each hostile load; with the server's ``pid``, also what
+    one request of each kind costs the server (its process and children, e.g. the decode process)."""
     goods = good_requests(4)
     with httpx.Client(base_url=url, timeout=60) as c:
         refs = [landmarks_of(g.post(c)) for g in goods]
@@ -132,7 +134,33 @@ def run_hostile(url: str, *, good_requests_per_run: int = 60) -> dict[str, Any]:
         loaded["p95_over_idle_p50"] = round(loaded["p95_ms"] / idle["p50_ms"], 2)
         loaded["hostile"] = results
         out[label] = loaded
+    if pid is not None:
+        kinds = (("good", good, 20), ("40mp_32_boxes", big, 2), ("two_40000_ifd_tiffs", ifds, 20))
+        out["server_cpu_ms_per_request"] = {k: _server_cost(url, send, n, pid) for k, send, n in kinds}
     return out
+
+
+def _server_cost(url: str, send: Callable[[httpx.Client], httpx.Response], n: int, pid: int) -> float:
+    """Server CPU ms per request (process and descendants), ``n`` requests one after another."""
+    with httpx.Client(base_url=url, timeout=120) as c:
+        cpu0 = _tree_cpu_seconds(pid)
+        for _ in range(n):
+            send(c)
+        return round((_tree_cpu_seconds(pid) - cpu0) / n * 1000, 2)
+
+
+def _tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of ``pid`` and its live descendants (a child's time counts while it runs)."""
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            total += _cpu_seconds(p)
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, ValueError):
+            continue  # gone meanwhile
+    return total
 
 
 def _cpu_model() -> str:

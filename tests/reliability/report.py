@@ -232,6 +232,9 @@ def write(data: dict[str, Any], docs: Path) -> None:
                   "busy clients costs by itself: the TIFF clients, whose requests now cost about what a good one does plus",
                   "their 5 MB upload (the first IFD only is read), slow good requests about as much as that. The 40-megapixel",
                   "PNG is decoded in the niced decode process, so it costs good requests little (it gets the cores last)."]  # fmt: skip
+        if "server_cpu_ms_per_request" in h:
+            costs = ", ".join(f"{k} {v} ms" for k, v in h["server_cpu_ms_per_request"].items())
+            lines += ["", f"Server CPU per request, alone, one after another (the service and its decode process): {costs}."]  # fmt: skip
     if "disconnects" in data:
         d = data["disconnects"]
         lines += ["", "## Client hang-ups", "",
