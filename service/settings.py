@@ -120,7 +120,7 @@ class Settings(BaseSettings):
         default=32, ge=1, description="upper bound for max_faces and for client boxes per request"
     )
     crop_chunk_faces: int = Field(
-        default=8, ge=1, description="faces a request crops per turn on the crop thread (fairness)"
+        default=8, ge=1, description="faces a request crops, then sends to inference, per turn (fairness)"
     )
 
     # Face detection
