@@ -172,7 +172,7 @@ def _tree_cpu_seconds(pid: int) -> float:
 
 def _cpu_model() -> str:
     """``AMD EPYC, 2 cores (avx2 avx512f avx512_vnni)``: the model and the SIMD flags speed depends on."""
-    model, flags = "", set()
+    model, flags = "", set[str]()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name") and not model:

@@ -25,7 +25,12 @@ def test_nested_steps_are_counted_once_and_labels_can_follow_the_caller() -> Non
         detect(0.03)  # inside the check: counted as verification, once
 
     verify = clock.wrap(check, "verification")
-    crops = clock.wrap(lambda: (_spin(0.02), network(0.04)), "crops")
+
+    def crop() -> None:
+        _spin(0.02)
+        network(0.04)
+
+    crops = clock.wrap(crop, "crops")
     detect(0.03)
     verify()
     crops()
