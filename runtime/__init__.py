@@ -13,7 +13,13 @@ from __future__ import annotations
 
 from runtime.backends import Backend, BackendUnavailableError, create_backend
 from runtime.cascade import Cascade, FaceJob
-from runtime.decode import DecodedImage, ImageDecodeError, ImageTooLargeError, decode_image
+from runtime.decode import (
+    DecodeDeferredError,
+    DecodedImage,
+    ImageDecodeError,
+    ImageTooLargeError,
+    decode_image,
+)
 from runtime.detectors import Detections, Detector, create_detector
 from runtime.landmarker import Face, FoundFaces, InvalidBoxesError, Landmarker, check_boxes, face_poses
 
@@ -21,6 +27,7 @@ __all__ = [
     "Backend",
     "BackendUnavailableError",
     "Cascade",
+    "DecodeDeferredError",
     "DecodedImage",
     "Detections",
     "Detector",

@@ -25,6 +25,7 @@ from PIL import Image, UnidentifiedImageError
 __all__ = [
     "JPEG_REDUCTIONS",
     "SUPPORTED_FORMATS",
+    "DecodeDeferredError",
     "DecodedImage",
     "ImageDecodeError",
     "ImageTooLargeError",
@@ -58,6 +59,16 @@ class ImageDecodeError(ValueError):
 
 class ImageTooLargeError(ValueError):
     """The image has more pixels than allowed."""
+
+
+class DecodeDeferredError(Exception):
+    """Not an error in the image: it would decode to more than ``defer_pixels`` pixels, and the caller
+    asked to decode such images elsewhere (the service: in a separate process, ``service.decode_worker``).
+    Raised after the header checks, before any pixel is decoded."""
+
+    def __init__(self, pixels: int) -> None:
+        super().__init__(f"the image decodes to {pixels} pixels")
+        self.pixels = pixels
 
 
 @dataclass(frozen=True)
@@ -144,6 +155,7 @@ def decode_image(
     max_side: int | None = None,
     min_side: int = 1,
     reduce: int | None = None,
+    defer_pixels: int | None = None,
 ) -> DecodedImage:
     """Decode ``data``.
 
@@ -155,6 +167,8 @@ def decode_image(
             1/2^k reduction that keeps the long side >= max_side.
         reduce: decode JPEGs at exactly 1/``reduce`` (1, 2, 4 or 8; instead of ``max_side``'s
             rule), e.g. what the faces' crops need (``runtime.Landmarker.decode_reduction``).
+        defer_pixels: raise DecodeDeferredError instead of decoding an image that would decode (after
+            any JPEG reduction) to more pixels than this.
     Raises:
         ImageDecodeError: undecodable, truncated or unsupported bytes.
         ImageTooLargeError: more than ``max_pixels`` pixels.
@@ -173,7 +187,6 @@ def decode_image(
             raise ImageDecodeError(f"image is {w}x{h}; each side must be at least {min_side} px")
         if w * h > max_pixels:
             raise ImageTooLargeError(f"image is {w}x{h} = {w * h} pixels; the limit is {max_pixels}")
-        turn = orientation(im)
         mode = im.mode
         draft_mode = "RGB" if mode not in {"L", "CMYK"} else mode
         if fmt in _JPEG_FORMATS and reduce is not None:
@@ -182,13 +195,16 @@ def decode_image(
         elif fmt in _JPEG_FORMATS and max_side is not None and max(w, h) >= 2 * max_side:
             k = max_side / max(w, h)
             im.draft(draft_mode, (max(1, int(w * k)), max(1, int(h * k))))
+        if defer_pixels is not None and im.size[0] * im.size[1] > defer_pixels:  # draft() set the size
+            raise DecodeDeferredError(im.size[0] * im.size[1])
+        turn = orientation(im)  # after the deferral: Pillow decodes a whole PNG to look for its EXIF
         # Image.open leaves every format at its first frame; asking n_frames or seeking would walk
         # every frame or IFD (40,000 chained TIFF IFDs: ~10 s), so neither is done.
         im.load()
         if turn != 1:
             im = im.transpose(_TRANSPOSE[turn])
         pixels = _to_rgb(im)
-    except (ImageDecodeError, ImageTooLargeError):
+    except (ImageDecodeError, ImageTooLargeError, DecodeDeferredError):
         raise
     except Image.DecompressionBombError as exc:  # Pillow's own, larger limit: name ours, not Pillow's
         raise ImageTooLargeError(f"the image has too many pixels; the limit is {max_pixels}") from exc

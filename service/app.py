@@ -22,6 +22,7 @@ from service.demo import install_demo
 from service.errors import install_error_handlers
 from service.landmarking import LandmarkService
 from service.metrics import Metrics
+from service.overload import ConcurrencyLimitMiddleware
 from service.routes import router
 from service.settings import Settings, get_settings
 from service.version import app_version
@@ -96,5 +97,7 @@ def create_app(settings: Settings | None = None, *, load_in_background: bool = T
     install_error_handlers(app)
     app.include_router(router)
     install_demo(app)
+    # past the limit: 503 problem+json (counted by the metrics middleware, which wraps it)
+    app.add_middleware(ConcurrencyLimitMiddleware, limit=settings.limit_concurrency, metrics=metrics)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app

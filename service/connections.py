@@ -7,8 +7,11 @@ file descriptor) for ever. :func:`http_protocol` returns uvicorn's HTTP protocol
 with one timer added: armed when the connection opens and whenever bytes arrive while no request is
 being handled, stopped when a request head is complete. When it fires, the client gets
 ``408 Request Timeout`` and the connection is closed. (The body has its own limit: the landmarks route
-answers 408 past ``WINGMARK_BODY_TIMEOUT_S``; and past ``limit_concurrency`` connections or requests,
-uvicorn answers 503.)
+answers 408 past ``WINGMARK_BODY_TIMEOUT_S``.)
+
+The same class limits open connections: a connection opened while ``max_connections`` others are open
+is served by ``service.overload.overloaded_app`` (503 problem+json with Retry-After, then close) in
+place of the app; uvicorn's own ``limit_concurrency`` (plain-text 503) is not used.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from typing import Any
+
+from service.overload import overloaded_app
 
 __all__ = ["TIMEOUT_RESPONSE", "http_protocol"]
 
@@ -45,9 +50,10 @@ def _base(kind: str) -> type[Any]:
     return H11Protocol
 
 
-def http_protocol(kind: str, head_timeout_s: float) -> type[asyncio.Protocol]:
+def http_protocol(kind: str, head_timeout_s: float, max_connections: int = 0) -> type[asyncio.Protocol]:
     """uvicorn's ``kind`` ("auto", "httptools" or "h11") protocol class, closing connections whose
-    request head takes longer than ``head_timeout_s`` seconds (counted from the first wait)."""
+    request head takes longer than ``head_timeout_s`` seconds (counted from the first wait), and
+    answering 503 on connections past ``max_connections`` open ones (0: no limit)."""
     base = _base(kind)
 
     class HeadTimeoutProtocol(base):  # type: ignore[misc,valid-type]
@@ -77,7 +83,12 @@ def http_protocol(kind: str, head_timeout_s: float) -> type[asyncio.Protocol]:
                 self.transport.close()
 
         def connection_made(self, transport: asyncio.Transport) -> None:
-            super().connection_made(transport)
+            super().connection_made(transport)  # adds this connection to the server's set
+            if max_connections and len(self.connections) > max_connections:
+                log.warning(
+                    "503: %d open connections, the limit is %d", len(self.connections), max_connections
+                )
+                self.app = overloaded_app  # this connection's requests get 503, then it closes
             self._arm()
 
         def data_received(self, data: bytes) -> None:

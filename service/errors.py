@@ -77,6 +77,7 @@ PROBLEMS: dict[str, ProblemType] = {
         ProblemType("internal-error", 500, "Internal server error"),
         ProblemType("inference-failed", 500, "Inference failed"),
         ProblemType("not-ready", 503, "The service is not ready"),
+        ProblemType("overloaded", 503, "The service is overloaded"),  # service.overload answers it
         ProblemType("deadline-exceeded", 504, "The request's deadline passed"),
     )
 }

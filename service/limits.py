@@ -8,7 +8,9 @@ Since crops sample only the pixels they need (``model_store.cascade.crop``), a t
 ``chunk * S * S`` pixel reads whatever the image and boxes, which bounds how long another request can
 wait for the thread; a request's whole crop work is bounded by ``WINGMARK_MAX_FACES`` turns' worth.
 Each turn is awaited separately, so a request that is gone (deadline passed, client disconnected)
-stops between turns, and its turns not yet started are cancelled with it.
+stops between turns, and its turns not yet started are cancelled with it. The faces then enter the
+inference batches in the same turns (``LandmarkService._submit_in_turns``), each turn queued once the
+previous one is answered, so that one request's many faces never fill a batch that everyone waits behind.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ STAGES = (
     "decode", "detect", "crop", "stage1_queue", "stage1", "stage2_queue", "stage2",
     "queue", "inference", "map", "serialise", "total",
 )  # fmt: skip
-REJECT_REASONS = ("queue_full", "deadline", "not_ready", "client_disconnected")
+REJECT_REASONS = ("queue_full", "deadline", "not_ready", "client_disconnected", "overloaded")
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)

@@ -22,6 +22,7 @@ from model_store.store import DEFAULT_MODELS, ModelStore
 from runtime import Detector, FaceJob, Landmarker, create_backend, create_detector
 from runtime.precision import choose_variant, cpu_flags
 from service.batcher import DeviceGate, DynamicBatcher
+from service.decode_worker import DecodeWorker
 from service.errors import ProblemError, redact_paths
 from service.metrics import Metrics
 from service.settings import Settings
@@ -86,6 +87,9 @@ class ModelHost:
         # behind other requests' decodes and detections: the device thread would idle meanwhile.
         self._crops = ThreadPoolExecutor(1, thread_name_prefix="wingmark-crop")
         self._device = ThreadPoolExecutor(1, thread_name_prefix=f"wingmark-{settings.device}")
+        # large images: one niced child process, killed at the deadline (service.decode_worker)
+        use_worker = settings.decode_worker_pixels > 0 and DecodeWorker.supported()
+        self._big = DecodeWorker(settings.decode_worker_nice) if use_worker else None
         # every batcher on the device thread shares its gate (greedy policy)
         self._device_gate = DeviceGate() if settings.batch_policy == "greedy" else None
         self._load_task: asyncio.Task[None] | None = None
@@ -101,6 +105,8 @@ class ModelHost:
 
     async def start(self, *, background: bool = True) -> None:
         """Load detector and models (in worker threads), warm them up, start the batchers."""
+        if self._big is not None:
+            self._big.start()
         if background:
             self._load_task = asyncio.get_running_loop().create_task(self._load_all())
         else:
@@ -228,6 +234,8 @@ class ModelHost:
                 lm.landmarker.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._crops.shutdown(wait=False, cancel_futures=True)
+        if self._big is not None:
+            self._big.close()
         self._device.shutdown(wait=True)
 
     def _queue_depth(self) -> float:

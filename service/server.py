@@ -15,7 +15,8 @@ __all__ = ["raise_fd_limit", "serve_main", "uvicorn_options"]
 def raise_fd_limit(needed: int) -> int:
     """Raise the soft open-file limit towards the hard one so that ``needed`` descriptors fit: past the
     limit, accept() fails and a client is dropped with no answer, while under it a client beyond
-    ``limit_concurrency`` is answered 503. Returns the soft limit now in force."""
+    ``limit_concurrency`` is answered 503 problem+json (``service.overload``). Returns the soft limit
+    now in force."""
     try:
         import resource
     except ImportError:  # not on POSIX
@@ -38,9 +39,10 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "host": settings.host,
         "port": settings.port,
         "log_level": settings.log_level,
-        "http": http_protocol(settings.uvicorn_http, settings.head_timeout_s),
+        "http": http_protocol(settings.uvicorn_http, settings.head_timeout_s, settings.limit_concurrency),
         "timeout_keep_alive": settings.timeout_keep_alive_s,
-        "limit_concurrency": settings.limit_concurrency or None,
+        # uvicorn's own limit answers plain text: the app (service.overload) and the protocol limit instead
+        "limit_concurrency": None,
         "h11_max_incomplete_event_size": settings.max_head_bytes,
         "backlog": settings.backlog,
         "loop": settings.uvicorn_loop,

@@ -107,11 +107,20 @@ class Settings(BaseSettings):
     decode_threads: int = Field(
         default=2, ge=1, description="decode/detect pool (crops have their own thread)"
     )
+    decode_worker_pixels: int = Field(
+        default=4_000_000,
+        ge=0,
+        description="images that decode to more pixels than this are decoded one at a time in a separate,"
+        " niced process, killed at the request's deadline (0: every image in the decode threads)",
+    )
+    decode_worker_nice: int = Field(
+        default=10, ge=0, le=19, description="how much lower the decode process's priority is"
+    )
     max_faces: int = Field(
         default=32, ge=1, description="upper bound for max_faces and for client boxes per request"
     )
     crop_chunk_faces: int = Field(
-        default=8, ge=1, description="faces a request crops per turn on the crop thread (fairness)"
+        default=8, ge=1, description="faces a request crops, then sends to inference, per turn (fairness)"
     )
 
     # Face detection

@@ -84,7 +84,9 @@ def _hammer(
     return {"statuses": statuses, "mean_seconds": round(float(np.mean(seconds)), 2) if seconds else None}
 
 
-def run_hostile(url: str, *, good_requests_per_run: int = 60) -> dict[str, Any]:
+def run_hostile(url: str, *, good_requests_per_run: int = 60, pid: int | None = None) -> dict[str, Any]:
+    """Good requests' latency idle and beside each hostile load; with the server's ``pid``, also what
+    one request of each kind costs the server (its process and children, e.g. the decode process)."""
     goods = good_requests(4)
     with httpx.Client(base_url=url, timeout=60) as c:
         refs = [landmarks_of(g.post(c)) for g in goods]
@@ -104,6 +106,9 @@ def run_hostile(url: str, *, good_requests_per_run: int = 60) -> dict[str, Any]:
             ENDPOINT, content=tiff, headers={"content-type": "image/tiff"}, params={"box": "1,1,15,15"}
         )
 
+    def good(c: httpx.Client) -> httpx.Response:  # the control: two more clients like the measured one
+        return goods[0].post(c)
+
     idle = _good_run(url, goods, refs, good_requests_per_run)
     out: dict[str, Any] = {
         "cpu": _cpu_model(),
@@ -112,9 +117,13 @@ def run_hostile(url: str, *, good_requests_per_run: int = 60) -> dict[str, Any]:
         "hostile_requests": {
             "40mp_32_boxes": f"{len(png)} B PNG, {HOSTILE_SIDE} px square, 32 whole-image boxes, 1 client",
             "two_40000_ifd_tiffs": f"{len(tiff)} B TIFF, 40,000 chained IFDs, two clients",
+            "control_two_good_clients": "not hostile: two clients sending a good request one after another",
         },
     }
-    for label, send, clients in (("40mp_32_boxes", big, 1), ("two_40000_ifd_tiffs", ifds, 2)):
+    runs = [("40mp_32_boxes", big, 1), ("two_40000_ifd_tiffs", ifds, 2)]
+    runs.append(("control_two_good_clients", good, 2))
+    before = idle
+    for label, send, clients in runs:
         stop = threading.Event()
         with ThreadPoolExecutor(clients) as pool:
             hammers = [pool.submit(_hammer, url, send, stop) for _ in range(clients)]
@@ -122,21 +131,60 @@ def run_hostile(url: str, *, good_requests_per_run: int = 60) -> dict[str, Any]:
             loaded = _good_run(url, goods, refs, good_requests_per_run)
             stop.set()
             results = [h.result(timeout=180) for h in hammers]
-        loaded["p50_over_idle_p50"] = round(loaded["p50_ms"] / idle["p50_ms"], 2)
-        loaded["p95_over_idle_p50"] = round(loaded["p95_ms"] / idle["p50_ms"], 2)
+        time.sleep(0.5)  # the last hostile request is answered
+        after = _good_run(url, goods, refs, good_requests_per_run)
+        # the baseline: idle runs just before and just after (the shared machine's load drifts)
+        base = round((before["p50_ms"] + after["p50_ms"]) / 2, 1)
+        loaded["idle_p50_ms"] = base
+        loaded["p50_over_idle_p50"] = round(loaded["p50_ms"] / base, 2)
+        loaded["p95_over_idle_p50"] = round(loaded["p95_ms"] / base, 2)
         loaded["hostile"] = results
         out[label] = loaded
+        before = after
+    if pid is not None:
+        kinds = (("good", good, 20), ("40mp_32_boxes", big, 2), ("two_40000_ifd_tiffs", ifds, 20))
+        out["server_cpu_ms_per_request"] = {k: _server_cost(url, send, n, pid) for k, send, n in kinds}
     return out
 
 
+def _server_cost(url: str, send: Callable[[httpx.Client], httpx.Response], n: int, pid: int) -> float:
+    """Server CPU ms per request (process and descendants), ``n`` requests one after another."""
+    with httpx.Client(base_url=url, timeout=120) as c:
+        cpu0 = _tree_cpu_seconds(pid)
+        for _ in range(n):
+            send(c)
+        return round((_tree_cpu_seconds(pid) - cpu0) / n * 1000, 2)
+
+
+def _tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of ``pid`` and its live descendants (a child's time counts while it runs)."""
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            total += _cpu_seconds(p)
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, ValueError):
+            continue  # gone meanwhile
+    return total
+
+
 def _cpu_model() -> str:
+    """``AMD EPYC, 2 cores (avx2 avx512f avx512_vnni)``: the model and the SIMD flags speed depends on."""
+    model, flags = "", set[str]()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} cores"
+            if line.startswith("model name") and not model:
+                model = line.split(":", 1)[1].strip() + ", "
+            elif line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split())
     except OSError:
         pass
-    return f"{os.cpu_count()} cores"
+    simd = " ".join(
+        f for f in ("sse4_2", "avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if f in flags
+    )
+    return f"{model}{os.cpu_count()} cores" + (f" ({simd})" if simd else "")
 
 
 def _cpu_seconds(pid: int) -> float:

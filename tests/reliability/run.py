@@ -112,7 +112,7 @@ def section_soak(tmp: Path, total: int, concurrency: int) -> dict[str, Any]:
 
 def section_hostile(tmp: Path) -> dict[str, Any]:
     srv = server(tmp, {})  # the defaults a deployment gets (40-megapixel limit, 32 faces, dlib)
-    result = hostile.run_hostile(srv.url)
+    result = hostile.run_hostile(srv.url, pid=srv.process.pid)
     log(f"hostile: idle p50 {result['idle']['p50_ms']} ms; "
         + "; ".join(f"{k}: p50 x{result[k]['p50_over_idle_p50']}, errors {result[k]['errors']}"
                     for k in ("40mp_32_boxes", "two_40000_ifd_tiffs")))  # fmt: skip

@@ -19,6 +19,7 @@ import service.landmarking
 from service.app import create_app
 from service.limits import in_turns
 from service.settings import Settings
+from tests.e2e.helpers import metric
 from tests.service.images import encode
 
 BIG = encode(np.asarray(np.random.default_rng(7).integers(0, 255, (300, 300, 3)), np.uint8), "PNG")
@@ -107,3 +108,18 @@ def test_a_request_past_its_deadline_stops_cropping_between_turns(
     assert r.status_code == 504
     cropped = sum(n for width, _, n in slow_crops if width == 300)
     assert 0 < cropped < 32  # it stopped part-way: the rest of its faces were never cropped
+
+
+def test_a_request_with_many_faces_enters_the_batches_a_turn_at_a_time(test_store: Path) -> None:
+    """32 faces of one request never make one batch: each crop turn's faces are queued once the previous
+    turn is answered, so other requests' faces get into the next batch instead of waiting behind 32."""
+
+    async def scenario(client: httpx.AsyncClient) -> tuple[httpx.Response, str]:
+        r = await client.post("/v1/landmarks", content=BIG, params={"boxes": str(WHOLE)})
+        return r, (await client.get("/metrics")).text
+
+    r, text = serve(test_store, scenario)
+    assert r.status_code == 200 and len(r.json()["faces"]) == 32
+    batches = metric(text, "wingmark_batch_size_count")
+    assert batches >= 4  # four turns (the first stage's batches are the ones counted)
+    assert metric(text, "wingmark_batch_size_bucket", le="8.0") == batches  # none over a turn's 8 faces

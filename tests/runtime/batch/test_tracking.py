@@ -92,3 +92,28 @@ def test_needs_a_detector(landmarker: Landmarker) -> None:
     bare = Landmarker(landmarker.model, landmarker.backend, None)
     with pytest.raises(ValueError, match="detector"):
         FaceTracker(bare)
+
+
+def test_verification_looks_at_a_small_window_without_upsampling(
+    landmarker: Landmarker, tiny_video: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A check costs a fraction of a whole-frame detection: the detector sees a window of 1.6 face sizes
+    with the face resized to about 100 px, and never runs upsampled there (dlib's 2x costs 4x)."""
+    detector = landmarker.detector
+    assert detector is not None
+    runs: list[tuple[tuple[int, ...], int]] = []
+    original = detector._run  # type: ignore[attr-defined]
+
+    def run(img: np.ndarray, upsample: int) -> object:
+        runs.append((img.shape, upsample))
+        return original(img, upsample)
+
+    monkeypatch.setattr(detector, "_run", run)
+    tracker = FaceTracker(landmarker, config=TrackerConfig(verify_every=2))
+    out = [tracker.step(f.pixels, f.time) for f in list(read_video(tiny_video))[:9]]
+    assert all(len(faces) == 1 for faces in out) and tracker.stats["detections"] == 1
+    checks = runs[-tracker.stats["verifications"] :]
+    assert tracker.stats["verifications"] == 4 and len(runs) == 1 + 4  # one detection, then the checks
+    size = face_size(out[-1][0].landmarks_raw)
+    for shape, upsample in checks:
+        assert upsample == 0 and max(shape[:2]) <= 1.6 * 100 + 2, (shape, upsample, size)
