@@ -27,12 +27,13 @@ class Normalisation:
 
 def to_input(crops: np.ndarray, norm: Normalisation) -> np.ndarray:
     """[N, S, S, 3] RGB 0..255 (any real dtype) -> [N, 3, S, S] float32 contiguous."""
-    x = np.asarray(crops, dtype=np.float32)
-    if x.ndim != 4 or x.shape[-1] != 3:
-        raise ValueError(f"expected crops [N, S, S, 3], got {x.shape}")
-    mean = np.asarray(norm.mean, dtype=np.float32)
-    std = np.asarray(norm.std, dtype=np.float32)
-    return np.ascontiguousarray(((x - mean) / std).transpose(0, 3, 1, 2))
+    c = np.asarray(crops)
+    if c.ndim != 4 or c.shape[-1] != 3:
+        raise ValueError(f"expected crops [N, S, S, 3], got {c.shape}")
+    x = c.astype(np.float32)  # one float copy (uint8 crops), then in place
+    x -= np.asarray(norm.mean, dtype=np.float32)
+    x /= np.asarray(norm.std, dtype=np.float32)
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
 
 
 def from_output(output: np.ndarray, num_points: int, size: int) -> np.ndarray:
