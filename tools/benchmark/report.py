@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tools.benchmark.report_e2e import crop_section, e2e_section, target_rows
 from tools.benchmark.summary import reading
 
 __all__ = ["write_markdown"]
@@ -23,6 +24,7 @@ def _fmt(st: dict[str, float]) -> str:
 
 def write_markdown(report: dict[str, Any], path: Path, img: str) -> None:
     m, bare, h = report["machine"], report["bare"], report["headline"]
+    images = report.get("images", {"512": report["image"]})
     L: list[str] = []
     L += [
         "# Benchmarks",
@@ -39,12 +41,16 @@ def write_markdown(report: dict[str, Any], path: Path, img: str) -> None:
         f"- fp32 peak: **{m['peak']['gflops']:.1f} GFLOP/s** = {m['peak']['assumption']}",
         f"- check: numpy SGEMM (1536^2) reaches {m['numpy_sgemm_gflops']} GFLOP/s = {m['numpy_sgemm_pct_of_peak']} % of that peak",
         f"- GPU: {report['gpu']}",
-        f"- image: {report['image']['source']} ({report['image']['bytes']} bytes, "
-        f"{report['image']['width']}x{report['image']['height']}); client box {report['image']['box']}",
+        *(
+            f"- image{'' if len(images) == 1 else f' {label}'}: {im['source']} ({im['bytes']} bytes, "
+            f"{im['width']}x{im['height']}); client box {im['box']}"
+            for label, im in images.items()
+        ),
         f"- model: {report['model']}",
         "",
     ]
     L += ["## Targets (this run)", "", _row(["target", "measured", "met"]), _row(["---"] * 3)]
+    L += target_rows(report)
     L.append(
         _row(
             [
@@ -123,6 +129,7 @@ def write_markdown(report: dict[str, Any], path: Path, img: str) -> None:
             )
         )
     L += ["", "## Reading this run", ""] + [f"- {line}" for line in reading(report)]
+    L += [""] + e2e_section(report) + crop_section(report) if "inprocess" in report else []
     L += [
         "",
         "## Bare models through ONNX Runtime",
@@ -174,6 +181,7 @@ def write_markdown(report: dict[str, Any], path: Path, img: str) -> None:
         "",
         _row(
             [
+                *(["image"] if len(images) > 1 else []),
                 "config",
                 "mode",
                 "concurrency",
@@ -184,13 +192,14 @@ def write_markdown(report: dict[str, Any], path: Path, img: str) -> None:
                 "p99 ms",
             ]
         ),
-        _row(["---"] * 8),
+        _row(["---"] * (8 + (len(images) > 1))),
     ]
     for r in report["service"]["runs"]:
         lat = r["latency_ms"]
         L.append(
             _row(
                 [
+                    *([r["image"]] if len(images) > 1 else []),
                     r["config"],
                     r["mode"],
                     r["concurrency"],
@@ -259,16 +268,30 @@ def write_markdown(report: dict[str, Any], path: Path, img: str) -> None:
         "serialise",
         "total",
     ]
-    L += [_row(["config", "mode", "c"] + keys), _row(["---"] * (3 + len(keys)))]
+    col = ["image"] if len(images) > 1 else []
+    L += [_row([*col, "config", "mode", "c", *keys]), _row(["---"] * (3 + len(col) + len(keys)))]
     for r in report["service"]["runs"]:
         sm = r.get("stage_ms_per_request", {})
-        L.append(_row([r["config"], r["mode"], r["concurrency"]] + [sm.get(k, "") for k in keys]))
-    p = report["service"].get("profile", {})
+        first = [r["image"]] if col else []
+        L.append(_row([*first, r["config"], r["mode"], r["concurrency"]] + [sm.get(k, "") for k in keys]))
+    for label in images:
+        L += _profile_lines(
+            report["service"].get("profile" if label == "512" else f"profile_{label}", {}),
+            label,
+            len(images) > 1,
+        )
+    L += [""]
+    L += _batch_section()
+    path.write_text("\n".join(L) + "\n")
+
+
+def _profile_lines(p: dict[str, Any], label: str, named: bool) -> list[str]:
+    L: list[str] = []
     if p.get("available"):
         L += [
             "",
             f"py-spy, {p['samples']} samples of the service under client-box load at the top concurrency "
-            "(all threads, idle waits excluded):",
+            f"{f'on the {label} image ' if named else ''}(all threads, idle waits excluded):",
             "",
             _row(["category", "% of samples"]),
             _row(["---"] * 2),
@@ -278,9 +301,7 @@ def write_markdown(report: dict[str, Any], path: Path, img: str) -> None:
         L += [_row([k.replace("|", "/"), v]) for k, v in p["top_leaves_pct"].items()]
     elif p:
         L += ["", f"Profiler: {p.get('note')}"]
-    L += [""]
-    L += _batch_section()
-    path.write_text("\n".join(L) + "\n")
+    return L
 
 
 BATCH_JSON = Path(__file__).resolve().parents[2] / "docs" / "batch_throughput.json"
