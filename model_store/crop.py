@@ -20,6 +20,7 @@ the crop covers. Two backends compute it:
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any, Literal
 
 import numpy as np
@@ -69,21 +70,27 @@ def crop(
         out = np.empty(shape, dtype=np.uint8)
     elif out.shape != shape or out.dtype != np.uint8 or not out.flags.c_contiguous:
         raise ValueError(f"out must be a C-contiguous uint8 array of shape {shape}")
-    inv = invert_affine(m)  # crop -> image
-    if not np.isfinite(inv).all():
-        raise ValueError("crop matrix maps outside finite coordinates")
     cv2 = _cv2() if (backend or crop_backend()) == "opencv" else None
     if backend == "opencv" and cv2 is None:
         raise RuntimeError("the opencv crop backend needs opencv-python-headless: pip install wingmark[fast]")
     if cv2 is None or img.dtype != np.uint8:
         np.copyto(out, np.clip(np.rint(crop_reference(img, m, size)), 0, 255), casting="unsafe")
         return out
+    # crop -> image, in scalars (a 2x3 map: numpy's per-call overhead would cost more than OpenCV's warp)
+    (a, b, tx), (c, d, ty) = np.asarray(m, dtype=np.float64).tolist()
+    det = a * d - b * c
+    if not (math.isfinite(det) and det != 0.0):
+        raise ValueError("crop matrix maps outside finite coordinates")
+    ia, ib, ic, id_ = d / det, -b / det, -c / det, a / det
+    itx, ity = -(ia * tx + ib * ty), -(ic * tx + id_ * ty)
+    if not all(math.isfinite(v) for v in (ia, ib, ic, id_, itx, ity)):
+        raise ValueError("crop matrix maps outside finite coordinates")
     h, w = img.shape[:2]
     # the window the samples read: the crop's corners in image pixels, with a margin, inside the image
-    corners = inv @ np.array([[0.0, size, 0.0, size], [0.0, 0.0, size, size], [1.0, 1.0, 1.0, 1.0]])
-    x0, y0 = (max(int(np.floor(v.min())) - _MARGIN, 0) for v in corners)
-    x1 = min(int(np.ceil(corners[0].max())) + _MARGIN, w)
-    y1 = min(int(np.ceil(corners[1].max())) + _MARGIN, h)
+    xs = (itx, ia * size + itx, ib * size + itx, (ia + ib) * size + itx)
+    ys = (ity, ic * size + ity, id_ * size + ity, (ic + id_) * size + ity)
+    x0, y0 = max(math.floor(min(xs)) - _MARGIN, 0), max(math.floor(min(ys)) - _MARGIN, 0)
+    x1, y1 = min(math.ceil(max(xs)) + _MARGIN, w), min(math.ceil(max(ys)) + _MARGIN, h)
     if x1 <= x0 or y1 <= y0:  # the crop lies wholly outside the image
         out.fill(0)
         return out
@@ -95,8 +102,12 @@ def crop(
     ):
         window = np.ascontiguousarray(window)  # e.g. a mirrored view; only the window is copied
     # OpenCV samples crop pixel (u, v) at window index inv @ (u, v, 1): shift ours to centres at i + 0.5
-    cm = inv.copy()
-    cm[:, 2] += 0.5 * (inv[:, 0] + inv[:, 1]) - 0.5 - np.array([x0, y0])
+    cm = np.array(
+        [
+            [ia, ib, itx + 0.5 * (ia + ib) - 0.5 - x0],
+            [ic, id_, ity + 0.5 * (ic + id_) - 0.5 - y0],
+        ]
+    )
     got = cv2.warpAffine(
         window,
         cm,
