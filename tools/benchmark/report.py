@@ -63,7 +63,12 @@ def write_markdown(report: dict[str, Any], path: Path, img: str) -> None:
     L.append(
         _row(
             [
-                "service at saturation (client boxes) >= 0.8x bare cascade",
+                "service at saturation (client boxes) >= 0.8x bare cascade"
+                + (
+                    f" (issue 11's target, replaced by issue 24's above: the service runs {report['inprocess']['landmarker']['model']}, the bare table {report['model']} at its best batch)"
+                    if "inprocess" in report
+                    else ""
+                ),
                 f"{h['service_over_bare_cascade']}x ({h['service_saturation_faces_per_s']} / {h['cascade_best']['faces_per_s']} faces/s)",
                 h["targets"]["service >= 0.8x bare cascade"],
             ]
@@ -174,9 +179,16 @@ def write_markdown(report: dict[str, Any], path: Path, img: str) -> None:
         "## The service (uvicorn on 127.0.0.1, the client on the same cores)",
         "",
         "All configurations and the naive peer are up at once and measured in rounds (each round runs every row once), so a change of the machine's load hits them alike. Configurations: `default` (this branch's settings), `batching_off` (WINGMARK_MAX_BATCH_SIZE=1), `ort_1_thread` (the default with WINGMARK_ORT_THREADS=1), "
-        "`timed` (WINGMARK_BATCH_POLICY=timed: every batch waits up to the 5 ms queue delay, the policy before; the default is greedy: a batch runs as soon as the device is free), "
+        + (
+            "`float` (WINGMARK_PRECISION=float: the float model, where the default picks the int8 variant on CPUs with int8 dot products), "
+            if any(r["config"] == "float" for r in report["service"]["runs"])
+            else ""
+        )
+        + "`timed` (WINGMARK_BATCH_POLICY=timed: every batch waits up to the 5 ms queue delay, the policy before; the default is greedy: a batch runs as soon as the device is free), "
         "`h11_asyncio` (uvicorn with pure-Python h11 and asyncio's loop instead of httptools and uvloop), `before` "
-        "(the settings before issue 11: timed batching, h11 + asyncio, ORT 1 thread with spinning, 2 pool threads, the whole cascade on the device thread; the faster Pillow crop is in every configuration, so `before` understates the change). "
+        "(the settings before issue 11: timed batching, h11 + asyncio, ORT 1 thread with spinning, 2 pool threads, the whole cascade on the device thread; the faster "
+        + ("uint8 crop (OpenCV)" if "inprocess" in report else "Pillow crop")
+        + " is in every configuration, so `before` understates the change). "
         "Modes: `client` (the client sends the face box) and `detect` (dlib HOG in the service).",
         "",
         _row(
