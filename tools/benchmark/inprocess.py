@@ -95,6 +95,7 @@ def crop_costs(
     cascade, px = lm.cascade, image.pixels
     out: dict[str, Any] = {
         "backend": crop_backend(),
+        "reduction": lm.decode_reduction(boxes),
         "decoded": [int(px.shape[1]), int(px.shape[0])],
         "stages": [],
     }
@@ -187,7 +188,8 @@ def mediapipe_python() -> tuple[str | None, str]:
 
 def mediapipe_e2e(data: bytes, repeats: int, min_s: float, timeout_s: float = 180) -> dict[str, Any]:
     """MediaPipe Face Mesh end to end (decode, its own face detection, 468 points; static-image mode,
-    so no tracking between calls) in its own process, one thread; faces/s; skipped with the reason."""
+    so no tracking between calls) in its own process with its default threads; faces/s; skipped with
+    the reason where MediaPipe is not installed."""
     python, where = mediapipe_python()
     if python is None:
         return {"available": False, "note": where}
@@ -204,7 +206,7 @@ def mediapipe_e2e(data: bytes, repeats: int, min_s: float, timeout_s: float = 18
         return {"available": True, "faces_found": 0, "note": f"{got['model']}: no face found in this image"}
     return {
         "available": True,
-        "threads": 1,
+        "threads": "MediaPipe's default",
         "faces_found": got["faces"],
         "faces_per_s": spread([f * got["faces"] for f in got["images_per_s"]]),
         "note": f"{got['model']} ({where}): decode + face detection + 468 points, static-image mode, own process",

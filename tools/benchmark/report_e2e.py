@@ -125,8 +125,9 @@ def e2e_section(report: dict[str, Any]) -> list[str]:
         f"default: {lm['model']} (precision `{lm['precision']}`), ORT threads {lm['threads']} (0: one per core), "
         f"spinning {lm['spinning']}. The bare cascade is that model's stages on inputs made in advance, batch "
         f"{ip['e2e_batch']}. The service: client boxes, its best concurrency; float: WINGMARK_PRECISION=float at the "
-        "top concurrency. Peers end to end (their own decode and face detection, one core): dlib HOG (as the service "
-        "configures it) + its 68-point predictor; MediaPipe Face Mesh (468 points, static-image mode) in its own process.",
+        "top concurrency. Peers end to end (their own decode and face detection): dlib HOG (as the service "
+        "configures it) + its 68-point predictor on one core; MediaPipe Face Mesh (468 points, static-image mode) in "
+        "its own process with its default threads.",
         "",
         _row(
             [

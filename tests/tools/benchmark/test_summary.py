@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tools.benchmark.summary import headline
+from tools.benchmark.summary import _budget, headline
 
 
 def test_benchmark_headline_ratios_come_from_the_runs_of_the_report() -> None:
@@ -50,7 +50,7 @@ def test_issue_24_targets_per_image_from_the_service_the_inprocess_loop_and_the_
         return {
             "e2e": {"faces_per_s": {"median": e2e}, "best": "batch_32"},
             "bare_cascade": {"faces_per_s": {"median": bare}},
-            "crops": {"backend": "opencv", "max_stage_inputs_ms": max(crops)},
+            "crops": {"backend": "opencv", "max_stage_inputs_ms": max(crops), "reduction": 2},
             "peers": {"dlib_e2e": {"faces_per_s": {"median": 40.0}}, "mediapipe_e2e": {"available": False}},
         }
 
@@ -61,13 +61,14 @@ def test_issue_24_targets_per_image_from_the_service_the_inprocess_loop_and_the_
             "best_cascade": {**best, "pct_of_peak": {"median": 70.0}},
             "rows": [{"what": "cascade", "threads": 1, "faces_per_s": {"median": 110.0}}],
         },
-        "images": {"512": {}, "hd": {}},
+        "images": {"512": {"bytes": 60000}, "hd": {"bytes": 450000}},
         "inprocess": {"512": image(200.0, 600.0, (0.1, 0.25)), "hd": image(100.0, 500.0, (0.1, 0.31))},
         "service": {
             "runs": [
                 run("default", 1, 90.0, "512"),
                 run("default", 32, 170.0, "512", adjacent=500.0),
                 run("float", 32, 100.0, "512"),
+                run("default", 1, 50.0, "hd") | {"stage_ms_per_request": {"decode": 4.5}},
                 run("default", 8, 95.0, "hd"),
                 run("default", 32, 80.0, "hd"),
                 run("float", 32, 64.0, "hd"),
@@ -87,3 +88,7 @@ def test_issue_24_targets_per_image_from_the_service_the_inprocess_loop_and_the_
     assert t["service >= 0.8x in-process e2e (512)"] and t["service >= 0.8x in-process e2e (hd)"]
     assert not t["service >= 0.6x bare cascade (hd)"]
     assert not t["crops <= 0.3 ms per face per stage"]  # the HD frame's 0.31 ms
+    report["headline"] = h
+    sentence = _budget(report, "hd")  # 2 cores: 4 ms of CPU a face; 0.6x leaves 2000 / 300 - 4 ms
+    assert "4.00 ms of CPU per face" in sentence and "leaves 2.67 ms per request" in sentence
+    assert "4.5 ms per request" in sentence and "decoded at 1/2" in sentence and "0.20x" in sentence
