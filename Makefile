@@ -43,7 +43,7 @@ pytest: $(VENV)/.dev-stamp
 
 test: lint typecheck pytest
 
-# about 5 minutes on 2 cores; writes docs/benchmarks.md, docs/benchmarks.json, docs/img/benchmarks_*.png
+# about 8 minutes on 2 cores; writes docs/benchmarks.md, docs/benchmarks.json, docs/img/benchmarks_*.png
 benchmark: $(VENV)/.dev-stamp
 	$(VENV)/bin/wingmark benchmark $(BENCHMARK_ARGS)
 
