@@ -17,13 +17,13 @@ $(PY):
 	$(PIP) install --upgrade pip setuptools wheel
 
 $(VENV)/.serve-stamp: pyproject.toml | $(PY)
-	$(PIP) install -e .
+	$(PIP) install -e '.[fast]'
 	touch $@
 
 # torch is pinned to the CPU wheel first so that the extra's range never pulls a multi-GB CUDA build.
 $(VENV)/.dev-stamp: pyproject.toml | $(PY)
 	$(PIP) install torch==2.13.0
-	$(PIP) install -e '.[train,dev,batch,ray]'
+	$(PIP) install -e '.[train,dev,batch,ray,fast]'
 	touch $@ $(VENV)/.serve-stamp
 
 serve: $(VENV)/.serve-stamp
@@ -43,12 +43,12 @@ pytest: $(VENV)/.dev-stamp
 
 test: lint typecheck pytest
 
-# about 5 minutes on 2 cores; writes docs/benchmarks.md, docs/benchmarks.json, docs/img/benchmarks_*.png
+# about 8 minutes on 2 cores; writes docs/benchmarks.md, docs/benchmarks.json, docs/img/benchmarks_*.png
 benchmark: $(VENV)/.dev-stamp
 	$(VENV)/bin/wingmark benchmark $(BENCHMARK_ARGS)
 
 $(VENV)/.reliability-stamp: pyproject.toml $(VENV)/.dev-stamp
-	$(PIP) install -e '.[train,dev,batch,ray,reliability]'
+	$(PIP) install -e '.[train,dev,batch,ray,fast,reliability]'
 	touch $@
 
 # Long (the soak alone is ~15 min on 2 cores); RELIABILITY_ARGS=--sections bad,faults runs a subset.

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from model_store.crop import crop
 from model_store.geometry import (
     CropRule,
     apply_affine,
@@ -74,61 +75,6 @@ def stage_matrices(
     return np.stack([crop_matrix_from_points(x, scheme, size, rule) for x in p]).reshape(-1, 2, 3)
 
 
-def crop(image: np.ndarray, m: np.ndarray, size: int) -> np.ndarray:
-    """``warp_affine(image, m, size)`` (bilinear, zero outside), reading only the pixels it samples.
-
-    Same pixel convention, arithmetic and values as ``geometry.warp_affine`` (equal to float32
-    rounding): each crop pixel blends its four neighbours in the image, a neighbour outside the image
-    reading 0. The neighbours are gathered straight from the uint8 image, so the cost follows the crop
-    (4 * S * S reads), never the window it covers: a whole-image box on a 40-megapixel image costs what
-    a small face costs, with no float copy of the window. image [H, W, 3] (or [H, W]) uint8 or float,
-    m [2, 3] image -> crop; returns [S, S, 3] (or [S, S]) float32 (0..255 for uint8 images).
-    """
-    img = np.asarray(image)
-    squeeze = img.ndim == 2
-    if squeeze:
-        img = img[:, :, None]
-    h, w, channels = img.shape
-    inv = invert_affine(m)  # crop -> image
-    centres = np.arange(size, dtype=np.float64) + 0.5
-    # array-index coordinates (pixel centre at i) of every crop pixel centre: [S, S]
-    x = inv[0, 0] * centres[None, :] + inv[0, 1] * centres[:, None] + (inv[0, 2] - 0.5)
-    y = inv[1, 0] * centres[None, :] + inv[1, 1] * centres[:, None] + (inv[1, 2] - 0.5)
-    if not (np.isfinite(x).all() and np.isfinite(y).all()):
-        raise ValueError("crop matrix maps outside finite coordinates")
-    x0 = np.floor(x)
-    y0 = np.floor(y)
-    fx = (x - x0).astype(np.float32).reshape(-1)
-    fy = (y - y0).astype(np.float32).reshape(-1)
-    xi = np.clip(x0, -2, w + 1).astype(np.int64).reshape(-1)
-    yi = np.clip(y0, -2, h + 1).astype(np.int64).reshape(-1)
-    # the weight of each neighbour, 0 where it lies outside the image (it reads 0 there): [S * S]
-    wx = ((1 - fx) * ((xi >= 0) & (xi < w)), fx * ((xi >= -1) & (xi < w - 1)))
-    wy = ((1 - fy) * ((yi >= 0) & (yi < h)), fy * ((yi >= -1) & (yi < h - 1)))
-    cols = (np.clip(xi, 0, w - 1), np.clip(xi + 1, 0, w - 1))
-    rows = (np.clip(yi, 0, h - 1), np.clip(yi + 1, 0, h - 1))
-    if img.flags.c_contiguous:  # one flat gather per neighbour
-        flat = img.reshape(h * w, channels)
-
-        def gather(r: np.ndarray, c: np.ndarray) -> np.ndarray:
-            return np.take(flat, r * w + c, axis=0)
-    else:
-
-        def gather(r: np.ndarray, c: np.ndarray) -> np.ndarray:
-            return img[r, c]
-
-    def pixels(r: np.ndarray, c: np.ndarray) -> np.ndarray:  # channel-major [C, S * S] float32
-        return np.ascontiguousarray(gather(r, c).T, dtype=np.float32)
-
-    # channel-major, so that each weight [S * S] multiplies long contiguous rows (weights [S * S, 1]
-    # against pixels [S * S, 3] cost numpy several times more); the same float32 operations in the
-    # same order as warp_affine's blend, so the values are unchanged
-    top = pixels(rows[0], cols[0]) * wx[0] + pixels(rows[0], cols[1]) * wx[1]
-    bottom = pixels(rows[1], cols[0]) * wx[0] + pixels(rows[1], cols[1]) * wx[1]
-    out = (top * wy[0] + bottom * wy[1]).reshape(channels, size, size).transpose(1, 2, 0)
-    return out[:, :, 0] if squeeze else out
-
-
 class CascadeGeometry:
     """The stages of one model (geometry only) and the scheme they predict."""
 
@@ -162,11 +108,13 @@ class CascadeGeometry:
         )
 
     def crops(self, stage_index: int, images: Sequence[np.ndarray], mats: np.ndarray) -> np.ndarray:
-        """``[N, S, S, 3]`` float32 crops (0..255) of N images (one per matrix)."""
+        """``[N, S, S, 3]`` uint8 crops of N images (one per matrix; :func:`model_store.crop.crop`,
+        each written straight into the batch's buffer)."""
         size = self.stages[stage_index].input_size
-        if len(mats) == 0:
-            return np.zeros((0, size, size, 3), dtype=np.float32)
-        return np.stack([crop(img, m, size) for img, m in zip(images, mats, strict=True)])
+        out = np.empty((len(mats), size, size, 3), dtype=np.uint8)
+        for i, (img, m) in enumerate(zip(images, mats, strict=True)):
+            crop(img, m, size, out=out[i])
+        return out
 
     def to_input(self, stage_index: int, crops: np.ndarray) -> np.ndarray:
         """``[N, S, S, 3]`` crops -> ``[N, 3, S, S]`` normalised float32 network input."""

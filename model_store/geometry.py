@@ -14,8 +14,9 @@ image's value at ``invert_affine(M) @ (u + 0.5, v + 0.5)`` (bilinear, zero outsi
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -140,18 +141,40 @@ def crop_matrix_from_box(box: np.ndarray, size: int, rule: CropRule, angle: floa
 
 def eye_angle(points: np.ndarray, scheme: Scheme) -> float:
     """Tilt of the line from the right-eye centre to the left-eye centre, radians (atan2(dy, dx))."""
-    pts = np.asarray(points, dtype=np.float64)
-    right = pts[list(scheme.right_eye)].mean(axis=0)
-    left = pts[list(scheme.left_eye)].mean(axis=0)
+    right, left = _eye_centres(np.asarray(points, dtype=np.float64), scheme)
     d = left - right
     return float(math.atan2(d[1], d[0]))
 
 
-def _axis_indices(scheme: Scheme) -> tuple[list[int], list[int]]:
-    """Brow points and chin point(s) of a scheme, by name (both schemes name them)."""
+@functools.cache
+def _indices(scheme: Scheme) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """The right-eye, left-eye, brow and chin points of a scheme as index arrays (brows and chin by
+    name; None where the scheme names none). Worked out once per scheme: the cascade asks per face."""
     brows = [i for i, n in enumerate(scheme.names) if "brow" in n]
     chin = [i for i, n in enumerate(scheme.names) if n == "chin"]
-    if not brows or not chin:
+
+    def frozen(idx: Sequence[int]) -> np.ndarray:
+        arr = np.array(idx, dtype=np.intp)
+        arr.setflags(write=False)
+        return arr
+
+    return (
+        frozen(scheme.right_eye),
+        frozen(scheme.left_eye),
+        frozen(brows) if brows else None,
+        frozen(chin) if chin else None,
+    )
+
+
+def _eye_centres(pts: np.ndarray, scheme: Scheme) -> tuple[np.ndarray, np.ndarray]:
+    right, left, _, _ = _indices(scheme)
+    return pts[right].mean(axis=0), pts[left].mean(axis=0)
+
+
+def _axis_indices(scheme: Scheme) -> tuple[np.ndarray, np.ndarray]:
+    """Brow points and chin point(s) of a scheme, by name (both schemes name them)."""
+    _, _, brows, chin = _indices(scheme)
+    if brows is None or chin is None:
         raise ValueError(f"{scheme.name}: no brow / chin points for the brow-to-chin axis")
     return brows, chin
 
@@ -164,21 +187,20 @@ def roll_angle(points: np.ndarray, scheme: Scheme, rule: str = "eyes") -> float:
     by how far apart the eyes are relative to the brow-to-chin distance: in profile the two eye
     centres nearly coincide and their line's direction is noise, while brows and chin stay apart.
     """
-    eyes = eye_angle(points, scheme)
+    pts = np.asarray(points, dtype=np.float64)
+    right, left = _eye_centres(pts, scheme)
+    eyes = float(math.atan2(left[1] - right[1], left[0] - right[0]))
     if rule == "eyes":
         return eyes
     if rule != "blend":
         raise ValueError(f"unknown roll rule {rule!r}; known: {ROLL_RULES}")
-    pts = np.asarray(points, dtype=np.float64)
     brows, chin = _axis_indices(scheme)
     down = pts[chin].mean(axis=0) - pts[brows].mean(axis=0)  # brow centre -> chin
     height = float(np.hypot(*down))
     if height < 1e-9:
         return eyes
     axis = math.atan2(-down[0], down[1])  # upright face: down = (0, +h) -> 0
-    iod = float(
-        np.hypot(*(pts[list(scheme.left_eye)].mean(axis=0) - pts[list(scheme.right_eye)].mean(axis=0)))
-    )
+    iod = float(np.hypot(*(left - right)))
     w = min(1.0, max(0.0, (iod / height - _BLEND_LO) / (_BLEND_HI - _BLEND_LO)))
     v = w * np.array([math.cos(eyes), math.sin(eyes)]) + (1 - w) * np.array([math.cos(axis), math.sin(axis)])
     if float(np.hypot(*v)) < 1e-9:  # the two estimates opposite: keep the axis

@@ -7,6 +7,7 @@ Every stage of every wingmark model takes RGB NCHW float32 input normalised as
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -26,13 +27,35 @@ class Normalisation:
 
 
 def to_input(crops: np.ndarray, norm: Normalisation) -> np.ndarray:
-    """[N, S, S, 3] RGB 0..255 (any real dtype) -> [N, 3, S, S] float32 contiguous."""
-    x = np.asarray(crops, dtype=np.float32)
-    if x.ndim != 4 or x.shape[-1] != 3:
-        raise ValueError(f"expected crops [N, S, S, 3], got {x.shape}")
-    mean = np.asarray(norm.mean, dtype=np.float32)
-    std = np.asarray(norm.std, dtype=np.float32)
-    return np.ascontiguousarray(((x - mean) / std).transpose(0, 3, 1, 2))
+    """[N, S, S, 3] RGB 0..255 (any real dtype) -> [N, 3, S, S] float32 contiguous.
+
+    uint8 crops (``model_store.crop``) are looked up in a per-channel table of ``(v - mean) / std``
+    (the same float32 values, written straight into NCHW order: a quarter of the arithmetic's time).
+    """
+    c = np.asarray(crops)
+    if c.ndim != 4 or c.shape[-1] != 3:
+        raise ValueError(f"expected crops [N, S, S, 3], got {c.shape}")
+    if c.dtype == np.uint8:
+        table = _table(norm)
+        x = np.empty((c.shape[0], 3, c.shape[1], c.shape[2]), dtype=np.float32)
+        for ch in range(3):
+            np.take(table[ch], c[..., ch], out=x[:, ch])
+        return x
+    x = c.astype(np.float32)
+    x -= np.asarray(norm.mean, dtype=np.float32)
+    x /= np.asarray(norm.std, dtype=np.float32)
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+
+@functools.cache
+def _table(norm: Normalisation) -> np.ndarray:
+    """[3, 256] float32: ``(v - mean) / std`` of every uint8 value v, per channel."""
+    v = np.arange(256, dtype=np.float32)[None, :]
+    mean = np.asarray(norm.mean, dtype=np.float32)[:, None]
+    std = np.asarray(norm.std, dtype=np.float32)[:, None]
+    table = (v - mean) / std
+    table.setflags(write=False)
+    return table
 
 
 def from_output(output: np.ndarray, num_points: int, size: int) -> np.ndarray:

@@ -37,7 +37,7 @@ class FaceJob:
 
     image: np.ndarray  # [H, W, 3] uint8, the image the face is in (shared by the faces of one image)
     matrix: np.ndarray  # [2, 3] image -> stage-1 crop
-    crop: np.ndarray  # [S, S, 3] float32 stage-1 crop (0..255)
+    crop: np.ndarray  # [S, S, 3] uint8 stage-1 crop
 
 
 class Cascade:

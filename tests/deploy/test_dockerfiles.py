@@ -227,7 +227,9 @@ def test_cpu_image_has_no_torch_and_gpu_image_uses_nvidia_tensorrt() -> None:
         return [c for c in commands if "pip install" in c]
 
     cpu = pip_installs(DOCKERFILES["cpu"])
-    assert cpu and all("torch" not in c and "[" not in c for c in cpu), cpu  # plain `pip install .`
+    # `pip install ".[fast]"`: the package and OpenCV for the crops, no other extra (no torch)
+    assert cpu and all("torch" not in c and c.count("[") == ('".[fast]"' in c) for c in cpu), cpu
+    assert any('".[fast]"' in c for c in cpu), cpu
     gpu = pip_installs(DOCKERFILES["gpu"])
     assert gpu and all("torch" not in c and "[" not in c for c in gpu), gpu  # TensorRT: the base's own
     assert any("cuda-python==12." in c for c in gpu), gpu

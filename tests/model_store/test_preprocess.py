@@ -15,6 +15,15 @@ def test_to_input_layout_and_values():
     np.testing.assert_allclose(x[0, :, 0, 0], -127.5 / 128)
 
 
+def test_uint8_crops_give_the_float_arithmetic_exactly():
+    """The uint8 path (a per-channel table) equals (v - mean) / std in float32, in NCHW order."""
+    crops = np.random.default_rng(0).integers(0, 256, (3, 5, 7, 3), dtype=np.uint8)
+    norm = Normalisation(mean=(120.0, 110.5, 100.25), std=(60.0, 64.0, 70.5))
+    x = to_input(crops, norm)
+    assert x.shape == (3, 3, 5, 7) and x.dtype == np.float32 and x.flags.c_contiguous
+    np.testing.assert_array_equal(x, to_input(crops.astype(np.float32), norm))
+
+
 def test_from_output_is_crop_units_times_size():
     out = np.array([[0.5, 0.25, 1.0, 0.0]])
     np.testing.assert_allclose(from_output(out, 2, 64), [[[32, 16], [64, 0]]])

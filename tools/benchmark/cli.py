@@ -7,15 +7,21 @@ Each figure is repeated (``--repeats``) and reported as min / median over the re
 1. machine: cores, clock, vector flags -> fp32 peak (tools.perf, assumption stated), numpy SGEMM;
 2. bare models through ONNX Runtime: each stage and the cascade at batch 1/8/32/64, threads 1 and 2;
    FLOPs counted from the ONNX graphs -> GFLOP/s and % of peak;
-3. the service (a real uvicorn process on 127.0.0.1): concurrency 1/8/32, client boxes and detection,
-   faces/s and latency p50/p95/p99; batching off (max batch 1); the pre-issue-11 settings (before);
-4. peers on the same cores, image and box: dlib's 68-point shape predictor, and a naive FastAPI
+3. in process, on each image (the 512x512 face and an HD frame, tools.benchmark.images): decode, crop
+   and cascade in one loop through the runtime's facade with the service's precision and cores (the
+   work the service must do), each stage's crop cost per face, the bare cascade of the model the
+   service runs, and the peers end to end: dlib HOG + its 68-point predictor, MediaPipe Face Mesh
+   (in its own process, where installed);
+4. the service (a real uvicorn process on 127.0.0.1): concurrency 1/8/32, client boxes and detection,
+   faces/s and latency p50/p95/p99; int8 (the default on CPUs with int8 dot products) against float;
+   batching off (max batch 1); the pre-issue-11 settings (before); the HD frame with client boxes;
+5. peers on the same cores, image and box: dlib's 68-point shape predictor, and a naive FastAPI
    endpoint (tools.naive) running the same ONNX models per request;
-5. where the time goes: the service's own stage histograms and a py-spy profile (if installed).
+6. where the time goes: the service's own stage histograms and a py-spy profile (if installed).
 
 Writes ``<out>/benchmarks.md``, ``<out>/benchmarks.json`` and PNG plots under ``<out>/img/``.
 
-    wingmark benchmark            # the full run (about 10 minutes on 2 cores)
+    wingmark benchmark            # the full run (about 8 minutes on 2 cores)
     wingmark benchmark --quick    # a smoke test (about 2 minutes)
 """
 
@@ -32,16 +38,9 @@ from pathlib import Path
 from typing import Any
 
 from model_store.store import DEFAULT_MODELS, ModelStore, default_root
-from tools.benchmark.measure import (
-    BATCHES,
-    bare_models,
-    bare_probe,
-    bench_image,
-    dlib_peer,
-    loadavg,
-    log,
-    machine,
-)
+from tools.benchmark.images import bench_image, hd_frame
+from tools.benchmark.inprocess import E2E_BATCH, image_rows, service_landmarker
+from tools.benchmark.measure import BATCHES, bare_models, bare_probe, dlib_peer, loadavg, log, machine
 from tools.benchmark.plots import write_plots
 from tools.benchmark.report import write_markdown
 from tools.benchmark.serving import CONCURRENCY, service_runs
@@ -63,6 +62,9 @@ def main(argv: list[str]) -> int:
     )
     p.add_argument("--image", type=Path, help="JPEG with one face (default: a synthetic face, reproducible)")
     p.add_argument("--box", help="client box x1,y1,x2,y2 for --image (default: dlib's detection)")
+    p.add_argument("--hd-image", type=Path, help="an HD frame with one face (default: made reproducibly)")
+    p.add_argument("--hd-box", help="client box x1,y1,x2,y2 for --hd-image (default: dlib's detection)")
+    p.add_argument("--no-hd", action="store_true", help="the main image only")
     p.add_argument(
         "--model", default=DEFAULT_MODELS["ibug68"], help="model name (default: the 68-point default)"
     )
@@ -104,23 +106,32 @@ def main(argv: list[str]) -> int:
         f"peak {report['machine']['peak']['gflops']:.1f} GFLOP/s assumed; numpy SGEMM {report['machine']['numpy_sgemm_gflops']} GFLOP/s"
     )
     model = ModelStore(default_root()).resolve(args.model)
-    box_arg = [float(v) for v in args.box.split(",")] if args.box else None
-    data, pixels, box, source = bench_image(args.image, box_arg)
-    report["image"] = {
-        "source": source,
-        "bytes": len(data),
-        "width": int(pixels.shape[1]),
-        "height": int(pixels.shape[0]),
-        "box": box,
+    made = {"512": bench_image(args.image, _box(args.box))}
+    if not args.no_hd:
+        made["hd"] = hd_frame(args.hd_image, _box(args.hd_box))
+    report["images"] = {
+        label: {
+            "source": src,
+            "bytes": len(data),
+            "width": int(px.shape[1]),
+            "height": int(px.shape[0]),
+            "box": box,
+        }
+        for label, (data, px, box, src) in made.items()
     }
+    report["image"] = report["images"]["512"]
     report["bare"] = bare_models(model, report["machine"]["peak"]["gflops"], repeats, min_s, batches)
+    lm, served = service_landmarker(args.model)
+    report["inprocess"] = {"landmarker": served, "e2e_batch": E2E_BATCH}
+    for label, (data, _, box, _) in made.items():
+        report["inprocess"][label] = image_rows(label, lm, data, box, repeats, min_s, int(served["threads"]))
     with tempfile.TemporaryDirectory(prefix="wingmark-bench-") as tmp:
         log_dir = Path(tmp)
-        best = report["bare"]["best_cascade"]
-        probe = bare_probe(model, best["threads"], best["spinning"], best["batch"], min_s)
+        # the bare cascade beside the service's top-concurrency runs: the model the service runs, as it runs it
+        probe = bare_probe(lm.model, int(served["threads"]), bool(served["spinning"]), E2E_BATCH, min_s)
+        lm.close()
         report["service"] = service_runs(
-            data,
-            box,
+            {label: (data, box) for label, (data, _, box, _) in made.items()},
             model=args.model,
             repeats=repeats,
             requests=requests,
@@ -129,6 +140,7 @@ def main(argv: list[str]) -> int:
             profile_s=0 if args.no_profile else (4 if quick else 8),
             bare_probe=probe,
         )
+        data, pixels, box, _ = made["512"]
         report["peers"] = {"dlib": dlib_peer(pixels, box, repeats, min_s)}
         if report["peers"]["dlib"].get("available"):
             log(
@@ -146,3 +158,7 @@ def main(argv: list[str]) -> int:
         f"done in {report['duration_s'] / 60:.1f} min: {args.out / 'benchmarks.md'}; targets {report['headline']['targets']}"
     )
     return 0
+
+
+def _box(text: str | None) -> list[float] | None:
+    return [float(v) for v in text.split(",")] if text else None

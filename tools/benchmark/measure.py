@@ -1,10 +1,9 @@
 """Measurements of ``wingmark benchmark`` that need no server: the machine's peak, the bare models through
-ONNX Runtime, dlib's shape predictor as a peer, and the benchmark image."""
+ONNX Runtime, and dlib's shape predictor as a peer (the images: tools.benchmark.images)."""
 
 # ruff: noqa: E501  (report text and log lines read better unwrapped)
 from __future__ import annotations
 
-import io
 import platform
 import statistics
 import tempfile
@@ -15,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from model_store.store import DEFAULT_MODELS, ModelStore, ModelVersion, default_root
+from model_store.store import ModelVersion
 from tools.perf import count_flops, cpu_peak, parse_cpuinfo
 
 __all__ = [
@@ -24,7 +23,6 @@ __all__ = [
     "THREADS",
     "bare_models",
     "bare_probe",
-    "bench_image",
     "dlib_peer",
     "dlib_predictor_path",
     "loadavg",
@@ -234,39 +232,3 @@ def dlib_peer(pixels: np.ndarray, box: list[float], repeats: int, min_s: float) 
         "file": str(path),
         "note": "dlib's shape predictor runs on one core; its labels are a teacher's, not ground truth",
     }
-
-
-# ---------------------------------------------------------------------------------------- the image
-def bench_image(path: Path | None, box: list[float] | None) -> tuple[bytes, np.ndarray, list[float], str]:
-    """JPEG bytes, decoded pixels, a tight client box, and where the image came from."""
-    from PIL import Image
-
-    if path is not None:
-        data = path.read_bytes()
-        pixels = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
-        if box is None:
-            from runtime.detectors import create_detector
-
-            found = create_detector("dlib_hog", max_side=640, upsample=0, threshold=0.0, instances=1)
-            assert found is not None
-            dets = found.detect(pixels)
-            if not len(dets.boxes):
-                raise SystemExit(f"no face detected in {path}; pass --box")
-            box = [float(v) for v in dets.boxes[0]]
-        return data, pixels, box, str(path)
-    from model_store.geometry import tight_box
-    from runtime.detectors import create_detector
-    from train.export.evaluate import load_synthetic
-
-    model = ModelStore(default_root()).resolve(DEFAULT_MODELS["ibug68"])
-    detector = create_detector("dlib_hog", max_side=1024, upsample=0, threshold=0.0, instances=1)
-    assert detector is not None
-    for sample in load_synthetic({**model.manifest.evaluation["dataset"], "limit": 16}, "ibug68"):
-        big = Image.fromarray(sample.image).resize((512, 512), Image.Resampling.BICUBIC)
-        buf = io.BytesIO()
-        big.save(buf, "JPEG", quality=92)
-        pixels = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
-        if len(detector.detect(pixels).boxes) == 1:
-            tb = [round(float(v) * 2, 2) for v in tight_box(sample.points)]
-            return buf.getvalue(), pixels, tb, "synthetic validation face (seed 2), 512x512 JPEG q92"
-    raise SystemExit("no synthetic face found by the detector; pass --image")

@@ -45,7 +45,27 @@ def write_plots(report: dict[str, Any], img_dir: Path) -> list[str]:
     fig.savefig(img_dir / "benchmarks_bare.png", dpi=110)
     plt.close(fig)
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    runs = report["service"]["runs"]
+    every = report["service"]["runs"]
+    runs = [r for r in every if r.get("image", "512") == "512"]
+    for label in report.get("images", {}):
+        if label != "512":
+            rs = [r for r in every if r.get("image") == label and r["config"] == "default"]
+            ax.plot(
+                [r["concurrency"] for r in rs],
+                [r["faces_per_s"]["median"] for r in rs],
+                marker="o",
+                ls="--",
+                label=f"service, client, {label}",
+            )
+        if "inprocess" in report:
+            e2e = report["inprocess"][label]["e2e"]["faces_per_s"]["median"]
+            ax.axhline(
+                e2e,
+                ls="-.",
+                lw=1,
+                c="grey" if label == "512" else "tab:brown",
+                label=f"in-process end to end, {label}",
+            )
     for mode in ("client", "detect"):
         rs = [r for r in runs if r["config"] == "default" and r["mode"] == mode]
         ax.plot(

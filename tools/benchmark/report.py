@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tools.benchmark.report_e2e import crop_section, e2e_section, target_rows
 from tools.benchmark.summary import reading
 
 __all__ = ["write_markdown"]
@@ -23,6 +24,7 @@ def _fmt(st: dict[str, float]) -> str:
 
 def write_markdown(report: dict[str, Any], path: Path, img: str) -> None:
     m, bare, h = report["machine"], report["bare"], report["headline"]
+    images = report.get("images", {"512": report["image"]})
     L: list[str] = []
     L += [
         "# Benchmarks",
@@ -39,12 +41,16 @@ def write_markdown(report: dict[str, Any], path: Path, img: str) -> None:
         f"- fp32 peak: **{m['peak']['gflops']:.1f} GFLOP/s** = {m['peak']['assumption']}",
         f"- check: numpy SGEMM (1536^2) reaches {m['numpy_sgemm_gflops']} GFLOP/s = {m['numpy_sgemm_pct_of_peak']} % of that peak",
         f"- GPU: {report['gpu']}",
-        f"- image: {report['image']['source']} ({report['image']['bytes']} bytes, "
-        f"{report['image']['width']}x{report['image']['height']}); client box {report['image']['box']}",
+        *(
+            f"- image{'' if len(images) == 1 else f' {label}'}: {im['source']} ({im['bytes']} bytes, "
+            f"{im['width']}x{im['height']}); client box {im['box']}"
+            for label, im in images.items()
+        ),
         f"- model: {report['model']}",
         "",
     ]
     L += ["## Targets (this run)", "", _row(["target", "measured", "met"]), _row(["---"] * 3)]
+    L += target_rows(report)
     L.append(
         _row(
             [
@@ -57,7 +63,12 @@ def write_markdown(report: dict[str, Any], path: Path, img: str) -> None:
     L.append(
         _row(
             [
-                "service at saturation (client boxes) >= 0.8x bare cascade",
+                "service at saturation (client boxes) >= 0.8x bare cascade"
+                + (
+                    f" (issue 11's target, replaced by issue 24's above: the service runs {report['inprocess']['landmarker']['model']}, the bare table {report['model']} at its best batch)"
+                    if "inprocess" in report
+                    else ""
+                ),
                 f"{h['service_over_bare_cascade']}x ({h['service_saturation_faces_per_s']} / {h['cascade_best']['faces_per_s']} faces/s)",
                 h["targets"]["service >= 0.8x bare cascade"],
             ]
@@ -123,6 +134,7 @@ def write_markdown(report: dict[str, Any], path: Path, img: str) -> None:
             )
         )
     L += ["", "## Reading this run", ""] + [f"- {line}" for line in reading(report)]
+    L += [""] + e2e_section(report) + crop_section(report) if "inprocess" in report else []
     L += [
         "",
         "## Bare models through ONNX Runtime",
@@ -167,13 +179,21 @@ def write_markdown(report: dict[str, Any], path: Path, img: str) -> None:
         "## The service (uvicorn on 127.0.0.1, the client on the same cores)",
         "",
         "All configurations and the naive peer are up at once and measured in rounds (each round runs every row once), so a change of the machine's load hits them alike. Configurations: `default` (this branch's settings), `batching_off` (WINGMARK_MAX_BATCH_SIZE=1), `ort_1_thread` (the default with WINGMARK_ORT_THREADS=1), "
-        "`timed` (WINGMARK_BATCH_POLICY=timed: every batch waits up to the 5 ms queue delay, the policy before; the default is greedy: a batch runs as soon as the device is free), "
+        + (
+            "`float` (WINGMARK_PRECISION=float: the float model, where the default picks the int8 variant on CPUs with int8 dot products), "
+            if any(r["config"] == "float" for r in report["service"]["runs"])
+            else ""
+        )
+        + "`timed` (WINGMARK_BATCH_POLICY=timed: every batch waits up to the 5 ms queue delay, the policy before; the default is greedy: a batch runs as soon as the device is free), "
         "`h11_asyncio` (uvicorn with pure-Python h11 and asyncio's loop instead of httptools and uvloop), `before` "
-        "(the settings before issue 11: timed batching, h11 + asyncio, ORT 1 thread with spinning, 2 pool threads, the whole cascade on the device thread; the faster Pillow crop is in every configuration, so `before` understates the change). "
+        "(the settings before issue 11: timed batching, h11 + asyncio, ORT 1 thread with spinning, 2 pool threads, the whole cascade on the device thread; the faster "
+        + ("uint8 crop (OpenCV)" if "inprocess" in report else "Pillow crop")
+        + " is in every configuration, so `before` understates the change). "
         "Modes: `client` (the client sends the face box) and `detect` (dlib HOG in the service).",
         "",
         _row(
             [
+                *(["image"] if len(images) > 1 else []),
                 "config",
                 "mode",
                 "concurrency",
@@ -184,13 +204,14 @@ def write_markdown(report: dict[str, Any], path: Path, img: str) -> None:
                 "p99 ms",
             ]
         ),
-        _row(["---"] * 8),
+        _row(["---"] * (8 + (len(images) > 1))),
     ]
     for r in report["service"]["runs"]:
         lat = r["latency_ms"]
         L.append(
             _row(
                 [
+                    *([r["image"]] if len(images) > 1 else []),
                     r["config"],
                     r["mode"],
                     r["concurrency"],
@@ -259,16 +280,30 @@ def write_markdown(report: dict[str, Any], path: Path, img: str) -> None:
         "serialise",
         "total",
     ]
-    L += [_row(["config", "mode", "c"] + keys), _row(["---"] * (3 + len(keys)))]
+    col = ["image"] if len(images) > 1 else []
+    L += [_row([*col, "config", "mode", "c", *keys]), _row(["---"] * (3 + len(col) + len(keys)))]
     for r in report["service"]["runs"]:
         sm = r.get("stage_ms_per_request", {})
-        L.append(_row([r["config"], r["mode"], r["concurrency"]] + [sm.get(k, "") for k in keys]))
-    p = report["service"].get("profile", {})
+        first = [r["image"]] if col else []
+        L.append(_row([*first, r["config"], r["mode"], r["concurrency"]] + [sm.get(k, "") for k in keys]))
+    for label in images:
+        L += _profile_lines(
+            report["service"].get("profile" if label == "512" else f"profile_{label}", {}),
+            label,
+            len(images) > 1,
+        )
+    L += [""]
+    L += _batch_section()
+    path.write_text("\n".join(L) + "\n")
+
+
+def _profile_lines(p: dict[str, Any], label: str, named: bool) -> list[str]:
+    L: list[str] = []
     if p.get("available"):
         L += [
             "",
             f"py-spy, {p['samples']} samples of the service under client-box load at the top concurrency "
-            "(all threads, idle waits excluded):",
+            f"{f'on the {label} image ' if named else ''}(all threads, idle waits excluded):",
             "",
             _row(["category", "% of samples"]),
             _row(["---"] * 2),
@@ -278,9 +313,7 @@ def write_markdown(report: dict[str, Any], path: Path, img: str) -> None:
         L += [_row([k.replace("|", "/"), v]) for k, v in p["top_leaves_pct"].items()]
     elif p:
         L += ["", f"Profiler: {p.get('note')}"]
-    L += [""]
-    L += _batch_section()
-    path.write_text("\n".join(L) + "\n")
+    return L
 
 
 BATCH_JSON = Path(__file__).resolve().parents[2] / "docs" / "batch_throughput.json"

@@ -171,6 +171,7 @@ SERVICE_CONFIGS: dict[str, dict[str, str]] = {
     "default": {},
     "batching_off": {"WINGMARK_MAX_BATCH_SIZE": "1"},
     "ort_1_thread": {"WINGMARK_ORT_THREADS": "1"},
+    "float": {"WINGMARK_PRECISION": "float"},  # the default picks int8 on CPUs with int8 dot products
     "timed": {"WINGMARK_BATCH_POLICY": "timed"},
     "h11_asyncio": {"WINGMARK_UVICORN_HTTP": "h11", "WINGMARK_UVICORN_LOOP": "asyncio"},
     "before": {
@@ -190,8 +191,7 @@ NAIVE_ARGV = [sys.executable, "-m", "uvicorn", "--factory", "tools.naive:create_
 
 
 def service_runs(
-    image: bytes,
-    box: list[float],
+    images: dict[str, tuple[bytes, list[float]]],
     *,
     model: str,
     repeats: int,
@@ -202,25 +202,41 @@ def service_runs(
     bare_probe: Callable[[], float] | None = None,
 ) -> dict[str, Any]:
     """Every service configuration and the naive peer run side by side (all servers up, idle when not
-    measured), in rounds: each round measures every (config, mode, concurrency) once, so a change of the
-    machine's load hits all of them alike. ``bare_probe`` (faces/s of the bare cascade at its best batch)
-    is measured right before and after each default client-box run at the top concurrency."""
-    boxes_q = "/v1/landmarks?boxes=" + json.dumps([box]).replace(" ", "")
-    naive_q = "/landmarks?box=" + ",".join(f"{v:.2f}" for v in box)
+    measured), in rounds: each round measures every (config, mode, concurrency, image) once, so a
+    change of the machine's load hits all of them alike. ``images``: label -> (JPEG, client box); the
+    first is the main image (every configuration), the others get the default service with client
+    boxes at each concurrency and the float service at the top one. ``bare_probe`` (faces/s of the
+    bare cascade) is measured right before and after each default client-box run at the top
+    concurrency."""
+    labels = list(images)
+    main = labels[0]
+    boxes_q = {k: "/v1/landmarks?boxes=" + json.dumps([b]).replace(" ", "") for k, (_, b) in images.items()}
+    naive_q = "/landmarks?box=" + ",".join(f"{v:.2f}" for v in images[main][1])
     argv = [sys.executable, "-m", "tools.cli", "serve"]
     base_env = {"WINGMARK_MODELS": model, "WINGMARK_LOG_LEVEL": "warning"}
     c_max = max(concurrencies)
-    plan: list[tuple[str, str, int]] = [
-        ("default", mode, c) for mode in ("client", "detect") for c in concurrencies
+    plan: list[tuple[str, str, int, str]] = [
+        ("default", mode, c, main) for mode in ("client", "detect") for c in concurrencies
     ]
-    plan += [("batching_off", "client", c_max), ("batching_off", "detect", c_max)]
-    plan += [("ort_1_thread", "client", c_max), ("ort_1_thread", "detect", c_max)]
-    plan += [("timed", "client", 1), ("timed", "client", c_max), ("h11_asyncio", "client", c_max)]
-    plan += [("before", "client", c_max), ("before", "detect", c_max)]
-    plan += [("naive", "client", 1), ("naive", "client", c_max)]
-    samples: dict[tuple[str, str, int], list[dict[str, Any]]] = {k: [] for k in plan}
-    adjacent: list[float] = []
+    plan += [("float", "client", c_max, main)]
+    plan += [("batching_off", "client", c_max, main), ("batching_off", "detect", c_max, main)]
+    plan += [("ort_1_thread", "client", c_max, main), ("ort_1_thread", "detect", c_max, main)]
+    plan += [
+        ("timed", "client", 1, main),
+        ("timed", "client", c_max, main),
+        ("h11_asyncio", "client", c_max, main),
+    ]
+    plan += [("before", "client", c_max, main), ("before", "detect", c_max, main)]
+    plan += [("naive", "client", 1, main), ("naive", "client", c_max, main)]
+    for other in labels[1:]:
+        plan += [("default", "client", c, other) for c in concurrencies] + [("float", "client", c_max, other)]
+    samples: dict[tuple[str, str, int, str], list[dict[str, Any]]] = {k: [] for k in plan}
+    adjacent: dict[str, list[float]] = {k: [] for k in labels}
     out: dict[str, Any] = {"runs": [], "naive_runs": []}
+
+    def target(cfg: str, mode: str, image: str) -> str:
+        return naive_q if cfg == "naive" else (boxes_q[image] if mode == "client" else "/v1/landmarks")
+
     with contextlib.ExitStack() as stack:
         procs = {
             cfg: stack.enter_context(_server(argv, {**base_env, **env}, "/readyz", log_dir, f"service-{cfg}"))
@@ -230,27 +246,45 @@ def service_runs(
             _server(NAIVE_ARGV, {"WINGMARK_NAIVE_MODEL": model}, "/openapi.json", log_dir, "naive")
         )
         ports = {cfg: p.port for cfg, p in procs.items()}
-        for cfg, mode, c in plan:  # warm every server and path once
-            target = naive_q if cfg == "naive" else (boxes_q if mode == "client" else "/v1/landmarks")
-            asyncio.run(_load(ports[cfg], target, image, "image/jpeg", min(requests[c], 2 * c), c))
+        for cfg, mode, c, image in plan:  # warm every server and path once
+            body = images[image][0]
+            asyncio.run(
+                _load(ports[cfg], target(cfg, mode, image), body, "image/jpeg", min(requests[c], 2 * c), c)
+            )
         for rnd in range(repeats):
-            for cfg, mode, c in plan:
-                target = naive_q if cfg == "naive" else (boxes_q if mode == "client" else "/v1/landmarks")
+            for cfg, mode, c, image in plan:
                 probe = bare_probe is not None and (cfg, mode, c) == ("default", "client", c_max)
                 if probe and bare_probe:
-                    adjacent.append(bare_probe())
-                r = _measure_once(ports[cfg], target, image, requests[c], c, scrape=cfg != "naive")
+                    adjacent[image].append(bare_probe())
+                r = _measure_once(
+                    ports[cfg],
+                    target(cfg, mode, image),
+                    images[image][0],
+                    requests[c],
+                    c,
+                    scrape=cfg != "naive",
+                )
                 if probe and bare_probe:
-                    adjacent.append(bare_probe())
-                samples[(cfg, mode, c)].append(r)
-                log(f"round {rnd + 1}/{repeats} {cfg:12} {mode:6} c={c:<3} {r['faces_per_s']:7.1f} faces/s")
+                    adjacent[image].append(bare_probe())
+                samples[(cfg, mode, c, image)].append(r)
+                fps = r["faces_per_s"]
+                log(f"round {rnd + 1}/{repeats} {image:4} {cfg:12} {mode:6} c={c:<3} {fps:7.1f} faces/s")
         if profile_s > 0:
-            out["profile"] = _profile(procs["default"], boxes_q, image, c_max, profile_s, log_dir)
-    for (cfg, mode, c), rs in samples.items():
+            out["profile"] = _profile(
+                procs["default"], boxes_q[main], images[main][0], c_max, profile_s, log_dir
+            )
+            for other in labels[1:]:
+                out[f"profile_{other}"] = _profile(
+                    procs["default"], boxes_q[other], images[other][0], c_max, profile_s, log_dir
+                )
+    for (cfg, mode, c, image), rs in samples.items():
         agg = _aggregate(rs, requests[c], c)
-        agg.update(config=cfg, mode=mode)
-        if (cfg, mode, c) == ("default", "client", c_max) and adjacent:
-            agg["bare_cascade_adjacent"] = [round(min(adjacent), 1), round(statistics.median(adjacent), 1)]
+        agg.update(config=cfg, mode=mode, image=image)
+        if (cfg, mode, c) == ("default", "client", c_max) and adjacent[image]:
+            agg["bare_cascade_adjacent"] = [
+                round(min(adjacent[image]), 1),
+                round(statistics.median(adjacent[image]), 1),
+            ]
         (out["naive_runs"] if cfg == "naive" else out["runs"]).append(agg)
     return out
 
@@ -291,7 +325,7 @@ def _profile(
 
 CATEGORIES = (  # (name, where to look: any frame of the stack or the leaf only, keys); the first match wins
     ("inference (ONNX Runtime)", "stack", ("onnxruntime",)),
-    ("crop (model_store.cascade, Pillow)", "stack", ("cascade.py", "warp_affine")),
+    ("crop (model_store.crop, to_input)", "stack", ("cascade.py", "crop.py", "preprocess.py")),
     ("decode (Pillow)", "stack", ("decode.py",)),
     ("detect (dlib)", "stack", ("detect.py",)),
     ("JSON / response", "stack", ("to_dict", "responses.py", "json/")),

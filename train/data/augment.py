@@ -2,9 +2,10 @@
 
 One 2x3 similarity ``M`` (image -> crop) carries everything geometric: the crop rule from the face
 box (or, for a cascade's second stage, from stage-1 points), then a random rotation, translation and
-scale about the crop centre, then an optional horizontal mirror. The crop is ``warp_affine(image, M)``
-and the points are ``M @ points`` (re-ordered by the scheme's flip permutation after a mirror), so
-pixels and landmarks cannot drift apart. Photometric jitter, blur and occlusion then act on the crop
+scale about the crop centre, then an optional horizontal mirror. The crop is
+``model_store.crop.crop(image, M)`` (the uint8 crop the service cuts) and the points are
+``M @ points`` (re-ordered by the scheme's flip permutation after a mirror), so pixels and landmarks
+cannot drift apart. Photometric jitter, blur and occlusion then act on the crop
 only (Feng et al., CVPR 2018, Sec. 5: rotation, bounding-box perturbation, flip, and occlusion).
 """
 
@@ -17,7 +18,8 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from model_store.cascade import stage_matrices
-from model_store.geometry import CropRule, apply_affine, warp_affine
+from model_store.crop import crop as cut
+from model_store.geometry import CropRule, apply_affine
 from model_store.schemes import Scheme
 from train.data.types import Sample
 
@@ -162,7 +164,7 @@ def make_crop_flip(
     if augment:
         assert rng is not None and cfg is not None
         m, flipped = augment_matrix(m, size, rule, rng, cfg)
-    crop = warp_affine(sample.image, m, size)
+    crop = cut(sample.image, m, size).astype(np.float32)  # the crop the service cuts (uint8)
     out_pts = apply_affine(m, pts)
     if flipped:
         out_pts = out_pts[scheme.flip_permutation]

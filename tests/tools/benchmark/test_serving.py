@@ -18,7 +18,7 @@ def test_profile_summary_by_category_and_leaf() -> None:
     out = summarise_profile(raw)
     assert out["samples"] == 10
     assert out["by_category_pct"]["inference (ONNX Runtime)"] == 60.0
-    assert out["by_category_pct"]["crop (model_store.cascade, Pillow)"] == 20.0  # by the caller, not the leaf
+    assert out["by_category_pct"]["crop (model_store.crop, to_input)"] == 20.0  # by the caller, not the leaf
     assert out["by_category_pct"]["decode (Pillow)"] == 10.0
     assert out["by_category_pct"]["JSON / response"] == 10.0
     assert next(iter(out["top_leaves_pct"])) == "run (onnxruntime/capi/x.py:406)"

@@ -71,9 +71,11 @@ def test_default_model_served_by_onnxruntime_reproduces_its_nme(store, name):
         report = evaluate_landmarker(landmarker, samples)
     finally:
         landmarker.close()
-    # the recorded validation set, same runtime: every stage's NME is the recorded one (float noise only)
+    # the recorded validation set, same runtime: every stage's NME is the recorded one, within 0.02 NME
+    # points (issue 24's bound): the figures were recorded with the float32 crop, the runtime now cuts
+    # uint8 crops (model_store.crop; docs/crop_nme.json: the defaults move by about 0.001 points)
     assert report["final"]["n"] == m.evaluation["n"]
     for key in ("stage1", "stage2", "final"):
-        assert report[key]["nme"] == pytest.approx(m.evaluation[key]["nme"], rel=1e-4, abs=1e-5), key
-        assert report[key]["median"] == pytest.approx(m.evaluation[key]["median"], rel=1e-4, abs=1e-5), key
+        assert report[key]["nme"] == pytest.approx(m.evaluation[key]["nme"], abs=2e-4), key
+        assert report[key]["median"] == pytest.approx(m.evaluation[key]["median"], abs=2e-4), key
     assert np.isfinite(report["final"]["nme"])
