@@ -27,7 +27,7 @@ __all__ = [
 ]
 
 # The default model of each scheme, embedded in the package.
-DEFAULT_MODELS: dict[str, str] = {"ibug68": "cnn67-ibug68", "aflw19": "cnn67-aflw19"}
+DEFAULT_MODELS: dict[str, str] = {"ibug68": "faceapi-ibug68", "aflw19": "faceapi-aflw19"}
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 _VERSION = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._+-]{0,63}$")

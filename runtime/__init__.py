@@ -1,7 +1,7 @@
 """Landmarking in-process, torch-free: decoding, detectors, backends, the cascade and the Landmarker facade.
 
     from runtime import Landmarker
-    landmarker = Landmarker.from_store("cnn67-ibug68")          # ONNX Runtime on the CPU, dlib HOG
+    landmarker = Landmarker.from_store("faceapi-ibug68")        # ONNX Runtime on the CPU, dlib HOG
     for face in landmarker.predict(open("face.jpg", "rb").read()):
         print(face.box, face.landmarks.shape)                   # [4], [68, 2] original image pixels
 

@@ -7,7 +7,7 @@
 #
 #   scripts/gpu_check.sh                    # fp16, batch sizes 1,8,16,32,64
 #   PRECISION=int8 scripts/gpu_check.sh     # INT8 with a synthetic calibration set
-#   MODELS="cnn67-ibug68" BATCHES=1,64 scripts/gpu_check.sh
+#   MODELS="faceapi-ibug68" BATCHES=1,64 scripts/gpu_check.sh
 #
 # Needs: an NVIDIA GPU and driver, TensorRT >= 10 (python package 'tensorrt'), cuda-python, and the
 # wingmark package (pip install -e '.[tensorrt]'; the synthetic check data needs numpy/Pillow only).
@@ -21,7 +21,7 @@ PY=${PYTHON_BIN:-python}
 PRECISION=${PRECISION:-fp16}
 BATCHES=${BATCHES:-1,8,16,32,64}
 MAX_BATCH=${MAX_BATCH:-64}
-MODELS=${MODELS:-"cnn67-ibug68 cnn67-aflw19"}
+MODELS=${MODELS:-"faceapi-ibug68 faceapi-aflw19"}
 OUT=${OUT:-runs/gpu_check}
 mkdir -p "$OUT"
 

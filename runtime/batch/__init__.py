@@ -2,7 +2,7 @@
 
     from runtime import Landmarker
     from runtime.batch import BatchJob, expand_inputs
-    job = BatchJob(Landmarker.from_store("cnn67-ibug68"))
+    job = BatchJob(Landmarker.from_store("faceapi-ibug68"))
     job.run(expand_inputs(["photos/", "clips/*.mp4"]), Path("results.parquet"))
 
 Modules: :mod:`~runtime.batch.inputs` (input specs, video frames), :mod:`~runtime.batch.schema` (the

@@ -182,6 +182,11 @@ def data_provenance(config: Mapping[str, Any]) -> dict[str, Any]:
             else "Trained on: " + ", ".join(kinds)
         ),
     }
+    initial = {
+        k: _initial_weights(config[k]) for k in ("stage1", "stage2") if config.get(k, {}).get("pretrained")
+    }
+    if initial:
+        out["initial_weights"] = initial
     roots = sorted({str(p["root"]) for p in _parts(data.get("train")) if p["kind"] == "real"})
     if roots:
         out["real_faces"] = [_real_cache_provenance(r) for r in roots]
@@ -191,6 +196,18 @@ def data_provenance(config: Mapping[str, Any]) -> dict[str, Any]:
             "(see real_faces[].sources and docs/models.md). Not cleared for commercial use."
         )
     return out
+
+
+def _initial_weights(stage: Mapping[str, Any]) -> dict[str, Any]:
+    """Where a warm-started stage's weights came from (and under which licence, for third-party ones)."""
+    src = str(stage["pretrained"])
+    if src == "face-api":
+        from train.models.faceapi import face_api_weights_record
+
+        return face_api_weights_record()
+    if src == "stage1":
+        return {"source": "this run's own trained stage 1"}
+    return {"source": src}
 
 
 def parity_batch(

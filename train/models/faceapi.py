@@ -36,6 +36,21 @@ FACE_API_MEAN_RGB = (122.782, 117.001, 104.298)
 FACE_API_STD = (255.0, 255.0, 255.0)
 MANIFEST = "model/face_landmark_68_model-weights_manifest.json"
 PRETRAINED_ALIAS = "face-api"  # `pretrained: face-api` in a stage config: the npm package's weights
+WEIGHTS_FILE = "model/face_landmark_68_model.bin"
+
+
+def face_api_weights_record() -> dict[str, str]:
+    """Where ``pretrained: face-api`` comes from, for a published model's provenance."""
+    from train.export.detectors import FACE_API, sha256_file
+
+    manifest = resolve_face_api_manifest()
+    return {
+        "source": f"npm {FACE_API[0]} {FACE_API[1]}",
+        "file": WEIGHTS_FILE,
+        "sha256": sha256_file(manifest.parents[1] / WEIGHTS_FILE),
+        "licence": "MIT",
+        "network": "face-api FaceLandmark68Net (trained by its authors on about 35k face images)",
+    }
 
 
 class SeparableConv(nn.Module):

