@@ -24,9 +24,12 @@ VARIANTS = [
 ]
 
 
-def test_the_default_models_have_int8_variants() -> None:
+def test_the_cnn67_models_have_int8_variants() -> None:
+    """The CNN-6/7 cascades have them; face-api's depthwise network (the 4.0.0 defaults) was refused by
+    ``wingmark quantize`` (slower and past the NME limit in int8: docs/models.md), so none is published."""
     names = {n for n, _ in VARIANTS}
     assert {"cnn67-ibug68-int8", "cnn67-aflw19-int8"} <= names
+    assert not any(n.startswith("faceapi-") for n in names)
 
 
 @pytest.mark.parametrize(("name", "version"), VARIANTS)
