@@ -97,6 +97,9 @@ E2E_SETTINGS: dict[str, object] = {
     "max_batch_size": 16,
     "queue_limit": 24,
     "max_faces": 32,
+    # one turn holds every face of a request (up to max_faces), so that one request can fill the queue
+    # (test_queue_full_is_429_with_retry_after); turns of fewer faces are tested in tests/service
+    "crop_chunk_faces": 32,
     "max_request_bytes": 3_000_000,
     "max_image_pixels": 20_000_000,
     "decode_max_side": 1024,

@@ -60,7 +60,7 @@ def test_typos_are_errors() -> None:
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
 def test_shipped_configs_resolve(path: Path) -> None:
     cfg = load_config(path)
-    assert cfg["stage1"]["architecture"] in {"cnn6", "resnet50"}
+    assert cfg["stage1"]["architecture"] in {"cnn6", "resnet50", "faceapi68"}
     assert cfg["data"]["scheme"] in {"ibug68", "aflw19"}
 
 

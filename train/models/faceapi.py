@@ -33,6 +33,7 @@ from train.models.registry import register_model
 __all__ = ["FACE_API_MEAN_RGB", "FaceApiLandmarkNet", "faceapi68", "resolve_face_api_manifest"]
 
 FACE_API_MEAN_RGB = (122.782, 117.001, 104.298)
+SIDE = 7  # the last feature map's side at 112x112 input
 FACE_API_STD = (255.0, 255.0, 255.0)
 MANIFEST = "model/face_landmark_68_model-weights_manifest.json"
 PRETRAINED_ALIAS = "face-api"  # `pretrained: face-api` in a stage config: the npm package's weights
@@ -107,25 +108,32 @@ class DenseBlock(nn.Module):
 class FaceApiLandmarkNet(nn.Module):
     """face-api's FaceLandmark68Net trunk and head; ``[N, 3, 112, 112]`` (normalised) -> ``[N, 2K]``."""
 
-    def __init__(self, num_points: int, channels: tuple[int, ...] = (32, 64, 128, 256)) -> None:
+    def __init__(
+        self, num_points: int, channels: tuple[int, ...] = (32, 64, 128, 256), head: str = "pool"
+    ) -> None:
         super().__init__()
+        if head not in ("pool", "flatten"):
+            raise ValueError("head must be 'pool' (face-api's) or 'flatten'")
         self.input_size = 112
         self.num_points = num_points
+        self.head = head
         blocks, cin = [], 3
         for i, cout in enumerate(channels):
             blocks.append(DenseBlock(cin, cout, first=i == 0))
             cin = cout
         self.features = nn.Sequential(*blocks)
-        self.fc = nn.Linear(cin, 2 * num_points)
+        self.fc = nn.Linear(cin * (SIDE * SIDE if head == "flatten" else 1), 2 * num_points)
         nn.init.normal_(self.fc.weight, std=1e-3)
         nn.init.constant_(self.fc.bias, 0.5)
 
     def forward_features(self, x: Tensor) -> Tensor:
-        """``[N, 3, 112, 112]`` -> ``[N, 256]`` (the 7x7 map averaged)."""
-        return self.features(x).mean(dim=(2, 3))
+        """``[N, 3, 112, 112]`` -> ``[N, 256]`` (the 7x7 map averaged; face-api's head) or ``[N, 256*49]``
+        (the map flattened: the ``flatten`` head keeps where on the map a feature fired)."""
+        fmap = self.features(x)
+        return fmap.flatten(1) if self.head == "flatten" else fmap.mean(dim=(2, 3))
 
     def forward_head(self, features: Tensor) -> Tensor:
-        """``[N, 256]`` -> ``[N, 2K]`` crop units."""
+        """features -> ``[N, 2K]`` crop units."""
         return self.fc(features)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -164,7 +172,7 @@ class FaceApiLandmarkNet(nn.Module):
         if self.num_points == 19:  # AFLW-19: each point the mean of its 68-point rows
             fc_w, fc_b = _aflw19_rows(fc_w), _aflw19_rows(fc_b[:, None])[:, 0]
         if self.num_points in (68, 19):
-            new["fc.weight"], new["fc.bias"] = _t(fc_w), _t(fc_b)
+            new["fc.weight"], new["fc.bias"] = _t(self._head_weight(fc_w)), _t(fc_b)
         own = self.state_dict()
         for name, value in new.items():
             if tuple(own[name].shape) != tuple(value.shape):
@@ -173,6 +181,12 @@ class FaceApiLandmarkNet(nn.Module):
                 )
         self.load_state_dict({**own, **new})
         return sorted(new)
+
+    def _head_weight(self, w: np.ndarray) -> np.ndarray:
+        """A pooled head's weights as this head's: unchanged, or spread over the map (``flatten``)."""
+        if self.head == "flatten" and w.shape[1] * SIDE * SIDE == self.fc.in_features:
+            return _expand_pool_head(w)
+        return w
 
     def _load_onnx(self, path: Path) -> list[str]:
         import onnx
@@ -183,6 +197,8 @@ class FaceApiLandmarkNet(nn.Module):
             for i in onnx.load(str(path)).graph.initializer
         }
         own = self.state_dict()
+        if "fc.weight" in weights:  # a face-api-head export loaded into a flatten head
+            weights["fc.weight"] = torch.from_numpy(self._head_weight(weights["fc.weight"].numpy()))
         missing = [k for k in own if k not in weights or tuple(weights[k].shape) != tuple(own[k].shape)]
         if missing:
             raise ValueError(
@@ -190,6 +206,12 @@ class FaceApiLandmarkNet(nn.Module):
             )
         self.load_state_dict({k: weights[k] for k in own})
         return sorted(own)
+
+
+def _expand_pool_head(w: np.ndarray) -> np.ndarray:
+    """``[2K, C]`` weights of a head on the averaged map -> ``[2K, C*49]`` on the flattened map, the same
+    function: each channel's weight spread evenly over its 49 positions (flatten order c*49 + p)."""
+    return np.repeat(w, SIDE * SIDE, axis=1) / (SIDE * SIDE)
 
 
 def _t(a: np.ndarray) -> Tensor:
@@ -210,6 +232,7 @@ def resolve_face_api_manifest(cache: Path | None = None) -> Path:
 
 
 @register_model
-def faceapi68(num_points: int) -> FaceApiLandmarkNet:
-    """face-api's 68-point landmark network (112x112, dense separable blocks, 0.35 MB of weights)."""
-    return FaceApiLandmarkNet(num_points)
+def faceapi68(num_points: int, head: str = "pool") -> FaceApiLandmarkNet:
+    """face-api's 68-point landmark network (112x112, dense separable blocks, 0.35 MB of weights);
+    ``head="flatten"``: the last layer reads the whole 7x7 map (started as face-api's pooled head)."""
+    return FaceApiLandmarkNet(num_points, head=head)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from model_store.store import DEFAULT_MODELS
 from tools.studies.pose_eval import main
 
 
@@ -19,7 +20,7 @@ def test_pose_eval_writes_the_report(tmp_path: Path) -> None:
             assert set(summary["mae_deg"]) == {"yaw", "pitch", "roll"}
             assert sum(b["n"] for b in summary["by_abs_yaw"]) == 8
     assert max(report["solver_only"]["ibug68"]["mae_deg"].values()) < 8
-    assert report["end_to_end"]["ibug68"]["model"].startswith("cnn67-ibug68@")
+    assert report["end_to_end"]["ibug68"]["model"].startswith(DEFAULT_MODELS["ibug68"] + "@")
 
 
 def test_solver_only_needs_no_model(tmp_path: Path) -> None:

@@ -116,3 +116,23 @@ def test_pretrained_loads_for_both_schemes_and_round_trips_through_onnx(k: int, 
     x = torch.randn(2, 3, 112, 112)
     with torch.no_grad():
         torch.testing.assert_close(model(x), again(x))
+
+
+def test_the_flatten_head_starts_as_face_apis_pooled_head(tmp_path: Path) -> None:
+    """The spatial head loads face-api's (or a published pooled stage's) weights as the same function."""
+    _manifest()
+    pooled, flat = faceapi68(68).eval(), faceapi68(68, head="flatten").eval()
+    pooled.load_pretrained("face-api")
+    flat.load_pretrained("face-api")
+    assert flat.fc.in_features == 256 * 49
+    x = torch.randn(2, 3, 112, 112)
+    with torch.no_grad():
+        torch.testing.assert_close(flat(x), pooled(x), atol=1e-5, rtol=0)
+    path = tmp_path / "pooled.onnx"
+    torch.onnx.export(pooled, (torch.zeros(1, 3, 112, 112),), str(path), input_names=["x"], dynamo=False)
+    again = faceapi68(68, head="flatten").eval()
+    again.load_pretrained(path)
+    with torch.no_grad():
+        torch.testing.assert_close(again(x), pooled(x), atol=1e-5, rtol=0)
+        flat.fc.weight[:, ::2] *= 3.0  # uneven over the map: no longer the pooled function
+        assert (flat(x) - pooled(x)).abs().max() > 1e-3
