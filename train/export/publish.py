@@ -207,7 +207,18 @@ def _initial_weights(stage: Mapping[str, Any]) -> dict[str, Any]:
         return face_api_weights_record()
     if src == "stage1":
         return {"source": "this run's own trained stage 1"}
-    return {"source": src}
+    out: dict[str, Any] = {"source": src}
+    manifest = Path(src).parent / "manifest.json"
+    if src.endswith(".onnx") and manifest.is_file():  # a published stage: its model and where it started
+        m = json.loads(manifest.read_text())
+        out["model"] = f"{m['name']}@{m['version']}"
+        stage = next(
+            (f"stage{i + 1}" for i, st in enumerate(m["stages"]) if st["file"] == Path(src).name), None
+        )
+        earlier = m.get("provenance", {}).get("data", {}).get("initial_weights", {})
+        if stage in earlier:
+            out["initial_weights"] = earlier[stage]
+    return out
 
 
 def parity_batch(
