@@ -212,12 +212,11 @@ def _initial_weights(stage: Mapping[str, Any]) -> dict[str, Any]:
     if src.endswith(".onnx") and manifest.is_file():  # a published stage: its model and where it started
         m = json.loads(manifest.read_text())
         out["model"] = f"{m['name']}@{m['version']}"
-        stage = next(
-            (f"stage{i + 1}" for i, st in enumerate(m["stages"]) if st["file"] == Path(src).name), None
-        )
+        files = [st["file"] for st in m["stages"]]
+        which = f"stage{files.index(Path(src).name) + 1}" if Path(src).name in files else None
         earlier = m.get("provenance", {}).get("data", {}).get("initial_weights", {})
-        if stage in earlier:
-            out["initial_weights"] = earlier[stage]
+        if which in earlier:
+            out["initial_weights"] = earlier[which]
     return out
 
 
