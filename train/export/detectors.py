@@ -54,6 +54,7 @@ __all__ = [
     "fetch_npm",
     "read_tfjs_tensors",
     "read_tfjs_weights",
+    "run_face_api_reference",
     "sha256_file",
     "verify_tfjs",
 ]
@@ -439,6 +440,21 @@ def _decode_ssd_corners(enc: np.ndarray, priors: np.ndarray) -> np.ndarray:
 TFJS_TOLERANCE = 1e-3  # max |ONNX - tfjs| on scores, decoded boxes (0..1) and raw grid values
 
 
+def run_face_api_reference(root: Path, kind: str, x: np.ndarray, work: Path) -> dict[str, Any]:
+    """face-api's own network ``kind`` (ssd | tiny | landmark68; tfjs cpu backend in Node,
+    ``tfjs_reference.mjs``) on one input ``x [1, S, S, 3]`` float32 -> its JSON output. Needs ``node``."""
+    work.mkdir(parents=True, exist_ok=True)
+    bundle = work / "face-api.patched.mjs"  # the browser bundle with node's util put back
+    src = (root / "dist" / "face-api.esm.js").read_text()
+    bundle.write_text(src.replace("this.util=AR(),", "this.util=globalThis.__nodeUtil,", 1))
+    np.ascontiguousarray(x, dtype=np.float32).tofile(work / "in.f32")
+    script = Path(__file__).with_name("tfjs_reference.mjs")
+    args = [str(script), str(bundle), str(root / "model"), kind, str(work / "in.f32"), str(x.shape[1])]
+    subprocess.run(["node", *args, str(work / "out.json")], check=True, capture_output=True)
+    out: dict[str, Any] = json.loads((work / "out.json").read_text())
+    return out
+
+
 def verify_tfjs(conv: Converter, root: Path, onnx_path: Path, work: Path) -> dict[str, Any]:
     """Run face-api's own network (tfjs cpu backend in Node) and the ONNX file on the package's demo photos.
 
@@ -448,11 +464,6 @@ def verify_tfjs(conv: Converter, root: Path, onnx_path: Path, work: Path) -> dic
     import onnxruntime as ort
     from PIL import Image
 
-    work.mkdir(parents=True, exist_ok=True)
-    bundle = work / "face-api.patched.mjs"
-    src = (root / "dist" / "face-api.esm.js").read_text()
-    bundle.write_text(src.replace("this.util=AR(),", "this.util=globalThis.__nodeUtil,", 1))
-    script = Path(__file__).with_name("tfjs_reference.mjs")
     kind = "ssd" if conv.name == "ssd_mobilenet_v1" else "tiny"
     side = SSD_SIZE if kind == "ssd" else 416
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
@@ -466,22 +477,7 @@ def verify_tfjs(conv: Converter, root: Path, onnx_path: Path, work: Path) -> dic
         x = np.asarray(Image.fromarray(square).resize((side, side), Image.Resampling.BILINEAR), np.float32)[
             None
         ]
-        x.tofile(work / "in.f32")
-        subprocess.run(
-            [
-                "node",
-                str(script),
-                str(bundle),
-                str(root / "model"),
-                kind,
-                str(work / "in.f32"),
-                str(side),
-                str(work / "out.json"),
-            ],
-            check=True,
-            capture_output=True,
-        )
-        ref = json.loads((work / "out.json").read_text())
+        ref = run_face_api_reference(root, kind, x, work)
         version = ref["tfjs"]
         outs = session.run(None, {"image": x})
         if kind == "ssd":

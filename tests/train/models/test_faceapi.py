@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +10,7 @@ import pytest
 import torch
 
 from tests.service.photos import unavailable
+from train.export.detectors import run_face_api_reference
 from train.models.faceapi import FACE_API_MEAN_RGB, _aflw19_rows, faceapi68, resolve_face_api_manifest
 
 torch.set_num_threads(1)
@@ -50,21 +49,15 @@ def test_torch_port_matches_face_api_in_node(tmp_path: Path) -> None:
     """The independent reference: face-api's FaceLandmark68Net.runNet in tfjs on the demo photos."""
     if shutil.which("node") is None:
         unavailable("node is not installed: cannot run face-api's tfjs network")
-    manifest = _manifest()
-    root = manifest.parents[1]
-    bundle = tmp_path / "face-api.patched.mjs"
-    src = (root / "dist" / "face-api.esm.js").read_text()
-    bundle.write_text(src.replace("this.util=AR(),", "this.util=globalThis.__nodeUtil,", 1))
-    script = Path(__file__).parents[3] / "train" / "export" / "tfjs_reference.mjs"
+    root = _manifest().parents[1]
     model = faceapi68(68).eval()
     model.load_pretrained("face-api")
     crops = _square_crops(root)
     assert len(crops) == 6
     for name, crop in crops.items():
-        crop.tofile(tmp_path / "in.f32")
-        cmd = ["node", str(script), str(bundle), str(root / "model"), "landmark68"]
-        subprocess.run([*cmd, str(tmp_path / "in.f32"), "112", str(tmp_path / "out.json")], check=True)
-        ref = np.asarray(json.loads((tmp_path / "out.json").read_text())["landmarks"], np.float32)
+        ref = np.asarray(
+            run_face_api_reference(root, "landmark68", crop[None], tmp_path)["landmarks"], np.float32
+        )
         ours = _torch_out(model, crop)
         assert ref.shape == ours.shape == (136,)
         assert np.abs(ours - ref).max() < 1e-4, name
