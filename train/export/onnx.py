@@ -41,6 +41,7 @@ __all__ = [
     "export_onnx",
     "fold_batchnorm",
     "onnx_runtime_session",
+    "read_stage_weights",
     "run_onnx",
 ]
 
@@ -253,6 +254,17 @@ def compress_weights_fp16(model: onnx.ModelProto, min_elements: int = 1024) -> o
     graph.node.extend([*casts, *nodes])
     onnx.checker.check_model(out, full_check=True)
     return out
+
+
+def read_stage_weights(path: str | Path) -> dict[str, np.ndarray]:
+    """A published stage's initialisers by their PyTorch names, as float32: the inverse of
+    :func:`compress_weights_fp16` (``NAME__fp16`` float16 tensors widened back to ``NAME``)."""
+    from onnx import numpy_helper
+
+    return {
+        init.name.removesuffix("__fp16"): numpy_helper.to_array(init).astype(np.float32)
+        for init in onnx.load(str(path)).graph.initializer
+    }
 
 
 # --------------------------------------------------------------------------------------------

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -70,14 +69,9 @@ class PlainCNN(nn.Module):
         published function, and fine-tuning starts there. Float16-stored weights are widened.
         Returns the ONNX initialiser names that were loaded.
         """
-        import onnx
-        from onnx import numpy_helper
+        from train.export.onnx import read_stage_weights
 
-        graph = onnx.load(str(path)).graph
-        weights = {
-            init.name.removesuffix("__fp16"): numpy_helper.to_array(init).astype(np.float32)
-            for init in graph.initializer
-        }
+        weights = read_stage_weights(path)
         blocks = sum(1 for k in weights if k.startswith("features.") and k.endswith(".0.weight"))
         if blocks != len(self.features):
             raise ValueError(f"{path}: {blocks} conv blocks, this network has {len(self.features)}")

@@ -34,7 +34,6 @@ __all__ = ["FACE_API_MEAN_RGB", "FaceApiLandmarkNet", "faceapi68", "resolve_face
 
 FACE_API_MEAN_RGB = (122.782, 117.001, 104.298)
 SIDE = 7  # the last feature map's side at 112x112 input
-FACE_API_STD = (255.0, 255.0, 255.0)
 MANIFEST = "model/face_landmark_68_model-weights_manifest.json"
 PRETRAINED_ALIAS = "face-api"  # `pretrained: face-api` in a stage config: the npm package's weights
 WEIGHTS_FILE = "model/face_landmark_68_model.bin"
@@ -189,16 +188,13 @@ class FaceApiLandmarkNet(nn.Module):
         return w
 
     def _load_onnx(self, path: Path) -> list[str]:
-        import onnx
-        from onnx import numpy_helper
+        from train.export.onnx import read_stage_weights
 
-        weights = {
-            i.name.removesuffix("__fp16"): torch.from_numpy(numpy_helper.to_array(i).astype(np.float32))
-            for i in onnx.load(str(path)).graph.initializer
-        }
+        arrays = read_stage_weights(path)
+        if "fc.weight" in arrays:  # a face-api-head export loaded into a flatten head
+            arrays["fc.weight"] = self._head_weight(arrays["fc.weight"])
+        weights = {k: torch.from_numpy(v) for k, v in arrays.items()}
         own = self.state_dict()
-        if "fc.weight" in weights:  # a face-api-head export loaded into a flatten head
-            weights["fc.weight"] = torch.from_numpy(self._head_weight(weights["fc.weight"].numpy()))
         missing = [k for k in own if k not in weights or tuple(weights[k].shape) != tuple(own[k].shape)]
         if missing:
             raise ValueError(
