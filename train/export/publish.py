@@ -35,12 +35,14 @@ from torch import nn
 
 from model_store.geometry import CropRule, tight_box
 from model_store.manifest import (
+    MANIFEST_FILE,
     BoxCalibrationSpec,
     CropRuleSpec,
     Manifest,
     NormalisationSpec,
     Provenance,
     StageSpec,
+    read_manifest,
 )
 from model_store.manifest import sha256_file as manifest_sha256
 from model_store.preprocess import Normalisation
@@ -208,13 +210,15 @@ def _initial_weights(stage: Mapping[str, Any]) -> dict[str, Any]:
     if src == "stage1":
         return {"source": "this run's own trained stage 1"}
     out: dict[str, Any] = {"source": src}
-    manifest = Path(src).parent / "manifest.json"
-    if src.endswith(".onnx") and manifest.is_file():  # a published stage: its model and where it started
-        m = json.loads(manifest.read_text())
-        out["model"] = f"{m['name']}@{m['version']}"
-        files = [st["file"] for st in m["stages"]]
+    folder = Path(src).parent
+    if (
+        src.endswith(".onnx") and (folder / MANIFEST_FILE).is_file()
+    ):  # a published stage: its model, its start
+        m = read_manifest(folder)
+        out["model"] = f"{m.name}@{m.version}"
+        files = [st.file for st in m.stages]
         which = f"stage{files.index(Path(src).name) + 1}" if Path(src).name in files else None
-        earlier = m.get("provenance", {}).get("data", {}).get("initial_weights", {})
+        earlier = m.provenance.data.get("initial_weights", {})
         if which in earlier:
             out["initial_weights"] = earlier[which]
     return out
