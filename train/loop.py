@@ -63,6 +63,7 @@ __all__ = [
     "Runtime",
     "build_stage_model",
     "cascade_errors",
+    "cascade_points",
     "evaluate_run",
     "fold_assignment",
     "heldout_residuals",
@@ -716,24 +717,21 @@ def run_stage_paths(run_dir: Path, which: str = "best") -> list[Path]:
     return found
 
 
-def cascade_errors(
+def cascade_points(
     paths: Sequence[Path],
     samples: Sequence[Sample],
     *,
     device: str | torch.device = "cpu",
     batch_size: int = 64,
-) -> tuple[dict[str, np.ndarray], list[dict[str, Any]]]:
-    """Per-face NME ``[N]`` after each stage of the cascade given by checkpoint ``paths``.
+) -> tuple[list[np.ndarray], list[dict[str, Any]]]:
+    """Landmarks ``[N, K, 2]`` (image px) after each stage of the cascade given by checkpoint ``paths``.
 
     Stage 1 crops from the tight landmark box, stage 2 from stage-1 predictions (as served).
-    Returns ({"stage1": [N], "stage2": [N]}, checkpoints without weights).
+    Returns (one array per stage, checkpoints without weights).
     """
     loaded = [load_checkpoint(p, device) for p in paths]
     scheme = get_scheme(loaded[0][1]["scheme"])
-    gt = np.stack([s.points for s in samples]).astype(np.float64)  # (N, K, 2)
-    boxes = np.stack([np.asarray(s.box, dtype=np.float64) for s in samples])  # (N, 4)
-    normaliser = scheme.normaliser_distance(gt, boxes)  # (N,)
-    errors: dict[str, np.ndarray] = {}
+    points: list[np.ndarray] = []
     previous: np.ndarray | None = None
     for k, (model, ck) in enumerate(loaded, start=1):
         previous = _predict_points(
@@ -745,9 +743,26 @@ def cascade_errors(
             torch.device(device),
             stage_index=k - 1,
             previous=previous,
-        )  # (N, K, 2) image px
-        errors[f"stage{k}"] = nme_per_sample(previous, gt, normaliser)
-    return errors, [{k: v for k, v in ck.items() if k not in {"model", "optimizer"}} for _, ck in loaded]
+        )
+        points.append(previous)
+    return points, [{k: v for k, v in ck.items() if k not in {"model", "optimizer"}} for _, ck in loaded]
+
+
+def cascade_errors(
+    paths: Sequence[Path],
+    samples: Sequence[Sample],
+    *,
+    device: str | torch.device = "cpu",
+    batch_size: int = 64,
+) -> tuple[dict[str, np.ndarray], list[dict[str, Any]]]:
+    """Per-face NME ``[N]`` after each stage of the cascade given by checkpoint ``paths``
+    (:func:`cascade_points`). Returns ({"stage1": [N], "stage2": [N]}, checkpoints without weights)."""
+    points, ckpts = cascade_points(paths, samples, device=device, batch_size=batch_size)
+    scheme = get_scheme(ckpts[0]["scheme"])
+    gt = np.stack([s.points for s in samples]).astype(np.float64)  # (N, K, 2)
+    boxes = np.stack([np.asarray(s.box, dtype=np.float64) for s in samples])  # (N, 4)
+    normaliser = scheme.normaliser_distance(gt, boxes)  # (N,)
+    return {f"stage{k}": nme_per_sample(p, gt, normaliser) for k, p in enumerate(points, start=1)}, ckpts
 
 
 def sample_groups(samples: Sequence[Sample]) -> dict[str, np.ndarray]:

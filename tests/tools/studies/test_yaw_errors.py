@@ -1,0 +1,42 @@
+"""tools.studies.yaw_errors: the per-|yaw| table on hand-computed cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tools.studies.yaw_errors import REGIONS_68, yaw_error_table
+
+
+def _faces() -> np.ndarray:
+    """Two 68-point faces whose tight boxes are 20 x 20 px (points on a grid inside it)."""
+    rng = np.random.default_rng(0)
+    pts = rng.uniform(0.0, 20.0, size=(2, 68, 2))
+    pts[:, 0] = [0.0, 0.0]
+    pts[:, 1] = [20.0, 20.0]
+    return pts
+
+
+def test_every_point_off_by_five_px() -> None:
+    gt = _faces()
+    pred = gt + np.array([3.0, 4.0])  # 5 px everywhere
+    table = yaw_error_table(pred, gt, normaliser=np.array([10.0, 5.0]), yaw=np.array([10.0, -70.0]))
+    assert table["|yaw| 0-15"]["nme"] == pytest.approx(0.5)
+    assert table["|yaw| 60-90"]["nme"] == pytest.approx(1.0)  # the sign of yaw does not matter
+    assert table["all"]["nme"] == pytest.approx(0.75)
+    assert table["all"]["nme_box"] == pytest.approx(5.0 / 20.0)
+    assert table["|yaw| 60-90"]["normaliser_over_box"] == pytest.approx(5.0 / 20.0)
+    assert table["all"]["regions"] == pytest.approx({r: 0.75 for r in REGIONS_68})
+    assert "|yaw| 15-30" not in table  # empty bins are left out
+    assert [k for k in table] == ["all", "|yaw| 0-15", "|yaw| 60-90"]  # bins in yaw order
+
+
+def test_region_errors_stay_in_their_region() -> None:
+    gt = _faces()
+    pred = gt.copy()
+    pred[:, 0:17, 0] += 8.0  # only the jaw is off, by 8 px
+    table = yaw_error_table(pred, gt, normaliser=np.array([4.0, 4.0]), yaw=np.array([0.0, 5.0]))
+    row = table["all"]
+    assert row["regions"]["jaw"] == pytest.approx(2.0)
+    assert row["regions"]["eyes"] == 0.0 and row["regions"]["mouth"] == 0.0
+    assert row["nme"] == pytest.approx(8.0 * 17 / 68 / 4.0)
