@@ -7,15 +7,16 @@
 #   scripts/train_defaults.sh all       # train (in the foreground, both in parallel), then export
 #
 # Environment:
-#   RECIPE         v41 (default: the 4.1.0 defaults, 4.0.0 trained further with a head that reads the whole
-#                  feature map; starts from the published 4.0.0 files), v4 (4.0.0: face-api's 68-point
+#   RECIPE         v42 (default: the 4.2.0 defaults, 4.1.0 trained further with 4,000 more synthetic faces
+#                  of yaw uniform in +-90 degrees; starts from the published 4.1.0 files), v41 (4.1.0: 4.0.0
+#                  trained further with a head that reads the whole feature map; starts from the 4.0.0 files), v4 (4.0.0: face-api's 68-point
 #                  network as both stages, fine-tuned with the Wing loss on the v3 data; names
 #                  faceapi-ibug68 / faceapi-aflw19),
 #                  v3 (3.0.0: the 2.0.0 models fine-tuned with every video frame, per-point teacher
 #                  weights and detector-sized box perturbation), mixed (2.0.0: synthetic + teacher-labelled
 #                  real faces) or synth (1.0.0). v4, v3 and mixed build the real-face cache with
 #                  `wingmark data real` first if it is missing.
-#   VERSION        version to publish (default 4.1.0 for v41, 4.0.0 for v4, 3.0.0 for v3, 2.0.0 for mixed, 1.0.0 for synth)
+#   VERSION        version to publish (default 4.2.0 for v42, 4.1.0 for v41, 4.0.0 for v4, 3.0.0 for v3, 2.0.0 for mixed, 1.0.0 for synth)
 #   TRAIN_ARGS     extra 'key=value' overrides for both trainings, e.g. "stage1.max_steps=800"
 #   THREADS        torch/OMP threads per training (default 1: the two trainings run side by side)
 #   PYTHON_BIN     default .venv/bin/python
@@ -29,19 +30,20 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PY=${PYTHON_BIN:-.venv/bin/python}
-RECIPE=${RECIPE:-v41}
+RECIPE=${RECIPE:-v42}
 case "$RECIPE" in
+  v42) VERSION=${VERSION:-4.2.0} ;;
   v41) VERSION=${VERSION:-4.1.0} ;;
   v4) VERSION=${VERSION:-4.0.0} ;;
   v3) VERSION=${VERSION:-3.0.0} ;;
   mixed) VERSION=${VERSION:-2.0.0} ;;
   synth) VERSION=${VERSION:-1.0.0} ;;
-  *) echo "RECIPE must be v41, v4, v3, mixed or synth" >&2; exit 2 ;;
+  *) echo "RECIPE must be v42, v41, v4, v3, mixed or synth" >&2; exit 2 ;;
 esac
 THREADS=${THREADS:-1}
 read -r -a EXTRA <<<"${TRAIN_ARGS:-}"
 FAMILY=cnn67
-case "$RECIPE" in v4|v41) FAMILY=faceapi ;; esac
+case "$RECIPE" in v4|v41|v42) FAMILY=faceapi ;; esac
 MODELS=("$FAMILY-ibug68:train/configs/${FAMILY}_${RECIPE}_ibug68.yaml:runs/${FAMILY}_${RECIPE}_ibug68"
         "$FAMILY-aflw19:train/configs/${FAMILY}_${RECIPE}_aflw19.yaml:runs/${FAMILY}_${RECIPE}_aflw19")
 
