@@ -291,7 +291,8 @@ class Landmarker:
         )
         scale = np.array([image.scale_x, image.scale_y, image.scale_x, image.scale_y])
         # the detector's eyes (where it gives them): stage 1 starts with the face level
-        angles = None if dets.keypoints is None else eye_roll(dets.keypoints[:max_faces])
+        # (NaN keypoints: a face the detector has no eyes for starts upright)
+        angles = None if dets.keypoints is None else np.nan_to_num(eye_roll(dets.keypoints[:max_faces]))
         return FoundFaces(
             dets.boxes[:max_faces] * scale,
             [float(v) for v in dets.scores[:max_faces]],

