@@ -30,6 +30,8 @@ __all__ = [
     "ImageDecodeError",
     "ImageTooLargeError",
     "decode_image",
+    "jpeg_size",
+    "largest_reduction",
     "orientation",
     "value_range",
 ]
@@ -146,6 +148,21 @@ def _to_rgb(im: Image.Image) -> np.ndarray:
 
 
 JPEG_REDUCTIONS = (1, 2, 4, 8)  # the DCT scales libjpeg decodes at (Image.draft)
+
+
+def largest_reduction(most: float) -> int:
+    """The largest of :data:`JPEG_REDUCTIONS` that is at most ``most`` (1 when ``most`` < 2)."""
+    return max(r for r in JPEG_REDUCTIONS if r <= max(1.0, most))
+
+
+def jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """``(width, height)`` of a JPEG (or MPO) from its header, decoding no pixel (before any EXIF
+    turn); None for other formats and for bytes Pillow cannot open (:func:`decode_image` says why)."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return (int(im.size[0]), int(im.size[1])) if im.format in _JPEG_FORMATS else None
+    except Exception:  # hostile bytes: decode_image names the problem
+        return None
 
 
 def decode_image(

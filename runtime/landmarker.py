@@ -28,7 +28,7 @@ from model_store.pose import estimate_pose
 from model_store.store import DEFAULT_MODELS, ModelStore, ModelVersion
 from runtime.backends import Backend, create_backend
 from runtime.cascade import Cascade
-from runtime.decode import JPEG_REDUCTIONS, DecodedImage, decode_image
+from runtime.decode import DecodedImage, decode_image, jpeg_size, largest_reduction
 from runtime.detectors import Detector, create_detector, eye_roll
 
 __all__ = [
@@ -238,7 +238,33 @@ class Landmarker:
             for i, g in enumerate(stages)
         )
         most = side * per_px  # decoded pixels may shrink by this much before a crop pixel outgrows one
-        return max(r for r in JPEG_REDUCTIONS if r <= max(most, 1.0))
+        return largest_reduction(most)
+
+    def detect_reduction(
+        self, data: bytes, *, min_face: float | None = None, max_side: int | None = None
+    ) -> int | None:
+        """The JPEG reduction to decode ``data`` at for detection: the detector's own
+        (``decode_reduction``: the views of its net see full-resolution pixels; 1 for a detector
+        without one), never finer than ``max_side``'s rule. None: not a JPEG, or no detector."""
+        size = jpeg_size(data)
+        if size is None or self.detector is None:
+            return None
+        own = getattr(self.detector, "decode_reduction", None)
+        r = int(own(size[0], size[1], min_face)) if callable(own) else 1
+        return max(r, largest_reduction(max(size) / max_side)) if max_side else r
+
+    def crop_reduction(
+        self, image: DecodedImage, found: FoundFaces, max_side: int | None = None
+    ) -> int | None:
+        """After detection on a reduced decode: the reduction the found faces' crops need
+        (:meth:`decode_reduction`, never finer than ``max_side``'s rule) where it is finer than the
+        image's; None where the image serves (no face, or pixels enough)."""
+        if len(found.boxes) == 0:
+            return None
+        r = self.decode_reduction(found.boxes, found.source)
+        if max_side:
+            r = max(r, largest_reduction(max(image.width, image.height) / max_side))
+        return r if r < round(max(image.scale_x, image.scale_y)) else None
 
     # -- the steps ---------------------------------------------------------------------------------
     def find_faces(
@@ -265,7 +291,8 @@ class Landmarker:
         )
         scale = np.array([image.scale_x, image.scale_y, image.scale_x, image.scale_y])
         # the detector's eyes (where it gives them): stage 1 starts with the face level
-        angles = None if dets.keypoints is None else eye_roll(dets.keypoints[:max_faces])
+        # (NaN keypoints: a face the detector has no eyes for starts upright)
+        angles = None if dets.keypoints is None else np.nan_to_num(eye_roll(dets.keypoints[:max_faces]))
         return FoundFaces(
             dets.boxes[:max_faces] * scale,
             [float(v) for v in dets.scores[:max_faces]],
@@ -298,11 +325,22 @@ class Landmarker:
 
         ``boxes [N, 4]`` (original pixels) skip detection. Bytes are decoded as the service decodes
         them (``max_pixels``; JPEGs with boxes at the reduction the faces allow,
-        :meth:`decode_reduction`, without boxes reduced when much larger than ``max_side``).
+        :meth:`decode_reduction`; without boxes at the detector's working size,
+        :meth:`detect_reduction`, and again finer where the found faces' crops need it,
+        :meth:`crop_reduction`; never finer than ``max_side``'s rule).
         """
-        reduce = None if boxes is None else self.decode_reduction(check_boxes(boxes))
+        reduce: int | None = None
+        if boxes is not None:
+            reduce = self.decode_reduction(check_boxes(boxes))
+        else:  # JPEGs at the detector's working size, again finer if the faces' crops need it
+            reduce = self.detect_reduction(image, max_side=max_side) if isinstance(image, bytes) else None
         decoded = self._decoded(image, max_pixels=max_pixels, max_side=max_side, reduce=reduce)
         found = self.find_faces(decoded, None if boxes is None else np.asarray(boxes), max_faces=max_faces)
+        finer = (
+            self.crop_reduction(decoded, found, max_side) if reduce is not None and boxes is None else None
+        )
+        if finer is not None:
+            decoded = self._decoded(image, max_pixels=max_pixels, max_side=max_side, reduce=finer)
         if len(found.boxes) == 0:
             return []
         tight = self.tight_boxes(decoded, found)

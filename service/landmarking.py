@@ -98,24 +98,16 @@ class LandmarkService(ModelHost):
         assert lm.landmarker is not None
         landmarker = lm.landmarker
 
-        # 1. decode: with the client's boxes, JPEGs at the DCT scale the faces' crops still allow
-        reduce = landmarker.decode_reduction(client_boxes) if client_boxes is not None else None
-        options: dict[str, Any] = {"max_pixels": s.max_image_pixels, "max_side": s.decode_max_side,
-                                   "min_side": s.min_image_side, "reduce": reduce}  # fmt: skip
-        # large images (by their header) go to the niced decode process, which the deadline stops
-        defer = s.decode_worker_pixels if self._big is not None else None
-        decode = functools.partial(decode_image, req.data, defer_pixels=defer, **options)
-        try:
-            try:
-                image = await self._until(deadline, loop.run_in_executor(self._pool, decode))
-            except DecodeDeferredError:
-                assert self._big is not None
-                image = await self._until(deadline, self._big.decode(req.data, **options))
-        except ImageTooLargeError as exc:
-            raise ProblemError("image-too-large", str(exc)) from None
-        except ImageDecodeError as exc:
-            slug = "unsupported-media-type" if "unsupported image format" in str(exc) else "invalid-image"
-            raise ProblemError(slug, str(exc)) from None
+        # 1. decode: with the client's boxes, JPEGs at the DCT scale the faces' crops still allow; else
+        # at the detector's working size (decoded again, finer, after detection if the crops need it)
+        reduce: int | None = None
+        if client_boxes is not None:
+            reduce = landmarker.decode_reduction(client_boxes)
+        else:
+            reduce = landmarker.detect_reduction(
+                req.data, min_face=s.detect_min_face, max_side=s.decode_max_side
+            )
+        image = await self._decode(req.data, reduce, deadline)
         t1 = time.monotonic()
         timings["decode"] = (t1 - t0) * 1000
         self.metrics.stage_duration.labels("decode").observe(t1 - t0)
@@ -135,6 +127,10 @@ class LandmarkService(ModelHost):
         timings["detect"] = (t2 - t1) * 1000
         if client_boxes is None:
             self.metrics.stage_duration.labels("detect").observe(t2 - t1)
+            finer = landmarker.crop_reduction(image, found, s.decode_max_side) if reduce is not None else None
+            if finer is not None:  # the faces' crops need more pixels than detection did
+                image = await self._decode(req.data, finer, deadline)
+                timings["decode"] += (time.monotonic() - t2) * 1000
 
         # 3. crops -> batcher(s) -> cascade -> faces in original pixels
         timings["queue"] = timings["inference"] = 0.0
@@ -166,6 +162,27 @@ class LandmarkService(ModelHost):
         self.metrics.faces_per_request.observe(len(faces))
         timings = {k: round(v, 3) for k, v in timings.items()}
         return LandmarkResult(lm, image, found.source, faces, timings, with_pose=req.pose)
+
+    async def _decode(self, data: bytes, reduce: int | None, deadline: float) -> DecodedImage:
+        """The request's image (JPEGs at 1/``reduce``), in the decode threads or, large by its header,
+        in the niced decode process, which the deadline stops; decode errors as ProblemError."""
+        s = self.settings
+        options: dict[str, Any] = {"max_pixels": s.max_image_pixels, "max_side": s.decode_max_side,
+                                   "min_side": s.min_image_side, "reduce": reduce}  # fmt: skip
+        defer = s.decode_worker_pixels if self._big is not None else None
+        decode = functools.partial(decode_image, data, defer_pixels=defer, **options)
+        loop = asyncio.get_running_loop()
+        try:
+            try:
+                return await self._until(deadline, loop.run_in_executor(self._pool, decode))
+            except DecodeDeferredError:
+                assert self._big is not None
+                return await self._until(deadline, self._big.decode(data, **options))
+        except ImageTooLargeError as exc:
+            raise ProblemError("image-too-large", str(exc)) from None
+        except ImageDecodeError as exc:
+            slug = "unsupported-media-type" if "unsupported image format" in str(exc) else "invalid-image"
+            raise ProblemError(slug, str(exc)) from None
 
     def _check_boxes(self, boxes: list[list[float]], image: DecodedImage | None = None) -> np.ndarray:
         """The client's boxes (``runtime.check_boxes``, then the per-request limit) or 400 invalid-boxes."""

@@ -124,7 +124,7 @@ class Settings(BaseSettings):
     )
 
     # Face detection
-    detector: DetectorKind = "dlib_hog"
+    detector: DetectorKind = "ssd_blazeface"  # docs/detectors.md: the figures behind the choice
     detect_max_side: int = Field(
         default=640,
         ge=64,

@@ -63,6 +63,7 @@ def create_detector(name: str, **options: Any) -> Detector | None:
 from runtime.detectors import (  # noqa: E402, F401
     blazeface,
     dlib_hog,
+    ssd_blazeface,
     ssd_mobilenet_v1,
     tiny_face_detector,
 )

@@ -12,7 +12,14 @@ from typing import Any, Protocol
 
 import numpy as np
 
-__all__ = ["Detections", "Detector", "box_from_dlib_rect", "box_iou", "dlib_rect_from_box", "eye_roll"]
+__all__ = [
+    "Detections",
+    "Detector",
+    "box_from_dlib_rect",
+    "box_iou",
+    "dlib_rect_from_box",
+    "eye_roll",
+]
 
 
 @dataclass(frozen=True)
@@ -25,6 +32,11 @@ class Detections:
 
 
 class Detector(Protocol):
+    """What a face detector is. The registered ones also have ``decode_reduction(width, height,
+    min_face) -> int``: the largest JPEG reduction (1, 2, 4 or 8) of an image that size at which they
+    still find faces of ``min_face`` px (of that size) as at full size (``runtime.Landmarker``
+    decodes for detection at it; a detector without it gets full-size images)."""
+
     name: str
 
     def detect(self, image: np.ndarray, *, min_face: float | None = None) -> Detections:

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from model_store.geometry import BoxCalibration
+from runtime.decode import largest_reduction
 from runtime.detectors.base import Detections, box_iou
 
 CALIBRATION_FILE = "calibration.json"
@@ -140,7 +141,9 @@ def view_input(image: np.ndarray, view: View, net_side: int) -> np.ndarray:
     x1, y1 = min(w, round(view.x0 + view.side)), min(h, round(view.y0 + view.side))
     if x1 <= x0 or y1 <= y0:
         return out
-    px, py = round((x0 - view.x0) * scale), round((y0 - view.y0) * scale)
+    # (a view starting between pixels may round to -1: clamp to the net input)
+    px = min(net_side - 1, max(0, round((x0 - view.x0) * scale)))
+    py = min(net_side - 1, max(0, round((y0 - view.y0) * scale)))
     cw = max(1, min(net_side - px, round((x1 - x0) * scale)))
     ch = max(1, min(net_side - py, round((y1 - y0) * scale)))
     crop = np.ascontiguousarray(image[y0:y1, x0:x1])
@@ -164,6 +167,8 @@ class CnnDetector:
         model_dir: folder holding ``<name>/<name>.onnx`` (default :func:`detector_dir`).
         context: the context views' factors for images up to ``context_max_side`` (long side, px);
             larger images get ``large_context``. ``()`` switches them off.
+        tiles: False: never tiles, whatever ``min_face`` (faces smaller than the whole view finds are
+            not looked for; ``min_face`` still drops smaller detections).
         instances: accepted for the service's option set (ONNX Runtime sessions are thread-safe).
     """
 
@@ -184,6 +189,7 @@ class CnnDetector:
         context: Sequence[float] = (1.6, 2.6),
         large_context: Sequence[float] = (2.0,),
         context_max_side: int = 1024,
+        tiles: bool = True,
         **_service_options: Any,
     ) -> None:
         import onnxruntime as ort
@@ -198,8 +204,9 @@ class CnnDetector:
         self.context = tuple(context)
         self.large_context = tuple(large_context)
         self.context_max_side = context_max_side
+        self.tiles = tiles
         folder = Path(model_dir) if model_dir is not None else detector_dir()
-        path = folder / self.name / f"{self.name}.onnx"
+        path = folder / self.name / (self._onnx_file() or f"{self.name}.onnx")
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found: run 'wingmark data detectors'")
         source = folder / self.name / "source.json"
@@ -211,6 +218,10 @@ class CnnDetector:
         opts.inter_op_num_threads = 1
         self._session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         self._outputs = [o.name for o in self._session.get_outputs()]
+
+    def _onnx_file(self) -> str | None:
+        """The ONNX file's name in the detector's folder (None: ``<name>.onnx``); subclasses with variants."""
+        return None
 
     def calibration(self, scheme: str) -> BoxCalibration | None:
         """This detector's own box calibration for ``scheme`` (``calibration.json`` beside the ONNX file,
@@ -224,10 +235,18 @@ class CnnDetector:
     def views(self, width: int, height: int, min_face: float | None = None) -> list[View]:
         """The views :meth:`detect` runs the net on for an image of this size."""
         smallest = self.min_face if min_face is None else float(min_face)
+        if not self.tiles:  # the whole view (and the context views) only
+            smallest = None
         context = self.context if max(width, height) <= self.context_max_side else self.large_context
         return plan_views(
             width, height, smallest_in_view=self.smallest / self.net_side, min_face=smallest, context=context
         )
+
+    def decode_reduction(self, width: int, height: int, min_face: float | None = None) -> int:
+        """The largest JPEG reduction at which each view (whole image or tile; the context views are
+        larger) still holds at least as many pixels as the net's input: the net sees the same pixels."""
+        sides = [v.side for v in self.views(width, height, min_face) if not v.context]
+        return largest_reduction(min(sides) / self.net_side)
 
     def detect(self, image: np.ndarray, *, min_face: float | None = None) -> Detections:
         """[H, W, 3] uint8 RGB -> faces, best first, boxes (and keypoints) in image pixels."""
@@ -241,25 +260,13 @@ class CnnDetector:
         for view in self.views(w, h, min_face):
             if view.context and all_boxes:  # a face was found: no face fills the frame
                 break
-            x = view_input(img, view, self.net_side)
-            outs = dict(zip(self._outputs, self._session.run(None, {"image": x}), strict=True))
-            boxes, scores, kps = self._decode(outs)
-            keep = scores >= self.score_threshold
-            s = view.side / self.net_side
-            if view.tile:  # a box reaching a tile edge that lies inside the image is a cut face
-                margin = 0.01 * self.net_side
-                lo_x, lo_y = view.x0 > 0, view.y0 > 0
-                hi_x, hi_y = view.x0 + view.side < w, view.y0 + view.side < h
-                keep &= ~(lo_x & (boxes[:, 0] < margin)) & ~(lo_y & (boxes[:, 1] < margin))
-                keep &= ~(hi_x & (boxes[:, 2] > self.net_side - margin))
-                keep &= ~(hi_y & (boxes[:, 3] > self.net_side - margin))
-            if not keep.any():
+            boxes, scores, kps = self.look(img, view)
+            if not len(scores):
                 continue
-            offset = np.array([view.x0, view.y0])
-            all_boxes.append(boxes[keep] * s + np.tile(offset, 2))
-            all_scores.append(scores[keep])
+            all_boxes.append(boxes)
+            all_scores.append(scores)
             if kps is not None:
-                all_kps.append(kps[keep] * s + offset)
+                all_kps.append(kps)
         if not all_boxes:
             return Detections(np.zeros((0, 4)), np.zeros((0,)), None)
         boxes = np.concatenate(all_boxes).astype(np.float64)
@@ -277,6 +284,27 @@ class CnnDetector:
             )
             keep_idx = keep_idx[side >= 0.5 * float(limit)]
         return Detections(boxes[keep_idx], scores[keep_idx], None if kps_all is None else kps_all[keep_idx])
+
+    def look(self, image: np.ndarray, view: View) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """The net on one view -> its detections at or above the score threshold, in image pixels:
+        boxes [N, 4] (not clipped), scores [N], keypoints [N, P, 2] or None. A tile drops the boxes
+        that reach one of its edges inside the image (a cut face: a neighbouring tile has it whole)."""
+        h, w = image.shape[:2]
+        x = view_input(image, view, self.net_side)
+        outs = dict(zip(self._outputs, self._session.run(None, {"image": x}), strict=True))
+        boxes, scores, kps = self._decode(outs)
+        keep = scores >= self.score_threshold
+        if view.tile:
+            margin = 0.01 * self.net_side
+            lo_x, lo_y = view.x0 > 0, view.y0 > 0
+            hi_x, hi_y = view.x0 + view.side < w, view.y0 + view.side < h
+            keep &= ~(lo_x & (boxes[:, 0] < margin)) & ~(lo_y & (boxes[:, 1] < margin))
+            keep &= ~(hi_x & (boxes[:, 2] > self.net_side - margin))
+            keep &= ~(hi_y & (boxes[:, 3] > self.net_side - margin))
+        s = view.side / self.net_side
+        offset = np.array([view.x0, view.y0])
+        out_kps = None if kps is None else kps[keep] * s + offset
+        return boxes[keep] * s + np.tile(offset, 2), scores[keep], out_kps
 
     def _decode(self, outs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         raise NotImplementedError

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from runtime.decode import largest_reduction
 from runtime.detectors import register_detector
 from runtime.detectors.base import Detections, box_from_dlib_rect
 
@@ -71,6 +72,11 @@ class DlibHogDetector:
             return 1.0
         smallest = self.min_face if min_face is None else float(min_face)
         return max(1.0, min(long_side / self.max_side, smallest / self.window))
+
+    def decode_reduction(self, width: int, height: int, min_face: float | None = None) -> int:
+        """The largest JPEG reduction no larger than :meth:`working_scale` (the shrink detection does
+        anyway): 1 unless ``min_face`` is at least twice the window."""
+        return largest_reduction(self.working_scale(width, height, min_face))
 
     def detect(self, image: np.ndarray, *, min_face: float | None = None) -> Detections:
         """[H, W, 3] uint8 RGB -> faces, best first (see the class docstring for the working size).

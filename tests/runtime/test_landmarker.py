@@ -253,3 +253,49 @@ def test_client_boxes_decode_reduced_with_landmarks_in_original_pixels(
     # stage 2 samples the face at 128 px over 1500 original px: one crop pixel is ~12 original px
     assert np.abs(reduced.landmarks - whole.landmarks).max() < 6.0
     assert reduced.landmarks.min() > 300 and reduced.landmarks.max() < 1700  # original pixels, not 1/8
+
+
+class ReducingDetector:
+    """Finds one face given in ORIGINAL pixels (answered in the pixels of the array it is given) and
+    asks for JPEGs reduced by ``reduce``; records the shapes it was given."""
+
+    name = "reducing"
+
+    def __init__(self, box: list[float], width: int, reduce: int) -> None:
+        self.box, self.width, self.reduce = np.array([box]), width, reduce
+        self.shapes: list[tuple[int, ...]] = []
+
+    def decode_reduction(self, width: int, height: int, min_face: float | None = None) -> int:
+        return self.reduce
+
+    def detect(self, image: np.ndarray, *, min_face: float | None = None) -> Detections:
+        self.shapes.append(image.shape)
+        return Detections(self.box * image.shape[1] / self.width, np.array([0.8]))
+
+
+@pytest.mark.parametrize("side", [600.0, 60.0])
+def test_jpegs_are_detected_at_the_detectors_size_and_cropped_from_enough_pixels(
+    landmarker: Landmarker, side: float
+) -> None:
+    """A 1600x1200 JPEG, a detector that wants it at 1/4: it sees 400x300. A face of 600 px is cropped
+    from that decode; one of 60 px needs every pixel: the JPEG is decoded again, at full size, and the
+    landmarks are those the caller's box gives (the same decode)."""
+    pixels = np.asarray(Image.fromarray(_face_image(4, 400)).resize((1600, 1200)))
+    data = encode(pixels, "JPEG", quality=92)
+    box = [500.0, 300.0, 500.0 + side, 300.0 + side]
+    det = ReducingDetector(box, 1600, 4)
+    lm = Landmarker(landmarker.model, landmarker.backend, det)
+    assert lm.detect_reduction(data) == 4
+    assert lm.detect_reduction(data, max_side=200) == 8  # never finer than max_side's rule
+    assert lm.detect_reduction(encode(pixels, "PNG")) is None  # not a JPEG: decoded whole
+    (face,) = lm.predict(data)
+    assert det.shapes == [(300, 400, 3)]
+    np.testing.assert_allclose(face.box, box, atol=1e-9)
+    expected = lm.decode_reduction([box])
+    assert (expected >= 4) == (side == 600.0)
+    (given,) = Landmarker(landmarker.model, landmarker.backend, None).predict(data, [box])
+    if side == 60.0:  # decoded again at the reduction the client's box gets
+        np.testing.assert_allclose(face.landmarks, given.landmarks, atol=1e-6)
+    decoded = decode_image(data, max_pixels=10**8, reduce=4)
+    found = lm.find_faces(decoded)
+    assert (lm.crop_reduction(decoded, found) is None) == (side == 600.0)

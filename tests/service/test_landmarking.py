@@ -166,14 +166,16 @@ def test_service_equals_the_evaluation_path_on_the_default_model() -> None:
         backend.close()
 
 
-def _predict(data: bytes, decode_max_side: int, boxes: list[list[float]] | None = None) -> Any:
+def _predict(
+    data: bytes, decode_max_side: int, boxes: list[list[float]] | None = None, detector: str = "dlib_hog"
+) -> Any:
     import asyncio
 
     from service.landmarking import LandmarkRequest, LandmarkService
     from service.settings import Settings
 
     async def main() -> Any:
-        service = LandmarkService(Settings(decode_max_side=decode_max_side))  # default models, dlib
+        service = LandmarkService(Settings(decode_max_side=decode_max_side, detector=detector))
         await service.start(background=False)
         try:
             return await service.predict(LandmarkRequest(data, boxes=boxes, deadline_ms=60_000))
@@ -185,7 +187,9 @@ def _predict(data: bytes, decode_max_side: int, boxes: list[list[float]] | None 
 
 def test_a_reduced_jpeg_decode_answers_in_original_pixels(photos: Path) -> None:
     """A JPEG decoded at 1/2 scale: the detector's boxes and the landmarks (detected or from a client
-    box) come back in the original pixel grid, where a full decode puts them."""
+    box) come back in the original pixel grid, where a full decode puts them. dlib's HOG decodes in
+    full for detection (its window needs every pixel), so WINGMARK_DECODE_MAX_SIDE decides; the default
+    detector decodes this photo at 1/2 for detection whatever it, and its landmarks land where dlib's do."""
     from PIL import Image
 
     from tests.service.images import encode
@@ -207,3 +211,8 @@ def test_a_reduced_jpeg_decode_answers_in_original_pixels(photos: Path) -> None:
     client_full, client_reduced = _predict(data, 4096, [f.box]), _predict(data, 800, [f.box])
     diff = np.subtract(client_reduced.faces[0].landmarks, client_full.faces[0].landmarks)
     assert np.abs(diff).mean() < 0.03 * side
+    from service.settings import Settings
+
+    own = _predict(data, 4096, detector=Settings().detector)
+    assert own.image.scale_x == pytest.approx(2.0, rel=0.01) and len(own.faces) == 1
+    assert np.abs(np.subtract(own.faces[0].landmarks, f.landmarks)).mean() < 0.03 * side

@@ -2,7 +2,9 @@
 evaluation path (``train.export.evaluate``), on the default model and real photographs.
 
 All three run ``runtime.Landmarker``; this test holds them to it. The service answers through the
-real app (in-process ASGI client, default settings: ONNX Runtime, dlib HOG, the default models);
+real app (in-process ASGI client, default settings but the detector: ONNX Runtime, the default models,
+dlib HOG, whose faces start upright as the evaluation path's do; the default detector, which seeds
+stage 1 turned by BlazeFace's eyes, is held to service = ``wingmark predict`` on its own);
 ``wingmark predict`` is run as its ``main``; the evaluation path is ``Landmarker.landmarks`` on the
 tight boxes (the boxes after the manifest's calibration), the call ``evaluate_landmarker`` makes,
 and ``evaluate_landmarker`` itself must score the service's answer at NME 0. Responses round to
@@ -37,6 +39,11 @@ def _float_models(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WINGMARK_PRECISION", "float")
 
 
+@pytest.fixture()
+def _dlib(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WINGMARK_DETECTOR", "dlib_hog")
+
+
 async def _served(data: bytes, boxes: list[list[float]] | None) -> dict[str, Any]:
     app = create_app(Settings(), load_in_background=False)
     async with app.router.lifespan_context(app):
@@ -67,6 +74,22 @@ def landmarker() -> Landmarker:
 
 
 @pytest.mark.parametrize("name", PHOTOS)
+def test_service_and_predict_agree_with_the_default_detector(
+    name: str, photos: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = (photos / name).read_bytes()
+    served = asyncio.run(_served(data, None))
+    predicted = _predicted(photos / name, None, capsys)
+    assert served["box_source"] == predicted["box_source"] == Settings().detector
+    assert len(served["faces"]) == len(predicted["faces"]) == 1, (served["faces"], predicted["faces"])
+    s_face, p_face = served["faces"][0], predicted["faces"][0]
+    np.testing.assert_allclose(s_face["box"], p_face["box"], atol=ROUNDING)
+    np.testing.assert_allclose(s_face["landmarks"], p_face["landmarks"], atol=ROUNDING)
+    assert served["image"]["decoded_scale"] == pytest.approx(1.0)  # small photos: decoded whole
+
+
+@pytest.mark.usefixtures("_dlib")
+@pytest.mark.parametrize("name", PHOTOS)
 def test_service_predict_and_evaluation_agree_on_a_real_photo(
     name: str, photos: Path, landmarker: Landmarker, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -77,7 +100,7 @@ def test_service_predict_and_evaluation_agree_on_a_real_photo(
     data = path.read_bytes()
     image = decode_image(data, max_pixels=40_000_000, max_side=2048)
 
-    # 1. the detector's boxes: service and wingmark predict (both with dlib HOG by default)
+    # 1. the detector's boxes: service and wingmark predict (both with dlib HOG)
     served = asyncio.run(_served(data, None))
     predicted = _predicted(path, None, capsys)
     assert served["box_source"] == predicted["box_source"] == "dlib_hog"

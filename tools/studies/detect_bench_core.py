@@ -29,6 +29,7 @@ __all__ = [
     "bench_speed",
     "bench_synthetic",
     "cpu_info",
+    "decode_and_detect",
     "load_image",
     "match_faces",
     "real_images",
@@ -154,10 +155,10 @@ def bench_real(
     found: dict[str, dict[str, Detections]] = {name: {} for name in detectors}
     seconds: dict[str, float] = defaultdict(float)
     for n, item in enumerate(images):
-        image = load_image(cache, item.rel)
+        data = (cache / item.rel).read_bytes()
         for name, det in detectors.items():
             t0 = time.perf_counter()
-            found[name][item.rel] = det.detect(image, min_face=min_face)
+            found[name][item.rel] = decode_and_detect(det, data, min_face)
             seconds[name] += time.perf_counter() - t0
         if (n + 1) % 50 == 0 or n + 1 == len(images):
             log(f"real: {n + 1}/{len(images)} images")
@@ -277,38 +278,75 @@ def bench_synthetic(
     }
 
 
-def speed_image() -> np.ndarray:
-    """A 1920x1080 photo: face-api's demo sample1.jpg (1920x1280, three faces) cut to 1080 rows."""
+def speed_image() -> bytes:
+    """A 1920x1080 JPEG (quality 90): face-api's demo sample1.jpg (1920x1280, 3 faces) cut to 1080 rows."""
+    import io
+
+    from PIL import Image
+
     from train.export.detectors import FACE_API, default_cache, fetch_npm
 
     root = fetch_npm(*FACE_API, default_cache())
     img = load_image(root / "demo", "sample1.jpg")
-    return np.ascontiguousarray(img[100:1180, :1920])
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(img[100:1180, :1920])).save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def decode_and_detect(detector: Detector, data: bytes, min_face: float) -> Detections:
+    """What the service does for a JPEG without boxes: decode at the detector's working size
+    (``decode_reduction``; full size for a detector without one), detect with ``min_face`` in the
+    decoded pixels; -> faces in the original (upright) image's pixels."""
+    from runtime.decode import decode_image, jpeg_size
+
+    size = jpeg_size(data)
+    own = getattr(detector, "decode_reduction", None)
+    reduce = int(own(size[0], size[1], min_face)) if size is not None and callable(own) else 1
+    image = decode_image(data, max_pixels=100_000_000, reduce=reduce)
+    d = detector.detect(image.pixels, min_face=min_face / image.scale_x)
+    sx, sy = image.scale_x, image.scale_y
+    if sx == 1.0 and sy == 1.0:
+        return d
+    kps = None if d.keypoints is None else d.keypoints * np.array([sx, sy])
+    return Detections(d.boxes * np.array([sx, sy, sx, sy]), d.scores, kps)
 
 
 def bench_speed(
-    detectors: dict[str, Detector], image: np.ndarray, *, min_faces: Sequence[float], repeats: int = 7
+    detectors: dict[str, Detector], data: bytes, *, min_faces: Sequence[float], repeats: int = 7
 ) -> dict[str, Any]:
-    """Median ms per image and per megapixel, one thread, after one warm-up run each. The detectors
-    take turns run by run, so a change in the machine's load hits them alike."""
-    mp = image.shape[0] * image.shape[1] / 1e6
-    times: dict[tuple[str, float], list[float]] = defaultdict(list)
+    """Decoding the JPEG ``data`` plus detecting, as the service does (:func:`decode_and_detect`):
+    median wall ms and CPU ms (this thread's: one ONNX Runtime / dlib thread, so the load of other
+    processes on the machine leaves it nearly alone) per image and per megapixel, after one warm-up run
+    each. The detectors take turns run by run, so a change in the machine's load hits them alike."""
+    from runtime.decode import jpeg_size
+
+    size = jpeg_size(data)
+    assert size is not None
+    mp = size[0] * size[1] / 1e6
+    wall: dict[tuple[str, float], list[float]] = defaultdict(list)
+    cpu: dict[tuple[str, float], list[float]] = defaultdict(list)
     faces: dict[tuple[str, float], int] = {}
+    reduce: dict[tuple[str, float], int] = {}
     for name, det in detectors.items():
         for mf in min_faces:
-            faces[name, mf] = len(det.detect(image, min_face=mf).boxes)
+            faces[name, mf] = len(decode_and_detect(det, data, mf).boxes)
+            own = getattr(det, "decode_reduction", None)
+            reduce[name, mf] = int(own(size[0], size[1], mf)) if callable(own) else 1
     for _ in range(repeats):
         for name, det in detectors.items():
             for mf in min_faces:
-                t0 = time.perf_counter()
-                det.detect(image, min_face=mf)
-                times[name, mf].append((time.perf_counter() - t0) * 1000)
+                t0, c0 = time.perf_counter(), time.thread_time()
+                decode_and_detect(det, data, mf)
+                cpu[name, mf].append((time.thread_time() - c0) * 1000)
+                wall[name, mf].append((time.perf_counter() - t0) * 1000)
     out: dict[str, Any] = {}
     for name in detectors:
         out[name] = {
             f"min_face_{mf:g}": {
-                "ms": round(float(np.median(times[name, mf])), 1),
-                "ms_per_megapixel": round(float(np.median(times[name, mf])) / mp, 1),
+                "ms": round(float(np.median(wall[name, mf])), 1),
+                "ms_per_megapixel": round(float(np.median(wall[name, mf])) / mp, 1),
+                "cpu_ms": round(float(np.median(cpu[name, mf])), 1),
+                "jpeg_reduction": reduce[name, mf],
                 "faces": faces[name, mf],
             }
             for mf in min_faces

@@ -773,7 +773,18 @@ def main(argv: list[str]) -> int:
         action="store_true",
         help="skip the check against face-api's own tfjs network (needs node)",
     )
+    parser.add_argument(
+        "--int8",
+        action="store_true",
+        help="only write the int8 copy of the SSD file (train.export.detector_int8), from the float one",
+    )
     args = parser.parse_args(argv)
+    if args.int8:
+        from train.export.detector_int8 import quantise_ssd
+
+        root = fetch_npm(*FACE_API, args.cache_dir)
+        print(json.dumps(quantise_ssd(args.out / "ssd_mobilenet_v1", root), indent=1))
+        return 0
     only = [s for s in args.only.split(",") if s] if args.only else None
     records = build_all(args.cache_dir, args.out, only, verify=not args.no_verify)
     keys = ("name", "package", "version", "onnx_sha256")

@@ -17,7 +17,7 @@ import pytest
 from runtime.detectors import box_iou, create_detector
 from tools.studies.detect_bench import RealImage, match_faces, real_images
 
-DEFAULT = "ssd_mobilenet_v1"
+DEFAULT = "ssd_blazeface"  # the service's default detector (service.settings)
 GROUP_PHOTOS = (  # dlib 19.24 examples/faces and face-api 1.7.15 demo/ (the group photos in the cache)
     "images/dlib/2007_007763.jpg",
     "images/dlib/2008_001009.jpg",
