@@ -345,6 +345,10 @@ def quantize_main(argv: list[str]) -> int:
     parser.add_argument("--out-store", default="runs/quantized", help="store root to publish NAME-int8 into")
     parser.add_argument("--mode", default="static", choices=["static", "dynamic"])
     parser.add_argument("--suffix", default="-int8")
+    activations_help = "static: auto = uint8 (U8S8) for depthwise graphs (S8S8 is slower there), else int8"
+    parser.add_argument(
+        "--activations", default="auto", choices=["auto", "int8", "uint8"], help=activations_help
+    )
     parser.add_argument("--calibration-samples", type=int, default=256, help="synthetic calibration faces")
     parser.add_argument(
         "--real-root",
@@ -389,6 +393,7 @@ def quantize_main(argv: list[str]) -> int:
         batch_sizes=args.batch_sizes,
         repeats=args.repeats,
         overwrite=args.overwrite,
+        activations=args.activations,
     )
     _write_json(args.json, report)
     keys = ("source", "mode", "sets", "worst_relative_change", "sizes_bytes", "speed", "cpu", "published")

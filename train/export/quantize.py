@@ -35,6 +35,7 @@ from train.export.evaluate import (
     stage_inputs,
 )
 from train.export.parity import onnx_runtime_session, run_onnx
+from train.export.quantize_graph import activation_type, depthwise_convs, split_shared_activation_inputs
 
 __all__ = [
     "CALIBRATION_SEED",
@@ -107,8 +108,14 @@ def quantize_stage(
     mode: str = "static",
     calibration: np.ndarray | None = None,
     per_channel: bool = True,
-) -> None:
-    """Quantise one stage graph ``src`` -> ``dst`` (``mode`` "static" needs ``calibration`` inputs)."""
+    activations: str = "auto",
+) -> dict[str, Any]:
+    """Quantise one stage graph ``src`` -> ``dst`` (``mode`` "static" needs ``calibration`` inputs).
+
+    Static mode: the activations' type per ``activations`` (:func:`quantize_graph.activation_type`;
+    "auto": uint8 for depthwise networks, int8 otherwise), and every Relu given an input of its own
+    first (:func:`quantize_graph.split_shared_activation_inputs`). Returns what was chosen and why.
+    """
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -118,15 +125,26 @@ def quantize_stage(
         quantize_static,
     )
 
+    info: dict[str, Any] = {"mode": mode}
     with tempfile.TemporaryDirectory() as tmp:
         plain = Path(tmp) / "float.onnx"
-        onnx.save(decompress_weights_fp16(onnx.load(str(src))), str(plain))
+        graph = decompress_weights_fp16(onnx.load(str(src)))
         if mode == "dynamic":
+            onnx.save(graph, str(plain))
             quantize_dynamic(str(plain), str(dst), weight_type=QuantType.QInt8, per_channel=per_channel)
         elif mode == "static":
             if calibration is None or not len(calibration):
                 raise ValueError("static quantisation needs calibration inputs")
-            input_name = onnx.load(str(plain)).graph.input[0].name
+            act, why = activation_type(graph, activations)
+            graph, n_split = split_shared_activation_inputs(graph)
+            info.update(
+                activations=act,
+                activations_reason=why,
+                depthwise_convs=len(depthwise_convs(graph)),
+                activation_inputs_split=n_split,
+            )
+            onnx.save(graph, str(plain))
+            input_name = graph.graph.input[0].name
 
             class _Reader(CropCalibrationReader, CalibrationDataReader):
                 pass
@@ -136,7 +154,7 @@ def quantize_stage(
                 str(dst),
                 _Reader(calibration, input_name),
                 quant_format=QuantFormat.QDQ,
-                activation_type=QuantType.QInt8,
+                activation_type=QuantType.QUInt8 if act == "uint8" else QuantType.QInt8,
                 weight_type=QuantType.QInt8,
                 per_channel=per_channel,
                 calibrate_method=CalibrationMethod.MinMax,
@@ -144,6 +162,7 @@ def quantize_stage(
         else:
             raise ValueError(f"mode must be static or dynamic, got {mode!r}")
     onnx.checker.check_model(onnx.load(str(dst)), full_check=True)
+    return info
 
 
 def calibration_inputs(
@@ -252,6 +271,7 @@ def quantize_version(
     batch_sizes: Sequence[int] = (1, 32),
     repeats: int = 30,
     overwrite: bool = False,
+    activations: str = "auto",
     log: Callable[[str], None] = print,
 ) -> tuple[ModelVersion | None, dict[str, Any]]:
     """Quantise every stage of ``model``, evaluate and time float vs int8, publish ``name+suffix``.
@@ -262,7 +282,9 @@ def quantize_version(
     synthetic test set (the manifest's ``evaluation.test.dataset``, where it has one) and the real
     held-out faces (``real_root``'s test split). With ``max_relative_loss``, an int8 cascade whose
     NME is worse than the float one's by more than that fraction on any set is not published
-    (the report says so and the returned version is None).
+    (the report says so and the returned version is None). ``activations``: the static graphs'
+    activation type, "auto" (per graph: :func:`train.export.quantize_graph.activation_type`),
+    "int8" or "uint8"; the report and the variant's manifest record the choice per stage.
     """
     manifest = model.manifest
     scheme = manifest.scheme
@@ -302,14 +324,21 @@ def quantize_version(
             inputs = [np.concatenate([a, b]) for a, b in zip(inputs, real_inputs, strict=True)]
 
     work = Path(tempfile.mkdtemp(prefix="wingmark-quant-"))
-    q_paths = []
+    q_paths, graphs = [], []
     for i, spec in enumerate(manifest.stages):
         dst = work / spec.file.replace(".onnx", ".int8.onnx")
-        quantize_stage(float_paths[i], dst, mode, inputs[i] if inputs else None)
+        graphs.append(
+            {
+                "stage": i + 1,
+                **quantize_stage(
+                    float_paths[i], dst, mode, inputs[i] if inputs else None, activations=activations
+                ),
+            }
+        )
         q_paths.append(dst)
         log(
             f"  stage {i + 1}: {float_paths[i].stat().st_size / 1e6:.1f} MB -> "
-            f"{dst.stat().st_size / 1e6:.1f} MB"
+            f"{dst.stat().st_size / 1e6:.1f} MB ({graphs[-1].get('activations_reason', mode)})"
         )
 
     # the evaluation sets: float and int8 on the same faces
@@ -375,9 +404,8 @@ def quantize_version(
     report: dict[str, Any] = {
         "source": f"{manifest.name}/{manifest.version}",
         "mode": mode,
-        "format": "QDQ, int8 per-channel weights, int8 activations (S8S8), min-max calibration"
-        if mode == "static"
-        else "dynamic: int8 weights, activations quantised per batch",
+        "format": _format(mode, graphs),
+        "graphs": graphs,
         "calibration": {
             "synthetic": {**calib_spec, "n": len(calib)},
             "real": {"root": str(real_root), "split": "train", "n": len(real_calib)} if real_calib else None,
@@ -453,6 +481,18 @@ def quantize_version(
     report["published"] = str(published.path)
     json.dumps(report, default=str)  # must be serialisable
     return published, report
+
+
+def _format(mode: str, graphs: Sequence[Mapping[str, Any]]) -> str:
+    """One line saying how the stages were quantised (static: activations per stage where they differ)."""
+    if mode != "static":
+        return "dynamic: int8 weights, activations quantised per batch"
+    kinds = sorted({g["activations"] for g in graphs})
+    names = {"int8": "int8 activations (S8S8)", "uint8": "uint8 activations (U8S8)"}
+    split = sum(g["activation_inputs_split"] for g in graphs)
+    return f"QDQ, int8 per-channel weights, {' / '.join(names[k] for k in kinds)}, min-max calibration" + (
+        f"; {split} nodes duplicated so every Relu has its own input" if split else ""
+    )
 
 
 def _cpu_model() -> str:
