@@ -211,3 +211,61 @@ def test_an_animated_gif_is_decoded_as_its_first_frame() -> None:
     frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:])
     out = decode_image(buf.getvalue(), max_pixels=LIMIT)
     assert abs(int(out.pixels.mean()) - 40) <= 2
+
+
+# -- simplejpeg (the fast extra) gives Pillow's pixels, at Pillow's DCT scale ------------------------------
+def _photo(w: int, h: int) -> np.ndarray:
+    """Smooth colour plus grain (so every 8x8 block codes texture), [h, w, 3] uint8."""
+    rng = np.random.default_rng(w * h)
+    base = np.asarray(Image.fromarray(gradient(64, 48)).resize((w, h)), dtype=np.float32)
+    return np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("reduce", [1, 2, 4, 8])
+@pytest.mark.parametrize(("w", "h"), [(1920, 1080), (1001, 667)])
+def test_simplejpeg_and_pillow_decode_the_same_pixels(
+    reduce: int, w: int, h: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    simplejpeg = pytest.importorskip("simplejpeg")
+    from runtime.decode import jpeg_decoder
+
+    assert jpeg_decoder().startswith("simplejpeg")
+    shapes, decode = [], simplejpeg.decode_jpeg
+    monkeypatch.setattr(
+        simplejpeg, "decode_jpeg", lambda *a, **k: shapes.append((p := decode(*a, **k)).shape) or p
+    )
+    data = encode(_photo(w, h), "JPEG", quality=90)
+    fast = decode_image(data, max_pixels=LIMIT, reduce=reduce)
+    assert shapes == [fast.pixels.shape]  # simplejpeg decoded it, at the scale asked for
+    slow = decode_image(data, max_pixels=LIMIT, reduce=reduce, jpeg="pillow")
+    assert fast.pixels.shape == slow.pixels.shape == (-(-h // reduce), -(-w // reduce), 3)
+    np.testing.assert_array_equal(fast.pixels, slow.pixels)
+    assert (fast.width, fast.height, fast.scale_x) == (slow.width, slow.height, slow.scale_x)
+    # max_side's rule (no reduce): the same scale as Pillow's draft too
+    by_side = [decode_image(data, max_pixels=LIMIT, max_side=300, jpeg=j).pixels for j in ("auto", "pillow")]
+    np.testing.assert_array_equal(*by_side)
+
+
+@pytest.mark.parametrize("turn", [3, 6, 8])
+def test_simplejpeg_greyscale_and_exif_turned_jpegs_match_pillow(turn: int) -> None:
+    pytest.importorskip("simplejpeg")
+    grey = encode(Image.fromarray(_photo(96, 64)).convert("L"), "JPEG", quality=90)
+    fast, slow = (decode_image(grey, max_pixels=LIMIT, reduce=2, jpeg=j) for j in ("auto", "pillow"))
+    assert fast.mode == "L" and fast.pixels.shape == (32, 48, 3)
+    np.testing.assert_array_equal(fast.pixels, slow.pixels)
+    data = exif_rotated_jpeg(_photo(96, 64), turn)
+    fast, slow = (decode_image(data, max_pixels=LIMIT, reduce=2, jpeg=j) for j in ("auto", "pillow"))
+    assert fast.orientation == turn and (fast.width, fast.height) == (slow.width, slow.height)
+    np.testing.assert_array_equal(fast.pixels, slow.pixels)
+
+
+def test_a_jpeg_libjpeg_warns_about_is_left_to_pillow() -> None:
+    """Bytes after the end-of-image marker are only a warning: simplejpeg (strict) refuses the file,
+    Pillow decodes it; so does decode_image. Truncated JPEGs stay refused (test above)."""
+    simplejpeg = pytest.importorskip("simplejpeg")
+    good = encode(_photo(96, 64), "JPEG", quality=90)
+    data = good[:-2] + b"\x00" * 64 + good[-2:]  # junk before the EOI marker
+    with pytest.raises(ValueError):
+        simplejpeg.decode_jpeg(data, "RGB")
+    out = decode_image(data, max_pixels=LIMIT)
+    np.testing.assert_array_equal(out.pixels, decode_image(data, max_pixels=LIMIT, jpeg="pillow").pixels)
