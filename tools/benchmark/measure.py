@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from model_store.store import ModelVersion
+from runtime.decode import jpeg_decoder
 from tools.perf import count_flops, cpu_peak, parse_cpuinfo
 
 __all__ = [
@@ -102,6 +103,7 @@ def machine(cores: int) -> dict[str, Any]:
         "numpy_sgemm_pct_of_peak": round(100 * sgemm / peak.gflops, 1) if peak.gflops else None,
         "platform": platform.platform(),
         "python": platform.python_version(),
+        "jpeg_decoder": jpeg_decoder(),
     }
 
 

@@ -41,6 +41,7 @@ def write_markdown(report: dict[str, Any], path: Path, img: str) -> None:
         f"- fp32 peak: **{m['peak']['gflops']:.1f} GFLOP/s** = {m['peak']['assumption']}",
         f"- check: numpy SGEMM (1536^2) reaches {m['numpy_sgemm_gflops']} GFLOP/s = {m['numpy_sgemm_pct_of_peak']} % of that peak",
         f"- GPU: {report['gpu']}",
+        *([f"- JPEG decoding: {m['jpeg_decoder']} (runtime.decode)"] if "jpeg_decoder" in m else []),
         *(
             f"- image{'' if len(images) == 1 else f' {label}'}: {im['source']} ({im['bytes']} bytes, "
             f"{im['width']}x{im['height']}); client box {im['box']}"
