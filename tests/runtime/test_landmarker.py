@@ -227,6 +227,23 @@ def test_decode_reduction_keeps_every_stage_crop_at_full_resolution(landmarker: 
     assert landmarker.decode_reduction(np.zeros((0, 4))) == 1
 
 
+@pytest.mark.parametrize("precision", ["float", "int8"])
+def test_decode_reduction_follows_the_served_models_crops(landmarker: Landmarker, precision: str) -> None:
+    """The defaults (face-api 4.1.0, float or its int8 variant): two 112-px stages, so a 448-px face
+    allows 1/4 where test-ibug68's 128-px stage 2 allows 1/2; the benchmark's HD frame (a 358 x 342
+    client box) decodes at 1/2 (1/4 measured 0.17 NME points worse: docs/quantize_faceapi_4.1.0.md)."""
+    served = Landmarker.from_store("faceapi-ibug68", version="4.1.0", detector=None, precision=precision)
+    try:
+        assert served.model.name == "faceapi-ibug68" + ("-int8" if precision == "int8" else "")
+        assert [s.input_size for s in served.cascade.geometry.stages] == [112, 112]
+        face = [[10.0, 10.0, 458.0, 400.0]]  # 448 px wide
+        assert (served.decode_reduction(face), landmarker.decode_reduction(face)) == (4, 2)
+        assert served.decode_reduction([[10.0, 10.0, 457.0, 400.0]]) == 2
+        assert served.decode_reduction([[1275.44, 406.05, 1633.52, 748.38]]) == 2
+    finally:
+        served.close()
+
+
 def test_client_boxes_decode_reduced_with_landmarks_in_original_pixels(
     landmarker: Landmarker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
