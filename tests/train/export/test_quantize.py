@@ -126,6 +126,9 @@ def test_quantize_main_publishes_an_int8_version_with_its_costs(tmp_path, capsys
     assert set(report["speed"]["cascade_speedup"]) == {"1", "4"}
     assert q.manifest.evaluation["quantization"]["mode"] == "static"
     assert q.manifest.evaluation["sets"]["real_test"]["n"] == 2
+    # CNN-6/7 has no depthwise convolution: auto keeps ONNX Runtime's S8S8, and the report says so
+    assert [(g["activations"], g["depthwise_convs"]) for g in report["graphs"]] == [("int8", 0)] * 2
+    assert "S8S8" in report["format"] and "U8S8" not in report["format"]
 
 
 def test_quantize_refuses_to_publish_past_the_accuracy_limit(tmp_path, capsys):
@@ -146,9 +149,14 @@ def test_publish_puts_the_variant_beside_the_float_model(tmp_path):
     from train.export.cli import quantize_main
 
     publish_test_model(tmp_path / "src", "aflw19", name="tiny-aflw19", version="1.0.0")
-    assert quantize_main(_quantize_args(tmp_path, "--publish", "--max-relative-loss", "10")) == 0
+    args = _quantize_args(tmp_path, "--publish", "--max-relative-loss", "10", "--activations", "uint8")
+    assert quantize_main(args) == 0
     assert ModelStore(tmp_path / "src").list_versions("tiny-aflw19-int8") == ["1.0.0"]
     assert not (tmp_path / "out").exists()
+    quant = (
+        ModelStore(tmp_path / "src").resolve("tiny-aflw19-int8", "1.0.0").manifest.evaluation["quantization"]
+    )
+    assert [g["activations"] for g in quant["graphs"]] == ["uint8", "uint8"] and "U8S8" in quant["format"]
 
 
 def test_relative_change():
