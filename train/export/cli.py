@@ -349,6 +349,7 @@ def quantize_main(argv: list[str]) -> int:
     parser.add_argument(
         "--activations", default="auto", choices=["auto", "int8", "uint8"], help=activations_help
     )
+    parser.add_argument("--keep-float", action="append", default=[], help="node-name substring left float")
     parser.add_argument("--calibration-samples", type=int, default=256, help="synthetic calibration faces")
     parser.add_argument(
         "--real-root",
@@ -394,6 +395,7 @@ def quantize_main(argv: list[str]) -> int:
         repeats=args.repeats,
         overwrite=args.overwrite,
         activations=args.activations,
+        keep_float=args.keep_float,
     )
     _write_json(args.json, report)
     keys = ("source", "mode", "sets", "worst_relative_change", "sizes_bytes", "speed", "cpu", "published")

@@ -109,12 +109,14 @@ def quantize_stage(
     calibration: np.ndarray | None = None,
     per_channel: bool = True,
     activations: str = "auto",
+    keep_float: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Quantise one stage graph ``src`` -> ``dst`` (``mode`` "static" needs ``calibration`` inputs).
 
     Static mode: the activations' type per ``activations`` (:func:`quantize_graph.activation_type`;
     "auto": uint8 for depthwise networks, int8 otherwise), and every Relu given an input of its own
-    first (:func:`quantize_graph.split_shared_activation_inputs`). Returns what was chosen and why.
+    first (:func:`quantize_graph.split_shared_activation_inputs`); nodes whose name contains one of
+    ``keep_float`` stay float. Returns what was chosen and why.
     """
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -137,11 +139,16 @@ def quantize_stage(
                 raise ValueError("static quantisation needs calibration inputs")
             act, why = activation_type(graph, activations)
             graph, n_split = split_shared_activation_inputs(graph)
+            kept = [n.name for n in graph.graph.node if any(k in n.name for k in keep_float)]
+            if keep_float and not kept:
+                raise ValueError(f"no node name contains any of {list(keep_float)}")
             info.update(
                 activations=act,
                 activations_reason=why,
                 depthwise_convs=len(depthwise_convs(graph)),
                 activation_inputs_split=n_split,
+                keep_float=list(keep_float),
+                nodes_kept_float=len(kept),
             )
             onnx.save(graph, str(plain))
             input_name = graph.graph.input[0].name
@@ -158,6 +165,7 @@ def quantize_stage(
                 weight_type=QuantType.QInt8,
                 per_channel=per_channel,
                 calibrate_method=CalibrationMethod.MinMax,
+                nodes_to_exclude=kept,
             )
         else:
             raise ValueError(f"mode must be static or dynamic, got {mode!r}")
@@ -272,6 +280,7 @@ def quantize_version(
     repeats: int = 30,
     overwrite: bool = False,
     activations: str = "auto",
+    keep_float: Sequence[str] = (),
     log: Callable[[str], None] = print,
 ) -> tuple[ModelVersion | None, dict[str, Any]]:
     """Quantise every stage of ``model``, evaluate and time float vs int8, publish ``name+suffix``.
@@ -284,7 +293,8 @@ def quantize_version(
     NME is worse than the float one's by more than that fraction on any set is not published
     (the report says so and the returned version is None). ``activations``: the static graphs'
     activation type, "auto" (per graph: :func:`train.export.quantize_graph.activation_type`),
-    "int8" or "uint8"; the report and the variant's manifest record the choice per stage.
+    "int8" or "uint8"; ``keep_float``: substrings of node names left in float (e.g. a first block);
+    the report and the variant's manifest record both per stage.
     """
     manifest = model.manifest
     scheme = manifest.scheme
@@ -331,7 +341,12 @@ def quantize_version(
             {
                 "stage": i + 1,
                 **quantize_stage(
-                    float_paths[i], dst, mode, inputs[i] if inputs else None, activations=activations
+                    float_paths[i],
+                    dst,
+                    mode,
+                    inputs[i] if inputs else None,
+                    activations=activations,
+                    keep_float=keep_float,
                 ),
             }
         )
@@ -490,8 +505,11 @@ def _format(mode: str, graphs: Sequence[Mapping[str, Any]]) -> str:
     kinds = sorted({g["activations"] for g in graphs})
     names = {"int8": "int8 activations (S8S8)", "uint8": "uint8 activations (U8S8)"}
     split = sum(g["activation_inputs_split"] for g in graphs)
-    return f"QDQ, int8 per-channel weights, {' / '.join(names[k] for k in kinds)}, min-max calibration" + (
-        f"; {split} nodes duplicated so every Relu has its own input" if split else ""
+    kept = sum(g.get("nodes_kept_float", 0) for g in graphs)
+    return (
+        f"QDQ, int8 per-channel weights, {' / '.join(names[k] for k in kinds)}, min-max calibration"
+        + (f"; {split} nodes duplicated so every Relu has its own input" if split else "")
+        + (f"; {kept} nodes kept in float ({', '.join(graphs[0]['keep_float'])})" if kept else "")
     )
 
 

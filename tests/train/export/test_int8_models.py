@@ -25,25 +25,28 @@ VARIANTS = [
 
 
 def test_the_default_and_cnn67_models_have_int8_variants() -> None:
-    """The CNN-6/7 cascades have them, and so have the 4.1.0 defaults (face-api's depthwise network),
-    quantised with unsigned activations; 4.0.0 was quantised with signed ones (S8S8), which ONNX
-    Runtime ran slower than float and past the NME limit, and has none
+    """The CNN-6/7 cascades have them, and so have the face-api defaults (4.1.0 and 4.2.0; 4.2.0 with
+    its first dense block in float), quantised with unsigned activations; 4.0.0 was quantised with
+    signed ones (S8S8), which ONNX Runtime ran slower than float and past the NME limit, and has none
     (docs/quantize_faceapi_4.1.0.md)."""
     assert {("cnn67-ibug68-int8", "3.0.0"), ("cnn67-aflw19-int8", "3.0.0")} <= set(VARIANTS)
     for name in DEFAULT_MODELS.values():
         versions = STORE.list_versions(name + INT8_SUFFIX)
-        assert "4.1.0" in versions and "4.0.0" not in versions, name
-        quant = STORE.resolve(name + INT8_SUFFIX, "4.1.0").manifest.evaluation["quantization"]
-        assert [g["activations"] for g in quant["graphs"]] == ["uint8", "uint8"]
-        # each stage at least 1.15x the float one's faces/s on one thread, at batch 1 and 32
-        assert min(quant["speed"]["cascade_speedup"].values()) >= 1.15
+        # 4.1.0, and the version served by default (the latest: faceapi-ibug68 4.2.0)
+        assert {"4.1.0", STORE.resolve(name).version} <= set(versions) and "4.0.0" not in versions, name
+        for version in versions:
+            quant = STORE.resolve(name + INT8_SUFFIX, version).manifest.evaluation["quantization"]
+            assert [g["activations"] for g in quant["graphs"]] == ["uint8", "uint8"]
+            # the cascade at least 1.15x the float one's faces/s on one thread, at batch 1 and 32
+            assert min(quant["speed"]["cascade_speedup"].values()) >= 1.15
 
 
 def test_the_service_picks_the_defaults_int8_variant_on_a_vnni_cpu() -> None:
     for name in DEFAULT_MODELS.values():
-        choice = choose_variant(STORE, name, "4.1.0", flags={"avx512f", "avx512_vnni"})
+        version = STORE.resolve(name).version  # what the service serves by default
+        choice = choose_variant(STORE, name, version, flags={"avx512f", "avx512_vnni"})
         assert (choice.name, choice.precision) == (name + INT8_SUFFIX, "int8")
-        assert choose_variant(STORE, name, "4.1.0", flags={"avx2"}).name == name
+        assert choose_variant(STORE, name, version, flags={"avx2"}).name == name
 
 
 @pytest.mark.parametrize(("name", "version"), VARIANTS)

@@ -112,3 +112,18 @@ def test_static_quantisation_of_a_dense_block_folds_every_relu(tmp_path: Path) -
     got = run_onnx(onnx_runtime_session(dst), x)
     error = np.abs(got - ref) / np.abs(ref).max()
     assert error.mean() < 0.02 and error.max() < 0.1 and not np.allclose(got, ref)
+
+
+def test_keep_float_leaves_the_named_nodes_in_float(tmp_path: Path) -> None:
+    src, dst = tmp_path / "float.onnx", tmp_path / "int8.onnx"
+    onnx.save(_dense_block(), str(src))
+    info = quantize_stage(src, dst, "static", _inputs(64, 2), keep_float=["dw"])
+    assert info["nodes_kept_float"] == 1 and info["keep_float"] == ["dw"]
+    graph = onnx.load(str(dst)).graph
+    weights = {i.name for i in graph.initializer if i.data_type == TensorProto.FLOAT}
+    (dw,) = (n for n in graph.node if n.name == "dw")
+    assert dw.input[1] in weights  # its weight is the float initializer, not a dequantised int8 one
+    (pw,) = (n for n in graph.node if n.name == "pw")
+    assert pw.input[1] not in weights
+    with pytest.raises(ValueError, match="no node name"):
+        quantize_stage(src, tmp_path / "x.onnx", "static", _inputs(8, 2), keep_float=["nothing"])
