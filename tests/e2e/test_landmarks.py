@@ -24,9 +24,11 @@ STAGE_NAMES = ["decode", "detect", "queue", "inference", "total"]
 
 
 def _margin(server: Server) -> float:
-    # The test models predict a mean face inside the box; trained models follow the real face, whose
-    # chin and brows may reach past a detector box, so they get a wider frame.
-    return 0.05 if server.kind == "test-models" else 0.3
+    # The test models predict a mean face inside the calibrated box: the detector's box mapped to a tight
+    # landmark box, which for the default SSD-based detector reaches about 0.07 of the box's height lower
+    # (model_store/detectors/ssd_mobilenet_v1/calibration.json: dy 0.147, sh 0.836). Trained models follow
+    # the real face, whose chin and brows may reach further past a detector box, so they get a wider frame.
+    return 0.15 if server.kind == "test-models" else 0.3
 
 
 def _photo(photos: Path, name: str) -> tuple[bytes, np.ndarray]:
@@ -64,7 +66,7 @@ def test_detector_finds_the_face_in_photographs(server: Server, photos: Path) ->
                 "decoded_scale": 1.0,
             }
             assert pts.shape == (68, 2)
-            assert inside(pts, face["box"], _margin(server)), (name, face["box"])
+            assert inside(pts, face["box"], _margin(server)), (name, face["box"], pts.min(0), pts.max(0))
 
 
 def test_client_boxes_in_every_encoding_give_the_same_landmarks(server: Server, photos: Path) -> None:
