@@ -22,18 +22,10 @@ from typing import Any
 import numpy as np
 
 from model_store.geometry import tight_box
+from train.data.real import REGIONS as REGIONS_68  # iBUG 68-point regions (half-open)
 from train.metrics import YAW_EDGES, yaw_bin_labels
 
-__all__ = ["REGIONS_68", "main", "yaw_error_table"]
-
-# iBUG 68-point regions (0-based, half-open)
-REGIONS_68: dict[str, tuple[int, int]] = {
-    "jaw": (0, 17),
-    "brows": (17, 27),
-    "nose": (27, 36),
-    "eyes": (36, 48),
-    "mouth": (48, 68),
-}
+__all__ = ["main", "yaw_error_table"]
 
 
 def yaw_error_table(

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tools.studies.yaw_errors import REGIONS_68, yaw_error_table
+from tools.studies.yaw_errors import yaw_error_table
+from train.data.real import REGIONS
 
 
 def _faces() -> np.ndarray:
@@ -26,7 +27,7 @@ def test_every_point_off_by_five_px() -> None:
     assert table["all"]["nme"] == pytest.approx(0.75)
     assert table["all"]["nme_box"] == pytest.approx(5.0 / 20.0)
     assert table["|yaw| 60-90"]["normaliser_over_box"] == pytest.approx(5.0 / 20.0)
-    assert table["all"]["regions"] == pytest.approx({r: 0.75 for r in REGIONS_68})
+    assert table["all"]["regions"] == pytest.approx({r: 0.75 for r in REGIONS})
     assert "|yaw| 15-30" not in table  # empty bins are left out
     assert [k for k in table] == ["all", "|yaw| 0-15", "|yaw| 60-90"]  # bins in yaw order
 
