@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 __all__ = ["markdown"]
@@ -153,6 +153,18 @@ def _grid(report: Mapping[str, Any], sets: list[str]) -> list[str]:
     return lines or ["(no grid runs planned)"]
 
 
+def _in_progress(report: Mapping[str, Any]) -> list[str]:
+    lines = []
+    for key, stages in report.get("in_progress", {}).items():
+        parts = []
+        for stage, st in stages.items():
+            val = st["val_curve"]
+            last = f", last validation NME {100 * val[-1][1]:.2f} % at step {val[-1][0]}" if val else ""
+            parts.append(f"{stage} at step {st['step']}{last}")
+        lines.append(f"- {key} (unfinished): " + "; ".join(parts) + ".")
+    return lines
+
+
 def _convergence(report: Mapping[str, Any]) -> list[str]:
     lines = [
         "| run | val NME % at 50 % of steps | at 75 % | at the end | change over the last quarter (points) |",
@@ -174,7 +186,12 @@ def _convergence(report: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def markdown(report: Mapping[str, Any]) -> str:
+def markdown(report: Mapping[str, Any], images: Sequence[str] | None = None) -> str:
+    """The page; ``images``: the plot files under ``img/`` that exist (None: link every plot)."""
+
+    def image(alt: str, file: str) -> list[str]:
+        return [f"![{alt}](img/{file})"] if images is None or file in images else []
+
     b = report["budget"]
     base = report["base_config"]
     o = base["stage1"]["optim"]
@@ -218,12 +235,12 @@ def markdown(report: Mapping[str, Any]) -> str:
             "",
             *_yaw_table(report, name),
             "",
-            f"![CED of the losses, {name}](img/compare_ced_losses_{name}.png)",
-            f"![CED one vs two stages, {name}](img/compare_ced_cascade_{name}.png)",
+            *image(f"CED of the losses, {name}", f"compare_ced_losses_{name}.png"),
+            *image(f"CED one vs two stages, {name}", f"compare_ced_cascade_{name}.png"),
             "",
         ]
     out += [
-        "![CED with and without PDB](img/compare_ced_pdb_synthetic.png)",
+        *image("CED with and without PDB", "compare_ced_pdb_synthetic.png"),
         "",
         "## Wing's w and eps at 64 px (one seed each)",
         "",
@@ -235,11 +252,15 @@ def markdown(report: Mapping[str, Any]) -> str:
         "",
         "## Is the budget converged?",
         "",
-        "Validation NME (synthetic validation set) of each finished stage-1 run along its schedule:",
+        f"Why this budget and what one step costs: the header of `train/configs/{base['name']}.yaml`.",
+        "Validation NME (synthetic validation set) of each finished stage-1 run along its schedule; a change",
+        "over the last quarter well under the seed spreads above means the budget has converged:",
         "",
         *_convergence(report),
         "",
-        "![validation curves](img/compare_val_curves.png)",
+        *_in_progress(report),
+        "",
+        *image("validation curves", "compare_val_curves.png"),
         "",
         "## Earlier smoke test",
         "",

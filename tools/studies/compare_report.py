@@ -54,6 +54,7 @@ def collect(plan: Sequence[PlannedRun], out_root: Path, thresholds: Sequence[flo
     statistics (mean, min, max, std) of every figure, and the per-face errors pooled over seeds."""
     runs: dict[str, Any] = {}
     pooled: dict[str, dict[str, list[float]]] = {}
+    progress: dict[str, Any] = {}
     settings: dict[str, Any] = {}
     for run in plan:
         st = settings.setdefault(
@@ -70,6 +71,9 @@ def collect(plan: Sequence[PlannedRun], out_root: Path, thresholds: Sequence[flo
         st["planned"] += 1
         path = run_dir(out_root, run) / EVAL_FILE
         if not path.is_file():
+            partial = _progress(run_dir(out_root, run))
+            if partial:
+                progress[run.key] = partial
             continue
         ev = json.loads(path.read_text(encoding="utf-8"))
         runs[run.key] = {"setting": run.setting, "seed": run.seed, **_run_summary(ev, thresholds)}
@@ -109,7 +113,22 @@ def collect(plan: Sequence[PlannedRun], out_root: Path, thresholds: Sequence[flo
         st["step_seconds"] = seed_stats(
             [sum(v or 0.0 for v in runs[k]["step_seconds"].values()) for k in keys]
         )
-    return {"runs": runs, "settings": settings, "pooled": pooled}
+    return {"runs": runs, "settings": settings, "pooled": pooled, "in_progress": progress}
+
+
+def _progress(folder: Path) -> dict[str, Any]:
+    """An unfinished run's last logged step and validations per stage, from its ``metrics.jsonl``."""
+    path = folder / "metrics.jsonl"
+    out: dict[str, Any] = {}
+    if not path.is_file():
+        return out
+    for line in path.read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        st = out.setdefault(f"stage{row.get('stage', 1)}", {"step": 0, "val_curve": []})
+        st["step"] = max(st["step"], int(row.get("step", 0)))
+        if row.get("kind") == "val":
+            st["val_curve"].append([int(row["step"]), float(row["val_nme"])])
+    return out
 
 
 def _verdicts(settings: Mapping[str, Any], set_names: Sequence[str]) -> dict[str, Any]:
@@ -172,6 +191,7 @@ def write_report(
         "remaining": [r.key for r in plan if r.key not in got["runs"]],
         "settings": settings,
         "runs": got["runs"],
+        "in_progress": got["in_progress"],
         "verdicts": _verdicts(settings, list(specs)),
     }
     report["summary"] = f"{len(done)} of {len(plan)} runs finished; " + "; ".join(
@@ -186,11 +206,15 @@ def write_report(
     thr = max(thresholds)
     pooled = got["pooled"]
 
+    images: list[str] = []  # the page links only the plots that have data
+
     def ced(curves: Mapping[str, Sequence[float]], file: str, title: str) -> None:
         arrays = {k: np.asarray(v, dtype=np.float64) for k, v in curves.items() if len(v)}
+        (img / file).unlink(missing_ok=True)
         if arrays:
             xmax = max(thr, min(0.3, float(np.percentile(np.concatenate(list(arrays.values())), 90))))
             plot_ced(arrays, thr, img / file, title=title, xmax=xmax)
+            images.append(file)
 
     for name in specs:
         tag = "synthetic" if name == "synthetic" else name
@@ -220,18 +244,20 @@ def write_report(
         "compare_ced_pdb_synthetic.png",
         "CNN-6 + Wing: PDB on/off, synthetic (seeds pooled)",
     )
-    _plot_val_curves(got["runs"], img / "compare_val_curves.png")
-    (docs / "comparison.md").write_text(markdown(report), encoding="utf-8")
+    if _plot_val_curves(got["runs"], img / "compare_val_curves.png"):
+        images.append("compare_val_curves.png")
+    (docs / "comparison.md").write_text(markdown(report, images), encoding="utf-8")
     return report
 
 
-def _plot_val_curves(runs: Mapping[str, Any], png: Path) -> None:
-    """Validation NME against step of every finished run's stage 1 (the budget check)."""
+def _plot_val_curves(runs: Mapping[str, Any], png: Path) -> bool:
+    """Validation NME against step of every finished run's stage 1 (the budget check); False: none."""
     from train.plots import _pyplot
 
     curves = {k: r["val_curve"].get("stage1") for k, r in runs.items() if r["val_curve"].get("stage1")}
+    png.unlink(missing_ok=True)
     if not curves:
-        return
+        return False
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for key, curve in curves.items():
@@ -243,3 +269,4 @@ def _plot_val_curves(runs: Mapping[str, Any], png: Path) -> None:
     fig.tight_layout()
     fig.savefig(png, dpi=100)
     plt.close(fig)
+    return True

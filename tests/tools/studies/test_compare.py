@@ -111,7 +111,7 @@ def test_compare_skips_finished_runs_and_resume_only_reports(tmp_path: Path) -> 
     assert set(ev_cas["sets"]["synthetic"]["errors"]) == {"stage1", "stage2"}
     # the cascade's stage 1 is the Wing run's, copied and not retrained
     assert ev_cas["sets"]["synthetic"]["errors"]["stage1"] == ev["sets"]["synthetic"]["errors"]["stage1"]
-    assert not (out / "loss_l1").exists()
+    assert not (out / "loss_l1").exists()  # not in --only
     rep = json.loads((docs / "comparison.json").read_text())
     assert rep["done"] == ["loss_wing/s0", "cascade/s0"] and len(rep["remaining"]) == 18
     md = (docs / "comparison.md").read_text()
@@ -131,9 +131,16 @@ def test_compare_skips_finished_runs_and_resume_only_reports(tmp_path: Path) -> 
     (cas / "compare_eval.json").unlink()
     ckpt = (cas / "stage2" / "last.pt").stat().st_mtime_ns
     (docs / "comparison.md").unlink()
+    partial = out / "loss_l1" / "s0"  # an interrupted run is reported by its last validation
+    partial.mkdir(parents=True)
+    (partial / "metrics.jsonl").write_text('{"kind": "val", "stage": 1, "step": 1, "val_nme": 0.5}\n')
     assert main([*args, "--resume", *TINY]) == 0
+    assert (
+        "- loss_l1/s0 (unfinished): stage1 at step 1, last validation NME 50.00 % at step 1."
+        in (docs / "comparison.md").read_text()
+    )
     assert (cas / "compare_eval.json").is_file() and (cas / "stage2" / "last.pt").stat().st_mtime_ns == ckpt
-    assert (docs / "comparison.md").is_file() and not (out / "loss_l1").exists()
+    assert not (partial / "stage1").exists()  # nothing trained
 
     # another budget in the same folder is refused, not silently mixed in
     with pytest.raises(ValueError, match="another config"):
