@@ -108,6 +108,29 @@ def _yaw_table(report: Mapping[str, Any], name: str) -> list[str]:
     return lines
 
 
+def _versus(
+    report: Mapping[str, Any],
+    a: tuple[str, str],
+    b: tuple[str, str],
+    a_name: str,
+    b_name: str,
+    set_name: str,
+    relation: str,
+) -> str:
+    """``"on 5.87 % vs off 8.28 %: on better beyond the seed spread"`` for two settings' seed stats."""
+
+    def stats(ref: tuple[str, str]) -> Mapping[str, Any] | None:
+        return report["settings"].get(ref[0], {}).get("sets", {}).get(set_name, {}).get(ref[1])
+
+    words = {
+        "<": f"{a_name} better beyond the seed spread",
+        ">": f"{b_name} better beyond the seed spread",
+        "tie": "a tie within the seed spread",
+        "unresolved": "unresolved (under two finished seeds)",
+    }
+    return f"{a_name} {_pct(stats(a))} % vs {b_name} {_pct(stats(b))} %: {words[relation]}"
+
+
 def _claim_text(claim: Mapping[str, Any] | None) -> str:
     if claim is None:
         return "not all four losses are planned"
@@ -226,10 +249,22 @@ def markdown(report: Mapping[str, Any], images: Sequence[str] | None = None) -> 
             "",
             f"- Loss ranking (best first): {v['loss_ranking']}.",
             f"- Paper's claim: {_claim_text(v['paper_claim'])}",
-            f"- PDB on (loss_wing) vs off (pdb_off): all faces {v['pdb']['nme']}, "
-            f"abs yaw >= 30° {v['pdb']['large_yaw']} ('<': on is better).",
-            f"- Two stages vs one (the cascade runs' stage 2 against their own stage 1): {v['cascade']} "
-            "('<': two stages better).",
+            "- PDB: "
+            + _versus(report, ("loss_wing", "nme"), ("pdb_off", "nme"), "on", "off", name, v["pdb"]["nme"])
+            + "; at abs yaw >= 30°: "
+            + _versus(
+                report,
+                ("loss_wing", "large_yaw"),
+                ("pdb_off", "large_yaw"),
+                "on",
+                "off",
+                name,
+                v["pdb"]["large_yaw"],
+            )
+            + ".",
+            "- Stages (the cascade runs' stage 2 against their own stage 1, same seeds): "
+            + _versus(report, ("cascade", "nme"), ("cascade", "stage1_nme"), "two", "one", name, v["cascade"])
+            + ".",
             "",
             f"NME (%) per |yaw| bin, mean over finished seeds ({name}):",
             "",

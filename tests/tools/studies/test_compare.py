@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from tools.studies.compare import main
-from tools.studies.compare_plan import LOSS_SEEDS, config_digest, make_plan, run_config
+from tools.studies.compare_plan import LOSS_SEEDS, PlannedRun, config_digest, make_plan, run_config
+from tools.studies.compare_report import write_report
 from tools.studies.compare_stats import compare_pair, paper_claim, ranking, seed_stats
 from train.config import DEFAULTS, resolve
 
@@ -149,3 +150,47 @@ def test_compare_skips_finished_runs_and_resume_only_reports(tmp_path: Path) -> 
     with open(out / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         assert main([*args, "--only", "loss_l1/s0", *TINY]) == 2
+
+
+def _fake_eval(folder: Path, run: PlannedRun, nme: float) -> None:
+    """A run's evaluation as ``compare.py`` writes it: six synthetic faces, each at ``nme`` except one
+    turned face at twice that; no real set."""
+    folder.mkdir(parents=True, exist_ok=True)
+    errors = [nme] * 5 + [2 * nme]
+    sets = {"synthetic": {"errors": {f"stage{k}": errors for k in range(1, run.stages + 1)}}}
+    sets["synthetic"]["yaw"] = [0.0, 5.0, -10.0, 20.0, 25.0, 50.0]
+    ev = {"key": run.key, "stages": run.stages, "sets": sets, "metrics": {"stage1": {"step_seconds": 60.0}}}
+    (folder / "compare_eval.json").write_text(json.dumps(ev))
+
+
+def test_report_from_evaluations_states_the_claim_and_the_spread(tmp_path: Path) -> None:
+    plan = make_plan()
+    runs = {r.key: r for r in plan}
+    nmes = {"wing": (0.050, 0.052), "l1": (0.060, 0.061), "smooth_l1": (0.070, 0.074), "l2": (0.090, 0.080)}
+    for loss, values in nmes.items():
+        for seed, v in enumerate(values):
+            _fake_eval(tmp_path / f"loss_{loss}" / f"s{seed}", runs[f"loss_{loss}/s{seed}"], v)
+    base = resolve(DEFAULTS)
+    specs = {"synthetic": {"kind": "synthetic", "num": 6, "seed": 3}}
+    docs = tmp_path / "docs"
+    rep = write_report(base, plan, tmp_path, docs, steps=4800, stage2_steps=3000, specs=specs)
+    wing = rep["settings"]["loss_wing"]["sets"]["synthetic"]
+    # per seed: five faces at v, one at 2v -> NME 7v/6; the setting: mean and range over its two seeds
+    assert wing["nme"]["values"] == pytest.approx([0.050 * 7 / 6, 0.052 * 7 / 6])
+    assert wing["large_yaw"]["mean"] == pytest.approx(2 * 0.051)  # the one face at |yaw| >= 30
+    assert wing["yaw_bins"]["|yaw| 45-60"]["faces"] == 1 and wing["yaw_bins"]["|yaw| 15-30"]["faces"] == 2
+    claim = rep["verdicts"]["synthetic"]["paper_claim"]
+    assert claim["verdict"] == "holds", claim
+    assert rep["verdicts"]["synthetic"]["loss_ranking"] == "wing < l1 < smooth_l1 < l2"
+    md = (docs / "comparison.md").read_text()
+    assert "Wing < L1 < smooth L1 < L2 HOLDS" in md
+    assert "| loss_wing | wing w=10 eps=2 | on | 1 | 2 of 3 | 5.95 | 5.83-6.07 (±0.16) |" in md
+    assert "| loss_l2 | l2 | on | 1 | 2 |" in md  # all planned seeds finished
+    assert "Status: 8 of 20 runs finished." in md and "compare_ced_losses_synthetic.png" in md
+    assert "compare_ced_pdb_synthetic.png" in md  # the Wing runs alone still draw the PDB plot
+    assert "compare_val_curves.png" not in md  # no validation curve in these evaluations
+    # one L2 seed much worse widens L2's spread until smooth L1 and L2 tie
+    _fake_eval(tmp_path / "loss_l2" / "s1", runs["loss_l2/s1"], 0.140)
+    rep = write_report(base, plan, tmp_path, docs, steps=4800, stage2_steps=3000, specs=specs)
+    assert rep["verdicts"]["synthetic"]["paper_claim"]["verdict"] == "tie"
+    assert rep["verdicts"]["synthetic"]["loss_ranking"] == "wing < l1 < smooth_l1 ≈ l2"
