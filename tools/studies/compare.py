@@ -24,6 +24,8 @@ import fcntl
 import json
 import os
 import shutil
+import signal
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -248,6 +250,15 @@ def main(argv: list[str]) -> int:
         parser.error("--steps and --stage2-steps must be positive (or set in the config)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    # `kill PID` unwinds like Ctrl-C: the interrupted run's session (wall time, load) is still recorded
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        return _run(args, base, steps, stage2_steps, out)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run(args: argparse.Namespace, base: dict[str, Any], steps: int, stage2_steps: int, out: Path) -> int:
     with open(out / ".lock", "w") as lock:
         try:  # one trainer per output folder; the report alone may run beside it
             if not args.resume:
