@@ -70,8 +70,11 @@ def run_metrics(folder: Path, batch_sizes: Mapping[int, int]) -> dict[str, Any]:
         if row.get("kind") == "val":
             st["val_curve"].append([int(row["step"]), float(row["val_nme"])])
         elif row.get("kind") == "train" and row.get("imgs_per_s"):
-            steps = int(row["step"]) - st["last"]
-            st["last"] = int(row["step"])
+            # steps since the previous log line; after a resume the loop re-logs from its checkpoint
+            # (train.loop logs every 20 steps), and the re-done steps did cost time
+            step = int(row["step"])
+            steps = step - st["last"] if 0 < step - st["last"] <= 20 else (step % 20 or 20)
+            st["last"] = step
             st["step_seconds"] += (
                 steps * batch_sizes.get(int(row.get("stage", 1)), 32) / float(row["imgs_per_s"])
             )

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tools.studies.compare import main
+from tools.studies.compare import main, run_metrics
 from tools.studies.compare_plan import LOSS_SEEDS, PlannedRun, config_digest, make_plan, run_config
 from tools.studies.compare_report import write_report
 from tools.studies.compare_stats import compare_pair, paper_claim, ranking, seed_stats
@@ -194,3 +194,19 @@ def test_report_from_evaluations_states_the_claim_and_the_spread(tmp_path: Path)
     rep = write_report(base, plan, tmp_path, docs, steps=4800, stage2_steps=3000, specs=specs)
     assert rep["verdicts"]["synthetic"]["paper_claim"]["verdict"] == "tie"
     assert rep["verdicts"]["synthetic"]["loss_ranking"] == "wing < l1 < smooth_l1 ≈ l2"
+
+
+def test_step_seconds_count_each_logged_window_once_across_a_resume(tmp_path: Path) -> None:
+    rows = [
+        {"kind": "train", "stage": 1, "step": 20, "imgs_per_s": 64.0},  # 20 steps of 32: 10 s
+        {"kind": "train", "stage": 1, "step": 40, "imgs_per_s": 32.0},  # 20 s
+        {"kind": "val", "stage": 1, "step": 40, "val_nme": 0.2},
+        {"kind": "train", "stage": 1, "step": 60, "imgs_per_s": 64.0},  # 10 s, then killed at ~70
+        {"kind": "train", "stage": 1, "step": 60, "imgs_per_s": 64.0},  # resumed at 40: 10 s again
+        {"kind": "train", "stage": 1, "step": 70, "imgs_per_s": 64.0},  # the last, short window: 5 s
+        {"kind": "val", "stage": 1, "step": 70, "val_nme": 0.1},
+    ]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    got = run_metrics(tmp_path, {1: 32, 2: 32})
+    assert got["stage1"]["step_seconds"] == pytest.approx(55.0)
+    assert got["stage1"]["val_curve"] == [[40, 0.2], [70, 0.1]]
