@@ -157,8 +157,8 @@ def _fake_eval(folder: Path, run: PlannedRun, nme: float) -> None:
     turned face at twice that; no real set."""
     folder.mkdir(parents=True, exist_ok=True)
     errors = [nme] * 5 + [2 * nme]
-    sets = {"synthetic": {"errors": {f"stage{k}": errors for k in range(1, run.stages + 1)}}}
-    sets["synthetic"]["yaw"] = [0.0, 5.0, -10.0, 20.0, 25.0, 50.0]
+    yaw = [0.0, 5.0, -10.0, 20.0, 25.0, 50.0]
+    sets = {"synthetic": {"errors": {f"stage{k}": errors for k in range(1, run.stages + 1)}, "yaw": yaw}}
     ev = {"key": run.key, "stages": run.stages, "sets": sets, "metrics": {"stage1": {"step_seconds": 60.0}}}
     (folder / "compare_eval.json").write_text(json.dumps(ev))
 
