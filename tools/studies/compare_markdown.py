@@ -176,6 +176,28 @@ def _grid(report: Mapping[str, Any], sets: list[str]) -> list[str]:
     return lines or ["(no grid runs planned)"]
 
 
+def _runs(report: Mapping[str, Any]) -> list[str]:
+    """One row per finished run: its NME on each set, step time, wall time and load of its sessions."""
+    sets = list(report["sets"])
+    lines = [
+        "| run | "
+        + " | ".join(f"NME % {n}" for n in sets)
+        + " | step time min | wall min | sessions | load |",
+        "|" + "---|" * (5 + len(sets)),
+    ]
+    for key, r in report["runs"].items():
+        nme = [f"{100 * r['sets'][n]['nme']:.2f}" if n in r["sets"] else "-" for n in sets]
+        step_min = sum(v or 0.0 for v in r["step_seconds"].values()) / 60
+        sessions = r.get("sessions") or []
+        wall = sum(float(x.get("seconds", 0.0)) for x in sessions) / 60
+        loads = [float(x[k]) for x in sessions for k in ("load_start", "load_end") if k in x]
+        load = f"{min(loads):.1f}-{max(loads):.1f}" if loads else "-"
+        lines.append(
+            f"| {key} | " + " | ".join(nme) + f" | {step_min:.1f} | {wall:.1f} | {len(sessions)} | {load} |"
+        )
+    return lines if report["runs"] else ["(no finished runs)"]
+
+
 def _in_progress(report: Mapping[str, Any]) -> list[str]:
     lines = []
     for key, stages in report.get("in_progress", {}).items():
@@ -296,6 +318,15 @@ def markdown(report: Mapping[str, Any], images: Sequence[str] | None = None) -> 
         *_in_progress(report),
         "",
         *image("validation curves", "compare_val_curves.png"),
+        "",
+        "## Runs",
+        "",
+        "Each finished run: its final stage's NME, the minutes spent in training steps (for a cascade, its",
+        "stage 2 only), the wall minutes of the `wingmark compare` calls that trained it (data loading,",
+        "validation and waiting for the CPU included; a call killed without unwinding is missing) and the",
+        "1-minute load average at their starts and ends.",
+        "",
+        *_runs(report),
         "",
         "## Earlier smoke test",
         "",

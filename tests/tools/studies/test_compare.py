@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -121,6 +122,8 @@ def test_compare_skips_finished_runs_and_resume_only_reports(tmp_path: Path) -> 
         and "| loss_l1 | l1 | on | 1 | 0 of 3 |" in md
     )
     assert (docs / "img" / "compare_ced_losses_synthetic.png").stat().st_size > 1000
+    # per run: NME on both sets, step and wall minutes, one training session with its load
+    assert re.search(r"\| loss_wing/s0 \| [\d.]+ \| [\d.]+ \| [\d.]+ \| [\d.]+ \| 1 \| [\d.]+-[\d.]+ \|", md)
 
     # the same command again: finished runs are neither retrained nor re-evaluated
     stamp = {p: p.stat().st_mtime_ns for p in [wing / "stage1" / "last.pt", wing / "compare_eval.json"]}
