@@ -38,13 +38,38 @@ from runtime.detectors.base import Detections, box_iou
 
 CALIBRATION_FILE = "calibration.json"
 
-__all__ = ["CnnDetector", "View", "detector_dir", "nms", "plan_views", "sigmoid", "view_input"]
+__all__ = [
+    "CnnDetector",
+    "View",
+    "detector_dir",
+    "nms",
+    "own_calibrations",
+    "plan_views",
+    "scheme_calibration",
+    "sigmoid",
+    "view_input",
+]
 
 
 def detector_dir() -> Path:
     """``$WINGMARK_DETECTOR_DIR`` or the repository's ``model_store/detectors``."""
     env = os.environ.get("WINGMARK_DETECTOR_DIR")
     return Path(env) if env else Path(__file__).resolve().parents[2] / "model_store" / "detectors"
+
+
+def own_calibrations(folder: Path, name: str) -> dict[str, Any]:
+    """Detector ``name``'s own box calibrations per scheme: ``<folder>/<name>/calibration.json``
+    (written by ``wingmark data detect-bench --write-calibration``), {} where there is none."""
+    cal = folder / name / CALIBRATION_FILE
+    return dict(json.loads(cal.read_text())["schemes"]) if cal.is_file() else {}
+
+
+def scheme_calibration(calibrations: dict[str, Any], scheme: str) -> BoxCalibration | None:
+    """One scheme's entry of :func:`own_calibrations` as a BoxCalibration, or None."""
+    entry = calibrations.get(scheme)
+    if entry is None:
+        return None
+    return BoxCalibration(**{k: float(entry[k]) for k in ("dx", "dy", "sw", "sh")})
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
@@ -211,8 +236,7 @@ class CnnDetector:
             raise FileNotFoundError(f"{path} not found: run 'wingmark data detectors'")
         source = folder / self.name / "source.json"
         self.source: dict[str, Any] = json.loads(source.read_text()) if source.is_file() else {}
-        cal = folder / self.name / CALIBRATION_FILE
-        self.calibrations: dict[str, Any] = json.loads(cal.read_text())["schemes"] if cal.is_file() else {}
+        self.calibrations: dict[str, Any] = own_calibrations(folder, self.name)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = max(1, threads)
         opts.inter_op_num_threads = 1
@@ -227,10 +251,7 @@ class CnnDetector:
         """This detector's own box calibration for ``scheme`` (``calibration.json`` beside the ONNX file,
         written by ``wingmark data detect-bench --write-calibration``), or None. A model's manifest
         calibration for this detector takes precedence (the service asks this only when it has none)."""
-        entry = self.calibrations.get(scheme)
-        if entry is None:
-            return None
-        return BoxCalibration(**{k: float(entry[k]) for k in ("dx", "dy", "sw", "sh")})
+        return scheme_calibration(self.calibrations, scheme)
 
     def views(self, width: int, height: int, min_face: float | None = None) -> list[View]:
         """The views :meth:`detect` runs the net on for an image of this size."""

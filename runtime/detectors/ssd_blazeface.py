@@ -36,7 +36,6 @@ looking: between the skull mask (0.95) and the non-faces SSD took for faces in t
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +46,7 @@ from runtime.decode import largest_reduction
 from runtime.detectors import register_detector
 from runtime.detectors.base import Detections, box_iou
 from runtime.detectors.blazeface import BlazeFaceDetector
-from runtime.detectors.cnn import CALIBRATION_FILE, View, detector_dir, nms
+from runtime.detectors.cnn import View, detector_dir, nms, own_calibrations, scheme_calibration
 from runtime.detectors.ssd_mobilenet_v1 import SsdMobilenetV1Detector
 
 __all__ = ["SsdBlazeFaceDetector", "covered", "uncalibrate"]
@@ -135,17 +134,14 @@ class SsdBlazeFaceDetector:
         self.look = look
         self.sure_score = sure_score
         self.hog: Any = None
-        self._hog_to_ssd: BoxCalibration | None = None
+        self._hog_cal: BoxCalibration | None = None
         if hog:
             from runtime.detectors.dlib_hog import DlibHogDetector
 
             hog_options: dict[str, Any] = {} if min_face is None else {"min_face": min_face}
             self.hog = DlibHogDetector(**hog_options)
             folder = Path(model_dir) if model_dir is not None else detector_dir()
-            cal = folder / "dlib_hog" / CALIBRATION_FILE
-            if cal.is_file():
-                entry = json.loads(cal.read_text())["schemes"]["ibug68"]
-                self._hog_to_ssd = BoxCalibration(**{k: float(entry[k]) for k in ("dx", "dy", "sw", "sh")})
+            self._hog_cal = scheme_calibration(own_calibrations(folder, "dlib_hog"), "ibug68")
         self.score_threshold = self.ssd.score_threshold
         s, b = self.ssd.source, self.blazeface.source
         self.source: dict[str, Any] = {
@@ -154,8 +150,9 @@ class SsdBlazeFaceDetector:
             "licence": f"{s.get('licence')} + {b.get('licence')}",
             "parts": {"ssd_mobilenet_v1": s, "blazeface": b},
         }
-        # BlazeFace boxes -> SSD's convention, through the tight box both calibrations map to
-        self._to_ssd = (self.blazeface.calibration("ibug68"), self.ssd.calibration("ibug68"))
+        # other detectors' boxes -> SSD's convention, through the tight box both calibrations map to
+        self._blaze_cal = self.blazeface.calibration("ibug68")
+        self._ssd_cal = self.ssd.calibration("ibug68")
 
     def calibration(self, scheme: str) -> BoxCalibration | None:
         """SSD's own calibration: every box this detector gives is in SSD's convention."""
@@ -200,12 +197,7 @@ class SsdBlazeFaceDetector:
                 scores.append(float(score))
                 kps.append(np.full((6, 2), np.nan) if points is None else points)
         if len(blaze.scores):
-            cal_b, cal_s = self._to_ssd
-            mapped = blaze.boxes
-            if cal_b is not None and cal_s is not None:
-                mapped = uncalibrate(cal_b.apply(blaze.boxes), cal_s)
-            mapped[:, [0, 2]] = mapped[:, [0, 2]].clip(0, w)
-            mapped[:, [1, 3]] = mapped[:, [1, 3]].clip(0, h)
+            mapped = self._into_ssd_convention(blaze.boxes, self._blaze_cal, w, h)
             kept = np.stack(boxes) if boxes else np.zeros((0, 4))
             cover = covered(blaze.boxes, kept) if len(kept) else np.zeros((len(blaze.boxes), 0))
             for i in range(len(blaze.scores)):
@@ -230,10 +222,17 @@ class SsdBlazeFaceDetector:
         d = self.hog.detect(image, min_face=min_face)
         if not len(d.scores):
             return d
-        boxes = d.boxes
-        cal_s = self.ssd.calibration("ibug68")
-        if self._hog_to_ssd is not None and cal_s is not None:
-            boxes = uncalibrate(self._hog_to_ssd.apply(boxes), cal_s)
-        boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w)
-        boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, h)
+        boxes = self._into_ssd_convention(d.boxes, self._hog_cal, w, h)
         return Detections(boxes, d.scores, np.full((len(boxes), 6, 2), np.nan))
+
+    def _into_ssd_convention(
+        self, boxes: np.ndarray, own: BoxCalibration | None, width: int, height: int
+    ) -> np.ndarray:
+        """Another detector's boxes [N, 4] in SSD's convention (its ``own`` calibration to the tight
+        box, SSD's inverted; unchanged where either is missing), clipped to the image; a new array."""
+        out = np.array(boxes, dtype=np.float64)
+        if own is not None and self._ssd_cal is not None:
+            out = uncalibrate(own.apply(out), self._ssd_cal)
+        out[:, [0, 2]] = out[:, [0, 2]].clip(0, width)
+        out[:, [1, 3]] = out[:, [1, 3]].clip(0, height)
+        return out
