@@ -48,6 +48,7 @@ def quantise_ssd(folder: Path, package_root: Path) -> dict[str, Any]:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     from train.export.detectors import sha256_file
+    from train.export.quantize import CropCalibrationReader
 
     src = folder / "ssd_mobilenet_v1.onnx"
     dst = folder / INT8_FILE
@@ -56,13 +57,8 @@ def quantise_ssd(folder: Path, package_root: Path) -> dict[str, Any]:
         raise FileNotFoundError(f"no demo photos in {package_root / 'demo'}")
     views = _views(photos)
 
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self._it = iter(views)
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            x = next(self._it, None)
-            return None if x is None else {"image": x}
+    class _Reader(CropCalibrationReader, CalibrationDataReader):  # one view a batch, in photo order
+        pass
 
     with tempfile.TemporaryDirectory() as tmp:
         pre = Path(tmp) / "pre.onnx"
@@ -70,7 +66,7 @@ def quantise_ssd(folder: Path, package_root: Path) -> dict[str, Any]:
         quantize_static(
             str(pre),
             str(dst),
-            Reader(),
+            _Reader(np.concatenate(views), "image", batch_size=1),
             quant_format=QuantFormat.QOperator,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
