@@ -25,6 +25,7 @@ __all__ = [
     "HeadModel",
     "aflw19_from_68",
     "head_model",
+    "jaw_paths",
     "rotation_matrix",
 ]
 
@@ -40,6 +41,12 @@ LEFT_EYE = tuple(range(42, 48))
 OUTER_MOUTH = tuple(range(48, 60))
 INNER_MOUTH = tuple(range(60, 68))
 JAW = tuple(range(17))
+# Contour jaw labels (300-W's convention): how far each jaw point's search path runs towards the face's
+# middle, as a fraction of the way to the midpoint of the point and its mirror (all the way: on a face
+# turned far enough the nose, lips and chin are the outline, as in 300W-LP's landmark marching), and its
+# number of samples.
+JAW_PATH_FRACTION = 1.0
+JAW_PATH_SAMPLES = 33
 
 
 def rotation_matrix(yaw: float, pitch: float, roll: float) -> np.ndarray:
@@ -293,3 +300,47 @@ def head_model() -> HeadModel:
     for arr in (verts, tri, deform, all_t, all_y, ao, mat, st, sy, sr):
         arr.setflags(write=False)
     return HeadModel(verts, tri, deform, all_t, all_y, ao, mat, st, sy, sr)
+
+
+@functools.lru_cache(maxsize=1)
+def jaw_paths() -> np.ndarray:
+    """[17, P, V] weights: ``jaw_paths() @ vertices`` gives, for every jaw point j, P points on the head's
+    surface from j (sample 0, the landmark itself) straight across the (angle, height) parameters towards
+    the midpoint of j and its mirror 16 - j, ``JAW_PATH_FRACTION`` of the way (row 8, the chin, is j itself).
+
+    The weights are barycentric in the mesh's parameter triangulation, so the path moves with any
+    deformation of the head (identity, expression) and any rotation: the visible contour of the turned
+    head on that line is the path's point that projects furthest outwards (``render._contour_jaw``).
+    """
+    model = head_model()
+    t, y = model.theta, model.height
+    tri = model.triangles
+    a, b, c = (np.stack([t[tri[:, i]], y[tri[:, i]]], axis=1) for i in range(3))
+    det = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (c[:, 0] - a[:, 0]) * (b[:, 1] - a[:, 1])
+    ok = np.abs(det) > 1e-12
+    out = np.zeros((len(JAW), JAW_PATH_SAMPLES, len(t)))
+    fractions = np.linspace(0.0, JAW_PATH_FRACTION, JAW_PATH_SAMPLES)
+    for j in JAW:
+        mirror = 16 - j
+        if mirror == j:
+            out[j, :, j] = 1.0
+            continue
+        out[j, 0, j] = 1.0
+        start = np.array([t[j], y[j]])
+        mid = (start + np.array([t[mirror], y[mirror]])) / 2
+        for k, f in enumerate(fractions[1:], start=1):
+            p = start + f * (mid - start)
+            # barycentric coordinates of p in every triangle; the first that holds it (skin first)
+            d = np.where(ok, det, 1.0)
+            l1 = ((p[0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (c[:, 0] - a[:, 0]) * (p[1] - a[:, 1])) / d
+            l2 = ((b[:, 0] - a[:, 0]) * (p[1] - a[:, 1]) - (p[0] - a[:, 0]) * (b[:, 1] - a[:, 1])) / d
+            l0 = 1.0 - l1 - l2
+            inside = ok & (l0 >= -1e-9) & (l1 >= -1e-9) & (l2 >= -1e-9)
+            hits = np.flatnonzero(inside)
+            if len(hits) == 0:  # outside the parameter mesh: the path ends here
+                out[j, k:] = out[j, k - 1]
+                break
+            hit = hits[np.argsort(model.tri_material[hits] != 0, kind="stable")][0]
+            out[j, k, tri[hit]] = (l0[hit], l1[hit], l2[hit])
+    out.setflags(write=False)
+    return out

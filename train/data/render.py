@@ -15,7 +15,11 @@ Pipeline (``render_face``):
 5. Background clutter, then occluders (hands, objects, glasses), and camera effects: colour cast,
    blur, sensor noise, low resolution, JPEG.
 
-Every landmark, visible or not, is the projection of its 3-D point.
+Labels: with ``jaw="surface"`` (the default) every landmark, visible or not, is the projection of its
+3-D point. With ``jaw="contour"`` the jaw points follow 300-W's convention instead: each jaw point is
+the point of the head's visible outline on its line across the face (``face3d.jaw_paths``), so on a
+turned head the far jaw runs along the cheek's silhouette, where a human annotator (and the teachers
+of the real faces) would put it; a jaw point that is itself on or inside the outline stays where it is.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from __future__ import annotations
 import functools
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -40,13 +44,14 @@ from train.data.face3d import (
     HeadModel,
     aflw19_from_68,
     head_model,
+    jaw_paths,
     rotation_matrix,
 )
 
 if TYPE_CHECKING:
     from train.data.skin import SkinPatch
 
-__all__ = ["RenderOptions", "RenderedFace", "render_face"]
+__all__ = ["JAW_CONVENTIONS", "RenderOptions", "RenderedFace", "render_face"]
 
 SS = 2  # supersampling factor of the G-buffer
 
@@ -399,6 +404,36 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return np.asarray(v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-9))
 
 
+JAW_CONVENTIONS = ("surface", "contour")
+
+
+def _contour_jaw(
+    points: np.ndarray,
+    vertices: np.ndarray,
+    rotation: np.ndarray,
+    project: Callable[[np.ndarray], np.ndarray],
+) -> np.ndarray:
+    """[68, 2] ``points`` (projected landmarks) with each jaw point moved to the head's visible outline.
+
+    vertices: [V, 3] the posed head's vertices; rotation: [3, 3] its rotation. Along each jaw point's path
+    (``face3d.jaw_paths``) the sample that projects furthest outwards, along the turned head's x axis
+    on the point's side, is the outline on that line; it replaces the point only when it lies further out.
+    """
+    paths = project(np.einsum("jpv,vc->jpc", jaw_paths(), vertices))  # [17, P, 2]
+    axis = np.asarray(rotation)[:2, 0]
+    axis = axis / max(float(np.linalg.norm(axis)), 1e-9)
+    out = np.array(points, dtype=np.float64, copy=True)
+    for j in range(17):
+        if j == 8:
+            continue
+        outward = axis * (1.0 if j > 8 else -1.0)
+        score = paths[j] @ outward
+        k = int(score.argmax())
+        if score[k] > float(out[j] @ outward):
+            out[j] = paths[j, k]
+    return out
+
+
 def render_face(
     rng: np.random.Generator,
     size: int,
@@ -410,6 +445,7 @@ def render_face(
     geometry_only: bool = False,
     keep_materials: bool = False,
     skin_patch: SkinPatch | None = None,
+    jaw: str = "surface",
 ) -> RenderedFace:
     """Render one face of ``size`` x ``size`` pixels at the given pose (degrees).
 
@@ -420,7 +456,12 @@ def render_face(
     With ``geometry_only`` only the landmarks are computed (the same as a full render from the same
     rng state: every geometric draw comes first) and the image is empty ([0, 0, 3]); this is many
     times faster, e.g. for PDB statistics over a large set.
+
+    ``jaw``: ``surface`` labels every jaw point at its projected 3-D position, ``contour`` on the visible
+    outline (see the module docstring); only the labels differ, never the image or the random draws.
     """
+    if jaw not in JAW_CONVENTIONS:
+        raise ValueError(f"jaw must be one of {JAW_CONVENTIONS}, got {jaw!r}")
     opt = options or RenderOptions()
     model = head_model()
     s = size
@@ -449,10 +490,11 @@ def render_face(
     lo, hi = pts68.min(axis=0), pts68.max(axis=0)
     centre = np.array([s / 2, s / 2]) + rng.normal(0.0, 0.04 * s, 2) - (lo + hi) / 2
     centre[1] += 0.02 * s  # a little more room for the forehead and hair above
+    labels68 = _contour_jaw(pts68, v_cam, r_head, project) if jaw == "contour" else pts68
     if geometry_only:
         return RenderedFace(
             image=np.zeros((0, 0, 3), np.uint8),
-            points68=(pts68 + centre).astype(np.float32),
+            points68=(labels68 + centre).astype(np.float32),
             points19=(pts19 + centre).astype(np.float32),
             meta={"yaw": float(yaw), "pitch": float(pitch), "roll": float(roll), **expr},
         )
@@ -465,15 +507,6 @@ def render_face(
         under[:68] = False
     else:
         under = np.zeros(len(verts), dtype=bool)
-
-    if geometry_only:
-        meta0 = {"yaw": float(yaw), "pitch": float(pitch), "roll": float(roll), **expr}
-        return RenderedFace(
-            image=np.zeros((0, 0, 3), np.uint8),
-            points68=(pts68 + centre).astype(np.float32),
-            points19=(pts19 + centre).astype(np.float32),
-            meta=meta0,
-        )
 
     def to_px(p: np.ndarray) -> np.ndarray:
         return project(p) + centre
@@ -878,7 +911,8 @@ def render_face(
         **{k2: round(v2, 4) for k2, v2 in expr.items()},
     }
     materials = mat_big if keep_materials else None
-    return RenderedFace(image=image, points68=pts68c, points19=pts19c, meta=meta, materials=materials)
+    labels68c = (labels68 + centre).astype(np.float32)
+    return RenderedFace(image=image, points68=labels68c, points19=pts19c, meta=meta, materials=materials)
 
 
 class _Layer:

@@ -7,8 +7,12 @@ the order of access. With ``cache_dir`` set, rendered samples are kept as small 
 
 Poses: yaw, pitch and roll (degrees) come from :class:`PoseDistribution`; the default is
 imbalanced like in-the-wild photo collections: mostly near-frontal with a long tail out to
-+-90 degrees of yaw, where the landmarks of the hidden side are still labelled at their
-projected 3-D positions.
++-90 degrees of yaw.
+
+Jaw labels: ``jaw="surface"`` (the default) labels the hidden side's jaw at its projected 3-D
+positions; ``jaw="contour"`` on the head's visible outline, 300-W's convention and the one the real
+faces' teachers follow (:mod:`train.data.render`). The convention changes the labels only: the cached
+images are shared, and the contour labels are recomputed from the sample's geometry (~2 ms a face).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import numpy as np
 
 from model_store.geometry import tight_box
 from model_store.schemes import get_scheme
-from train.data.render import RenderOptions, render_face
+from train.data.render import JAW_CONVENTIONS, RenderOptions, render_face
 from train.data.types import Sample, SampleSequence
 
 if TYPE_CHECKING:
@@ -103,6 +107,10 @@ class RenderedFaces(SampleSequence):
         """Render face ``i``: image [S, S, 3] uint8, points68, points19 and its meta."""
         raise NotImplementedError
 
+    def _relabel68(self, i: int, points68: np.ndarray) -> np.ndarray:
+        """Face ``i``'s 68 labels as this set labels them (cached arrays hold the renderer's own)."""
+        return points68
+
     def _load(self, index: int) -> Sample:
         i = int(index)
         if i < 0:
@@ -121,6 +129,8 @@ class RenderedFaces(SampleSequence):
                 tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")  # concurrent writers
                 np.savez_compressed(tmp, image=image, points68=p68, points19=p19, meta=json.dumps(meta))
                 tmp.replace(path)
+        if self.scheme == "ibug68":
+            p68 = self._relabel68(i, p68)
         points = np.asarray(p68 if self.scheme == "ibug68" else p19, dtype=np.float32)
         meta = {**meta, "index": i, "seed": self.seed, "subset": self.name}
         box = tight_box(points).astype(np.float32)
@@ -140,8 +150,12 @@ class SyntheticFaces(RenderedFaces):
         cache_dir: Path | None = None,
         options: RenderOptions | None = None,
         skin: SkinBank | None = None,
+        jaw: str = "surface",
     ) -> None:
         self.scheme = get_scheme(scheme).name
+        if jaw not in JAW_CONVENTIONS:
+            raise ValueError(f"jaw must be one of {JAW_CONVENTIONS}, got {jaw!r}")
+        self.jaw = jaw
         if num < 0:
             raise ValueError(f"num must be >= 0, got {num}")
         if image_size < 32:
@@ -152,7 +166,7 @@ class SyntheticFaces(RenderedFaces):
         self.pose = pose or PoseDistribution()
         self.options = options or RenderOptions()
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
-        self.name = f"synthetic-{self.scheme}"
+        self.name = f"synthetic-{self.scheme}" + ("-contour" if jaw == "contour" else "")
         self.skin = skin
         fields: dict[str, Any] = {
             "v": RENDERER_VERSION,
@@ -169,8 +183,9 @@ class SyntheticFaces(RenderedFaces):
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any], scheme: str) -> SyntheticFaces:
         """From a config's dataset spec ``{kind: synthetic, num, seed, image_size, pose, cache_dir,
-        real_skin}``; ``real_skin: {root: cache/real, size: 32}`` gives the faces real cheek-skin patches
-        from the real-face cache's train split (:mod:`train.data.skin`)."""
+        real_skin, jaw}``; ``real_skin: {root: cache/real, size: 32}`` gives the faces real cheek-skin patches
+        from the real-face cache's train split (:mod:`train.data.skin`); ``jaw: contour`` labels the jaw
+        on the visible outline (300-W), ``surface`` (the default) at its projected 3-D points."""
         pose = spec.get("pose")
         real_skin = spec.get("real_skin")
         skin = None
@@ -186,6 +201,7 @@ class SyntheticFaces(RenderedFaces):
             pose=PoseDistribution(**pose) if pose else None,
             cache_dir=spec.get("cache_dir"),
             skin=skin,
+            jaw=str(spec.get("jaw", "surface")),
         )
 
     def shapes(self) -> np.ndarray:
@@ -194,9 +210,21 @@ class SyntheticFaces(RenderedFaces):
         for i in range(self.num):
             rng = np.random.default_rng([self.seed, i])
             yaw, pitch, roll = self.pose.sample(rng)
-            face = render_face(rng, self.image_size, yaw, pitch, roll, self.options, geometry_only=True)
+            face = render_face(
+                rng, self.image_size, yaw, pitch, roll, self.options, geometry_only=True, jaw=self.jaw
+            )
             out[i] = face.points68 if self.scheme == "ibug68" else face.points19
         return out
+
+    def _relabel68(self, i: int, points68: np.ndarray) -> np.ndarray:
+        if self.jaw == "surface":
+            return points68
+        rng = np.random.default_rng([self.seed, i])
+        yaw, pitch, roll = self.pose.sample(rng)
+        face = render_face(
+            rng, self.image_size, yaw, pitch, roll, self.options, geometry_only=True, jaw=self.jaw
+        )
+        return face.points68
 
     def _arrays(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         rng = np.random.default_rng([self.seed, i])

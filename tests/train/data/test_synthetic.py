@@ -148,3 +148,74 @@ def test_drawn_features_are_under_their_landmarks(seed):
         x, y = int(pt[0] * r.SS), int(pt[1] * r.SS)
         window = mats[max(y - 2, 0) : y + 3, max(x - 2, 0) : x + 3]
         assert face_ids & set(np.unique(window).tolist()), k
+
+
+def test_jaw_paths_start_at_their_landmark_and_are_convex_weights():
+    from train.data.face3d import jaw_paths
+
+    w = jaw_paths()
+    assert w.shape[0] == 17
+    np.testing.assert_allclose(w.sum(axis=-1), 1.0, atol=1e-9)
+    assert (w >= -1e-9).all()
+    for j in range(17):
+        assert w[j, 0, j] == 1.0  # sample 0 is the landmark itself
+
+
+def _material_at(materials: np.ndarray, p: np.ndarray) -> int:
+    """Material id under image point p (pixel units, corner origin) in the 2x G-buffer."""
+    return int(materials[int(p[1] * 2), int(p[0] * 2)])
+
+
+@pytest.mark.parametrize("yaw", [55.0, -65.0])
+def test_contour_jaw_labels_run_along_the_turned_face_outline(yaw):
+    """300-W's convention: on a turned face the far side's jaw labels sit on the visible outline (skin just
+    inside, no skin just outside), where the renderer's own labels (hidden 3-D points) lie inside the face;
+    the near side's labels stay where they are."""
+    from train.data.render import SKIN
+
+    rng = np.random.default_rng(21)
+    contour = render_face(rng, 192, yaw, 0.0, 0.0, CLEAN, keep_materials=True, jaw="contour")
+    surface = render_face(np.random.default_rng(21), 192, yaw, 0.0, 0.0, CLEAN, keep_materials=True)
+    np.testing.assert_array_equal(contour.image, surface.image)  # only the labels differ
+    assert contour.materials is not None
+    far, near = (range(10, 16), range(0, 8)) if yaw > 0 else (range(1, 7), range(9, 17))
+    np.testing.assert_array_equal(contour.points68[list(near)], surface.points68[list(near)])
+    out = np.array([1.0 if yaw > 0 else -1.0, 0.0])  # outwards on the far side (no roll)
+    on_outline = sum(
+        _material_at(contour.materials, p - 3 * out) == SKIN
+        and _material_at(contour.materials, p + 3 * out) != SKIN
+        for p in contour.points68[list(far)]
+    )
+    inside = sum(_material_at(contour.materials, p + 3 * out) == SKIN for p in surface.points68[list(far)])
+    assert on_outline >= 5, on_outline
+    assert inside >= 5, inside
+    assert ((contour.points68[list(far)] - surface.points68[list(far)]) @ out > 1.0).all()
+
+
+def test_contour_jaw_changes_little_on_a_frontal_face():
+    a = render_face(np.random.default_rng(8), 128, 0.0, 0.0, 0.0, CLEAN, geometry_only=True)
+    b = render_face(np.random.default_rng(8), 128, 0.0, 0.0, 0.0, CLEAN, geometry_only=True, jaw="contour")
+    assert np.abs(a.points68 - b.points68).max() < 1.0
+    np.testing.assert_array_equal(a.points68[17:], b.points68[17:])
+
+
+def test_contour_jaw_sets_share_the_cached_images(tmp_path):
+    pose = PoseDistribution.uniform_yaw()
+    surface = SyntheticFaces("ibug68", num=3, seed=4, image_size=64, pose=pose, cache_dir=tmp_path)
+    contour = SyntheticFaces(
+        "ibug68", num=3, seed=4, image_size=64, pose=pose, cache_dir=tmp_path, jaw="contour"
+    )
+    assert contour.name == "synthetic-ibug68-contour"
+    moved = 0
+    for i in range(3):
+        a, b = surface[i], contour[i]
+        np.testing.assert_array_equal(a.image, b.image)
+        np.testing.assert_allclose(b.box, tight_box(b.points), atol=1e-4)
+        moved += int(np.abs(a.points - b.points).max() > 0.5)
+    assert moved >= 1
+    assert len(list(tmp_path.rglob("*.npz"))) == 3  # one cache for both conventions
+    np.testing.assert_array_equal(contour.shapes(), np.stack([contour[i].points for i in range(3)]))
+    spec = {"kind": "synthetic", "num": 3, "seed": 4, "image_size": 64, "jaw": "contour"}
+    assert SyntheticFaces.from_spec(spec, "ibug68").jaw == "contour"
+    with pytest.raises(ValueError, match="jaw"):
+        SyntheticFaces("ibug68", num=1, seed=0, jaw="outline")
