@@ -295,6 +295,7 @@ def write_markdown(report: dict[str, Any], path: Path, img: str) -> None:
         )
     L += [""]
     L += _batch_section()
+    L += _decode_floor_section()
     path.write_text("\n".join(L) + "\n")
 
 
@@ -350,3 +351,46 @@ def _batch_section() -> list[str]:
         ),
         "",
     ]
+
+
+DECODE_JSON = Path(__file__).resolve().parents[2] / "docs" / "decode_floor.json"
+
+
+def _decode_floor_section() -> list[str]:
+    """The HD frame's JPEG decode times and the service/bare-cascade ceiling they leave, from the committed
+    ``docs/decode_floor.json`` (``python -m tools.studies.decode_floor``; not re-measured here)."""
+    if not DECODE_JSON.is_file():
+        return []
+    d = json.loads(DECODE_JSON.read_text())
+    m = d["machine"]
+    L = [
+        "",
+        "## The HD frame's decode floor",
+        "",
+        "Not part of this run: written from `python -m tools.studies.decode_floor` (`docs/decode_floor.json`). "
+        f"CPU: {m['model_name']}, {m['cores']} cores, flags {', '.join(m['vector_flags'])}; load average "
+        f"{round(d['loadavg'][0], 2)}; the benchmark's HD frame ({d['image']['bytes']} bytes, "
+        f"{d['image']['size'][0]}x{d['image']['size'][1]}), one core, {d['repeats']} decodes each, ms:",
+        "",
+        _row(["decoder", "min", "median"]),
+        _row(["---"] * 3),
+    ]
+    L += [_row([k, v["min"], v["median"]]) for k, v in d["decode_ms_one_core"].items()]
+    L += [
+        "",
+        f"At 1/8 scale libjpeg-turbo keeps only each block's DC coefficient but must still entropy-decode the whole "
+        f"file (a baseline JPEG without restart markers cannot be entered in the middle): the fastest median, "
+        f"**{d['floor_ms']} ms**, is the floor of any decoder that reads the whole file (one that stops after the "
+        "last row the crops read saves only the rows below the face).",
+    ]
+    if "ratio_ceiling" in d:
+        L += [
+            f"The bare cascade ({d['cascade_faces_per_s']} faces/s on {d['cascade_cores']} cores) costs "
+            f"{d['cascade_cpu_ms_per_face']} ms of CPU per face, so with one face a frame the service can reach at "
+            f"most {d['cascade_cpu_ms_per_face']} / ({d['cascade_cpu_ms_per_face']} + {d['floor_ms']}) = "
+            f"**{d['ratio_ceiling']}x** the bare cascade on this frame, with HTTP, crops and batching free. "
+            f"0.6x would leave {d.get('budget_ms_at_0_6x', '?')} ms per request for everything but inference, "
+            "decoding included: less than the decode floor, so no decoder reaches it on this CPU.",
+        ]
+    L += [""]
+    return L
