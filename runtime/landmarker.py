@@ -253,6 +253,24 @@ class Landmarker:
         r = int(own(size[0], size[1], min_face)) if callable(own) else 1
         return max(r, largest_reduction(max(size) / max_side)) if max_side else r
 
+    def first_reduction(
+        self,
+        image: object,
+        boxes: np.ndarray | Sequence[Sequence[float]] | None,
+        *,
+        min_face: float | None = None,
+        max_side: int | None = None,
+    ) -> int | None:
+        """The JPEG reduction of a request's first decode, as the service and :meth:`predict` decode: with
+        ``boxes`` what every face's crops allow (:meth:`decode_reduction`), without them the detector's
+        working size (:meth:`detect_reduction`; :meth:`crop_reduction` says after detection whether the
+        faces need a finer decode). None: decode at full size (not JPEG bytes, or no detector)."""
+        if boxes is not None:
+            return self.decode_reduction(boxes)
+        if not isinstance(image, bytes):
+            return None
+        return self.detect_reduction(image, min_face=min_face, max_side=max_side)
+
     def crop_reduction(
         self, image: DecodedImage, found: FoundFaces, max_side: int | None = None
     ) -> int | None:
@@ -329,11 +347,7 @@ class Landmarker:
         :meth:`detect_reduction`, and again finer where the found faces' crops need it,
         :meth:`crop_reduction`; never finer than ``max_side``'s rule).
         """
-        reduce: int | None = None
-        if boxes is not None:
-            reduce = self.decode_reduction(check_boxes(boxes))
-        else:  # JPEGs at the detector's working size, again finer if the faces' crops need it
-            reduce = self.detect_reduction(image, max_side=max_side) if isinstance(image, bytes) else None
+        reduce = self.first_reduction(image, None if boxes is None else check_boxes(boxes), max_side=max_side)
         decoded = self._decoded(image, max_pixels=max_pixels, max_side=max_side, reduce=reduce)
         found = self.find_faces(decoded, None if boxes is None else np.asarray(boxes), max_faces=max_faces)
         finer = (

@@ -100,13 +100,9 @@ class LandmarkService(ModelHost):
 
         # 1. decode: with the client's boxes, JPEGs at the DCT scale the faces' crops still allow; else
         # at the detector's working size (decoded again, finer, after detection if the crops need it)
-        reduce: int | None = None
-        if client_boxes is not None:
-            reduce = landmarker.decode_reduction(client_boxes)
-        else:
-            reduce = landmarker.detect_reduction(
-                req.data, min_face=s.detect_min_face, max_side=s.decode_max_side
-            )
+        reduce = landmarker.first_reduction(
+            req.data, client_boxes, min_face=s.detect_min_face, max_side=s.decode_max_side
+        )
         image = await self._decode(req.data, reduce, deadline)
         t1 = time.monotonic()
         timings["decode"] = (t1 - t0) * 1000

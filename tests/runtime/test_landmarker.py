@@ -305,6 +305,10 @@ def test_jpegs_are_detected_at_the_detectors_size_and_cropped_from_enough_pixels
     assert lm.detect_reduction(data) == 4
     assert lm.detect_reduction(data, max_side=200) == 8  # never finer than max_side's rule
     assert lm.detect_reduction(encode(pixels, "PNG")) is None  # not a JPEG: decoded whole
+    # the first decode of a request (the service's and predict's): boxes decide, else the detector's size
+    assert lm.first_reduction(data, [box]) == lm.decode_reduction([box])
+    assert lm.first_reduction(data, None) == 4 and lm.first_reduction(data, None, max_side=200) == 8
+    assert lm.first_reduction(pixels, None) is None  # decoded already
     (face,) = lm.predict(data)
     assert det.shapes == [(300, 400, 3)]
     np.testing.assert_allclose(face.box, box, atol=1e-9)
