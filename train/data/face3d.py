@@ -318,6 +318,7 @@ def jaw_paths() -> np.ndarray:
     a, b, c = (np.stack([t[tri[:, i]], y[tri[:, i]]], axis=1) for i in range(3))
     det = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (c[:, 0] - a[:, 0]) * (b[:, 1] - a[:, 1])
     ok = np.abs(det) > 1e-12
+    d = np.where(ok, det, 1.0)
     out = np.zeros((len(JAW), JAW_PATH_SAMPLES, len(t)))
     fractions = np.linspace(0.0, JAW_PATH_FRACTION, JAW_PATH_SAMPLES)
     for j in JAW:
@@ -331,7 +332,6 @@ def jaw_paths() -> np.ndarray:
         for k, f in enumerate(fractions[1:], start=1):
             p = start + f * (mid - start)
             # barycentric coordinates of p in every triangle; the first that holds it (skin first)
-            d = np.where(ok, det, 1.0)
             l1 = ((p[0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (c[:, 0] - a[:, 0]) * (p[1] - a[:, 1])) / d
             l2 = ((b[:, 0] - a[:, 0]) * (p[1] - a[:, 1]) - (p[0] - a[:, 0]) * (b[:, 1] - a[:, 1])) / d
             l0 = 1.0 - l1 - l2
