@@ -62,14 +62,13 @@ def yaw_error_table(
 
 
 def _run_table(run: Path, spec: Mapping[str, Any]) -> dict[str, Any]:
-    import torch
-
     from model_store.schemes import get_scheme
+    from train.config import load_config
     from train.dataset import load_samples
     from train.loop import cascade_points, run_stage_paths
 
     paths = run_stage_paths(run)
-    scheme_name = str(torch.load(paths[0], map_location="cpu", weights_only=False)["scheme"])
+    scheme_name = str(load_config(run / "config.resolved.yaml")["data"]["scheme"])  # the run's, as trained
     samples = load_samples(spec, scheme_name, progress=False)
     gt = np.stack([s.points for s in samples]).astype(np.float64)
     boxes = np.stack([np.asarray(s.box, dtype=np.float64) for s in samples])
