@@ -23,6 +23,7 @@ import numpy as np
 
 from model_store.geometry import tight_box
 from train.data.real import REGIONS as REGIONS_68  # iBUG 68-point regions (half-open)
+from train.data.render import JAW_CONVENTIONS
 from train.metrics import YAW_EDGES, yaw_bin_labels
 
 __all__ = ["main", "yaw_error_table"]
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache-dir", default="cache/synthetic")
     ap.add_argument(
         "--jaw",
-        choices=("surface", "contour"),
+        choices=JAW_CONVENTIONS,
         default="surface",
         help="the test labels' jaw: at the projected 3-D points or on the visible outline (300-W)",
     )

@@ -29,7 +29,7 @@ import numpy as np
 
 from model_store.geometry import tight_box
 from model_store.schemes import get_scheme
-from train.data.render import JAW_CONVENTIONS, RenderOptions, render_face
+from train.data.render import JAW_CONVENTIONS, RenderedFace, RenderOptions, render_face
 from train.data.types import Sample, SampleSequence
 
 if TYPE_CHECKING:
@@ -204,27 +204,24 @@ class SyntheticFaces(RenderedFaces):
             jaw=str(spec.get("jaw", "surface")),
         )
 
+    def _geometry(self, i: int) -> RenderedFace:
+        """Face ``i``'s labels (this set's jaw convention) without rendering its image."""
+        rng = np.random.default_rng([self.seed, i])
+        yaw, pitch, roll = self.pose.sample(rng)
+        return render_face(
+            rng, self.image_size, yaw, pitch, roll, self.options, geometry_only=True, jaw=self.jaw
+        )
+
     def shapes(self) -> np.ndarray:
         """[N, K, 2] landmarks of every sample in this scheme, computed without rendering images."""
         out = np.empty((self.num, get_scheme(self.scheme).num_points, 2), dtype=np.float32)
         for i in range(self.num):
-            rng = np.random.default_rng([self.seed, i])
-            yaw, pitch, roll = self.pose.sample(rng)
-            face = render_face(
-                rng, self.image_size, yaw, pitch, roll, self.options, geometry_only=True, jaw=self.jaw
-            )
+            face = self._geometry(i)
             out[i] = face.points68 if self.scheme == "ibug68" else face.points19
         return out
 
     def _relabel68(self, i: int, points68: np.ndarray) -> np.ndarray:
-        if self.jaw == "surface":
-            return points68
-        rng = np.random.default_rng([self.seed, i])
-        yaw, pitch, roll = self.pose.sample(rng)
-        face = render_face(
-            rng, self.image_size, yaw, pitch, roll, self.options, geometry_only=True, jaw=self.jaw
-        )
-        return face.points68
+        return points68 if self.jaw == "surface" else self._geometry(i).points68
 
     def _arrays(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         rng = np.random.default_rng([self.seed, i])
