@@ -10,6 +10,8 @@ base config's data (default: ``train/configs/compare_ibug68.yaml``, the default 
   from its ``last.pt``; finished runs are skipped), evaluates each as it finishes (synthetic test set
   with exact labels, and the config's ``eval.sets``, e.g. the real held-out faces with teacher labels)
   into ``OUT/<setting>/s<seed>/compare_eval.json``, and rewrites the report after every run.
+  Several of these may share one ``OUT`` (``num_threads=1`` each on a small machine): a run is locked
+  by the process training it, and the others take the next free one.
 * ``wingmark compare --resume`` trains nothing: it rewrites the report from the evaluations that
   exist (a run whose checkpoints are complete but whose evaluation is missing is evaluated once).
 
@@ -20,6 +22,7 @@ The report (:mod:`tools.studies.compare_report`) goes to ``--docs``: ``compariso
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fcntl
 import json
 import os
@@ -27,7 +30,7 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -201,22 +204,55 @@ def run_all(
         if is_finished(out_root, run, digests[run.key]):
             continue
         wanted = not only or run.key in only or run.setting in only
-        if not report_only and wanted:
-            print(f"[compare] {time.strftime('%H:%M:%S')} training {run.key} -> {folder}", flush=True)
-            if not _train(cfgs[run.key], run, out_root, steps, progress):
-                print(f"[compare] {run.key} waits for {run.stage1_from}", flush=True)
+        with contextlib.ExitStack() as held:
+            if not report_only and wanted:
+                if not held.enter_context(_claim(folder)):
+                    print(f"[compare] {run.key} is being trained by another worker: skipped", flush=True)
+                    continue
+                print(f"[compare] {time.strftime('%H:%M:%S')} training {run.key} -> {folder}", flush=True)
+                if not _train(cfgs[run.key], run, out_root, steps, progress):
+                    print(f"[compare] {run.key} waits for {run.stage1_from}", flush=True)
+                    continue
+            complete = all(
+                stage_complete(folder / f"stage{k}", (steps, stage2_steps)[k - 1])
+                for k in range(1, run.stages + 1)
+            )
+            if not complete:
                 continue
-        complete = all(
-            stage_complete(folder / f"stage{k}", (steps, stage2_steps)[k - 1])
-            for k in range(1, run.stages + 1)
-        )
-        if complete:
             rep = _evaluate(folder, run, cfgs[run.key], faces())
-            nme = {k: 100 * float(np.mean(v["errors"][f"stage{run.stages}"])) for k, v in rep["sets"].items()}
-            print(f"[compare] {time.strftime('%H:%M:%S')} {run.key}: NME % {nme}", flush=True)
-            if not report_only:  # the report grows as runs finish
+        nme = {k: 100 * float(np.mean(v["errors"][f"stage{run.stages}"])) for k, v in rep["sets"].items()}
+        print(f"[compare] {time.strftime('%H:%M:%S')} {run.key}: NME % {nme}", flush=True)
+        if not report_only:  # the report grows as runs finish
+            with _report_lock(out_root):
                 write_report(base, plan, out_root, docs, steps=steps, stage2_steps=stage2_steps, specs=specs)
-    return write_report(base, plan, out_root, docs, steps=steps, stage2_steps=stage2_steps, specs=specs)
+    with _report_lock(out_root):
+        return write_report(base, plan, out_root, docs, steps=steps, stage2_steps=stage2_steps, specs=specs)
+
+
+@contextlib.contextmanager
+def _claim(folder: Path) -> Iterator[bool]:
+    """Whether this process holds ``folder``'s run for as long as the block lasts.
+
+    Several ``wingmark compare`` processes may train one comparison side by side (say one thread
+    each on a two-core machine): each takes the next unfinished run that no other one holds. The
+    lock is released by the kernel when its holder exits, killed or not.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+
+
+@contextlib.contextmanager
+def _report_lock(out_root: Path) -> Iterator[None]:
+    """One report writer at a time among the processes sharing ``out_root``."""
+    with open(out_root / ".report.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def main(argv: list[str]) -> int:
@@ -262,22 +298,15 @@ def main(argv: list[str]) -> int:
 
 
 def _run(args: argparse.Namespace, base: dict[str, Any], steps: int, stage2_steps: int, out: Path) -> int:
-    with open(out / ".lock", "w") as lock:
-        try:  # one trainer per output folder; the report alone may run beside it
-            if not args.resume:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            print(f"another `wingmark compare` is training under {out}; use --resume for the report only")
-            return 2
-        report = run_all(
-            base,
-            steps=steps,
-            stage2_steps=stage2_steps,
-            out_root=out,
-            docs=Path(args.docs),
-            only=[k for k in args.only.split(",") if k],
-            report_only=args.resume,
-            progress=not args.no_progress,
-        )
+    report = run_all(
+        base,
+        steps=steps,
+        stage2_steps=stage2_steps,
+        out_root=out,
+        docs=Path(args.docs),
+        only=[k for k in args.only.split(",") if k],
+        report_only=args.resume,
+        progress=not args.no_progress,
+    )
     print(report["summary"])
     return 0

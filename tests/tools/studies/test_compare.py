@@ -149,10 +149,13 @@ def test_compare_skips_finished_runs_and_resume_only_reports(tmp_path: Path) -> 
     # another budget in the same folder is refused, not silently mixed in
     with pytest.raises(ValueError, match="another config"):
         main(["--steps", "3", *args[2:], "--resume", *TINY])
-    # one trainer per folder
-    with open(out / ".lock", "w") as lock:
+    # workers share a folder: a run another process holds is skipped, the next free one is trained
+    (out / "loss_l1" / "s0").mkdir(parents=True, exist_ok=True)
+    with open(out / "loss_l1" / "s0" / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        assert main([*args, "--only", "loss_l1/s0", *TINY]) == 2
+        assert main([*args, "--only", "loss_l1/s0,loss_l2/s0", *TINY]) == 0
+    assert not (partial / "stage1").exists()
+    assert (out / "loss_l2" / "s0" / "compare_eval.json").is_file()
 
 
 def _fake_eval(folder: Path, run: PlannedRun, nme: float) -> None:
