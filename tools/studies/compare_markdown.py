@@ -28,8 +28,9 @@ seed spread (max − min over seeds) of either; otherwise they tie (≈). `?` ma
 has fewer than two finished seeds. NME: mean point-to-point error over the inter-ocular distance
 (points 36 and 45), in percent; AUC and failure rate (FR) at the thresholds shown; seeds pooled in
 the CED plots. Step time: minutes spent in training steps (stage 2 only for the cascade), from the
-logged throughput, on a shared 2-core CPU at `nice 19` beside other training, so it varies with the
-load (each run's wall time, load average and CPU are in the JSON's `sessions`).
+logged throughput, on a shared 2-core CPU at low priority (`nice`) beside other training or a second
+comparison worker, so it varies with the load (each run's wall time, load average and CPU are in the
+JSON's `sessions`).
 """
 
 _SET_TITLES = {
