@@ -17,7 +17,14 @@ from typing import Any
 import numpy as np
 
 from tools.studies.compare_plan import EVAL_FILE, PlannedRun, run_dir
-from tools.studies.compare_stats import compare_pair, paper_claim, ranking, seed_stats, summarise_errors
+from tools.studies.compare_stats import (
+    compare_pair,
+    paper_claim,
+    ranking,
+    ranking_along_schedule,
+    seed_stats,
+    summarise_errors,
+)
 
 __all__ = ["LARGE_YAW", "PAPER_LOSS_ORDER", "collect", "write_report"]
 
@@ -156,6 +163,16 @@ def _verdicts(settings: Mapping[str, Any], set_names: Sequence[str]) -> dict[str
     return out
 
 
+def _schedule_ranking(plan: Sequence[PlannedRun], runs: Mapping[str, Any]) -> dict[str, str]:
+    """The stage-1 losses ranked by validation NME at 50 %, 75 % and 100 % of their schedule."""
+    curves: dict[str, list[Any]] = {}
+    for run in plan:
+        curve = runs.get(run.key, {}).get("val_curve", {}).get("stage1")
+        if run.group == "losses" and curve:
+            curves.setdefault(str(run.loss["name"]), []).append(curve)
+    return ranking_along_schedule(curves)
+
+
 def write_report(
     base: Mapping[str, Any],
     plan: Sequence[PlannedRun],
@@ -193,6 +210,7 @@ def write_report(
         "runs": got["runs"],
         "in_progress": got["in_progress"],
         "verdicts": _verdicts(settings, list(specs)),
+        "schedule_ranking": _schedule_ranking(plan, got["runs"]),
     }
     report["summary"] = f"{len(done)} of {len(plan)} runs finished; " + "; ".join(
         f"{k}: {v['loss_ranking']}" for k, v in report["verdicts"].items()

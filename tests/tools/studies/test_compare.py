@@ -13,7 +13,14 @@ import torch
 from tools.studies.compare import main, run_metrics
 from tools.studies.compare_plan import LOSS_SEEDS, PlannedRun, config_digest, make_plan, run_config
 from tools.studies.compare_report import write_report
-from tools.studies.compare_stats import compare_pair, paper_claim, ranking, seed_stats
+from tools.studies.compare_stats import (
+    compare_pair,
+    curve_at,
+    paper_claim,
+    ranking,
+    ranking_along_schedule,
+    seed_stats,
+)
 from train.config import DEFAULTS, resolve
 
 torch.set_num_threads(1)
@@ -96,6 +103,19 @@ def test_tie_rule_ranks_only_beyond_the_seed_spread() -> None:
     assert paper_claim({"wing": a, "l1": b}, ("wing", "l1"))["verdict"] == "holds"
     assert paper_claim({"wing": b, "l1": a}, ("wing", "l1"))["verdict"] == "contradicted"
     assert paper_claim({"wing": a, "l1": one}, ("wing", "l1"))["verdict"] == "unresolved"
+
+
+def test_ranking_along_the_schedule_reads_each_curve_at_the_nearest_logged_step() -> None:
+    a = [[100, 0.9], [200, 0.5], [300, 0.4], [400, 0.2]]
+    assert curve_at(a, 0.5) == 0.5 and curve_at(a, 0.75) == 0.4 and curve_at(a, 1.0) == 0.2
+    assert curve_at([[10, 0.3]], 0.5) == 0.3
+    # "x" leads in the middle of the schedule and is overtaken at the end, beyond both seed spreads
+    x = [[[2, 0.50], [3, 0.40], [4, 0.30]], [[2, 0.52], [3, 0.41], [4, 0.31]]]
+    y = [[[2, 0.60], [3, 0.45], [4, 0.20]], [[2, 0.61], [3, 0.47], [4, 0.21]]]
+    z = [[[2, 0.70], [3, 0.70], [4, 0.70]]]  # one seed: its place is unresolved
+    assert ranking_along_schedule({"x": x, "y": y, "z": z}) == {
+        "0.5": "x < y ? z", "0.75": "x < y ? z", "1": "y < x ? z"
+    }  # fmt: skip
 
 
 def test_compare_skips_finished_runs_and_resume_only_reports(tmp_path: Path) -> None:
