@@ -34,6 +34,8 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
+from service.waiting import wait_within
+
 __all__ = [
     "BatchObserver",
     "BatcherClosedError",
@@ -217,7 +219,7 @@ class DynamicBatcher(Generic[T, R]):
             self._wake.set()
         timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
         try:
-            gathered = await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), timeout)
+            gathered = await wait_within(asyncio.gather(*futures, return_exceptions=True), timeout)
         except TimeoutError:
             self._abandon(entries)
             raise DeadlineExceededError("deadline passed while waiting for inference") from None
@@ -297,7 +299,7 @@ class DynamicBatcher(Generic[T, R]):
             self._need = self.max_batch_size - len(batch)
             self._wake.clear()
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                await wait_within(self._wake.wait(), timeout)
             except TimeoutError:
                 pass
             finally:

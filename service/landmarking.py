@@ -35,6 +35,7 @@ from service.errors import ProblemError
 from service.limits import in_turns
 from service.models import LoadedModel, ModelHost
 from service.schemas import LandmarkResult
+from service.waiting import wait_within
 
 __all__ = ["MIN_DEADLINE_MS", "LandmarkRequest", "LandmarkService"]
 
@@ -258,7 +259,7 @@ class LandmarkService(ModelHost):
         try:
             if remaining <= 0:
                 raise TimeoutError
-            return await asyncio.wait_for(awaitable, remaining)
+            return await wait_within(awaitable, remaining)
         except TimeoutError:
             self.metrics.rejected.labels("deadline").inc()
             raise ProblemError("deadline-exceeded", "the request's deadline passed") from None
