@@ -160,6 +160,7 @@ def _grid(report: Mapping[str, Any], sets: list[str]) -> list[str]:
     st = report["settings"]
     ref = st.get("loss_wing", {}).get("sets", {})
     lines = []
+    placed: dict[str, list[str]] = {}  # "below" / "inside" / "above" the (10, 2) seed range
     for setting, g in st.items():
         if g["group"] != "wing_grid":
             continue
@@ -172,10 +173,18 @@ def _grid(report: Mapping[str, Any], sets: list[str]) -> list[str]:
                 lines.append(f"- {setting} ({name}): {_pct(s)} %; (10, 2) has under two seeds.")
                 continue
             where = "below" if s["mean"] < r["min"] else "above" if s["mean"] > r["max"] else "inside"
+            placed.setdefault(where, []).append(f"{setting} on {name}")
             lines.append(
                 f"- {setting} ({name}): {_pct(s)} %, {where} the (10, 2) seed range {_range(r)}"
                 + (" (a tie)." if where == "inside" else ".")
             )
+    n = sum(len(v) for v in placed.values())
+    if n:
+        lines.append(
+            f"- In all: {len(placed.get('inside', []))} of {n} grid results tie with (10, 2); better than"
+            f" its whole seed range: {', '.join(placed.get('below', [])) or 'none'}; worse:"
+            f" {', '.join(placed.get('above', [])) or 'none'}."
+        )
     return lines or ["(no grid runs planned)"]
 
 

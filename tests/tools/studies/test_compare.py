@@ -215,6 +215,17 @@ def test_report_from_evaluations_states_the_claim_and_the_spread(tmp_path: Path)
     assert "Status: 8 of 20 runs finished." in md and "compare_ced_losses_synthetic.png" in md
     assert "compare_ced_pdb_synthetic.png" in md  # the Wing runs alone still draw the PDB plot
     assert "compare_val_curves.png" not in md  # no validation curve in these evaluations
+    # the Wing grid: each point against the (10, 2) seed range (5.83-6.07 %), then the sum of them
+    for setting, v in {"wing_w5_e2": 0.040, "wing_w15_e2": 0.051, "wing_w10_e1": 0.070}.items():
+        _fake_eval(tmp_path / setting / "s0", runs[f"{setting}/s0"], v)
+    write_report(base, plan, tmp_path, docs, steps=4800, stage2_steps=3000, specs=specs)
+    md = (docs / "comparison.md").read_text()
+    assert "- wing_w5_e2 (synthetic): 4.67 %, below the (10, 2) seed range" in md
+    assert "- wing_w10_e3 (synthetic): not finished." in md
+    assert (
+        "- In all: 1 of 3 grid results tie with (10, 2); better than its whole seed range: wing_w5_e2 on"
+        " synthetic; worse: wing_w10_e1 on synthetic." in md
+    )
     # one L2 seed much worse widens L2's spread until smooth L1 and L2 tie
     _fake_eval(tmp_path / "loss_l2" / "s1", runs["loss_l2/s1"], 0.140)
     rep = write_report(base, plan, tmp_path, docs, steps=4800, stage2_steps=3000, specs=specs)
