@@ -209,6 +209,8 @@ def run_all(
                 if not held.enter_context(_claim(folder)):
                     print(f"[compare] {run.key} is being trained by another worker: skipped", flush=True)
                     continue
+                if is_finished(out_root, run, digests[run.key]):  # another worker finished it meanwhile
+                    continue
                 print(f"[compare] {time.strftime('%H:%M:%S')} training {run.key} -> {folder}", flush=True)
                 if not _train(cfgs[run.key], run, out_root, steps, progress):
                     print(f"[compare] {run.key} waits for {run.stage1_from}", flush=True)
