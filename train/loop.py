@@ -136,7 +136,8 @@ def build_stage_model(
     """Registry model for a stage config; loads ``pretrained`` when given.
 
     ``pretrained`` is a file for the architecture's own loader (an ONNX stage, a torchvision or face-api
-    checkpoint), a training checkpoint (``.pt``) of the same architecture, or ``stage1``: this run's own
+    checkpoint), a training checkpoint (``.pt``) of the same architecture (a narrower face-api network is
+    widened), or ``stage1``: this run's own
     trained first stage (``run_dir/stage1/best.pt``), so a second stage of the same architecture starts
     from what the first one learned.
     """
@@ -150,7 +151,11 @@ def build_stage_model(
         ckpt = torch.load(Path(pretrained), map_location="cpu", weights_only=False)
         if ckpt["architecture"] != stage_cfg["architecture"] or int(ckpt["num_points"]) != num_points:
             raise ValueError(f"{pretrained}: a {ckpt['architecture']} for {ckpt['num_points']} points")
-        model.load_state_dict(ckpt["model"])
+        load_weights = getattr(model, "load_weights", None)  # e.g. face-api: widens a narrower network
+        if load_weights is not None:
+            load_weights({k: v.numpy() for k, v in ckpt["model"].items()})
+        else:
+            model.load_state_dict(ckpt["model"])
     elif pretrained:
         loader = getattr(model, "load_pretrained", None)
         if loader is None:

@@ -20,6 +20,7 @@ sensible shape too.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -30,9 +31,17 @@ from torch import Tensor, nn
 from model_store.meanshape import AFLW19_FROM_68
 from train.models.registry import register_model
 
-__all__ = ["FACE_API_MEAN_RGB", "FaceApiLandmarkNet", "faceapi68", "resolve_face_api_manifest"]
+__all__ = [
+    "FACE_API_CHANNELS",
+    "FACE_API_MEAN_RGB",
+    "FaceApiLandmarkNet",
+    "faceapi68",
+    "resolve_face_api_manifest",
+    "widen_weights",
+]
 
 FACE_API_MEAN_RGB = (122.782, 117.001, 104.298)
+FACE_API_CHANNELS = (32, 64, 128, 256)  # the four dense blocks' widths in face-api's network
 SIDE = 7  # the last feature map's side at 112x112 input
 MANIFEST = "model/face_landmark_68_model-weights_manifest.json"
 PRETRAINED_ALIAS = "face-api"  # `pretrained: face-api` in a stage config: the npm package's weights
@@ -108,7 +117,7 @@ class FaceApiLandmarkNet(nn.Module):
     """face-api's FaceLandmark68Net trunk and head; ``[N, 3, 112, 112]`` (normalised) -> ``[N, 2K]``."""
 
     def __init__(
-        self, num_points: int, channels: tuple[int, ...] = (32, 64, 128, 256), head: str = "pool"
+        self, num_points: int, channels: tuple[int, ...] = FACE_API_CHANNELS, head: str = "pool"
     ) -> None:
         super().__init__()
         if head not in ("pool", "flatten"):
@@ -116,6 +125,7 @@ class FaceApiLandmarkNet(nn.Module):
         self.input_size = 112
         self.num_points = num_points
         self.head = head
+        self.channels = tuple(int(c) for c in channels)
         blocks, cin = [], 3
         for i, cout in enumerate(channels):
             blocks.append(DenseBlock(cin, cout, first=i == 0))
@@ -150,58 +160,132 @@ class FaceApiLandmarkNet(nn.Module):
 
         manifest = resolve_face_api_manifest() if str(path) == PRETRAINED_ALIAS else Path(path)
         weights = read_tfjs_weights(manifest)
-        new: dict[str, Tensor] = {}
+        new: dict[str, np.ndarray] = {}
         for b, block in enumerate(self.features):
             assert isinstance(block, DenseBlock)
             for c in range(4):
                 key = f"dense{b}/conv{c}"
                 prefix = f"features.{b}.conv{c}"
                 if f"{key}/filters" in weights:  # the first block's plain conv: HWIO -> OIHW
-                    new[f"{prefix}.conv.weight"] = _t(weights[f"{key}/filters"].transpose(3, 2, 0, 1))
-                    new[f"{prefix}.conv.bias"] = _t(weights[f"{key}/bias"])
+                    new[f"{prefix}.conv.weight"] = weights[f"{key}/filters"].transpose(3, 2, 0, 1)
+                    new[f"{prefix}.conv.bias"] = weights[f"{key}/bias"]
                 else:  # depthwise [3, 3, C, 1] -> [C, 1, 3, 3]; pointwise [1, 1, I, O] -> [O, I, 1, 1]
-                    new[f"{prefix}.depthwise.weight"] = _t(
-                        weights[f"{key}/depthwise_filter"].transpose(2, 3, 0, 1)
+                    new[f"{prefix}.depthwise.weight"] = weights[f"{key}/depthwise_filter"].transpose(
+                        2, 3, 0, 1
                     )
-                    new[f"{prefix}.pointwise.weight"] = _t(
-                        weights[f"{key}/pointwise_filter"].transpose(3, 2, 0, 1)
+                    new[f"{prefix}.pointwise.weight"] = weights[f"{key}/pointwise_filter"].transpose(
+                        3, 2, 0, 1
                     )
-                    new[f"{prefix}.pointwise.bias"] = _t(weights[f"{key}/bias"])
+                    new[f"{prefix}.pointwise.bias"] = weights[f"{key}/bias"]
         fc_w, fc_b = weights["fc/weights"].T, weights["fc/bias"]  # [136, 256], [136]
         if self.num_points == 19:  # AFLW-19: each point the mean of its 68-point rows
             fc_w, fc_b = _aflw19_rows(fc_w), _aflw19_rows(fc_b[:, None])[:, 0]
         if self.num_points in (68, 19):
-            new["fc.weight"], new["fc.bias"] = _t(self._head_weight(fc_w)), _t(fc_b)
-        own = self.state_dict()
-        for name, value in new.items():
-            if tuple(own[name].shape) != tuple(value.shape):
-                raise ValueError(
-                    f"{manifest}: {name} has shape {tuple(value.shape)}, expected {tuple(own[name].shape)}"
-                )
-        self.load_state_dict({**own, **new})
-        return sorted(new)
-
-    def _head_weight(self, w: np.ndarray) -> np.ndarray:
-        """A pooled head's weights as this head's: unchanged, or spread over the map (``flatten``)."""
-        if self.head == "flatten" and w.shape[1] * SIDE * SIDE == self.fc.in_features:
-            return _expand_pool_head(w)
-        return w
+            new["fc.weight"], new["fc.bias"] = fc_w, fc_b
+        try:
+            return self.load_weights(new, strict=False)
+        except ValueError as exc:
+            raise ValueError(f"{manifest}: {exc}") from None
 
     def _load_onnx(self, path: Path) -> list[str]:
         from train.export.onnx import read_stage_weights
 
-        arrays = read_stage_weights(path)
-        if "fc.weight" in arrays:  # a face-api-head export loaded into a flatten head
-            arrays["fc.weight"] = self._head_weight(arrays["fc.weight"])
-        weights = {k: torch.from_numpy(v) for k, v in arrays.items()}
+        try:
+            return self.load_weights(read_stage_weights(path))
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None
+
+    def load_weights(
+        self, arrays: Mapping[str, np.ndarray], *, strict: bool = True, seed: int = 0
+    ) -> list[str]:
+        """Load another face-api network's weights by name (an ONNX export's, a checkpoint's, face-api's).
+
+        A pooled head is spread over the map for a ``flatten`` head; a narrower network (fewer channels
+        per block) is widened to this one's channels by :func:`widen_weights`, so the wider network
+        starts as exactly the function of the narrower one. ``strict``: every tensor of this network must
+        be given (else those not given keep their initial values). Returns the names loaded.
+        """
+        arrays = {k: np.asarray(v, dtype=np.float32) for k, v in arrays.items()}
+        widths = [f"features.{b}.conv1.pointwise.weight" for b in range(len(self.channels))]
+        if not all(w in arrays for w in widths):
+            raise ValueError("not a face-api network's weights (no dense blocks)")
+        old = tuple(int(arrays[w].shape[0]) for w in widths)
+        if "fc.weight" in arrays and self.head == "flatten" and arrays["fc.weight"].shape[1] == old[-1]:
+            arrays["fc.weight"] = _expand_pool_head(arrays["fc.weight"])  # a pooled head, spread over the map
+        if old != self.channels:
+            if "fc.weight" in arrays and (arrays["fc.weight"].shape[1] == old[-1]) != (self.head == "pool"):
+                raise ValueError("a flatten-head network cannot be widened into a pooled head")
+            arrays = widen_weights(arrays, self.channels, seed=seed, flatten_head=self.head == "flatten")
         own = self.state_dict()
-        missing = [k for k in own if k not in weights or tuple(weights[k].shape) != tuple(own[k].shape)]
-        if missing:
+        wrong = [k for k in own if k in arrays and tuple(arrays[k].shape) != tuple(own[k].shape)]
+        missing = [k for k in own if k not in arrays] if strict else []
+        if wrong or missing:
             raise ValueError(
-                f"{path}: not a {type(self).__name__} export for {self.num_points} points: {missing[:3]}"
+                f"not a {type(self).__name__} for {self.num_points} points and channels {self.channels}: "
+                f"{(wrong + missing)[:3]}"
             )
-        self.load_state_dict({k: weights[k] for k in own})
-        return sorted(own)
+        loaded = sorted(k for k in own if k in arrays)
+        self.load_state_dict({**own, **{k: _t(arrays[k]) for k in loaded}})
+        return loaded
+
+
+def widen_weights(
+    arrays: dict[str, np.ndarray], channels: tuple[int, ...], *, seed: int = 0, flatten_head: bool = True
+) -> dict[str, np.ndarray]:
+    """A face-api network's weights widened to ``channels`` per block, computing the same function.
+
+    Net2WiderNet (Chen et al. 2016) for this network: block ``b``'s new channel ``j`` copies old channel
+    ``j mod C_b`` (its depthwise kernel, the rows of the pointwise convolutions and biases that make it),
+    and every layer that reads block ``b``'s channels splits each old input weight among that channel's
+    copies. The dense blocks sum their outputs channel by channel, so one mapping serves the whole block.
+    The split fractions are random per output row (summing to one over the copies), so copies with
+    identical inputs get different gradients and grow apart during training.
+    """
+    rng = np.random.default_rng(seed)
+    n_blocks = len(channels)
+    maps = []
+    for b, new in enumerate(channels):
+        old = int(arrays[f"features.{b}.conv1.pointwise.weight"].shape[0])
+        if new < old:
+            raise ValueError(f"block {b}: cannot narrow {old} channels to {new}")
+        maps.append(np.arange(new) % old)
+
+    def split(rows: int, mapping: np.ndarray) -> np.ndarray:
+        """``[rows, len(mapping)]`` fractions: for each row they sum to 1 over each old channel's copies."""
+        r = rng.uniform(0.5, 1.5, (rows, len(mapping)))
+        totals = np.zeros((rows, int(mapping.max()) + 1))
+        np.add.at(totals.T, mapping, r.T)
+        return r / totals[:, mapping]
+
+    out = dict(arrays)
+    for b in range(n_blocks):
+        g = maps[b]
+        g_in = maps[b - 1] if b else None
+        for c in range(4):
+            prefix = f"features.{b}.conv{c}"
+            if f"{prefix}.conv.weight" in arrays:  # the first block's plain convolution reads RGB
+                out[f"{prefix}.conv.weight"] = arrays[f"{prefix}.conv.weight"][g]
+                out[f"{prefix}.conv.bias"] = arrays[f"{prefix}.conv.bias"][g]
+                continue
+            src = g_in if c == 0 else g  # conv0 reads the previous block, conv1-3 this block
+            assert src is not None
+            dw = arrays[f"{prefix}.depthwise.weight"]  # [Cin, 1, 3, 3]
+            pw = arrays[f"{prefix}.pointwise.weight"]  # [Cout, Cin, 1, 1]
+            out[f"{prefix}.depthwise.weight"] = dw[src]
+            frac = split(len(g), src)
+            out[f"{prefix}.pointwise.weight"] = (pw[g][:, src, 0, 0] * frac)[:, :, None, None].astype(
+                pw.dtype
+            )
+            out[f"{prefix}.pointwise.bias"] = arrays[f"{prefix}.pointwise.bias"][g]
+    fc = arrays["fc.weight"]  # [2K, C] pooled or [2K, C*49] flattened
+    last = maps[-1]
+    frac = split(fc.shape[0], last)
+    if flatten_head:
+        per = fc.reshape(fc.shape[0], -1, SIDE * SIDE)[:, last, :] * frac[:, :, None]
+        out["fc.weight"] = per.reshape(fc.shape[0], -1).astype(fc.dtype)
+    else:
+        out["fc.weight"] = (fc[:, last] * frac).astype(fc.dtype)
+    return out
 
 
 def _expand_pool_head(w: np.ndarray) -> np.ndarray:
@@ -228,7 +312,11 @@ def resolve_face_api_manifest(cache: Path | None = None) -> Path:
 
 
 @register_model
-def faceapi68(num_points: int, head: str = "pool") -> FaceApiLandmarkNet:
+def faceapi68(
+    num_points: int, head: str = "pool", channels: tuple[int, ...] | list[int] = FACE_API_CHANNELS
+) -> FaceApiLandmarkNet:
     """face-api's 68-point landmark network (112x112, dense separable blocks, 0.35 MB of weights);
-    ``head="flatten"``: the last layer reads the whole 7x7 map (started as face-api's pooled head)."""
-    return FaceApiLandmarkNet(num_points, head=head)
+    ``head="flatten"``: the last layer reads the whole 7x7 map (started as face-api's pooled head);
+    ``channels``: wider blocks than face-api's (32, 64, 128, 256), started from a narrower network's
+    weights as the same function (:func:`widen_weights`)."""
+    return FaceApiLandmarkNet(num_points, channels=tuple(channels), head=head)

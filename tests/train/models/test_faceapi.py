@@ -129,3 +129,71 @@ def test_the_flatten_head_starts_as_face_apis_pooled_head(tmp_path: Path) -> Non
         torch.testing.assert_close(again(x), pooled(x), atol=1e-5, rtol=0)
         flat.fc.weight[:, ::2] *= 3.0  # uneven over the map: no longer the pooled function
         assert (flat(x) - pooled(x)).abs().max() > 1e-3
+
+
+def _random_net(head: str, channels: tuple[int, ...] = (32, 64, 128, 256)) -> torch.nn.Module:
+    """A face-api-shaped network with random weights everywhere (no package needed)."""
+    torch.manual_seed(0)
+    net = faceapi68(68, head=head, channels=channels).eval()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn_like(p) * 0.1)
+    return net
+
+
+@pytest.mark.parametrize("head", ["flatten", "pool"])
+@pytest.mark.parametrize("wide", [(64, 128, 256, 512), (48, 96, 192, 384)])
+def test_a_wider_network_starts_as_the_narrower_function(head: str, wide: tuple[int, ...]) -> None:
+    narrow = _random_net(head)
+    arrays = {k: v.numpy() for k, v in narrow.state_dict().items()}
+    widened = faceapi68(68, head=head, channels=wide).eval()
+    loaded = widened.load_weights(arrays)
+    assert len(loaded) == len(widened.state_dict())
+    x = torch.randn(3, 3, 112, 112)
+    with torch.no_grad():
+        ref = narrow(x)
+        torch.testing.assert_close(widened(x), ref, atol=2e-4, rtol=1e-4)
+        # block 1's channel 64 is a copy of channel 0: the layers reading them split channel 0's weights
+        # between the two, unevenly (so the copies' gradients differ), summing to the narrow weight
+        pw, pw0 = (
+            widened.features[1].conv1.pointwise.weight[:, :, 0, 0],
+            narrow.features[1].conv1.pointwise.weight,
+        )
+        torch.testing.assert_close(pw[:64, 0] + pw[:64, 64], pw0[:, 0, 0, 0])
+        assert not torch.allclose(pw[:, 0], pw[:, 64])
+        # a wrong mapping (the last block's copies shifted by one channel) is caught by the comparison
+        dw = widened.features[3].conv1.depthwise.weight
+        dw[256:] = dw[256:].roll(1, dims=0)
+        assert (widened(x) - ref).abs().max() > 1e-3
+
+
+def test_widening_through_a_checkpoint_and_onnx(tmp_path: Path) -> None:
+    """The two ways a training run meets a narrower network: a ``.pt`` checkpoint and a published ONNX."""
+    from train.loop import build_stage_model
+
+    narrow = _random_net("flatten")
+    ckpt = {"architecture": "faceapi68", "num_points": 68, "model": narrow.state_dict()}
+    torch.save(ckpt, tmp_path / "narrow.pt")
+    path = tmp_path / "narrow.onnx"
+    torch.onnx.export(narrow, (torch.zeros(1, 3, 112, 112),), str(path), input_names=["x"], dynamo=False)
+    x = torch.randn(2, 3, 112, 112)
+    for pretrained in (tmp_path / "narrow.pt", path):
+        cfg = {
+            "architecture": "faceapi68",
+            "model_kwargs": {"head": "flatten", "channels": [64, 128, 256, 512]},
+            "pretrained": str(pretrained),
+        }
+        wide = build_stage_model(cfg, 68).eval()
+        assert wide.fc.in_features == 512 * 49
+        with torch.no_grad():
+            torch.testing.assert_close(wide(x), narrow(x), atol=2e-4, rtol=1e-4)
+
+
+def test_widening_refuses_what_it_cannot_preserve() -> None:
+    wide = faceapi68(68, head="flatten", channels=(64, 128, 256, 512))
+    arrays = {k: v.numpy() for k, v in wide.state_dict().items()}
+    with pytest.raises(ValueError, match="narrow"):
+        faceapi68(68, head="flatten").load_weights(arrays)
+    flat = {k: v.numpy() for k, v in _random_net("flatten").state_dict().items()}
+    with pytest.raises(ValueError, match="pooled head"):
+        faceapi68(68, head="pool", channels=(64, 128, 256, 512)).load_weights(flat)
