@@ -155,14 +155,13 @@ def test_a_wider_network_starts_as_the_narrower_function(head: str, wide: tuple[
         torch.testing.assert_close(widened(x), ref, atol=2e-4, rtol=1e-4)
         # block 1's channel 64 is a copy of channel 0: the layers reading them split channel 0's weights
         # between the two, unevenly (so the copies' gradients differ), summing to the narrow weight
-        pw, pw0 = (
-            widened.features[1].conv1.pointwise.weight[:, :, 0, 0],
-            narrow.features[1].conv1.pointwise.weight,
-        )
+        wide_params, narrow_params = dict(widened.named_parameters()), dict(narrow.named_parameters())
+        pw = wide_params["features.1.conv1.pointwise.weight"][:, :, 0, 0]
+        pw0 = narrow_params["features.1.conv1.pointwise.weight"]
         torch.testing.assert_close(pw[:64, 0] + pw[:64, 64], pw0[:, 0, 0, 0])
         assert not torch.allclose(pw[:, 0], pw[:, 64])
         # a wrong mapping (the last block's copies shifted by one channel) is caught by the comparison
-        dw = widened.features[3].conv1.depthwise.weight
+        dw = wide_params["features.3.conv1.depthwise.weight"]
         dw[256:] = dw[256:].roll(1, dims=0)
         assert (widened(x) - ref).abs().max() > 1e-3
 
@@ -184,7 +183,8 @@ def test_widening_through_a_checkpoint_and_onnx(tmp_path: Path) -> None:
             "pretrained": str(pretrained),
         }
         wide = build_stage_model(cfg, 68).eval()
-        assert wide.fc.in_features == 512 * 49
+        fc = wide.get_submodule("fc")
+        assert isinstance(fc, torch.nn.Linear) and fc.in_features == 512 * 49
         with torch.no_grad():
             torch.testing.assert_close(wide(x), narrow(x), atol=2e-4, rtol=1e-4)
 
