@@ -5,12 +5,13 @@ the real held-out photos, which are mostly near-frontal. This study asks whether
 by its estimated head pose keeps both: each face runs the *frontal* model's cascade; its stage-1 landmarks
 give |yaw| (:func:`model_store.pose.estimate_pose`, the serving path's own solve); at or above a threshold
 the face's landmarks are the *turned* model's instead. Nothing is trained or served here: both cascades run
-on every face and the choice is made afterwards, per threshold. The turned model below is
-``faceapi_v52_ibug68.yaml`` exported to a scratch store (``wingmark export RUN --name faceapi-ibug68
---version 4.4.0 --fp16-weights --store /tmp/store52``; not published).
+on every face and the choice is made afterwards, per threshold. The turned models measured so far are
+``faceapi_v52_ibug68.yaml`` and the turned-face specialist ``faceapi_v53_turned_ibug68.yaml``, each exported
+to a scratch store (``wingmark export RUN --name faceapi-ibug68-turned --version 0.1.0 --fp16-weights
+--store /tmp/store53``; not published):
 
     python -m tools.studies.pose_gate --frontal faceapi-ibug68@4.3.0 \\
-        --turned /tmp/store52:faceapi-ibug68@4.4.0 --out docs/pose_gate_ibug68.json
+        --turned /tmp/store53:faceapi-ibug68-turned@0.1.0 --out docs/pose_gate_ibug68_turned.json
 
 A model is ``[STORE_DIR:]NAME@VERSION`` (default store: the repository's). Sets: the synthetic test set
 (exact labels, jaw on the visible outline) and the real held-out faces (teacher labels, not human), both from
