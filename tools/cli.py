@@ -33,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "build the TensorRT engines the service loads (torch-free: runs in the GPU image)",
     ),
     "quantize": ("train.export.cli:quantize_main", "ONNX Runtime INT8 quantisation of a model version"),
+    "gate": ("train.export.cli:gate_main", "a pose-gated version: a frontal model and a turned-face one"),
     "pose-eval": (
         "tools.studies.pose_eval:main",
         "head-pose error on synthetic faces of known pose (JSON + PNG)",

@@ -5,7 +5,9 @@ the real held-out photos, which are mostly near-frontal. This study asks whether
 by its estimated head pose keeps both: each face runs the *frontal* model's cascade; its stage-1 landmarks
 give |yaw| (:func:`model_store.pose.estimate_pose`, the serving path's own solve); at or above a threshold
 the face's landmarks are the *turned* model's instead. Nothing is trained or served here: both cascades run
-on every face and the choice is made afterwards, per threshold. The turned models measured so far are
+on every face and the choice is made afterwards, per threshold (the built version of this gate, with a learned
+yaw head per stage inside the model files, is ``train.export.gate``: faceapi-ibug68 4.4.0). The turned models
+measured so far are
 ``faceapi_v52_ibug68.yaml`` and the turned-face specialist ``faceapi_v53_turned_ibug68.yaml``, each exported
 to a scratch store (``wingmark export RUN --name faceapi-ibug68-turned --version 0.1.0 --fp16-weights
 --store /tmp/store53``; not published):
@@ -31,7 +33,6 @@ import numpy as np
 from model_store.geometry import tight_box
 from model_store.pose import estimate_pose
 from model_store.schemes import get_scheme
-from model_store.store import ModelStore
 
 __all__ = ["gate_table", "main"]
 
@@ -66,12 +67,10 @@ def gate_table(
 
 def _load(spec: str) -> tuple[str, Callable[[int, np.ndarray], np.ndarray], list[Any]]:
     from train.export.evaluate import StageGeometry
+    from train.export.gate import resolve_spec
     from train.export.parity import onnx_runtime_session, run_onnx
 
-    root, sep, name_version = spec.rpartition(":")
-    name, _, version = name_version.partition("@")
-    store = ModelStore(Path(root)) if sep and root else ModelStore()
-    model = store.resolve(name, version or "latest")
+    model = resolve_spec(spec)
     if model.manifest.scheme != "ibug68":
         raise ValueError(
             f"{spec}: the pose gate is measured on the 68-point scheme, not {model.manifest.scheme}"

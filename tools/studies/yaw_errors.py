@@ -9,6 +9,9 @@ normalisers, and the inter-ocular NME of each face region (jaw, brows, nose, eye
 
     python -m tools.studies.yaw_errors runs/faceapi_v42_ibug68 runs/faceapi_v43_ibug68 \\
         --out docs/yaw_errors_ibug68.json
+
+A published version (``[STORE_DIR:]NAME@VERSION``, e.g. ``faceapi-ibug68@4.4.0``) runs through the runtime
+(ONNX Runtime, from the tight box of the labels) instead of a run's checkpoints.
 """
 
 from __future__ import annotations
@@ -62,6 +65,33 @@ def yaw_error_table(
     return out
 
 
+def _model_table(model_spec: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+    from model_store.schemes import get_scheme
+    from runtime import Landmarker
+    from runtime.backends import create_backend
+    from train.dataset import load_samples
+    from train.export.gate import resolve_spec
+
+    model = resolve_spec(model_spec)
+    scheme_name = model.manifest.scheme
+    samples = load_samples(spec, scheme_name, progress=False)
+    gt = np.stack([s.points for s in samples]).astype(np.float64)
+    boxes = np.stack([np.asarray(s.box, dtype=np.float64) for s in samples])
+    norm = get_scheme(scheme_name).normaliser_distance(gt, boxes)
+    yaw = np.array([float(s.meta.get("yaw", np.nan)) for s in samples])
+    landmarker = Landmarker(model, create_backend("onnxruntime", model, device="cpu", max_batch_size=64))
+    try:
+        points = landmarker.landmarks([s.image for s in samples], tight_box(gt), batch_size=64)
+    finally:
+        landmarker.close()
+    regions = REGIONS_68 if scheme_name == "ibug68" else {}
+    return {
+        "run": f"{model.name}@{model.version}",
+        "stages": [s.architecture for s in model.manifest.stages],
+        **{f"stage{k}": yaw_error_table(p, gt, norm, yaw, regions) for k, p in enumerate(points, start=1)},
+    }
+
+
 def _run_table(run: Path, spec: Mapping[str, Any]) -> dict[str, Any]:
     from model_store.schemes import get_scheme
     from train.config import load_config
@@ -86,7 +116,9 @@ def _run_table(run: Path, spec: Mapping[str, Any]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("runs", nargs="+", type=Path, help="training run directories (stage1/, stage2/)")
+    ap.add_argument(
+        "runs", nargs="+", help="training run directories (stage1/, stage2/) or [STORE_DIR:]NAME@VERSION"
+    )
     ap.add_argument("--num", type=int, default=500, help="synthetic test faces (the configs' test set)")
     ap.add_argument("--seed", type=int, default=3)
     ap.add_argument("--cache-dir", default="cache/synthetic")
@@ -109,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     labels = "exact (renderer)" + (", jaw on the visible outline" if args.jaw == "contour" else "")
     report: dict[str, Any] = {"data": spec, "labels": labels, "runs": []}
     for run in args.runs:
-        table = _run_table(run, spec)
+        table = _model_table(run, spec) if "@" in run else _run_table(Path(run), spec)
         report["runs"].append(table)
         last = table[f"stage{len(table['stages'])}"]
         print(run)

@@ -1,4 +1,4 @@
-"""``wingmark export``, ``wingmark build-engine`` and ``wingmark quantize``.
+"""``wingmark export``, ``wingmark build-engine``, ``wingmark quantize`` and ``wingmark gate``.
 
 Heavy imports (torch, TensorRT, onnxruntime.quantization) happen inside the commands: ``build-engine``
 never imports torch, so it runs in a GPU image without the training extra.
@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["build_engine_main", "export_main", "quantize_main"]
+__all__ = ["build_engine_main", "export_main", "gate_main", "quantize_main"]
 
 # max abs error (crop units) allowed between a TensorRT engine and ONNX Runtime, per precision
 ENGINE_TOLERANCE = {"fp32": 1e-3, "fp16": 1e-2, "int8": 5e-2}
@@ -404,3 +404,78 @@ def quantize_main(argv: list[str]) -> int:
         summary["refused"] = report["refused"]
     print(json.dumps(summary, indent=2, default=str))
     return 0 if published is not None else 1
+
+
+# --------------------------------------------------------------------------------------------
+# gate
+# --------------------------------------------------------------------------------------------
+
+
+def gate_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="wingmark gate",
+        description="Publish a pose-gated model version: each stage runs the frontal model and, for the "
+        "faces its yaw head puts at or above --threshold degrees, the turned model (train.export.gate). "
+        "Reports the gated cascade beside both models alone on the frontal model's evaluation sets.",
+    )
+    parser.add_argument("--frontal", required=True, help="[STORE_DIR:]NAME@VERSION for near-frontal faces")
+    parser.add_argument("--turned", required=True, help="[STORE_DIR:]NAME@VERSION for turned faces")
+    parser.add_argument("--name", required=True, help="the gated version's model name")
+    parser.add_argument("--version", required=True)
+    parser.add_argument("--threshold", type=float, default=45.0, help="|yaw| in degrees (default 45)")
+    parser.add_argument("--store", help="store root to publish into (default: the repository's)")
+    parser.add_argument(
+        "--heads-from",
+        help="[STORE_DIR:]NAME@VERSION of a gated version whose yaw heads (and threshold) to reuse, e.g. "
+        "the float version's for its int8 variant; default: fit them on the frontal model",
+    )
+    parser.add_argument("--ridge", type=float, default=1e-2, help="the heads' L2 penalty")
+    parser.add_argument(
+        "--float",
+        dest="float_version",
+        help="[STORE_DIR:]NAME@VERSION: the gated float version this is the int8 variant of (--frontal is "
+        "then an int8 variant); records the int8-vs-float NME per set and the speed-up, refused past 3 %%",
+    )
+    parser.add_argument("--description", default="")
+    parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--json", help="write the report here")
+    args = parser.parse_args(argv)
+
+    from train.export.gate import (
+        DEFAULT_FIT_SETS,
+        YawHead,
+        fit_heads,
+        gate_version,
+        is_gated,
+        resolve_spec,
+    )
+
+    frontal, turned = resolve_spec(args.frontal), resolve_spec(args.turned)
+    threshold = args.threshold
+    if args.heads_from:
+        source = resolve_spec(args.heads_from)
+        if not is_gated(source.manifest):
+            print(f"{args.heads_from} is not a gated version")
+            return 2
+        config = source.manifest.provenance.config
+        heads = [YawHead.from_dict(h) for h in config["heads"]]
+        heads_report = {**config["heads_fit"], "from": f"{source.name}@{source.version}"}
+        threshold = float(config["threshold_deg"])
+    else:
+        print(f"fitting yaw heads on {frontal.name}@{frontal.version}")
+        heads, heads_report = fit_heads(frontal, DEFAULT_FIT_SETS, ridge=args.ridge)
+    _, report = gate_version(
+        frontal,
+        turned,
+        args.name,
+        args.version,
+        _store(args.store),
+        threshold=threshold,
+        heads=heads,
+        heads_report=heads_report,
+        float_version=resolve_spec(args.float_version) if args.float_version else None,
+        description=args.description,
+        overwrite=args.overwrite,
+    )
+    _write_json(args.json, report)
+    return 0

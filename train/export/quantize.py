@@ -200,17 +200,24 @@ def measure_speed(
     batch_sizes: Sequence[int] = (1, 32),
     repeats: int = 30,
     seed: int = 0,
+    inputs: np.ndarray | None = None,
 ) -> list[dict[int, float]]:
     """Median seconds per call of each ONNX graph in ``paths`` (1 intra-op thread) per batch size.
 
     The graphs run interleaved (one call of each in turn), so a change in the machine's load during
-    the measurement affects them alike.
+    the measurement affects them alike. Each call gets random input, or the first n rows of ``inputs``
+    ``[M, 3, S, S]`` (M >= the largest batch size; e.g. real crops, for a graph whose work depends on them).
     """
     sessions = [onnx_runtime_session(p, threads=1) for p in paths]
     rng = np.random.default_rng(seed)
     result: list[dict[int, float]] = [{} for _ in paths]
     for n in batch_sizes:
-        x = rng.normal(size=(n, 3, input_size, input_size)).astype(np.float32)
+        if inputs is not None:
+            x = np.ascontiguousarray(inputs[:n], dtype=np.float32)
+            if len(x) < n:
+                raise ValueError(f"{len(inputs)} inputs for batch size {n}")
+        else:
+            x = rng.normal(size=(n, 3, input_size, input_size)).astype(np.float32)
         for session in sessions:
             for _ in range(2):
                 run_onnx(session, x)
@@ -298,6 +305,13 @@ def quantize_version(
     """
     manifest = model.manifest
     scheme = manifest.scheme
+    from train.export.gate import is_gated
+
+    if is_gated(manifest):
+        raise ValueError(
+            f"{manifest.name}/{manifest.version} is pose-gated: quantise its two models and gate the "
+            f"int8 pair (wingmark gate --heads-from {manifest.name}@{manifest.version})"
+        )
     geometries = [StageGeometry.from_spec(s) for s in manifest.stages]
     val_spec: Mapping[str, Any] = manifest.provenance.data.get("val") or {
         "kind": "synthetic",

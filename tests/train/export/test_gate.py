@@ -1,0 +1,205 @@
+"""The pose-gated stage graphs (train.export.gate): the yaw head's features and fit on hand-computed
+cases, the gated graph against the same gate in numpy through ONNX Runtime, and a gated version built from
+two published models, served by the runtime and refused by ``wingmark quantize``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from model_store.store import ModelStore, default_root
+from runtime import Landmarker
+from runtime.backends import create_backend
+from train.export.gate import (
+    YawHead,
+    fit_yaw_head,
+    gate_stage_outputs,
+    gate_version,
+    gated_graph,
+    is_gated,
+    run_lineage,
+    shape_features,
+)
+from train.export.parity import onnx_runtime_session, run_onnx
+from train.export.quantize import quantize_version
+
+STORE = ModelStore(default_root())
+
+
+def test_shape_features_centre_and_scale_the_points() -> None:
+    # two points (0, 0) and (2, 0): centred (-1, 0), (1, 0); RMS distance from the centre 1
+    assert shape_features(np.array([[0.0, 0.0, 2.0, 0.0]])) == pytest.approx(np.array([[-1, 0, 1, 0]]))
+    # the crop's translation and scale drop out
+    p = np.random.default_rng(0).normal(size=(3, 10))
+    assert shape_features(5.0 * p + 0.25) == pytest.approx(shape_features(p))
+    # all points on one spot: no shape, NaN features (no threshold passes them)
+    assert np.isnan(shape_features(np.ones((1, 6)))).all()
+
+
+def test_fit_recovers_a_linear_yaw_and_needs_enough_faces() -> None:
+    rng = np.random.default_rng(1)
+    outputs = rng.normal(size=(400, 8))
+    w = rng.normal(size=8)
+    yaw = shape_features(outputs) @ w + 7.0
+    head = fit_yaw_head(outputs, yaw, ridge=1e-9)
+    assert head.bias == pytest.approx(7.0, abs=1e-5)
+    assert head.predict(outputs) == pytest.approx(yaw, abs=1e-5)
+    assert YawHead.from_dict(head.to_dict()).predict(outputs[:3]) == pytest.approx(yaw[:3], abs=1e-5)
+    with pytest.raises(ValueError, match="more finite faces"):
+        fit_yaw_head(outputs[:8], yaw[:8])
+
+
+def test_gate_takes_the_turned_rows_at_and_above_the_threshold() -> None:
+    # features of [0, 0, 2, 0] are [-1, 0, 1, 0]; a head reading the last x: yaw = 40 * x1 + 5 = 45
+    head = YawHead(np.array([0.0, 0.0, 40.0, 0.0]), 5.0)
+    frontal = np.array([[0.0, 0.0, 2.0, 0.0], [0.0, 0.0, 0.0, 2.0], [2.0, 0.0, 0.0, 0.0]])  # yaw 45, 5, -35
+    turned = frontal + 100.0
+    out, mask = gate_stage_outputs(frontal, turned, head, 45.0)
+    assert mask.tolist() == [True, False, False]  # |yaw| >= 45 is inclusive
+    assert out.tolist() == [turned[0].tolist(), frontal[1].tolist(), frontal[2].tolist()]
+    assert gate_stage_outputs(frontal, turned, head, 35.0)[1].tolist() == [True, False, True]  # |-35|
+
+
+def _linear_net(weights: np.ndarray, size: int) -> onnx.ModelProto:
+    """input [N, 3, size, size] -> Flatten -> MatMul -> output [N, 2K] (a stand-in stage network)."""
+    w = numpy_helper.from_array(weights.astype(np.float32), "w")
+    graph = helper.make_graph(
+        [
+            helper.make_node("Flatten", ["input"], ["flat"]),
+            helper.make_node("MatMul", ["flat", "w"], ["output"]),
+        ],
+        "net",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, size, size])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", weights.shape[1]])],
+        initializer=[w],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("share", ["some", "none", "all"])
+@pytest.mark.parametrize("batch", [1, 9])
+def test_gated_graph_computes_the_numpy_gate(tmp_path: Path, share: str, batch: int) -> None:
+    rng = np.random.default_rng(2)
+    size, k2 = 4, 10
+    frontal, turned = (_linear_net(rng.normal(size=(3 * size * size, k2)), size) for _ in range(2))
+    x = rng.normal(size=(batch, 3, size, size)).astype(np.float32)
+    head = YawHead(rng.normal(scale=30.0, size=k2), 3.0)
+    out_f = run_onnx(onnx_runtime_session(_save(frontal, tmp_path / "f.onnx")), x)
+    out_t = run_onnx(onnx_runtime_session(_save(turned, tmp_path / "t.onnx")), x)
+    yaw = np.abs(head.predict(out_f))
+    ranked = np.sort(
+        np.concatenate([[0.0], yaw])
+    )  # "some": halfway between two faces' |yaw| (the upper half)
+    middle = len(ranked) // 2
+    some = float(ranked[middle - 1] + ranked[middle]) / 2 if batch > 1 else float(yaw[0]) / 2
+    threshold = {"some": some, "none": float(yaw.max()) + 1.0, "all": 0.0}[share]
+    graph = gated_graph(frontal, turned, head, threshold, {"wingmark.stage": "1"})
+    got = run_onnx(onnx_runtime_session(_save(graph, tmp_path / "g.onnx")), x)
+    expected, mask = gate_stage_outputs(out_f, out_t, head, threshold)
+    assert {"some": 0 < mask.sum() <= batch, "none": not mask.any(), "all": mask.all()}[share]
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    assert {p.key: p.value for p in graph.metadata_props}["wingmark.stage"] == "1"
+
+
+def _save(model: onnx.ModelProto, path: Path) -> Path:
+    onnx.save(model, str(path))
+    return path
+
+
+def test_run_lineage_follows_run_configs_to_a_published_model(tmp_path: Path) -> None:
+    (tmp_path / "b.yaml").write_text(
+        "data: {train: {kind: mix, parts: [{kind: real}, {kind: synthetic}]}}\n"
+        "stage1: {pretrained: model_store/models/m/1.0.0/stage1.onnx}\n"
+    )
+    (tmp_path / "a.yaml").write_text(
+        "data: {train: {kind: synthetic}}\nstage1: {pretrained: runs/b/stage1/best.pt}\n"
+    )
+    lineage = run_lineage({"stage1": {"pretrained": "runs/a/stage1/best.pt"}}, configs=tmp_path)
+    assert [step.get("trained_on") for step in lineage] == [["synthetic"], ["real", "synthetic"], None]
+    assert lineage[-1] == {"from": "model_store/models/m/1.0.0/stage1.onnx"}
+
+
+@pytest.fixture(scope="module")
+def gated(tmp_path_factory: pytest.TempPathFactory) -> tuple[ModelStore, object]:
+    """faceapi-ibug68 4.3.0 gated with 4.2.0 at 30 degrees by the published 4.4.0's yaw heads, on 24 renders
+    of yaw uniform in +-90 degrees."""
+    store = ModelStore(tmp_path_factory.mktemp("gated-store"))
+    heads = [
+        YawHead.from_dict(h)
+        for h in STORE.resolve("faceapi-ibug68", "4.4.0").manifest.provenance.config["heads"]
+    ]
+    spec = {"kind": "synthetic", "num": 24, "seed": 41, "image_size": 160, "pose": {"yaw_tail": 1.0}}
+    version, _ = gate_version(
+        STORE.resolve("faceapi-ibug68", "4.3.0"),
+        STORE.resolve("faceapi-ibug68", "4.2.0"),
+        "gated-test",
+        "0.1.0",
+        store,
+        threshold=30.0,
+        heads=heads,
+        heads_report={"faces": 0, "note": "the published 4.4.0's heads"},
+        eval_specs={"val": spec},
+        log=lambda _: None,
+    )
+    return store, version
+
+
+def test_a_gated_version_is_published_checked_and_recorded(gated) -> None:
+    store, version = gated
+    store.verify(version)
+    m = version.manifest
+    assert is_gated(m) and m.provenance.config["frontal"] == "faceapi-ibug68@4.3.0"
+    assert m.box_calibrations == STORE.resolve("faceapi-ibug68", "4.3.0").manifest.box_calibrations
+    ev = m.evaluation
+    assert all(p["passed"] and p["max_abs_error"] <= 1e-5 for p in ev["parity"])
+    assert 0 < ev["gated_faces"]["stage1"] < 24 and 0 < ev["gated_faces"]["stage2"] < 24
+    # the two models alone on the same faces, and the gated cascade between or beside them
+    assert {"frontal_alone", "turned_alone"} <= set(ev) and ev["final"]["n"] == 24
+    assert ev["final"]["nme"] != ev["frontal_alone"]["nme"]
+
+
+def test_the_runtime_serves_a_gated_version_and_quantize_refuses_it(gated) -> None:
+    store, version = gated
+    ev = version.manifest.evaluation
+    from train.export.evaluate import evaluate_landmarker, load_synthetic
+
+    samples = load_synthetic(dict(ev["dataset"]), "ibug68")
+    landmarker = Landmarker(version, create_backend("onnxruntime", version, device="cpu", max_batch_size=8))
+    try:
+        report = evaluate_landmarker(landmarker, samples, batch_size=8)
+    finally:
+        landmarker.close()
+    # batches of 8 through the runtime's backend give the recorded figure (gating is per face)
+    assert report["final"]["nme"] == pytest.approx(ev["final"]["nme"], abs=2e-4)
+    with pytest.raises(ValueError, match="pose-gated"):
+        quantize_version(version, store, log=lambda _: None)
+
+
+def test_two_models_of_different_stage_geometry_are_not_gated(tmp_path: Path) -> None:
+    head = YawHead(np.zeros(136), 0.0)
+    with pytest.raises(ValueError, match="input_size differs"):
+        gate_version(
+            STORE.resolve("faceapi-ibug68", "4.3.0"),
+            STORE.resolve("cnn67-ibug68", "3.0.0"),
+            "x",
+            "0.1.0",
+            ModelStore(tmp_path),
+            threshold=45.0,
+            heads=[head, head],
+            heads_report={},
+        )
+    with pytest.raises(ValueError, match="not a gated version"):
+        gate_version(
+            STORE.resolve("faceapi-ibug68", "4.4.0"),
+            STORE.resolve("faceapi-ibug68", "4.3.0"),
+            "x",
+            "0.1.0",
+            ModelStore(tmp_path),
+            threshold=45.0,
+            heads=[head, head],
+            heads_report={},
+        )
