@@ -179,23 +179,21 @@ def test_the_runtime_serves_a_gated_version_and_quantize_refuses_it(gated) -> No
         quantize_version(version, store, log=lambda _: None)
 
 
-def test_two_models_of_different_stage_geometry_are_not_gated(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("frontal", "turned", "error"),
+    [
+        ("faceapi-ibug68@4.3.0", "cnn67-ibug68@3.0.0", "input_size differs"),  # 112 against 64 px
+        ("faceapi-ibug68@4.4.0", "faceapi-ibug68@4.3.0", "not a gated version"),  # already gated
+    ],
+)
+def test_only_two_plain_models_of_one_stage_geometry_are_gated(
+    tmp_path: Path, frontal: str, turned: str, error: str
+) -> None:
     head = YawHead(np.zeros(136), 0.0)
-    with pytest.raises(ValueError, match="input_size differs"):
+    with pytest.raises(ValueError, match=error):
         gate_version(
-            STORE.resolve("faceapi-ibug68", "4.3.0"),
-            STORE.resolve("cnn67-ibug68", "3.0.0"),
-            "x",
-            "0.1.0",
-            ModelStore(tmp_path),
-            threshold=45.0,
-            heads=[head, head],
-            heads_report={},
-        )
-    with pytest.raises(ValueError, match="not a gated version"):
-        gate_version(
-            STORE.resolve("faceapi-ibug68", "4.4.0"),
-            STORE.resolve("faceapi-ibug68", "4.3.0"),
+            STORE.resolve(*frontal.split("@")),
+            STORE.resolve(*turned.split("@")),
             "x",
             "0.1.0",
             ModelStore(tmp_path),
