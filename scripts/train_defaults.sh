@@ -7,7 +7,10 @@
 #   scripts/train_defaults.sh all       # train (in the foreground, both in parallel), then export
 #
 # Environment:
-#   RECIPE         v45 (default: faceapi-ibug68 4.3.0, 4.2.0 trained further with the synthetic faces' jaw
+#   RECIPE         gate (default: faceapi-ibug68 4.4.0 and its int8 variant, pose-gated: the published 4.3.0 for
+#                  near-frontal faces and a turned-face specialist trained here in three runs, one after the
+#                  other (GATE_CHAIN), exported to runs/gate-store and joined by `wingmark gate`;
+#                  68 points only), v45 (faceapi-ibug68 4.3.0, 4.2.0 trained further with the synthetic faces' jaw
 #                  labelled on the visible outline, 300-W's convention; starts from the published 4.2.0 files;
 #                  68 points only: the 19-point default stays 4.2.0, whose scheme has no jaw line),
 #                  v42 (the 4.2.0 defaults, 4.1.0 trained further with 4,000 more synthetic faces
@@ -19,7 +22,7 @@
 #                  weights and detector-sized box perturbation), mixed (2.0.0: synthetic + teacher-labelled
 #                  real faces) or synth (1.0.0). v4, v3 and mixed build the real-face cache with
 #                  `wingmark data real` first if it is missing.
-#   VERSION        version to publish (default 4.3.0 for v45, 4.2.0 for v42, 4.1.0 for v41, 4.0.0 for v4, 3.0.0 for v3, 2.0.0 for mixed, 1.0.0 for synth)
+#   VERSION        version to publish (default 4.4.0 for gate, 4.3.0 for v45, 4.2.0 for v42, 4.1.0 for v41, 4.0.0 for v4, 3.0.0 for v3, 2.0.0 for mixed, 1.0.0 for synth)
 #   TRAIN_ARGS     extra 'key=value' overrides for both trainings, e.g. "stage1.max_steps=800"
 #   THREADS        torch/OMP threads per training (default 1: the two trainings run side by side)
 #   PYTHON_BIN     default .venv/bin/python
@@ -33,8 +36,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PY=${PYTHON_BIN:-.venv/bin/python}
-RECIPE=${RECIPE:-v45}
+RECIPE=${RECIPE:-gate}
 case "$RECIPE" in
+  gate) VERSION=${VERSION:-4.4.0} ;;
   v45) VERSION=${VERSION:-4.3.0} ;;
   v42) VERSION=${VERSION:-4.2.0} ;;
   v41) VERSION=${VERSION:-4.1.0} ;;
@@ -42,7 +46,7 @@ case "$RECIPE" in
   v3) VERSION=${VERSION:-3.0.0} ;;
   mixed) VERSION=${VERSION:-2.0.0} ;;
   synth) VERSION=${VERSION:-1.0.0} ;;
-  *) echo "RECIPE must be v45, v42, v41, v4, v3, mixed or synth" >&2; exit 2 ;;
+  *) echo "RECIPE must be gate, v45, v42, v41, v4, v3, mixed or synth" >&2; exit 2 ;;
 esac
 THREADS=${THREADS:-1}
 read -r -a EXTRA <<<"${TRAIN_ARGS:-}"
@@ -69,12 +73,48 @@ train_one() {  # name config run_dir
   echo $! >"runs/$name.train.pid"
 }
 
+# RECIPE=gate: the specialist's runs, each starting from the one before (the first from the published 4.3.0)
+GATE_CHAIN=${GATE_CHAIN:-"faceapi_v52_ibug68 faceapi_v53_turned_ibug68 faceapi_v54_turned_ibug68"}
+GATE_FRONTAL=${GATE_FRONTAL:-4.3.0}
+read -r -a CHAIN <<<"$GATE_CHAIN"
+
+gate_train() {  # the chain in order, in the foreground; each run resumes where it stopped
+  mkdir -p runs
+  for c in "${CHAIN[@]}"; do
+    echo "$(date -u +%FT%TZ) training $c (log runs/$c.train.log)"
+    OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS "$PY" -m tools.cli train "train/configs/$c.yaml" \
+      "num_threads=$THREADS" resume=true "${EXTRA[@]}" --no-progress >>"runs/$c.train.log" 2>&1
+  done
+}
+
+gate_export() {  # the last run of the chain -> runs/gate-store; then the float and int8 gated versions
+  local last=${CHAIN[${#CHAIN[@]}-1]}
+  "$PY" -m tools.cli export "runs/$last" --name faceapi-ibug68-turned --version "$VERSION" --fp16-weights \
+    --store runs/gate-store --overwrite --json runs/faceapi-ibug68-turned.export.json
+  local turned="runs/gate-store:faceapi-ibug68-turned@$VERSION"
+  "$PY" -m tools.cli gate --frontal "faceapi-ibug68@$GATE_FRONTAL" --turned "$turned" --name faceapi-ibug68 \
+    --version "$VERSION" --threshold 45 --overwrite --json "runs/faceapi-ibug68.gate.json"
+  "$PY" -m tools.cli gate --frontal "faceapi-ibug68-int8@$GATE_FRONTAL" --turned "$turned" \
+    --heads-from "faceapi-ibug68@$VERSION" --float "faceapi-ibug68@$VERSION" --name faceapi-ibug68-int8 \
+    --version "$VERSION" --overwrite --json "runs/faceapi-ibug68-int8.gate.json"
+}
+
 export_one() {  # name config run_dir
   local name=$1 run=$3
   echo "$(date -u +%FT%TZ) exporting $name/$VERSION from $run"
   OMP_NUM_THREADS=$THREADS "$PY" -m tools.cli export "$run" --name "$name" --version "$VERSION" \
     --fp16-weights --overwrite --json "runs/$name.export.json" 2>&1 | tee "runs/$name.export.log"
 }
+
+if [ "$RECIPE" = gate ]; then
+  case "${1:-}" in
+    train) real_cache; mkdir -p runs; gate_train >>runs/gate.log 2>&1 & echo "started; follow with: tail -f runs/gate.log" ;;
+    export) gate_export ;;
+    all) real_cache; gate_train; gate_export ;;
+    *) sed -n '2,30p' "$0"; exit 2 ;;
+  esac
+  exit 0
+fi
 
 case "${1:-}" in
   train)
@@ -96,5 +136,5 @@ case "${1:-}" in
     for m in "${MODELS[@]}"; do IFS=: read -r n c r <<<"$m"; export_one "$n" "$c" "$r"; done
     ;;
   *)
-    sed -n '2,25p' "$0"; exit 2 ;;
+    sed -n '2,30p' "$0"; exit 2 ;;
 esac
