@@ -43,6 +43,13 @@ def test_default_model_is_published_and_intact(store, scheme, name):
         assert frontal.manifest.scheme == scheme and 0 < config["threshold_deg"] < 90
         assert len(config["heads"]) == len(m.stages) and config["heads_fit"]["faces"] > 1000
         assert data["turned"]["lineage"] and config["turned_provenance"]["config"]["data"]["scheme"] == scheme
+        # as recorded at publish time: the real held-out photos are the frontal model's (none gated), the
+        # synthetic test set's turned faces go to the specialist and the set's NME drops
+        ev = m.evaluation
+        real = ev["sets"]["real_test"]
+        assert real["gated_faces"] == {"stage1": 0, "stage2": 0} and real["final"] == real["frontal_alone"]
+        assert ev["test"]["gated_faces"]["stage2"] > 0
+        assert ev["test"]["final"]["nme"] < ev["test"]["frontal_alone"]["nme"]
         config = frontal.manifest.provenance.config
     assert config["data"]["scheme"] == scheme
     (real,) = data["real_faces"]
