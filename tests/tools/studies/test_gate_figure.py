@@ -1,0 +1,30 @@
+"""tools.studies.gate_figure and yaw_errors on published versions: real renders through the runtime."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from PIL import Image
+
+from tools.studies import gate_figure, yaw_errors
+
+
+def test_the_figure_draws_three_turned_faces_the_gate_changes(tmp_path: Path) -> None:
+    out = tmp_path / "fig.png"
+    args = ["faceapi-ibug68@4.3.0", "faceapi-ibug68@4.4.0", "--num", "24", "--seed", "41", "--uniform-yaw"]
+    assert gate_figure.main([*args, "--cache-dir", str(tmp_path / "cache"), "--out", str(out)]) == 0
+    assert Image.open(out).size == (2 * gate_figure.SIDE, 3 * gate_figure.SIDE)
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert 0 < report["changed_by_second"] <= report["faces"] < 24
+    assert all(abs(face["yaw"]) >= 60 for face in report["drawn"])
+    assert set(report["nme"]) == {"faceapi-ibug68@4.3.0", "faceapi-ibug68@4.4.0"}
+
+
+def test_yaw_errors_reads_a_published_version(tmp_path: Path) -> None:
+    out = tmp_path / "yaw.json"
+    argv = ["faceapi-ibug68@4.4.0", "--num", "12", "--seed", "41", "--jaw", "contour"]
+    assert yaw_errors.main([*argv, "--cache-dir", str(tmp_path / "cache"), "--out", str(out)]) == 0
+    (run,) = json.loads(out.read_text())["runs"]
+    assert run["run"] == "faceapi-ibug68@4.4.0" and run["stages"] == ["faceapi68", "faceapi68"]
+    assert run["stage2"]["all"]["n"] == 12 and run["stage2"]["all"]["nme"] < run["stage1"]["all"]["nme"]
