@@ -381,22 +381,26 @@ def quantize_main(argv: list[str]) -> int:
     if real_root is not None and not (real_root / "manifest.json").is_file():
         print(f"no real-face cache at {real_root} (wingmark data real); pass --real-root '' to skip it")
         return 2
-    published, report = quantize_version(
-        model,
-        store if args.publish else _store(args.out_store),
-        mode=args.mode,
-        suffix=args.suffix,
-        calibration_samples=args.calibration_samples,
-        eval_samples=args.eval_samples,
-        real_root=real_root,
-        real_calibration_samples=args.real_calibration_samples,
-        max_relative_loss=args.max_relative_loss,
-        batch_sizes=args.batch_sizes,
-        repeats=args.repeats,
-        overwrite=args.overwrite,
-        activations=args.activations,
-        keep_float=args.keep_float,
-    )
+    try:
+        published, report = quantize_version(
+            model,
+            store if args.publish else _store(args.out_store),
+            mode=args.mode,
+            suffix=args.suffix,
+            calibration_samples=args.calibration_samples,
+            eval_samples=args.eval_samples,
+            real_root=real_root,
+            real_calibration_samples=args.real_calibration_samples,
+            max_relative_loss=args.max_relative_loss,
+            batch_sizes=args.batch_sizes,
+            repeats=args.repeats,
+            overwrite=args.overwrite,
+            activations=args.activations,
+            keep_float=args.keep_float,
+        )
+    except ValueError as exc:  # e.g. a pose-gated version
+        print(f"wingmark quantize: {exc}", file=sys.stderr)
+        return 2
     _write_json(args.json, report)
     keys = ("source", "mode", "sets", "worst_relative_change", "sizes_bytes", "speed", "cpu", "published")
     summary = {k: report[k] for k in keys}
@@ -455,7 +459,7 @@ def gate_main(argv: list[str]) -> int:
     if args.heads_from:
         source = resolve_spec(args.heads_from)
         if not is_gated(source.manifest):
-            print(f"{args.heads_from} is not a gated version")
+            print(f"wingmark gate: {args.heads_from} is not a gated version", file=sys.stderr)
             return 2
         config = source.manifest.provenance.config
         heads = [YawHead.from_dict(h) for h in config["heads"]]
@@ -464,18 +468,22 @@ def gate_main(argv: list[str]) -> int:
     else:
         print(f"fitting yaw heads on {frontal.name}@{frontal.version}")
         heads, heads_report = fit_heads(frontal, DEFAULT_FIT_SETS, ridge=args.ridge)
-    _, report = gate_version(
-        frontal,
-        turned,
-        args.name,
-        args.version,
-        _store(args.store),
-        threshold=threshold,
-        heads=heads,
-        heads_report=heads_report,
-        float_version=resolve_spec(args.float_version) if args.float_version else None,
-        description=args.description,
-        overwrite=args.overwrite,
-    )
+    try:
+        _, report = gate_version(
+            frontal,
+            turned,
+            args.name,
+            args.version,
+            _store(args.store),
+            threshold=threshold,
+            heads=heads,
+            heads_report=heads_report,
+            float_version=resolve_spec(args.float_version) if args.float_version else None,
+            description=args.description,
+            overwrite=args.overwrite,
+        )
+    except ValueError as exc:  # models that cannot be gated, or an int8 variant past the NME limit
+        print(f"wingmark gate: {exc}", file=sys.stderr)
+        return 2
     _write_json(args.json, report)
     return 0

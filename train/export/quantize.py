@@ -309,8 +309,9 @@ def quantize_version(
 
     if is_gated(manifest):
         raise ValueError(
-            f"{manifest.name}/{manifest.version} is pose-gated: quantise its two models and gate the "
-            f"int8 pair (wingmark gate --heads-from {manifest.name}@{manifest.version})"
+            f"{manifest.name}/{manifest.version} is pose-gated: gate its frontal model's int8 variant "
+            f"instead (wingmark gate --frontal NAME-int8@VERSION --float {manifest.name}@{manifest.version} "
+            f"--heads-from {manifest.name}@{manifest.version}; docs/models.md)"
         )
     geometries = [StageGeometry.from_spec(s) for s in manifest.stages]
     val_spec: Mapping[str, Any] = manifest.provenance.data.get("val") or {

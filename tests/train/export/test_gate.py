@@ -201,3 +201,17 @@ def test_only_two_plain_models_of_one_stage_geometry_are_gated(
             heads=[head, head],
             heads_report={},
         )
+
+
+def test_the_commands_answer_with_a_message_not_a_traceback(capsys: pytest.CaptureFixture[str]) -> None:
+    from train.export.cli import gate_main, quantize_main
+
+    assert quantize_main(["faceapi-ibug68@4.4.0", "--real-root", ""]) == 2
+    assert "pose-gated" in capsys.readouterr().err
+    common = ["--name", "x", "--version", "0.1.0"]
+    assert gate_main(["--frontal", "faceapi-ibug68@4.3.0", "--turned", "cnn67-ibug68@3.0.0",
+                      "--heads-from", "faceapi-ibug68@4.4.0", *common]) == 2  # fmt: skip
+    assert "input_size differs" in capsys.readouterr().err
+    assert gate_main(["--frontal", "faceapi-ibug68@4.3.0", "--turned", "faceapi-ibug68@4.2.0",
+                      "--heads-from", "faceapi-ibug68@4.3.0", *common]) == 2  # fmt: skip
+    assert "not a gated version" in capsys.readouterr().err
