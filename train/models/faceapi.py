@@ -113,6 +113,36 @@ class DenseBlock(nn.Module):
         return F.relu(out1 + out2 + out3 + out4)
 
 
+class IntegralHead(nn.Module):
+    """Integral regression (Sun et al., ECCV 2018): the 7x7 map upsampled twice (transposed convolutions) to
+    ``HEATMAP`` x ``HEATMAP``, one heat map per point, softmax over each map, and the point the expected
+    position of its map: ``[N, C, 7, 7]`` -> ``[N, 2K]`` crop units (cell centres at ``(i + 0.5) / HEATMAP``).
+    Trained with the Wing loss on those coordinates like the regression heads, so training, export and
+    serving are unchanged."""
+
+    def __init__(self, cin: int, num_points: int, width: int = 128) -> None:
+        super().__init__()
+        self.up: nn.Module = nn.Sequential(
+            nn.ConvTranspose2d(cin, width, 4, stride=2, padding=1),
+            nn.ReLU(),
+            nn.ConvTranspose2d(width, width, 4, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(width, num_points, 1),
+        )
+        side = SIDE * 4
+        centres = (torch.arange(side, dtype=torch.float32) + 0.5) / side
+        self.register_buffer("centres", centres, persistent=False)
+
+    def forward(self, fmap: Tensor) -> Tensor:
+        heat = self.up(fmap)  # [N, K, S, S]
+        n, k, side, _ = heat.shape
+        prob = torch.softmax(heat.flatten(2), dim=2).view(n, k, side, side)
+        centres: Tensor = self.centres  # type: ignore[assignment]  # a buffer
+        x = (prob.sum(dim=2) * centres).sum(dim=2)  # marginal over rows -> expected column
+        y = (prob.sum(dim=3) * centres).sum(dim=2)
+        return torch.stack([x, y], dim=2).flatten(1)  # [N, 2K]: x0, y0, x1, ...
+
+
 class FaceApiLandmarkNet(nn.Module):
     """face-api's FaceLandmark68Net trunk and head; ``[N, 3, 112, 112]`` (normalised) -> ``[N, 2K]``."""
 
@@ -120,8 +150,8 @@ class FaceApiLandmarkNet(nn.Module):
         self, num_points: int, channels: tuple[int, ...] = FACE_API_CHANNELS, head: str = "pool"
     ) -> None:
         super().__init__()
-        if head not in ("pool", "flatten"):
-            raise ValueError("head must be 'pool' (face-api's) or 'flatten'")
+        if head not in ("pool", "flatten", "integral"):
+            raise ValueError("head must be 'pool' (face-api's), 'flatten' or 'integral'")
         self.input_size = 112
         self.num_points = num_points
         self.head = head
@@ -131,19 +161,24 @@ class FaceApiLandmarkNet(nn.Module):
             blocks.append(DenseBlock(cin, cout, first=i == 0))
             cin = cout
         self.features = nn.Sequential(*blocks)
-        self.fc = nn.Linear(cin * (SIDE * SIDE if head == "flatten" else 1), 2 * num_points)
-        nn.init.normal_(self.fc.weight, std=1e-3)
-        nn.init.constant_(self.fc.bias, 0.5)
+        if head == "integral":
+            self.decoder: nn.Module = IntegralHead(cin, num_points)
+        else:
+            self.fc = nn.Linear(cin * (SIDE * SIDE if head == "flatten" else 1), 2 * num_points)
+            nn.init.normal_(self.fc.weight, std=1e-3)
+            nn.init.constant_(self.fc.bias, 0.5)
 
     def forward_features(self, x: Tensor) -> Tensor:
         """``[N, 3, 112, 112]`` -> ``[N, 256]`` (the 7x7 map averaged; face-api's head) or ``[N, 256*49]``
         (the map flattened: the ``flatten`` head keeps where on the map a feature fired)."""
         fmap = self.features(x)
+        if self.head == "integral":
+            return fmap
         return fmap.flatten(1) if self.head == "flatten" else fmap.mean(dim=(2, 3))
 
     def forward_head(self, features: Tensor) -> Tensor:
         """features -> ``[N, 2K]`` crop units."""
-        return self.fc(features)
+        return self.decoder(features) if self.head == "integral" else self.fc(features)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_head(self.forward_features(x))
@@ -190,8 +225,8 @@ class FaceApiLandmarkNet(nn.Module):
     def _load_onnx(self, path: Path) -> list[str]:
         from train.export.onnx import read_stage_weights
 
-        try:
-            return self.load_weights(read_stage_weights(path))
+        try:  # an integral head is not in a published (regression-head) stage: it starts untrained
+            return self.load_weights(read_stage_weights(path), strict=self.head != "integral")
         except ValueError as exc:
             raise ValueError(f"{path}: {exc}") from None
 

@@ -197,3 +197,34 @@ def test_widening_refuses_what_it_cannot_preserve() -> None:
     flat = {k: v.numpy() for k, v in _random_net("flatten").state_dict().items()}
     with pytest.raises(ValueError, match="pooled head"):
         faceapi68(68, head="pool", channels=(64, 128, 256, 512)).load_weights(flat)
+
+
+def test_the_integral_head_reads_the_expected_position_of_each_heat_map() -> None:
+    from train.models.faceapi import IntegralHead
+
+    head = IntegralHead(8, 2)
+    side = 28
+    heat = torch.full((1, 2, side, side), -1e4)
+    heat[0, 0, 3, 10] = 0.0  # point 0: all its mass in row 3, column 10
+    heat[0, 1, 20, 5] = heat[0, 1, 20, 7] = 0.0  # point 1: half at column 5, half at column 7 (row 20)
+    head.up = torch.nn.Identity()  # feed the maps directly
+    out = head(heat)
+    expected = torch.tensor([[10.5, 3.5, 6.5, 20.5]]) / side  # cell centres, x before y
+    assert torch.allclose(out, expected, atol=1e-6)
+
+
+def test_an_integral_head_network_starts_from_a_published_stage_and_exports(tmp_path: Path) -> None:
+    from train.export.onnx import export_onnx
+    from train.export.parity import onnx_runtime_session, run_onnx
+
+    stage = Path("model_store/models/faceapi-ibug68/4.3.0/stage1_faceapi68.onnx")
+    net = faceapi68(68, head="integral").eval()
+    loaded = net.load_pretrained(stage)
+    assert loaded and all(name.startswith("features.") for name in loaded)  # the trunk, not the old head
+    x = torch.randn(3, 3, 112, 112)
+    with torch.no_grad():
+        out = net(x)
+    assert out.shape == (3, 136) and bool(((out > 0) & (out < 1)).all())  # inside the crop by construction
+    path = tmp_path / "integral.onnx"
+    export_onnx(net, path, 112)
+    np.testing.assert_allclose(run_onnx(onnx_runtime_session(path), x.numpy()), out.numpy(), atol=1e-5)
