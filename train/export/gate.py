@@ -43,6 +43,7 @@ from model_store.manifest import Manifest, Provenance, StageSpec, sha256_file
 from model_store.pose import estimate_pose
 from model_store.schemes import get_scheme
 from model_store.store import ModelStore, ModelVersion
+from runtime.cascade import Cascade
 from train.data.types import Sample
 from train.export.parity import compare_outputs, onnx_runtime_session, run_onnx
 
@@ -314,10 +315,9 @@ def fit_heads(
         "ridge": ridge,
         "stages": [],
     }
-    previous: np.ndarray | None = None
-    for i in range(geometry.num_stages):
-        mats = geometry.matrices(i, boxes=boxes, previous=previous)
-        out = run(i, geometry.inputs(i, images, mats))
+
+    def fit(i: int, x: np.ndarray) -> np.ndarray:  # stage i's crops of every face -> its output, unchanged
+        out = run(i, x)
         head = fit_yaw_head(out, yaw, ridge)
         err = np.abs(head.predict(out) - yaw)
         turned = np.abs(yaw) >= 45
@@ -333,7 +333,9 @@ def fit_heads(
         )
         log(f"  stage {i + 1} yaw head: mean abs error {err.mean():.2f} deg on its fit faces")
         heads.append(head)
-        previous = geometry.points(i, out, mats)
+        return out
+
+    Cascade(geometry, fit).run(images, boxes)  # the one stage loop, each stage's outputs seen whole
     return heads, report
 
 
@@ -498,22 +500,20 @@ def simulate_gated(
     (the gated graphs' runner), each stage's graph also runs on the same crops, must agree within
     ``tolerance`` (crop units; ``train.export.parity.ParityError`` otherwise), and the next stage's crops
     follow its points; the third list holds those parity records."""
-    points: list[np.ndarray] = []
     masks: list[np.ndarray] = []
     parity: list[dict[str, Any]] = []
-    previous: np.ndarray | None = None
-    for i in range(geometry.num_stages):
-        mats = geometry.matrices(i, boxes=boxes, previous=previous)
-        x = geometry.inputs(i, images, mats)
+
+    def gate(i: int, x: np.ndarray) -> np.ndarray:
         out, mask = gate_stage_outputs(frontal(i, x), turned(i, x), heads[i], threshold)
+        masks.append(mask)
         if graph is not None:
             names = ("numpy gate of the two graphs", "onnxruntime gated graph")
             got = graph(i, x)
             parity.append({"stage": i + 1, **compare_outputs(out, got, tolerance, names).to_dict()})
             out = got
-        previous = geometry.points(i, out, mats)
-        points.append(previous)
-        masks.append(mask)
+        return out
+
+    points = Cascade(geometry, gate).run(images, boxes)  # one call of ``gate`` per stage, every face
     return points, masks, parity
 
 
@@ -597,17 +597,17 @@ def _speed(
     per_stage: list[dict[str, Any]] = []
     total_f = dict.fromkeys(batch_sizes, 0.0)
     total_q = dict.fromkeys(batch_sizes, 0.0)
-    previous: np.ndarray | None = None
-    for i in range(geometry.num_stages):
-        mats = geometry.matrices(i, boxes=boxes, previous=previous)
-        x = geometry.inputs(i, images, mats)
+
+    def time_stage(i: int, x: np.ndarray) -> np.ndarray:  # stage i's crops -> timed; the float output goes on
         tf, tq = measure_speed([float_paths[i], gated_paths[i]], x.shape[-1], batch_sizes, inputs=x)
         per_stage.append({"stage": i + 1, "float_ms": {n: round(tf[n] * 1e3, 3) for n in batch_sizes},
                           "int8_ms": {n: round(tq[n] * 1e3, 3) for n in batch_sizes}})  # fmt: skip
         for n in batch_sizes:
             total_f[n] += tf[n]
             total_q[n] += tq[n]
-        previous = geometry.points(i, run_float(i, x), mats)
+        return run_float(i, x)
+
+    Cascade(geometry, time_stage).run(images, boxes)
     speedup = {n: round(total_f[n] / total_q[n], 3) for n in batch_sizes}
     log(f"  cascade speed-up on {len(samples)} faces of {dict(spec)}: {speedup}")
     return {
