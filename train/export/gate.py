@@ -45,19 +45,23 @@ from model_store.schemes import get_scheme
 from model_store.store import ModelStore, ModelVersion
 from runtime.cascade import Cascade
 from train.data.types import Sample
-from train.export.parity import compare_outputs, onnx_runtime_session, run_onnx
+from train.export.parity import compare_outputs, stage_runner
 
 __all__ = [
     "DEFAULT_FIT_SETS",
     "GATE_KIND",
     "YawHead",
+    "compare_speed",
+    "evaluation_layout",
     "fit_heads",
     "fit_yaw_head",
     "gate_data_provenance",
     "gate_stage_outputs",
     "gate_version",
     "gated_graph",
+    "int8_variant_record",
     "is_gated",
+    "prefixed_graph",
     "resolve_spec",
     "run_lineage",
     "shape_features",
@@ -141,7 +145,7 @@ def gate_stage_outputs(
     return np.where(mask[:, None], turned, frontal), mask
 
 
-def _prefixed(model: onnx.ModelProto, prefix: str, input_name: str) -> onnx.GraphProto:
+def prefixed_graph(model: onnx.ModelProto, prefix: str, input_name: str) -> onnx.GraphProto:
     """``model``'s graph with every node, value and initializer name prefixed, reading ``input_name``."""
     g = onnx.GraphProto()
     g.CopyFrom(model.graph)
@@ -178,8 +182,8 @@ def gated_graph(
     (inp,) = [i for i in frontal.graph.input if i.name not in {t.name for t in frontal.graph.initializer}]
     out = frontal.graph.output[0]
     k2 = len(head.weights)
-    f = _prefixed(frontal, "frontal/", inp.name)
-    t = _prefixed(turned, "turned/", "gate/crops")
+    f = prefixed_graph(frontal, "frontal/", inp.name)
+    t = prefixed_graph(turned, "turned/", "gate/crops")
     out_f, out_t = f.output[0].name, t.output[0].name
 
     def const(name: str, value: np.ndarray) -> TensorProto:
@@ -250,6 +254,8 @@ def _check_pair(frontal: Manifest, turned: Manifest) -> None:
                 raise ValueError(f"{a.name}: {field} differs ({getattr(a, field)} and {getattr(b, field)})")
     if is_gated(frontal) or is_gated(turned):
         raise ValueError("gate two plain cascades, not a gated version")
+    if any(m.provenance.config.get("kind") == "flip_average" for m in (frontal, turned)):
+        raise ValueError("gate the flip-averaged version's source, then average the gated version")
 
 
 def _fit_faces(
@@ -284,17 +290,6 @@ def _fit_faces(
     return images, np.stack(boxes), np.asarray(yaw), sources
 
 
-def _runner(paths: Sequence[Path]) -> Callable[[int, np.ndarray], np.ndarray]:
-    sessions = [onnx_runtime_session(p, threads=2) for p in paths]
-
-    def run(stage: int, x: np.ndarray) -> np.ndarray:
-        if len(x) == 0:
-            return np.zeros((0, 0), dtype=np.float32)
-        return np.concatenate([run_onnx(sessions[stage], x[i : i + 256]) for i in range(0, len(x), 256)])
-
-    return run
-
-
 def fit_heads(
     frontal: ModelVersion,
     specs: Sequence[Mapping[str, Any]],
@@ -307,7 +302,7 @@ def fit_heads(
     scheme = frontal.manifest.scheme
     images, boxes, yaw, sources = _fit_faces(specs, scheme, log)
     geometry = CascadeGeometry.from_manifest(frontal.manifest)
-    run = _runner([frontal.path / s.file for s in frontal.manifest.stages])
+    run = stage_runner([frontal.path / s.file for s in frontal.manifest.stages])
     heads: list[YawHead] = []
     report: dict[str, Any] = {
         "faces": len(yaw),
@@ -412,8 +407,12 @@ def gate_version(
             float_version or frontal, frontal, turned, gated_paths, heads, threshold, eval_specs, log
         )
         if float_version is not None:
-            evaluation["quantization"] = _quantization_record(
-                float_version, frontal, evaluation, gated_paths, max_relative_loss, log
+            notes = {
+                "frontal": f"{frontal.name}/{frontal.version}",
+                "turned": "float: the turned network runs unquantised on the crops the gate sends it",
+            }
+            evaluation["quantization"] = int8_variant_record(
+                float_version, frontal, evaluation, gated_paths, max_relative_loss, log, notes
             )
         manifest = Manifest(
             name=name,
@@ -517,18 +516,21 @@ def simulate_gated(
     return points, masks, parity
 
 
-def _quantization_record(
+def int8_variant_record(
     float_version: ModelVersion,
-    frontal: ModelVersion,
+    int8_source: ModelVersion,
     evaluation: Mapping[str, Any],
-    gated_paths: Sequence[Path],
+    paths: Sequence[Path],
     max_relative_loss: float,
     log: Callable[[str], None],
+    notes: Mapping[str, str],
 ) -> dict[str, Any]:
-    """An int8 gated version's record beside its float gated version (keys as ``wingmark quantize``
-    writes): per set the two NMEs, the frontal int8 graphs' quantisation, the cascade's speed-up on the
-    real held-out photos' crops and the synthetic validation set's (the turned network runs on the crops
-    the gate sends it, in both); the first of them at the top of ``speed``."""
+    """The record of an int8 variant built from another int8 variant's graphs (a gated or a flip-averaged
+    one, ``int8_source`` made by ``wingmark quantize``) beside its float version, keys as ``wingmark
+    quantize`` writes: per set the two NMEs (refused past ``max_relative_loss``), the source's quantisation,
+    the cascade's speed-up on the real held-out photos' crops and the synthetic validation set's (the work
+    of a gated graph depends on the crops); the first of them at the top of ``speed``. ``notes``: what the
+    variant is made of (e.g. ``{"frontal": ..., "turned": ...}``)."""
     from runtime.precision import cpu_flags, int8_units
     from train.export.quantize import _cpu_model, relative_change
 
@@ -554,16 +556,15 @@ def _quantization_record(
     real = next(
         (v["dataset"] for v in fe.get("sets", {}).values() if v["dataset"].get("kind") == "real"), None
     )
-    speeds = {"real": _speed(float_version, gated_paths, real, log)} if real else {}
-    speeds["synthetic_val"] = _speed(float_version, gated_paths, fe["dataset"], log)
+    speeds = {"real": compare_speed(float_version, paths, real, log)} if real else {}
+    speeds["synthetic_val"] = compare_speed(float_version, paths, fe["dataset"], log)
     first = speeds[next(iter(speeds))]
-    fq = frontal.manifest.evaluation.get("quantization", {})
+    fq = int8_source.manifest.evaluation.get("quantization", {})
     return {
         "source": f"{float_version.name}/{float_version.version}",
         "mode": fq.get("mode", "static"),
         "format": fq.get("format"),
-        "frontal": f"{frontal.name}/{frontal.version}",
-        "turned": "float: the turned network runs unquantised on the crops the gate sends it",
+        **notes,
         "graphs": fq.get("graphs", []),
         "calibration": fq.get("calibration"),
         "sets": sets,
@@ -574,16 +575,18 @@ def _quantization_record(
     }
 
 
-def _speed(
+def compare_speed(
     float_version: ModelVersion,
-    gated_paths: Sequence[Path],
+    paths: Sequence[Path],
     spec: Mapping[str, Any],
     log: Callable[[str], None],
     batch_sizes: Sequence[int] = (1, 32),
+    labels: tuple[str, str] = ("float", "int8"),
 ) -> dict[str, Any]:
-    """Float vs gated int8 graphs per stage (``train.export.quantize.measure_speed``, one thread) on the
-    crops of up to 64 faces of ``spec``: stage 1's from their tight boxes, stage 2's from the float gated
-    stage 1's points."""
+    """``float_version``'s stage graphs vs ``paths`` (its int8 variant's, or any graphs of the same
+    function), per stage (``train.export.quantize.measure_speed``, one thread) on the crops of up to 64
+    faces of ``spec``: stage 1's from their tight boxes, stage 2's from ``float_version``'s stage 1 points.
+    ``labels`` name the two in the record."""
     from model_store.geometry import tight_box
     from train.dataset import load_samples
     from train.export.quantize import measure_speed
@@ -593,15 +596,16 @@ def _speed(
     boxes = tight_box(np.stack([s.points for s in samples]).astype(np.float64))
     geometry = CascadeGeometry.from_manifest(float_version.manifest)
     float_paths = [float_version.path / st.file for st in float_version.manifest.stages]
-    run_float = _runner(float_paths)
+    run_float = stage_runner(float_paths)
+    a, b = labels
     per_stage: list[dict[str, Any]] = []
     total_f = dict.fromkeys(batch_sizes, 0.0)
     total_q = dict.fromkeys(batch_sizes, 0.0)
 
     def time_stage(i: int, x: np.ndarray) -> np.ndarray:  # stage i's crops -> timed; the float output goes on
-        tf, tq = measure_speed([float_paths[i], gated_paths[i]], x.shape[-1], batch_sizes, inputs=x)
-        per_stage.append({"stage": i + 1, "float_ms": {n: round(tf[n] * 1e3, 3) for n in batch_sizes},
-                          "int8_ms": {n: round(tq[n] * 1e3, 3) for n in batch_sizes}})  # fmt: skip
+        tf, tq = measure_speed([float_paths[i], paths[i]], x.shape[-1], batch_sizes, inputs=x)
+        per_stage.append({"stage": i + 1, f"{a}_ms": {n: round(tf[n] * 1e3, 3) for n in batch_sizes},
+                          f"{b}_ms": {n: round(tq[n] * 1e3, 3) for n in batch_sizes}})  # fmt: skip
         for n in batch_sizes:
             total_f[n] += tf[n]
             total_q[n] += tq[n]
@@ -616,7 +620,7 @@ def _speed(
         "inputs": {"dataset": dict(spec), "faces": len(samples)},
         "stages": per_stage,
         "cascade_faces_per_s": {
-            n: {"float": round(n / total_f[n], 1), "int8": round(n / total_q[n], 1)} for n in batch_sizes
+            n: {a: round(n / total_f[n], 1), b: round(n / total_q[n], 1)} for n in batch_sizes
         },
         "cascade_speedup": speedup,
     }
@@ -650,11 +654,10 @@ def _evaluate(
         eval_specs = {**eval_specs, **{k: v["dataset"] for k, v in ev.get("sets", {}).items()}}
     geometry = CascadeGeometry.from_manifest(fm)
     runners = {
-        "gated": _runner(gated_paths),
-        "frontal": _runner([frontal.path / s.file for s in fm.stages]),
-        "turned": _runner([turned.path / s.file for s in turned.manifest.stages]),
+        "gated": stage_runner(gated_paths),
+        "frontal": stage_runner([frontal.path / s.file for s in fm.stages]),
+        "turned": stage_runner([turned.path / s.file for s in turned.manifest.stages]),
     }
-    import onnxruntime
 
     results: dict[str, Any] = {}
     for key, spec in eval_specs.items():
@@ -687,6 +690,15 @@ def _evaluate(
             f"{entry['gated_faces']}; graph vs numpy {max(p['max_abs_error'] for p in parity):.1e})"
         )
         results[key] = entry
+    return evaluation_layout(results)
+
+
+def evaluation_layout(results: dict[str, Any]) -> dict[str, Any]:
+    """Per-set results (``val`` and others) in an exported version's evaluation layout: the validation
+    set's at the top, ``test`` and the rest under ``sets``; the runtime and the box convention."""
+    import onnxruntime
+
+    results = dict(results)
     val = results.pop("val")
     out: dict[str, Any] = {
         **val,

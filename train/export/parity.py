@@ -1,17 +1,25 @@
 """Runtime-agnostic parity checks and ONNX Runtime helpers (numpy only; no torch import).
 
 Used by the ONNX export (PyTorch vs ONNX Runtime), the TensorRT builder (TensorRT vs ONNX Runtime)
-and the quantiser.
+the quantiser, the pose gate and the flip-averaged stages.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["ParityError", "ParityReport", "compare_outputs", "onnx_runtime_session", "run_onnx"]
+__all__ = [
+    "ParityError",
+    "ParityReport",
+    "compare_outputs",
+    "onnx_runtime_session",
+    "run_onnx",
+    "stage_runner",
+]
 
 
 class ParityError(AssertionError):
@@ -33,6 +41,21 @@ def run_onnx(session: object, batch: np.ndarray) -> np.ndarray:
     name = session.get_inputs()[0].name  # type: ignore[attr-defined]
     (out,) = session.run(None, {name: np.ascontiguousarray(batch, dtype=np.float32)})  # type: ignore[attr-defined]
     return np.asarray(out, dtype=np.float32)
+
+
+def stage_runner(
+    paths: Sequence[Path], threads: int = 2, chunk: int = 256
+) -> Callable[[int, np.ndarray], np.ndarray]:
+    """``run(stage_index, x [N, 3, S, S]) -> [N, 2K]`` over one ONNX Runtime session per stage file, in
+    chunks of ``chunk`` rows (a fit or an evaluation may pass thousands of crops in one call)."""
+    sessions = [onnx_runtime_session(p, threads=threads) for p in paths]
+
+    def run(stage: int, x: np.ndarray) -> np.ndarray:
+        if len(x) == 0:
+            return np.zeros((0, 0), dtype=np.float32)
+        return np.concatenate([run_onnx(sessions[stage], x[i : i + chunk]) for i in range(0, len(x), chunk)])
+
+    return run
 
 
 @dataclass(frozen=True)
