@@ -305,8 +305,16 @@ def quantize_version(
     """
     manifest = model.manifest
     scheme = manifest.scheme
+    from train.export.flip import is_flip_averaged
     from train.export.gate import is_gated
 
+    if is_flip_averaged(manifest):
+        int8_source = str(manifest.provenance.config["source"]).replace("@", "-int8@")
+        raise ValueError(
+            f"{manifest.name}/{manifest.version} is flip-averaged: quantize its source and average that "
+            f"int8 variant instead (wingmark flip {int8_source} --float {manifest.name}@{manifest.version} "
+            "...; docs/models.md)"
+        )
     if is_gated(manifest):
         raise ValueError(
             f"{manifest.name}/{manifest.version} is pose-gated: gate its frontal model's int8 variant "
