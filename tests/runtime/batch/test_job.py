@@ -133,19 +133,29 @@ def test_resume_skips_inputs_already_done(landmarker: Landmarker, folder: Path, 
 
 
 def test_cli_interrupt_then_resume(folder: Path, photos: Path, tmp_path: Path) -> None:
-    """A real Ctrl-C (SIGINT) mid-run keeps the finished inputs; the rerun does only the rest. 80 inputs
-    (about 50 ms each): the signal, sent once the progress line says 3 are done, lands while most are still
-    to do (with 20, a loaded machine once finished them all before it arrived)."""
-    n = 80
+    """A real Ctrl-C (SIGINT) mid-run keeps the finished inputs; the rerun does only the rest. 240 inputs
+    (about 20 ms each on an idle machine), so the signal, sent once the progress line says 3 are done, lands
+    while most are still to do. The child gets SIGINT's default action back: a test run started in the
+    background by a non-interactive shell (``pytest &``, nohup) ignores SIGINT, and a child inherits that, so
+    it would finish everything and exit 0."""
+    n = 240
     many = tmp_path / "many"
     many.mkdir()
     src = (photos / FRONTAL[4]).read_bytes()  # a small photo
     for i in range(n):
-        (many / f"p{i:02d}.jpg").write_bytes(src)
+        (many / f"p{i:03d}.jpg").write_bytes(src)
     out = tmp_path / "r.parquet"
     cmd = [sys.executable, "-m", "tools.cli", "batch", str(many), "--out", str(out), "--log-every", "0"]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=REPO)
+    proc = subprocess.Popen(
+        cmd,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=REPO,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     assert proc.stderr is not None
     deadline = time.monotonic() + 60
     for line in proc.stderr:
