@@ -7,7 +7,11 @@
 #   scripts/train_defaults.sh all       # train (in the foreground, both in parallel), then export
 #
 # Environment:
-#   RECIPE         gate (default: faceapi-ibug68 4.4.0 and its int8 variant, pose-gated: the published 4.3.0 for
+#   RECIPE         flip (default: faceapi-ibug68 4.5.0 and faceapi-aflw19 4.3.0 with their int8 variants: the
+#                  published 4.4.0 and 4.2.0 (and their int8 variants) with the last stage averaged over each
+#                  crop and its mirror image by `wingmark flip`; no training, a few minutes; AFLW19_VERSION
+#                  names the 19-point version, FLIP_SOURCE / FLIP_SOURCE_AFLW19 the sources),
+#                  gate (faceapi-ibug68 4.4.0 and its int8 variant, pose-gated: the published 4.3.0 for
 #                  near-frontal faces and a turned-face specialist trained here in three runs, one after the
 #                  other (GATE_CHAIN), exported to runs/gate-store and joined by `wingmark gate`;
 #                  68 points only), v45 (faceapi-ibug68 4.3.0, 4.2.0 trained further with the synthetic faces' jaw
@@ -22,7 +26,7 @@
 #                  weights and detector-sized box perturbation), mixed (2.0.0: synthetic + teacher-labelled
 #                  real faces) or synth (1.0.0). v4, v3 and mixed build the real-face cache with
 #                  `wingmark data real` first if it is missing.
-#   VERSION        version to publish (default 4.4.0 for gate, 4.3.0 for v45, 4.2.0 for v42, 4.1.0 for v41, 4.0.0 for v4, 3.0.0 for v3, 2.0.0 for mixed, 1.0.0 for synth)
+#   VERSION        version to publish (default 4.5.0 for flip, 4.4.0 for gate, 4.3.0 for v45, 4.2.0 for v42, 4.1.0 for v41, 4.0.0 for v4, 3.0.0 for v3, 2.0.0 for mixed, 1.0.0 for synth)
 #   TRAIN_ARGS     extra 'key=value' overrides for both trainings, e.g. "stage1.max_steps=800"
 #   THREADS        torch/OMP threads per training (default 1: the two trainings run side by side)
 #   PYTHON_BIN     default .venv/bin/python
@@ -36,8 +40,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PY=${PYTHON_BIN:-.venv/bin/python}
-RECIPE=${RECIPE:-gate}
+RECIPE=${RECIPE:-flip}
 case "$RECIPE" in
+  flip) VERSION=${VERSION:-4.5.0} ;;
   gate) VERSION=${VERSION:-4.4.0} ;;
   v45) VERSION=${VERSION:-4.3.0} ;;
   v42) VERSION=${VERSION:-4.2.0} ;;
@@ -46,7 +51,7 @@ case "$RECIPE" in
   v3) VERSION=${VERSION:-3.0.0} ;;
   mixed) VERSION=${VERSION:-2.0.0} ;;
   synth) VERSION=${VERSION:-1.0.0} ;;
-  *) echo "RECIPE must be gate, v45, v42, v41, v4, v3, mixed or synth" >&2; exit 2 ;;
+  *) echo "RECIPE must be flip, gate, v45, v42, v41, v4, v3, mixed or synth" >&2; exit 2 ;;
 esac
 THREADS=${THREADS:-1}
 read -r -a EXTRA <<<"${TRAIN_ARGS:-}"
@@ -99,6 +104,22 @@ gate_export() {  # the last run of the chain -> runs/gate-store; then the float 
     --version "$VERSION" --overwrite --json "runs/faceapi-ibug68-int8.gate.json"
 }
 
+# RECIPE=flip: published versions -> the same with the last stage flip-averaged (float, then int8 against it)
+FLIP_SOURCE=${FLIP_SOURCE:-4.4.0}
+FLIP_SOURCE_AFLW19=${FLIP_SOURCE_AFLW19:-4.2.0}
+AFLW19_VERSION=${AFLW19_VERSION:-4.3.0}
+
+flip_export() {
+  local name source version
+  for spec in "faceapi-ibug68:$FLIP_SOURCE:$VERSION" "faceapi-aflw19:$FLIP_SOURCE_AFLW19:$AFLW19_VERSION"; do
+    IFS=: read -r name source version <<<"$spec"
+    "$PY" -m tools.cli flip "$name@$source" --name "$name" --version "$version" --overwrite \
+      --json "runs/$name.flip.json"
+    "$PY" -m tools.cli flip "$name-int8@$source" --name "$name-int8" --version "$version" \
+      --float "$name@$version" --overwrite --json "runs/$name-int8.flip.json"
+  done
+}
+
 export_one() {  # name config run_dir
   local name=$1 run=$3
   echo "$(date -u +%FT%TZ) exporting $name/$VERSION from $run"
@@ -106,12 +127,21 @@ export_one() {  # name config run_dir
     --fp16-weights --overwrite --json "runs/$name.export.json" 2>&1 | tee "runs/$name.export.log"
 }
 
+if [ "$RECIPE" = flip ]; then
+  case "${1:-}" in
+    train) echo "RECIPE=flip trains nothing: it averages published versions (run 'export' or 'all')" ;;
+    export|all) mkdir -p runs; flip_export ;;
+    *) sed -n '2,38p' "$0"; exit 2 ;;
+  esac
+  exit 0
+fi
+
 if [ "$RECIPE" = gate ]; then
   case "${1:-}" in
     train) real_cache; mkdir -p runs; gate_train >>runs/gate.log 2>&1 & echo "started; follow with: tail -f runs/gate.log" ;;
     export) gate_export ;;
     all) real_cache; gate_train; gate_export ;;
-    *) sed -n '2,30p' "$0"; exit 2 ;;
+    *) sed -n '2,38p' "$0"; exit 2 ;;
   esac
   exit 0
 fi
@@ -136,5 +166,5 @@ case "${1:-}" in
     for m in "${MODELS[@]}"; do IFS=: read -r n c r <<<"$m"; export_one "$n" "$c" "$r"; done
     ;;
   *)
-    sed -n '2,30p' "$0"; exit 2 ;;
+    sed -n '2,38p' "$0"; exit 2 ;;
 esac
