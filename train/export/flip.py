@@ -46,6 +46,7 @@ from train.export.parity import compare_outputs, stage_runner
 
 __all__ = [
     "FLIP_KIND",
+    "cost_record",
     "flip_average_outputs",
     "flip_averaged_graph",
     "flip_columns",
@@ -211,6 +212,7 @@ def flip_version(
             evaluation["dataset"],
         )
         evaluation["flip_cost"] = compare_speed(source, paths, cost, log, labels=("source", "flip_averaged"))
+        evaluation["cost"] = cost_record(paths, evaluation["flip_cost"], "flip_averaged")
         if float_version is not None:
             notes = {
                 "int8_source": f"{sm.name}/{sm.version}",
@@ -243,6 +245,27 @@ def flip_version(
     store.verify(published)
     log(f"published {published.path}")
     return published, {"model": f"{name}@{version}", "path": str(published.path), **config, **evaluation}
+
+
+def cost_record(paths: Sequence[Path], speed: Mapping[str, Any], label: str) -> dict[str, Any]:
+    """What a version costs per face: GFLOP per stage and for the cascade, counted from the stage graphs
+    (:func:`model_store.flops.count_flops`: a face a pose gate passes by; a gated face adds the turned-face
+    network's work at each stage), and the cascade's faces/s at each batch size on one ONNX Runtime thread,
+    ``label``'s of ``speed`` (a :func:`train.export.gate.compare_speed` record), with its inputs and CPU."""
+    from model_store.flops import count_flops
+    from runtime.precision import cpu_flags, int8_units
+    from train.export.quantize import _cpu_model
+
+    per_stage = {f"stage{i}": round(count_flops(p)["total"] / 1e9, 4) for i, p in enumerate(paths, start=1)}
+    return {
+        "gflop_per_face": {**per_stage, "cascade": round(sum(per_stage.values()), 4)},
+        "flops_note": "counted from the graphs; a face the pose gate passes by (a gated face adds the turned "
+        "network's work at each stage); a flip-averaged stage counts its network twice",
+        "cascade_faces_per_s": {str(n): v[label] for n, v in speed["cascade_faces_per_s"].items()},
+        "threads": speed["threads"],
+        "inputs": speed["inputs"],
+        "cpu": {"model": _cpu_model(), "flags_int8": int8_units(cpu_flags())},
+    }
 
 
 def _checked(

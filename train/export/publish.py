@@ -51,7 +51,7 @@ from model_store.store import ModelStore, ModelVersion
 from train.data.types import Sample
 from train.export.evaluate import StageGeometry, evaluate_cascade, stage_inputs
 from train.export.onnx import count_ops, export_onnx
-from train.export.parity import ParityReport, compare_outputs, onnx_runtime_session, run_onnx
+from train.export.parity import ParityReport, compare_outputs, onnx_runtime_session, run_onnx, stage_runner
 from train.metrics import DEFAULT_THRESHOLDS
 
 __all__ = [
@@ -307,11 +307,6 @@ def own_calibration(detector: Any, scheme_name: str) -> BoxCalibrationSpec | Non
     return BoxCalibrationSpec(dx=cal.dx, dy=cal.dy, sw=cal.sw, sh=cal.sh, note=f"{name}'s own (real faces)")
 
 
-def _onnx_runner(paths: Sequence[Path]) -> Callable[[int, np.ndarray], np.ndarray]:
-    sessions = [onnx_runtime_session(p) for p in paths]
-    return lambda stage, batch: run_onnx(sessions[stage], batch)
-
-
 def _pytorch_reference(model: nn.Module, batch: np.ndarray) -> np.ndarray:
     with torch.no_grad():
         return model.eval()(torch.from_numpy(np.ascontiguousarray(batch))).numpy()
@@ -410,12 +405,13 @@ def export_run(
 
     geometries = [s.geometry for s in stages]
     thresholds = tuple(config.get("eval", {}).get("thresholds") or DEFAULT_THRESHOLDS)
-    run_published = _onnx_runner([s.onnx_path for s in stages])  # the files as published: every evaluation
+    # the files as published: every evaluation
+    run_published = stage_runner([s.onnx_path for s in stages], threads=1)
     log(f"  evaluating the ONNX cascade on {len(samples)} validation faces")
     evaluation = evaluate_cascade(run_published, geometries, samples, scheme, thresholds=thresholds)
     if fp16_weights:
         fp32_eval = evaluate_cascade(
-            _onnx_runner([s.onnx_fp32_path for s in stages]),
+            stage_runner([s.onnx_fp32_path for s in stages], threads=1),
             geometries,
             samples,
             scheme,

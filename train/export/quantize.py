@@ -34,7 +34,7 @@ from train.export.evaluate import (
     load_synthetic,
     stage_inputs,
 )
-from train.export.parity import onnx_runtime_session, run_onnx
+from train.export.parity import onnx_runtime_session, run_onnx, stage_runner
 from train.export.quantize_graph import activation_type, depthwise_convs, split_shared_activation_inputs
 
 __all__ = [
@@ -232,11 +232,6 @@ def measure_speed(
     return result
 
 
-def _runner(paths: Sequence[Path]) -> Callable[[int, np.ndarray], np.ndarray]:
-    sessions = [onnx_runtime_session(p) for p in paths]
-    return lambda stage, batch: run_onnx(sessions[stage], batch)
-
-
 def load_real(root: Path, split: str, scheme: str, limit: int | None = None) -> list[Sample]:
     """The kept real faces of ``split`` (``train.data.real.RealFaces``; teacher labels), as ``scheme``
     samples: ``aflw19`` points are the 68 points' groups (``model_store.meanshape.aflw19_from_68``),
@@ -350,7 +345,7 @@ def quantize_version(
         log(f"  + {len(real_calib)} real calibration faces (train split of {real_root})")
     inputs: list[np.ndarray] = []
     if mode == "static":
-        float_runner = _runner(float_paths)
+        float_runner = stage_runner(float_paths, threads=1)
         inputs = calibration_inputs(float_runner, geometries, calib, scheme)
         if real_calib:
             real_inputs = calibration_inputs(float_runner, geometries, real_calib, scheme)
@@ -393,7 +388,7 @@ def quantize_version(
     if real_root is not None:
         real_spec = {"kind": "real", "root": str(real_root), "split": "test"}
         sets["real_test"] = (real_spec, load_real(real_root, "test", scheme))
-    run_float, run_int8 = _runner(float_paths), _runner(q_paths)
+    run_float, run_int8 = stage_runner(float_paths, threads=1), stage_runner(q_paths, threads=1)
     evaluations: dict[str, Any] = {}
     for set_name, (set_spec, samples) in sets.items():
         log(f"  evaluating float and int8 cascades on {len(samples)} {set_name} faces")

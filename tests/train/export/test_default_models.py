@@ -42,6 +42,10 @@ def test_default_model_is_published_and_intact(store, scheme, name):
         # stage averages each crop with its mirror; as recorded at publish time it beats its source on every
         # set, the real held-out photos included; the source's own record is read below
         assert config["stages"] == [len(m.stages)]
+        # what a face costs, recorded at publish time: GFLOP counted from the graphs, faces/s on one thread
+        cost = m.evaluation["cost"]
+        assert 0.1 < cost["gflop_per_face"]["cascade"] < 1.0 and cost["threads"] == 1
+        assert all(v > 50 for v in cost["cascade_faces_per_s"].values())
         for result in (m.evaluation, m.evaluation["test"], *m.evaluation["sets"].values()):
             assert result["final"]["nme"] < result["source_alone"]["nme"]
         source = store.resolve(*config["source"].split("@")).manifest

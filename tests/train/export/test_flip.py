@@ -134,6 +134,10 @@ def test_a_flip_averaged_version_is_published_checked_and_recorded(flipped) -> N
     assert ev["final"]["n"] == 32 and ev["final"]["nme"] != ev["source_alone"]["nme"]
     speeds = {str(k): v for k, v in ev["flip_cost"]["cascade_faces_per_s"].items()}
     assert set(speeds["1"]) == {"source", "flip_averaged"}
+    # FLOPs counted from the graphs: stage 2 runs its network on the crop and on its mirror
+    gflop = ev["cost"]["gflop_per_face"]
+    assert gflop["stage2"] == pytest.approx(2 * gflop["stage1"], rel=0.02) and gflop["stage1"] > 0.05
+    assert ev["cost"]["cascade_faces_per_s"]["1"] == speeds["1"]["flip_averaged"]
 
 
 def test_the_runtime_serves_a_flip_averaged_version_and_quantize_refuses_it(flipped) -> None:
