@@ -29,7 +29,6 @@ from __future__ import annotations
 import json
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +37,18 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from model_store.cascade import CascadeGeometry
-from model_store.manifest import Manifest, Provenance, StageSpec, sha256_file
+from model_store.manifest import Manifest, StageSpec
 from model_store.schemes import get_scheme
 from model_store.store import ModelStore, ModelVersion
-from train.export.gate import compare_speed, evaluation_layout, int8_variant_record, prefixed_graph
+from train.export.gate import (
+    compare_speed,
+    evaluation_layout,
+    int8_variant_record,
+    prefixed_graph,
+    publish_derived,
+    stage_model,
+    stage_spec,
+)
 from train.export.parity import compare_outputs, stage_runner
 
 __all__ = [
@@ -122,16 +129,7 @@ def flip_averaged_graph(
     graph = helper.make_graph(
         nodes, "flip_averaged_stage", [inp], [out], initializer=[*net.initializer, *inits]
     )
-    model_out = helper.make_model(
-        graph, opset_imports=[helper.make_opsetid(o.domain, o.version) for o in model.opset_import]
-    )
-    model_out.ir_version = model.ir_version
-    props = {p.key: p.value for p in model.metadata_props}
-    props.update(metadata or {})
-    for key, value in props.items():
-        model_out.metadata_props.append(onnx.StringStringEntryProto(key=key, value=value))
-    onnx.checker.check_model(model_out)
-    return model_out
+    return stage_model(graph, [model], metadata)
 
 
 def is_flip_averaged(manifest: Manifest) -> bool:
@@ -168,7 +166,6 @@ def flip_version(
 
     ``float_version``: the flip-averaged float version this one is the int8 variant of (``source`` is then
     an int8 variant); the manifest gets the record an int8 variant carries (:func:`int8_variant_record`)."""
-    from train.export.publish import _code_version, config_sha256
 
     sm = source.manifest
     count = len(sm.stages)
@@ -200,11 +197,7 @@ def flip_version(
                 path = Path(tmp) / st.file.replace(".onnx", ".flip.onnx")
                 onnx.save(graph, str(path))
             files[path.name] = path
-            specs.append(
-                StageSpec(
-                    **{**st.model_dump(), "file": path.name, "sha256": sha256_file(path), "checkpoint": None}
-                )
-            )
+            specs.append(stage_spec(st, path))
         paths = list(files.values())
         evaluation = _evaluate(source, paths, chosen, eval_specs, log)
         cost = next(
@@ -221,29 +214,21 @@ def flip_version(
             evaluation["quantization"] = int8_variant_record(
                 float_version, source, evaluation, paths, max_relative_loss, log, notes
             )
-        manifest = Manifest(
-            name=name,
-            version=version,
-            scheme=sm.scheme,
-            stages=specs,
-            box_calibrations=sm.box_calibrations,
-            provenance=Provenance(
-                config=config,
-                config_sha256=config_sha256(config),
-                data=dict(sm.provenance.data),
-                created=datetime.now(UTC),
-                code_version=_code_version(),
-            ),
-            evaluation={
-                **{k: v for k, v in sm.evaluation.items() if k.startswith("box_calibration")},
-                **evaluation,
-            },
-            description=description
+        published = publish_derived(
+            store,
+            sm,
+            name,
+            version,
+            files,
+            specs,
+            config,
+            sm.provenance.data,
+            evaluation,
+            description
             or f"{sm.description}; stage {', '.join(map(str, chosen))} averaged with its mirrored crop",
+            overwrite=overwrite,
+            log=log,
         )
-        published = store.publish(manifest, files, overwrite=overwrite)
-    store.verify(published)
-    log(f"published {published.path}")
     return published, {"model": f"{name}@{version}", "path": str(published.path), **config, **evaluation}
 
 

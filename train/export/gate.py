@@ -62,10 +62,13 @@ __all__ = [
     "int8_variant_record",
     "is_gated",
     "prefixed_graph",
+    "publish_derived",
     "resolve_spec",
     "run_lineage",
     "shape_features",
     "simulate_gated",
+    "stage_model",
+    "stage_spec",
 ]
 
 GATE_KIND = "pose_gate"  # provenance.config["kind"] of a gated version
@@ -227,10 +230,20 @@ def gated_graph(
         [out],
         initializer=[*f.initializer, *t.initializer, *inits],
     )
-    opsets = {o.domain: o.version for o in [*frontal.opset_import, *turned.opset_import]}
+    return stage_model(graph, [frontal, turned], metadata)
+
+
+def stage_model(
+    graph: onnx.GraphProto, sources: Sequence[onnx.ModelProto], metadata: Mapping[str, str] | None = None
+) -> onnx.ModelProto:
+    """A stage graph built from the ``sources``' graphs as a checked model: their opsets (the highest version
+    of each domain) and IR version, the first source's metadata updated by ``metadata``."""
+    opsets: dict[str, int] = {}
+    for o in (o for m in sources for o in m.opset_import):
+        opsets[o.domain] = max(opsets.get(o.domain, 0), o.version)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets.items()])
-    model.ir_version = max(frontal.ir_version, turned.ir_version)
-    props = {p.key: p.value for p in frontal.metadata_props}
+    model.ir_version = max(m.ir_version for m in sources)
+    props = {p.key: p.value for p in sources[0].metadata_props}
     props.update(metadata or {})
     for key, value in props.items():
         model.metadata_props.append(onnx.StringStringEntryProto(key=key, value=value))
@@ -359,7 +372,6 @@ def gate_version(
     int8 variant, ``wingmark quantize``); the sets default to its, and the manifest gets the quantisation
     record an int8 variant carries (its NME against the float version's per set, refused past
     ``max_relative_loss``; the cascade's speed against it on the validation set's crops)."""
-    from train.export.publish import _code_version, config_sha256
 
     fm, tm = frontal.manifest, turned.manifest
     _check_pair(fm, tm)
@@ -397,11 +409,7 @@ def gate_version(
             path = Path(tmp) / a.file.replace(".onnx", ".gated.onnx")
             onnx.save(graph, str(path))
             files[path.name] = path
-            specs.append(
-                StageSpec(
-                    **{**a.model_dump(), "file": path.name, "sha256": sha256_file(path), "checkpoint": None}
-                )
-            )
+            specs.append(stage_spec(a, path))
         gated_paths = list(files.values())
         evaluation = _evaluate(
             float_version or frontal, frontal, turned, gated_paths, heads, threshold, eval_specs, log
@@ -414,33 +422,76 @@ def gate_version(
             evaluation["quantization"] = int8_variant_record(
                 float_version, frontal, evaluation, gated_paths, max_relative_loss, log, notes
             )
-        manifest = Manifest(
-            name=name,
-            version=version,
-            scheme=fm.scheme,
-            stages=specs,
-            box_calibrations=fm.box_calibrations,
-            provenance=Provenance(
-                config=config,
-                config_sha256=config_sha256(config),
-                data=gate_data_provenance(fm, tm),
-                created=datetime.now(UTC),
-                code_version=_code_version(),
-            ),
-            evaluation={
-                **{k: v for k, v in fm.evaluation.items() if k.startswith("box_calibration")},
-                **evaluation,
-            },
-            description=description
+        published = publish_derived(
+            store,
+            fm,
+            name,
+            version,
+            files,
+            specs,
+            config,
+            gate_data_provenance(fm, tm),
+            evaluation,
+            description
             or (
                 f"{fm.description}; turned faces (|yaw| >= {threshold:g} degrees by the stage's yaw head) "
                 f"by {tm.name}/{tm.version}"
             ),
+            overwrite=overwrite,
+            log=log,
         )
-        published = store.publish(manifest, files, overwrite=overwrite)
+    return published, {"model": f"{name}@{version}", "path": str(published.path), **config, **evaluation}
+
+
+def stage_spec(base: StageSpec, path: Path) -> StageSpec:
+    """``base``'s geometry for the stage file at ``path`` (its name and hash; no checkpoint)."""
+    return StageSpec(
+        **{**base.model_dump(), "file": path.name, "sha256": sha256_file(path), "checkpoint": None}
+    )
+
+
+def publish_derived(
+    store: ModelStore,
+    base: Manifest,
+    name: str,
+    version: str,
+    files: Mapping[str, Path],
+    stages: Sequence[StageSpec],
+    config: Mapping[str, Any],
+    data: Mapping[str, Any],
+    evaluation: Mapping[str, Any],
+    description: str,
+    *,
+    overwrite: bool = False,
+    log: Callable[[str], None] = print,
+) -> ModelVersion:
+    """Publish a version whose stage files were built from published ones (gated, flip-averaged): ``base``'s
+    scheme and box calibrations (and their evaluation records), ``config`` as its provenance, then verify."""
+    from train.export.publish import _code_version, config_sha256
+
+    manifest = Manifest(
+        name=name,
+        version=version,
+        scheme=base.scheme,
+        stages=list(stages),
+        box_calibrations=base.box_calibrations,
+        provenance=Provenance(
+            config=dict(config),
+            config_sha256=config_sha256(dict(config)),
+            data=dict(data),
+            created=datetime.now(UTC),
+            code_version=_code_version(),
+        ),
+        evaluation={
+            **{k: v for k, v in base.evaluation.items() if k.startswith("box_calibration")},
+            **evaluation,
+        },
+        description=description,
+    )
+    published = store.publish(manifest, dict(files), overwrite=overwrite)
     store.verify(published)
     log(f"published {published.path}")
-    return published, {"model": f"{name}@{version}", "path": str(published.path), **config, **evaluation}
+    return published
 
 
 def run_lineage(config: Mapping[str, Any], configs: Path = Path("train/configs")) -> list[dict[str, Any]]:
