@@ -7,9 +7,6 @@ import numpy as np
 import pytest
 
 from model_store.store import DEFAULT_MODELS, ModelStore, default_root
-from runtime import Landmarker
-from runtime.backends import create_backend
-from train.export.evaluate import evaluate_landmarker, load_synthetic
 from train.export.flip import FLIP_KIND
 from train.export.gate import GATE_KIND
 
@@ -107,15 +104,10 @@ def test_default_models_are_small(store):
 
 
 @pytest.mark.parametrize("name", sorted(DEFAULT_MODELS.values()))
-def test_default_model_served_by_onnxruntime_reproduces_its_nme(store, name):
+def test_default_model_served_by_onnxruntime_reproduces_its_nme(store, name, served):
     model = store.resolve(name)
     m = model.manifest
-    samples = load_synthetic(dict(m.evaluation["dataset"]), m.scheme)  # the whole recorded validation set
-    landmarker = Landmarker(model, create_backend("onnxruntime", model, device="cpu", max_batch_size=16))
-    try:
-        report = evaluate_landmarker(landmarker, samples)
-    finally:
-        landmarker.close()
+    report = served(model)  # the whole recorded validation set
     # the recorded validation set, same runtime: every stage's NME is the recorded one, within 0.02 NME
     # points (issue 24's bound): the figures were recorded with the float32 crop, the runtime now cuts
     # uint8 crops (model_store.crop; docs/crop_nme.json: the defaults move by about 0.001 points)

@@ -10,12 +10,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
 from model_store.schemes import get_scheme
 from model_store.store import ModelStore, default_root
-from runtime import Landmarker
-from runtime.backends import create_backend
+from tests.train.export.conftest import linear_net
 from train.export.flip import (
     flip_average_outputs,
     flip_averaged_graph,
@@ -53,21 +51,6 @@ def test_the_mean_with_the_mirror_cancels_a_sideways_bias() -> None:
     assert averaged == pytest.approx(np.array([[1.5 / 8, 0.4], [6.5 / 8, 0.4]]))
 
 
-def _linear_net(weights: np.ndarray, size: int) -> onnx.ModelProto:
-    """input [N, 3, size, size] -> Flatten -> MatMul -> output [N, 2K] (a stand-in stage network)."""
-    graph = helper.make_graph(
-        [
-            helper.make_node("Flatten", ["input"], ["flat"]),
-            helper.make_node("MatMul", ["flat", "w"], ["output"]),
-        ],
-        "net",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, size, size])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", weights.shape[1]])],
-        initializer=[numpy_helper.from_array(weights.astype(np.float32), "w")],
-    )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-
-
 def _session(model: onnx.ModelProto, path: Path) -> object:
     onnx.save(model, str(path))
     return onnx_runtime_session(path)
@@ -77,7 +60,7 @@ def _session(model: onnx.ModelProto, path: Path) -> object:
 def test_flip_averaged_graph_computes_the_numpy_mean(tmp_path: Path, batch: int) -> None:
     rng = np.random.default_rng(3)
     size, perm = 5, np.array([3, 1, 2, 0, 4])
-    net = _linear_net(rng.normal(size=(3 * size * size, 2 * len(perm))) * 0.1, size)
+    net = linear_net(rng.normal(size=(3 * size * size, 2 * len(perm))) * 0.1, size)
     source = _session(net, tmp_path / "net.onnx")
     graph = _session(flip_averaged_graph(net, perm, {"wingmark.stage": "2"}), tmp_path / "flip.onnx")
     x = rng.normal(size=(batch, 3, size, size)).astype(np.float32)
@@ -140,17 +123,10 @@ def test_a_flip_averaged_version_is_published_checked_and_recorded(flipped) -> N
     assert ev["cost"]["cascade_faces_per_s"]["1"] == speeds["1"]["flip_averaged"]
 
 
-def test_the_runtime_serves_a_flip_averaged_version_and_quantize_refuses_it(flipped) -> None:
+def test_the_runtime_serves_a_flip_averaged_version_and_quantize_refuses_it(flipped, served) -> None:
     store, version = flipped
     ev = version.manifest.evaluation
-    from train.export.evaluate import evaluate_landmarker, load_synthetic
-
-    samples = load_synthetic(dict(ev["dataset"]), "aflw19")
-    landmarker = Landmarker(version, create_backend("onnxruntime", version, device="cpu", max_batch_size=4))
-    try:
-        report = evaluate_landmarker(landmarker, samples, batch_size=4)
-    finally:
-        landmarker.close()
+    report = served(version, batch_size=4)  # the flip inside the graph is per face: batches of 4 agree
     assert report["final"]["nme"] == pytest.approx(ev["final"]["nme"], abs=2e-4)
     with pytest.raises(ValueError, match="flip-averaged"):
         quantize_version(version, store, log=lambda _: None)

@@ -9,11 +9,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
 from model_store.store import ModelStore, default_root
-from runtime import Landmarker
-from runtime.backends import create_backend
+from tests.train.export.conftest import linear_net
 from train.export.gate import (
     YawHead,
     fit_yaw_head,
@@ -64,28 +62,12 @@ def test_gate_takes_the_turned_rows_at_and_above_the_threshold() -> None:
     assert gate_stage_outputs(frontal, turned, head, 35.0)[1].tolist() == [True, False, True]  # |-35|
 
 
-def _linear_net(weights: np.ndarray, size: int) -> onnx.ModelProto:
-    """input [N, 3, size, size] -> Flatten -> MatMul -> output [N, 2K] (a stand-in stage network)."""
-    w = numpy_helper.from_array(weights.astype(np.float32), "w")
-    graph = helper.make_graph(
-        [
-            helper.make_node("Flatten", ["input"], ["flat"]),
-            helper.make_node("MatMul", ["flat", "w"], ["output"]),
-        ],
-        "net",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, size, size])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", weights.shape[1]])],
-        initializer=[w],
-    )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-
-
 @pytest.mark.parametrize("share", ["some", "none", "all"])
 @pytest.mark.parametrize("batch", [1, 9])
 def test_gated_graph_computes_the_numpy_gate(tmp_path: Path, share: str, batch: int) -> None:
     rng = np.random.default_rng(2)
     size, k2 = 4, 10
-    frontal, turned = (_linear_net(rng.normal(size=(3 * size * size, k2)), size) for _ in range(2))
+    frontal, turned = (linear_net(rng.normal(size=(3 * size * size, k2)), size) for _ in range(2))
     x = rng.normal(size=(batch, 3, size, size)).astype(np.float32)
     head = YawHead(rng.normal(scale=30.0, size=k2), 3.0)
     out_f = run_onnx(onnx_runtime_session(_save(frontal, tmp_path / "f.onnx")), x)
@@ -162,17 +144,10 @@ def test_a_gated_version_is_published_checked_and_recorded(gated) -> None:
     assert ev["final"]["nme"] != ev["frontal_alone"]["nme"]
 
 
-def test_the_runtime_serves_a_gated_version_and_quantize_refuses_it(gated) -> None:
+def test_the_runtime_serves_a_gated_version_and_quantize_refuses_it(gated, served) -> None:
     store, version = gated
     ev = version.manifest.evaluation
-    from train.export.evaluate import evaluate_landmarker, load_synthetic
-
-    samples = load_synthetic(dict(ev["dataset"]), "ibug68")
-    landmarker = Landmarker(version, create_backend("onnxruntime", version, device="cpu", max_batch_size=8))
-    try:
-        report = evaluate_landmarker(landmarker, samples, batch_size=8)
-    finally:
-        landmarker.close()
+    report = served(version, batch_size=8)
     # batches of 8 through the runtime's backend give the recorded figure (gating is per face)
     assert report["final"]["nme"] == pytest.approx(ev["final"]["nme"], abs=2e-4)
     with pytest.raises(ValueError, match="pose-gated"):
