@@ -67,19 +67,32 @@ def _repose(argv: list[str]) -> int:
         "'kind: repose' datasets), and optionally a preview grid of re-posed faces.",
     )
     parser.add_argument("--cache-dir", type=Path, default=default_cache(), help="the real-face cache")
-    parser.add_argument("--out", type=Path, default=None, help="default: <cache-dir>/../repose")
+    parser.add_argument(
+        "--split",
+        choices=["train", "test"],
+        default="train",
+        help="whose faces: the training split (re-posed training data), or the held-out people's (only "
+        "to evaluate on turned real faces: 'kind: repose, split: test')",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="default: <cache-dir>/../repose (test: ../repose-test)"
+    )
     parser.add_argument("--preview", type=Path, default=None, help="write a preview grid (JPEG) here")
     args = parser.parse_args(argv)
-    out = args.out or args.cache_dir.resolve().parent / "repose"
-    path = build_mesh3d(args.cache_dir, out)
+    if args.preview is not None and args.split != "train":
+        parser.error("--preview shows re-posed training faces (--split train)")
+    folder = "repose" if args.split == "train" else f"repose-{args.split}"
+    out = args.out or args.cache_dir.resolve().parent / folder
+    path = build_mesh3d(args.cache_dir, out, split=args.split)
     rows, _, digest = load_mesh3d(path)
     from train.data.real import RealFaces
 
-    train = RealFaces(args.cache_dir, "train")
+    faces = RealFaces(args.cache_dir, args.split)
     report = {
         "mesh3d": str(path),
-        "train_faces": len(train),
-        "with_mesh": sum(f.meta["id"] in rows for f in train.faces),
+        "split": args.split,
+        f"{args.split}_faces": len(faces),
+        "with_mesh": sum(f.meta["id"] in rows for f in faces.faces),
         "digest": digest,
     }
     if args.preview is not None:

@@ -11,7 +11,12 @@ normalisers, and the inter-ocular NME of each face region (jaw, brows, nose, eye
         --out docs/yaw_errors_ibug68.json
 
 A published version (``[STORE_DIR:]NAME@VERSION``, e.g. ``faceapi-ibug68@4.4.0``) runs through the runtime
-(ONNX Runtime, from the tight box of the labels) instead of a run's checkpoints.
+(ONNX Runtime, from the tight box of the labels) instead of a run's checkpoints. ``--data`` takes another
+dataset spec, e.g. the held-out people's real faces re-posed to large yaws (``wingmark data repose --split
+test`` first):
+
+    python -m tools.studies.yaw_errors faceapi-ibug68@4.3.0 faceapi-ibug68@4.5.0 \\
+        --data '{"kind": "repose", "split": "test", "per_face": 4, "seed": 7, "yaw_max": 75}'
 """
 
 from __future__ import annotations
@@ -29,7 +34,16 @@ from train.data.real import REGIONS as REGIONS_68  # iBUG 68-point regions (half
 from train.data.render import JAW_CONVENTIONS
 from train.metrics import YAW_EDGES, yaw_bin_labels
 
-__all__ = ["main", "yaw_error_table"]
+__all__ = ["DATA_LABELS", "main", "yaw_error_table"]
+
+# what the labels of a --data set are
+DATA_LABELS = {
+    "synthetic": "exact (renderer)",
+    "repose": "re-posed real faces: the photo's teacher labels (dlib's 68 points where MediaPipe agrees) "
+    "carried through MediaPipe's 3-D face mesh to the new pose, jaw on the visible outline; neither human "
+    "nor exact",
+    "real": "teacher labels (dlib's 68 points where MediaPipe agrees), not human ground truth",
+}
 
 
 def yaw_error_table(
@@ -128,9 +142,16 @@ def main(argv: list[str] | None = None) -> int:
         default="surface",
         help="the test labels' jaw: at the projected 3-D points or on the visible outline (300-W)",
     )
+    ap.add_argument(
+        "--data",
+        type=json.loads,
+        default=None,
+        help="a JSON dataset spec instead of the synthetic test set, e.g. re-posed held-out real faces: "
+        '\'{"kind": "repose", "split": "test", "per_face": 4, "seed": 7, "yaw_max": 75}\'',
+    )
     ap.add_argument("--out", type=Path, default=None, help="JSON report (default: print only)")
     args = ap.parse_args(argv)
-    spec = {
+    spec: dict[str, Any] = {
         "kind": "synthetic",
         "num": args.num,
         "seed": args.seed,
@@ -139,6 +160,9 @@ def main(argv: list[str] | None = None) -> int:
         "jaw": args.jaw,
     }
     labels = "exact (renderer)" + (", jaw on the visible outline" if args.jaw == "contour" else "")
+    if args.data is not None:
+        spec = dict(args.data)
+        labels = DATA_LABELS.get(str(spec.get("kind")), "as the dataset kind gives them")
     report: dict[str, Any] = {"data": spec, "labels": labels, "runs": []}
     for run in args.runs:
         table = _model_table(run, spec) if "@" in run else _run_table(Path(run), spec)

@@ -536,9 +536,11 @@ class ReposedFaces(RenderedFaces):
 
     Sample ``i`` is face ``i // per_face`` at the pose drawn from ``np.random.default_rng([seed, i])``,
     ``image_size`` pixels square, in ``scheme`` (ibug68, or aflw19 from the 68 points), kept as
-    ``.npz`` under ``cache_dir`` like the synthetic and scan faces. Only ``split == "train"`` faces are
-    ever used: re-posing a test face would put its person into training. ``max_faces`` keeps that many
-    faces, taken in turns from each identity (a few people's video frames do not dominate).
+    ``.npz`` under ``cache_dir`` like the synthetic and scan faces. ``split`` is ``"train"`` for training
+    data; ``"test"`` re-poses the held-out people's faces (meshes built with ``wingmark data repose --split
+    test``, a separate mesh file) to *evaluate* on turned real faces, and must never be part of a training
+    mix: it would put those people into training. ``max_faces`` keeps that many faces, taken in turns from
+    each identity (a few people's video frames do not dominate).
     """
 
     def __init__(
@@ -553,6 +555,7 @@ class ReposedFaces(RenderedFaces):
         cache_dir: Path | str | None = None,
         sources: Sequence[str] | None = None,
         max_faces: int | None = None,
+        split: str = "train",
     ) -> None:
         from train.data.real import RealFaces
 
@@ -565,7 +568,9 @@ class ReposedFaces(RenderedFaces):
             raise ValueError(f"image_size must be >= 32, got {image_size}")
         self.mesh_path = Path(mesh3d)
         rows, _, digest = load_mesh3d(self.mesh_path)
-        self.real = RealFaces(root, "train", sources=sources)
+        if split not in {"train", "test"}:
+            raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        self.real, self.split = RealFaces(root, split, sources=sources), split
         self.faces = [k for k, f in enumerate(self.real.faces) if f.meta["id"] in rows]
         if max_faces is not None and len(self.faces) > max_faces:
             self.faces = _balanced(
@@ -592,10 +597,14 @@ class ReposedFaces(RenderedFaces):
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any], scheme: str) -> ReposedFaces:
         """From a dataset spec ``{kind: repose, root, mesh3d, per_face, seed, image_size, yaw_max,
-        pitch_max, outward, jaw (contour | surface), cache_dir, sources, max_faces}`` (``mesh3d``
-        default ``<root>/../repose/mesh3d.npz``)."""
+        pitch_max, outward, jaw (contour | surface), cache_dir, sources, max_faces, split}`` (``mesh3d``
+        default ``<root>/../repose/mesh3d.npz``, for ``split: test`` ``<root>/../repose-test/mesh3d.npz``)."""
         root = Path(spec.get("root", "cache/real"))
-        mesh3d = spec.get("mesh3d") or root.parent / "repose" / MESH3D_FILE
+        split = str(spec.get("split", "train"))
+        mesh3d = (
+            spec.get("mesh3d")
+            or root.parent / ("repose" if split == "train" else f"repose-{split}") / MESH3D_FILE
+        )
         options = ReposeOptions(
             yaw_max=float(spec.get("yaw_max", 75.0)),
             pitch_max=float(spec.get("pitch_max", 30.0)),
@@ -614,6 +623,7 @@ class ReposedFaces(RenderedFaces):
             cache_dir=spec.get("cache_dir"),
             sources=list(sources) if sources is not None else None,
             max_faces=int(spec["max_faces"]) if spec.get("max_faces") is not None else None,
+            split=split,
         )
 
     def face_ids(self) -> list[str]:
@@ -648,7 +658,7 @@ class ReposedFaces(RenderedFaces):
                 w = w[np.asarray(get_scheme("ibug68").flip_permutation)]
             keep["point_weights68"] = [round(float(v), 5) for v in w]
         p19 = aflw19_from_68(out.points.astype(np.float64)).astype(np.float32)
-        return out.image, out.points, p19, {**keep, **meta, "split": "train"}
+        return out.image, out.points, p19, {**keep, **meta, "split": self.split}
 
     def _load(self, index: int) -> Sample:
         """As :class:`RenderedFaces`, with the photo's per-point weights (``meta["point_weights68"]``)

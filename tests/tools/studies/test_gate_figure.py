@@ -28,3 +28,17 @@ def test_yaw_errors_reads_a_published_version(tmp_path: Path) -> None:
     (run,) = json.loads(out.read_text())["runs"]
     assert run["run"] == "faceapi-ibug68@4.4.0" and run["stages"] == ["faceapi68", "faceapi68"]
     assert run["stage2"]["all"]["n"] == 12 and run["stage2"]["all"]["nme"] < run["stage1"]["all"]["nme"]
+
+
+def test_yaw_errors_on_re_posed_held_out_faces(tmp_path: Path) -> None:
+    """``--data`` replaces the synthetic test set: here the fixture cache's two held-out faces re-posed
+    three times each; the report names the labels (teacher labels carried through the mesh)."""
+    fixture = Path(__file__).resolve().parents[2] / "fixtures" / "real"
+    data = {"kind": "repose", "root": str(fixture), "mesh3d": str(fixture / "repose" / "mesh3d.npz"),
+            "split": "test", "per_face": 3, "seed": 2, "image_size": 128}  # fmt: skip
+    out = tmp_path / "yaw.json"
+    assert yaw_errors.main(["faceapi-ibug68@4.5.0", "--data", json.dumps(data), "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["data"] == data and report["labels"] == yaw_errors.DATA_LABELS["repose"]
+    (run,) = report["runs"]
+    assert run["stage2"]["all"]["n"] == 6 and 0 < run["stage2"]["all"]["nme"] < 1

@@ -4,6 +4,7 @@ on the real-cache fixture (tests/fixtures/real, with tests/fixtures/real/repose/
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -374,3 +375,30 @@ def test_jaw_surface_option_carries_the_far_jaw_instead_of_marching_it() -> None
     a = ReposedFaces.from_spec({"root": str(FIXTURE), "mesh3d": str(MESH3D), "jaw": "surface"}, "ibug68")
     b = ReposedFaces.from_spec({"root": str(FIXTURE), "mesh3d": str(MESH3D)}, "ibug68")
     assert a.options.jaw == "surface" and a._key != b._key
+
+
+def test_the_held_out_split_is_reposed_only_when_asked(tmp_path: Path) -> None:
+    """``split: test`` re-poses the held-out people's faces (to evaluate on turned real faces); the default
+    stays the training split, and the CLI builds the test meshes in their own file."""
+    from tools.data import main
+    from train.dataset import load_samples
+
+    spec = {"kind": "repose", "root": str(FIXTURE), "mesh3d": str(MESH3D), "per_face": 2, "seed": 3,
+            "image_size": 40, "workers": 1}  # fmt: skip
+    held_out = load_samples({**spec, "split": "test"}, "ibug68", progress=False)
+    assert {s.meta["id"] for s in held_out} == {"beta/b1_1", "beta/b2_1"}
+    assert all(s.meta["split"] == "test" for s in held_out)
+    assert {s.meta["id"] for s in load_samples(spec, "ibug68", progress=False)} == {
+        "alpha/a1_1",
+        "alpha/a2_1",
+    }
+    with pytest.raises(ValueError, match="split"):
+        ReposedFaces("ibug68", FIXTURE, MESH3D, 1, 0, split="val")
+    out = tmp_path / "repose-test"
+    out.mkdir()
+    shutil.copy(MESH3D, out / "mesh3d.npz")  # every face has a mesh: MediaPipe is not needed
+    assert main(["repose", "--cache-dir", str(FIXTURE), "--split", "test", "--out", str(out)]) == 0
+    report = json.loads((out / "mesh3d.npz.json").read_text())
+    assert report["split"] == "test" and report["test_faces"] == 2 and report["with_mesh"] == 2
+    with np.load(out / "mesh3d.npz") as z:
+        assert sorted(str(i) for i in z["ids"]) == ["beta/b1_1", "beta/b2_1"]
