@@ -114,12 +114,14 @@ def flip_averaged_graph(
         const("flip/offset", offset),
         const("flip/half", np.array(0.5, dtype=np.float32)),
     ]
+    opset = max((o.version for o in model.opset_import if o.domain in {"", "ai.onnx"}), default=0)
+    halves: dict[str, Any] = {"num_outputs": 2} if opset >= 18 else {}  # equal halves: opset 18 wants it
     n = helper.make_node
     nodes = [
         n("Gather", [inp.name, "flip/width_index"], ["flip/mirrored"], name="flip/mirror", axis=3),
         n("Concat", [inp.name, "flip/mirrored"], ["flip/both"], name="flip/concat", axis=0),
         *net.node,
-        n("Split", [net.output[0].name], ["flip/a", "flip/b"], name="flip/split", axis=0),
+        n("Split", [net.output[0].name], ["flip/a", "flip/b"], name="flip/split", axis=0, **halves),
         n("Gather", ["flip/b", "flip/columns"], ["flip/b_perm"], name="flip/permute", axis=1),
         n("Mul", ["flip/b_perm", "flip/scale"], ["flip/b_scaled"], name="flip/negate_x"),
         n("Add", ["flip/b_scaled", "flip/offset"], ["flip/b_back"], name="flip/unmirror"),

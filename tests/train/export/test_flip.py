@@ -56,13 +56,18 @@ def _session(model: onnx.ModelProto, path: Path) -> object:
     return onnx_runtime_session(path)
 
 
-@pytest.mark.parametrize("batch", [0, 1, 7])
-def test_flip_averaged_graph_computes_the_numpy_mean(tmp_path: Path, batch: int) -> None:
+@pytest.mark.parametrize(("batch", "opset"), [(0, 17), (1, 17), (7, 17), (7, 18)])
+def test_flip_averaged_graph_computes_the_numpy_mean(tmp_path: Path, batch: int, opset: int) -> None:
     rng = np.random.default_rng(3)
     size, perm = 5, np.array([3, 1, 2, 0, 4])
     net = linear_net(rng.normal(size=(3 * size * size, 2 * len(perm))) * 0.1, size)
+    net.opset_import[0].version = opset  # Split takes num_outputs from opset 18 on
     source = _session(net, tmp_path / "net.onnx")
-    graph = _session(flip_averaged_graph(net, perm, {"wingmark.stage": "2"}), tmp_path / "flip.onnx")
+    flipped = flip_averaged_graph(net, perm, {"wingmark.stage": "2"})
+    # ONNX 18's Split names its equal halves (ONNX Runtime also runs it without, other runtimes may not)
+    (split,) = [node for node in flipped.graph.node if node.op_type == "Split"]
+    assert any(a.name == "num_outputs" for a in split.attribute) == (opset >= 18)
+    graph = _session(flipped, tmp_path / "flip.onnx")
     x = rng.normal(size=(batch, 3, size, size)).astype(np.float32)
     got = run_onnx(graph, x)
     assert got.shape == (batch, 2 * len(perm))
