@@ -43,9 +43,11 @@ from model_store.store import ModelStore, ModelVersion
 from train.export.gate import (
     compare_speed,
     evaluation_layout,
+    evaluation_specs,
     int8_variant_record,
     prefixed_graph,
     publish_derived,
+    real_set,
     stage_model,
     stage_spec,
 )
@@ -202,10 +204,7 @@ def flip_version(
             specs.append(stage_spec(st, path))
         paths = list(files.values())
         evaluation = _evaluate(source, paths, chosen, eval_specs, log)
-        cost = next(
-            (v["dataset"] for v in evaluation.get("sets", {}).values() if v["dataset"].get("kind") == "real"),
-            evaluation["dataset"],
-        )
+        cost = real_set(evaluation) or evaluation["dataset"]
         evaluation["flip_cost"] = compare_speed(source, paths, cost, log, labels=("source", "flip_averaged"))
         evaluation["cost"] = cost_record(paths, evaluation["flip_cost"], "flip_averaged")
         if float_version is not None:
@@ -292,12 +291,7 @@ def _evaluate(
     from train.metrics import DEFAULT_THRESHOLDS
 
     sm = source.manifest
-    ev = sm.evaluation
-    specs: dict[str, Mapping[str, Any]] = {"val": ev["dataset"]}
-    if "test" in ev:
-        specs["test"] = ev["test"]["dataset"]
-    specs.update({k: v["dataset"] for k, v in ev.get("sets", {}).items()})
-    specs = dict(eval_specs) if eval_specs is not None else specs
+    specs = dict(eval_specs) if eval_specs is not None else evaluation_specs(sm.evaluation)
     geometry = CascadeGeometry.from_manifest(sm)
     perm = get_scheme(sm.scheme).flip_permutation
     run_source = stage_runner([source.path / s.file for s in sm.stages])

@@ -53,6 +53,7 @@ __all__ = [
     "YawHead",
     "compare_speed",
     "evaluation_layout",
+    "evaluation_specs",
     "fit_heads",
     "fit_yaw_head",
     "gate_data_provenance",
@@ -63,6 +64,7 @@ __all__ = [
     "is_gated",
     "prefixed_graph",
     "publish_derived",
+    "real_set",
     "resolve_spec",
     "run_lineage",
     "shape_features",
@@ -265,9 +267,11 @@ def _check_pair(frontal: Manifest, turned: Manifest) -> None:
         for field in ("input_size", "crop_rule", "normalisation", "output"):
             if getattr(a, field) != getattr(b, field):
                 raise ValueError(f"{a.name}: {field} differs ({getattr(a, field)} and {getattr(b, field)})")
+    from train.export.flip import is_flip_averaged  # flip builds on this module
+
     if is_gated(frontal) or is_gated(turned):
         raise ValueError("gate two plain cascades, not a gated version")
-    if any(m.provenance.config.get("kind") == "flip_average" for m in (frontal, turned)):
+    if is_flip_averaged(frontal) or is_flip_averaged(turned):
         raise ValueError("gate the flip-averaged version's source, then average the gated version")
 
 
@@ -604,9 +608,7 @@ def int8_variant_record(
 
     # speed on the faces' own crops (the work of a gated graph depends on them): the real held-out photos
     # (near-frontal photos: none gated) and the synthetic validation set (a tenth gated)
-    real = next(
-        (v["dataset"] for v in fe.get("sets", {}).values() if v["dataset"].get("kind") == "real"), None
-    )
+    real = real_set(fe)
     speeds = {"real": compare_speed(float_version, paths, real, log)} if real else {}
     speeds["synthetic_val"] = compare_speed(float_version, paths, fe["dataset"], log)
     first = speeds[next(iter(speeds))]
@@ -698,11 +700,7 @@ def _evaluate(
 
     fm = frontal.manifest
     if eval_specs is None:
-        ev = sets_from.manifest.evaluation
-        eval_specs = {"val": ev["dataset"]}
-        if "test" in ev:
-            eval_specs = {**eval_specs, "test": ev["test"]["dataset"]}
-        eval_specs = {**eval_specs, **{k: v["dataset"] for k, v in ev.get("sets", {}).items()}}
+        eval_specs = evaluation_specs(sets_from.manifest.evaluation)
     geometry = CascadeGeometry.from_manifest(fm)
     runners = {
         "gated": stage_runner(gated_paths),
@@ -742,6 +740,22 @@ def _evaluate(
         )
         results[key] = entry
     return evaluation_layout(results)
+
+
+def evaluation_specs(evaluation: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The dataset specs of an exported version's evaluation, keyed as :func:`evaluation_layout` lays them
+    out: ``val`` (the top), ``test`` where present, then each of ``sets``."""
+    specs = {"val": dict(evaluation["dataset"])}
+    if "test" in evaluation:
+        specs["test"] = dict(evaluation["test"]["dataset"])
+    specs.update({k: dict(v["dataset"]) for k, v in evaluation.get("sets", {}).items()})
+    return specs
+
+
+def real_set(evaluation: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The dataset spec of the first real-photo set under an evaluation's ``sets``, else None."""
+    sets = evaluation.get("sets", {}).values()
+    return next((dict(v["dataset"]) for v in sets if v["dataset"].get("kind") == "real"), None)
 
 
 def evaluation_layout(results: dict[str, Any]) -> dict[str, Any]:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from model_store.store import DEFAULT_MODELS, ModelStore, default_root
-from train.export.flip import FLIP_KIND
+from train.export.flip import FLIP_KIND, underlying_version
 from train.export.gate import GATE_KIND
 
 MAX_BYTES = 45_000_000  # both defaults together stay small enough to commit
@@ -45,7 +45,7 @@ def test_default_model_is_published_and_intact(store, scheme, name):
         assert all(v > 50 for v in cost["cascade_faces_per_s"].values())
         for result in (m.evaluation, m.evaluation["test"], *m.evaluation["sets"].values()):
             assert result["final"]["nme"] < result["source_alone"]["nme"]
-        source = store.resolve(*config["source"].split("@")).manifest
+        source = underlying_version(model, store).manifest
         assert source.provenance.data == data and source.box_calibrations == m.box_calibrations
         config = source.provenance.config
     if config.get("kind") == GATE_KIND:
