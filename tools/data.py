@@ -1,7 +1,10 @@
-"""``wingmark data``: build the real-face cache (``real``) and benchmark models on it (``bench``).
+"""``wingmark data``: build the real-face cache (``real``) and benchmark models on it (``bench``) or on
+human-annotated photos of your own (``photos``).
 
 wingmark data real [--cache-dir DIR] [--max-video-frames N] [--min-frame-stride S] [--sources a,b,...]
 wingmark data bench [--cache-dir DIR] [--models NAME@VERSION,...] [--json PATH]
+wingmark data photos DIR [--models NAME@VERSION,...] [--detectors a,b] [--json PATH]
+                                   (your own human-annotated photos: .pts or .ljson beside each image)
 wingmark data repose [--cache-dir DIR] [--out DIR] [--preview PATH]   (meshes for re-posed faces)
 wingmark data ablation [--scheme ibug68|aflw19] [--steps N] [--jobs J] [--variants a,b,...]
 wingmark data levers [--steps N] [--variants a,b,...] [--report-only]
@@ -118,6 +121,10 @@ def main(argv: list[str]) -> int:
         return _real(argv[1:])
     if argv[0] == "bench":
         return _bench(argv[1:])
+    if argv[0] == "photos":
+        from tools.studies.photo_bench import main as photos_main
+
+        return photos_main(argv[1:])
     if argv[0] == "levers":
         from tools.studies.levers import main as levers_main
 
