@@ -22,7 +22,6 @@ inter-ocular (outer eye corners), as 300-W's. Nothing here is trained on or tune
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +33,7 @@ from PIL import Image
 from model_store.geometry import tight_box
 from model_store.schemes import get_scheme
 from tools.studies.detect_bench_core import match_faces
-from tools.studies.real_bench import default_cache
+from tools.studies.real_bench import default_cache, write_report
 from train.data.pts300w import read_pts
 from train.data.real import REGIONS
 from train.data.scan import ibug68_order, read_ljson
@@ -285,12 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     except (FileNotFoundError, ValueError) as exc:
         parser.error(str(exc))
-    report["table_nme_percent"] = table(report)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=1) + "\n")
-    print(report["table_nme_percent"])
-    print(f"\nwritten: {args.json}")
-    return 0
+    return write_report(report, table(report), args.json)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -28,7 +28,7 @@ from model_store.store import ModelStore
 from train.data.real import REGIONS, RealFaces
 from train.metrics import nme_per_sample, summarise
 
-__all__ = ["DEFAULT_MODELS", "bench_models", "default_cache", "main"]
+__all__ = ["DEFAULT_MODELS", "bench_models", "default_cache", "main", "write_report"]
 
 DEFAULT_MODELS = ("cnn67-ibug68@1.0.0", "cnn67-aflw19@1.0.0")
 
@@ -181,11 +181,17 @@ def main(argv: list[str] | None = None) -> int:
         split=args.split,
         store=ModelStore(args.store) if args.store else None,
     )
-    report["table_nme_percent"] = _table(report)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=1) + "\n")
-    print(report["table_nme_percent"])
-    print(f"\nwritten: {args.json}")
+    return write_report(report, _table(report), args.json)
+
+
+def write_report(report: dict[str, Any], table: str, path: Path) -> int:
+    """``report`` with its Markdown ``table`` (key ``table_nme_percent``) -> JSON at ``path``; prints the
+    table."""
+    report["table_nme_percent"] = table
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=1) + "\n")
+    print(table)
+    print(f"\nwritten: {path}")
     return 0
 
 
