@@ -17,6 +17,10 @@ test`` first):
 
     python -m tools.studies.yaw_errors faceapi-ibug68@4.3.0 faceapi-ibug68@4.5.0 \\
         --data '{"kind": "repose", "split": "test", "per_face": 4, "seed": 7, "yaw_max": 75}'
+
+``--client-box dlib_hog`` (published versions) starts each face from dlib HOG's box sent as the client box,
+as a user with their own detector would: only the faces HOG finds, with the tight-box figures of the same
+faces beside them (``tight_same_faces``) and per |yaw| bin how many it found (``found_by_detector``).
 """
 
 from __future__ import annotations
@@ -79,7 +83,7 @@ def yaw_error_table(
     return out
 
 
-def _model_table(model_spec: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+def _model_table(model_spec: str, spec: Mapping[str, Any], client_box: str = "tight") -> dict[str, Any]:
     from model_store.schemes import get_scheme
     from runtime import Landmarker
     from runtime.backends import create_backend
@@ -93,17 +97,54 @@ def _model_table(model_spec: str, spec: Mapping[str, Any]) -> dict[str, Any]:
     boxes = np.stack([np.asarray(s.box, dtype=np.float64) for s in samples])
     norm = get_scheme(scheme_name).normaliser_distance(gt, boxes)
     yaw = np.array([float(s.meta.get("yaw", np.nan)) for s in samples])
+    images = [s.image for s in samples]
     landmarker = Landmarker(model, create_backend("onnxruntime", model, device="cpu", max_batch_size=64))
+    regions = REGIONS_68 if scheme_name == "ibug68" else {}
     try:
-        points = landmarker.landmarks([s.image for s in samples], tight_box(gt), batch_size=64)
+        points = landmarker.landmarks(images, tight_box(gt), batch_size=64)
+        table: dict[str, Any] = {
+            "run": f"{model.name}@{model.version}",
+            "stages": [s.architecture for s in model.manifest.stages],
+            "client_box": client_box,
+        }
+        if client_box == "tight":
+            return table | {
+                f"stage{k}": yaw_error_table(p, gt, norm, yaw, regions) for k, p in enumerate(points, start=1)
+            }
+        # dlib HOG's box sent as the client box (the client calibration), on the faces HOG finds
+        found, hog = _hog_boxes(images, tight_box(gt))
+        sel = np.flatnonzero(found)
+        client = landmarker.calibration("client").apply(hog[sel])
+        from_hog = landmarker.landmarks([images[i] for i in sel], client, batch_size=64)
     finally:
         landmarker.close()
-    regions = REGIONS_68 if scheme_name == "ibug68" else {}
-    return {
-        "run": f"{model.name}@{model.version}",
-        "stages": [s.architecture for s in model.manifest.stages],
-        **{f"stage{k}": yaw_error_table(p, gt, norm, yaw, regions) for k, p in enumerate(points, start=1)},
+    g, n, y = gt[sel], norm[sel], yaw[sel]
+    bins = yaw_bin_labels(yaw)
+    table["found_by_detector"] = {  # per |yaw| bin: [found, faces]
+        name: [int(found[bins == name].sum()), int((bins == name).sum())]
+        for name in sorted(set(bins.tolist()))
     }
+    table["tight_same_faces"] = yaw_error_table(points[-1][sel], g, n, y, regions)
+    return table | {
+        f"stage{k}": yaw_error_table(p, g, n, y, regions) for k, p in enumerate(from_hog, start=1)
+    }
+
+
+def _hog_boxes(images: Sequence[np.ndarray], tight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """dlib HOG's box of each labelled face (found [N] bool, boxes [N, 4]), as ``wingmark data photos``
+    finds it."""
+    import dlib
+
+    from tools.studies.photo_bench import hog_box
+
+    detect = dlib.get_frontal_face_detector()
+    found = np.zeros(len(images), bool)
+    boxes = np.zeros((len(images), 4))
+    for i, (image, box) in enumerate(zip(images, tight, strict=True)):
+        hit = hog_box(detect, np.ascontiguousarray(image), box)
+        if hit is not None:
+            found[i], boxes[i] = True, hit[0]
+    return found, boxes
 
 
 def _run_table(run: Path, spec: Mapping[str, Any]) -> dict[str, Any]:
@@ -149,6 +190,13 @@ def main(argv: list[str] | None = None) -> int:
         help="a JSON dataset spec instead of the synthetic test set, e.g. re-posed held-out real faces: "
         '\'{"kind": "repose", "split": "test", "per_face": 4, "seed": 7, "yaw_max": 75}\'',
     )
+    ap.add_argument(
+        "--client-box",
+        choices=["tight", "dlib_hog"],
+        default="tight",
+        help="published versions: the tight box of the labels, or dlib HOG's box sent as the client box "
+        "(the faces HOG finds; beside them the tight-box figures of the same faces)",
+    )
     ap.add_argument("--out", type=Path, default=None, help="JSON report (default: print only)")
     args = ap.parse_args(argv)
     spec: dict[str, Any] = {
@@ -165,7 +213,9 @@ def main(argv: list[str] | None = None) -> int:
         labels = DATA_LABELS.get(str(spec.get("kind")), "as the dataset kind gives them")
     report: dict[str, Any] = {"data": spec, "labels": labels, "runs": []}
     for run in args.runs:
-        table = _model_table(run, spec) if "@" in run else _run_table(Path(run), spec)
+        if args.client_box != "tight" and "@" not in run:
+            ap.error("--client-box dlib_hog needs a published version (NAME@VERSION)")
+        table = _model_table(run, spec, args.client_box) if "@" in run else _run_table(Path(run), spec)
         report["runs"].append(table)
         last = table[f"stage{len(table['stages'])}"]
         print(run)

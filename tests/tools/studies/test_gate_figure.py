@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from tools.studies import gate_figure, yaw_errors
@@ -42,3 +43,25 @@ def test_yaw_errors_on_re_posed_held_out_faces(tmp_path: Path) -> None:
     assert report["data"] == data and report["labels"] == yaw_errors.DATA_LABELS["repose"]
     (run,) = report["runs"]
     assert run["stage2"]["all"]["n"] == 6 and 0 < run["stage2"]["all"]["nme"] < 1
+
+
+def test_yaw_errors_from_dlib_hog_boxes_as_client_boxes(tmp_path: Path) -> None:
+    """``--client-box dlib_hog``: the faces HOG finds, landmarked from its box; beside them the tight-box
+    figures of the same faces, and per |yaw| bin how many HOG found."""
+    out = tmp_path / "yaw.json"
+    argv = ["faceapi-ibug68@4.5.0", "--num", "12", "--seed", "41", "--client-box", "dlib_hog"]
+    assert yaw_errors.main([*argv, "--cache-dir", str(tmp_path / "cache"), "--out", str(out)]) == 0
+    (run,) = json.loads(out.read_text())["runs"]
+    found = run["found_by_detector"]
+    assert sum(n for _, n in found.values()) == 12
+    hits = sum(f for f, _ in found.values())
+    assert 0 < hits <= 12 and run["client_box"] == "dlib_hog"
+    assert run["stage2"]["all"]["n"] == run["tight_same_faces"]["all"]["n"] == hits
+    assert run["stage2"]["all"]["nme"] != run["tight_same_faces"]["all"]["nme"]  # HOG's box was used
+    assert 0 < run["stage2"]["all"]["nme"] < 0.5
+
+
+def test_yaw_errors_refuses_hog_boxes_for_a_training_run(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as info:
+        yaw_errors.main([str(tmp_path), "--client-box", "dlib_hog"])
+    assert info.value.code == 2
