@@ -381,6 +381,12 @@ class Landmarker:
     def close(self) -> None:
         self.backend.close()
 
+    def __enter__(self) -> Landmarker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     @staticmethod
     def _decoded(
         image: bytes | np.ndarray | DecodedImage,

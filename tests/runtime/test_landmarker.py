@@ -320,3 +320,26 @@ def test_jpegs_are_detected_at_the_detectors_size_and_cropped_from_enough_pixels
     decoded = decode_image(data, max_pixels=10**8, reduce=4)
     found = lm.find_faces(decoded)
     assert (lm.crop_reduction(decoded, found) is None) == (side == 600.0)
+
+
+def test_a_landmarker_is_a_context_manager_that_closes_its_backend(test_store: Path) -> None:
+    closed: list[str] = []
+
+    def opened(label: str) -> Landmarker:
+        lm = Landmarker.from_store("test-ibug68", store=test_store, detector=None)
+        close = lm.backend.close
+
+        def counted() -> None:
+            closed.append(label)
+            close()
+
+        lm.backend.close = counted  # type: ignore[method-assign]
+        return lm
+
+    with opened("ok") as lm:
+        faces = lm.predict(_face_image(3), [[40, 40, 150, 150]])
+        assert len(faces) == 1 and faces[0].landmarks.shape == (68, 2) and closed == []
+    assert closed == ["ok"]
+    with pytest.raises(RuntimeError, match="the block failed"), opened("failed"):
+        raise RuntimeError("the block failed")
+    assert closed == ["ok", "failed"]  # closed on the way out of a failing block too

@@ -59,11 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     preds: list[np.ndarray] = []
     for model_spec in args.models:
         model = resolve_spec(model_spec)
-        landmarker = Landmarker(model, create_backend("onnxruntime", model, device="cpu"))
-        try:
+        with Landmarker(model, create_backend("onnxruntime", model, device="cpu")) as landmarker:
             preds.append(landmarker.landmarks([s.image for s in samples], boxes)[-1])
-        finally:
-            landmarker.close()
     errors = [nme_per_sample(p, gt, inter_ocular) for p in preds]
     box_errors = [np.linalg.norm(p - gt, axis=2).mean(axis=1) / box_side for p in preds]
     changed = np.nonzero(np.abs(preds[1] - preds[0]).max(axis=(1, 2)) > 0)[0]

@@ -187,37 +187,44 @@ def bench_photos(
         }
     for spec in models:
         name, _, version = spec.partition("@")
-        with_box = Landmarker.from_store(name, version=version or "latest", store=store, detector=None)
-        if with_box.scheme != "ibug68":
-            with_box.close()
-            raise ValueError(f"{spec}: a {with_box.scheme} model; human photos here carry iBUG 68 points")
+        with Landmarker.from_store(name, version=version or "latest", store=store, detector=None) as with_box:
+            if with_box.scheme != "ibug68":
+                raise ValueError(f"{spec}: a {with_box.scheme} model; human photos here carry iBUG 68 points")
+            rows, regions = _model_rows(with_box, loaded, detectors)
         keys = ["tight", "hog_client_box", *(f"detector:{d}" for d in detectors)]
-        rows = [{} for _ in loaded]
-        regions: dict[str, dict[str, float]] = {}
-        try:
-            for row, (photo, truth, pixels, hog_found) in zip(rows, loaded, strict=True):
-                points = with_box.predict(pixels, tight_box(truth)[None])[0].landmarks
-                row["tight"] = _nme(points, truth)
-                regions[photo.name] = _regions(points, truth)
-                if hog_found is not None:
-                    row["hog_client_box"] = _nme(
-                        with_box.predict(pixels, hog_found[0][None])[0].landmarks, truth
-                    )
-            for det in detectors:
-                finder = Landmarker(with_box.model, with_box.backend, _create_detector(det))
-                for row, (_, truth, pixels, _) in zip(rows, loaded, strict=True):
-                    faces = finder.predict(pixels)
-                    boxes = np.asarray([f.box for f in faces], np.float64).reshape(-1, 4)
-                    match = match_faces(boxes, tight_box(truth).astype(np.float64)[None])[0]
-                    row[f"detector:{det}"] = None if match < 0 else _nme(faces[match].landmarks, truth)
-        finally:
-            with_box.close()
         report["models"][f"{with_box.name}@{with_box.version}"] = {
             "per_photo": dict(zip(report["photos"], rows, strict=True)),
             "regions_tight": regions,
             "mean": {k: _mean(rows, k) for k in keys},
         }
     return report
+
+
+def _model_rows(
+    with_box: Any,
+    loaded: Sequence[tuple[LabelledPhoto, np.ndarray, np.ndarray, Any]],
+    detectors: Sequence[str],
+) -> tuple[list[dict[str, Any]], dict[str, dict[str, float]]]:
+    """One model's NME per photo (tight box, HOG's box as the client box, each detector) and the tight-box
+    NME per face region."""
+    from runtime.landmarker import Landmarker
+
+    rows: list[dict[str, Any]] = [{} for _ in loaded]
+    regions: dict[str, dict[str, float]] = {}
+    for row, (photo, truth, pixels, hog_found) in zip(rows, loaded, strict=True):
+        points = with_box.predict(pixels, tight_box(truth)[None])[0].landmarks
+        row["tight"] = _nme(points, truth)
+        regions[photo.name] = _regions(points, truth)
+        if hog_found is not None:
+            row["hog_client_box"] = _nme(with_box.predict(pixels, hog_found[0][None])[0].landmarks, truth)
+    for det in detectors:
+        finder = Landmarker(with_box.model, with_box.backend, _create_detector(det))  # shares the backend
+        for row, (_, truth, pixels, _) in zip(rows, loaded, strict=True):
+            faces = finder.predict(pixels)
+            boxes = np.asarray([f.box for f in faces], np.float64).reshape(-1, 4)
+            match = match_faces(boxes, tight_box(truth).astype(np.float64)[None])[0]
+            row[f"detector:{det}"] = None if match < 0 else _nme(faces[match].landmarks, truth)
+    return rows, regions
 
 
 def _create_detector(name: str) -> Any:

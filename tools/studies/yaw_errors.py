@@ -98,9 +98,9 @@ def _model_table(model_spec: str, spec: Mapping[str, Any], client_box: str = "ti
     norm = get_scheme(scheme_name).normaliser_distance(gt, boxes)
     yaw = np.array([float(s.meta.get("yaw", np.nan)) for s in samples])
     images = [s.image for s in samples]
-    landmarker = Landmarker(model, create_backend("onnxruntime", model, device="cpu", max_batch_size=64))
+    backend = create_backend("onnxruntime", model, device="cpu", max_batch_size=64)
     regions = REGIONS_68 if scheme_name == "ibug68" else {}
-    try:
+    with Landmarker(model, backend) as landmarker:
         points = landmarker.landmarks(images, tight_box(gt), batch_size=64)
         table: dict[str, Any] = {
             "run": f"{model.name}@{model.version}",
@@ -116,8 +116,6 @@ def _model_table(model_spec: str, spec: Mapping[str, Any], client_box: str = "ti
         sel = np.flatnonzero(found)
         client = landmarker.calibration("client").apply(hog[sel])
         from_hog = landmarker.landmarks([images[i] for i in sel], client, batch_size=64)
-    finally:
-        landmarker.close()
     g, n, y = gt[sel], norm[sel], yaw[sel]
     bins = yaw_bin_labels(yaw)
     table["found_by_detector"] = {  # per |yaw| bin: [found, faces]
