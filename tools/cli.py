@@ -41,7 +41,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "data": (
         "tools.data:main",
-        "real-face cache (data real), re-posed faces (data repose), benchmarks (data bench, levers)",
+        "real-face cache (data real), re-posed faces (data repose), benchmarks (data bench, photos, levers)",
     ),
 }
 
