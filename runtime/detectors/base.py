@@ -19,6 +19,7 @@ __all__ = [
     "box_iou",
     "dlib_rect_from_box",
     "eye_roll",
+    "points_from_dlib_shape",
 ]
 
 
@@ -77,6 +78,14 @@ def dlib_rect_from_box(box: np.ndarray | list[float]) -> Any:
 
     x1, y1, x2, y2 = (int(v) for v in np.rint(np.asarray(box, dtype=np.float64)[:4]))
     return dlib.rectangle(x1, y1, x2 - 1, y2 - 1)
+
+
+def points_from_dlib_shape(shape: Any) -> np.ndarray:
+    """A dlib ``full_object_detection`` (a shape predictor's answer) -> its points ``[K, 2]`` float64.
+
+    dlib gives each point as the index of its pixel; our coordinates put that pixel's centre at
+    ``index + 0.5``."""
+    return np.array([[p.x + 0.5, p.y + 0.5] for p in shape.parts()], dtype=np.float64).reshape(-1, 2)
 
 
 def eye_roll(keypoints: np.ndarray) -> np.ndarray:

@@ -32,6 +32,7 @@ from PIL import Image
 
 from model_store.geometry import tight_box
 from model_store.schemes import get_scheme
+from runtime.detectors.base import box_from_dlib_rect, dlib_rect_from_box, points_from_dlib_shape
 from tools.studies.detect_bench_core import match_faces
 from tools.studies.real_bench import default_cache, write_report
 from train.data.pts300w import read_pts
@@ -101,25 +102,27 @@ def hog_box(detect: Any, pixels: np.ndarray, truth: np.ndarray) -> tuple[np.ndar
     """dlib HOG's box for the labelled face: ``([4] x1, y1, x2, y2, upsample)`` or None.
 
     ``detect(pixels, upsample)`` is dlib's frontal face detector; its rectangles hold inclusive pixel
-    indices (``right + 1`` is the far corner here)."""
+    indices (:func:`~runtime.detectors.base.box_from_dlib_rect` gives our corners)."""
     for upsample in HOG_UPSAMPLES:
         rects = detect(pixels, upsample)
-        boxes = np.asarray([[r.left(), r.top(), r.right() + 1, r.bottom() + 1] for r in rects], np.float64)
+        boxes = np.asarray([box_from_dlib_rect(r) for r in rects], np.float64)
         found = match_faces(boxes.reshape(-1, 4), truth[None])
         if found[0] >= 0:
             return boxes[found[0]], upsample
     return None
 
 
+def _inter_ocular(truth: np.ndarray) -> float:
+    """The 68-point scheme's NME normaliser of one face's labels [68, 2] (outer eye corners)."""
+    return float(get_scheme("ibug68").normaliser_distance(truth[None])[0])
+
+
 def _nme(points: np.ndarray, truth: np.ndarray) -> float:
-    scheme = get_scheme("ibug68")
-    iod = float(scheme.normaliser_distance(truth[None])[0])
-    return float(np.linalg.norm(points - truth, axis=1).mean() / iod)
+    return float(np.linalg.norm(points - truth, axis=1).mean() / _inter_ocular(truth))
 
 
 def _regions(points: np.ndarray, truth: np.ndarray) -> dict[str, float]:
-    iod = float(get_scheme("ibug68").normaliser_distance(truth[None])[0])
-    dist = np.linalg.norm(points - truth, axis=1) / iod
+    dist = np.linalg.norm(points - truth, axis=1) / _inter_ocular(truth)
     return {r: round(float(dist[a:b].mean()), 5) for r, (a, b) in REGIONS.items()}
 
 
@@ -158,7 +161,7 @@ def bench_photos(
         "photos": {
             p.name: {
                 "image": str(p.image),
-                "inter_ocular_px": round(float(get_scheme("ibug68").normaliser_distance(t[None])[0]), 2),
+                "inter_ocular_px": round(_inter_ocular(t), 2),
                 "hog_upsample": None if h is None else h[1],
             }
             for p, t, _, h in loaded
@@ -174,11 +177,7 @@ def bench_photos(
                 ("dlib_tight", tight_box(truth)),
             ):
                 if box is not None:
-                    rect = dlib.rectangle(
-                        *[round(float(v)) for v in (box[0], box[1], box[2] - 1, box[3] - 1)]
-                    )
-                    parts = shape(pixels, rect).parts()
-                    row[key] = _nme(np.asarray([[q.x + 0.5, q.y + 0.5] for q in parts], np.float64), truth)
+                    row[key] = _nme(points_from_dlib_shape(shape(pixels, dlib_rect_from_box(box))), truth)
             rows.append(row)
         report["reference_dlib_68_predictor"] = {
             "predictor": str(predictor),

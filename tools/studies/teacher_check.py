@@ -55,6 +55,7 @@ def teacher_check(
     import dlib
 
     from runtime.detectors import dlib_rect_from_box
+    from runtime.detectors.base import points_from_dlib_shape
     from runtime.detectors.dlib_hog import DlibHogDetector
     from train.data.face3d import aflw19_from_68
 
@@ -78,9 +79,7 @@ def teacher_check(
         image = _load_rgb(path)
         for box in detector.detect(image).boxes:
             shape = teacher(np.ascontiguousarray(image), dlib_rect_from_box(box))
-            pts68 = np.array(
-                [[p.x + 0.5, p.y + 0.5] for p in shape.parts()], dtype=np.float64
-            )  # pixel centres
+            pts68 = points_from_dlib_shape(shape)
             faces_img.append(image)
             det_boxes.append(box)
             truth.append(pts68 if scheme.name == "ibug68" else aflw19_from_68(pts68))

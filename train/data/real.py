@@ -48,7 +48,7 @@ import numpy as np
 
 from model_store.geometry import tight_box
 from model_store.pose import estimate_pose
-from runtime.detectors.base import box_from_dlib_rect
+from runtime.detectors.base import box_from_dlib_rect, points_from_dlib_shape
 from train.data.pts300w import read_pts, write_pts
 from train.data.real_sources import (
     IMAGE_SUFFIXES,
@@ -398,7 +398,7 @@ def _dlib_faces(path: Path, detector: Any, predictor: Any, facerec: Any) -> list
         if min(box[2] - box[0], box[3] - box[1]) < MIN_FACE:
             continue
         shape = predictor(image, rect)
-        pts = [[p.x + 0.5, p.y + 0.5] for p in shape.parts()]  # pixel index -> pixel centre
+        pts = points_from_dlib_shape(shape).tolist()
         desc = list(facerec.compute_face_descriptor(image, shape))
         out.append({"box": box, "dlib": pts, "descriptor": desc})
     return out

@@ -174,6 +174,16 @@ def test_dlib_rectangle_round_trip() -> None:
     assert back.width() == box[2] - box[0] and back.height() == box[3] - box[1]
 
 
+def test_dlib_shape_points_are_pixel_centres() -> None:
+    """dlib's shape points are pixel indices; ours put that pixel's centre at index + 0.5."""
+    import dlib
+
+    from runtime.detectors.base import points_from_dlib_shape
+
+    shape = dlib.full_object_detection(dlib.rectangle(0, 0, 9, 9), [dlib.point(3, 4), dlib.point(0, 7)])
+    np.testing.assert_array_equal(points_from_dlib_shape(shape), [[3.5, 4.5], [0.5, 7.5]])
+
+
 def test_register_detector() -> None:
     """A new detector is one class plus one registry entry; names are not reused."""
     import runtime.detectors as detectors
