@@ -63,13 +63,12 @@ def _in_process(args: argparse.Namespace, data: bytes) -> dict[str, Any]:
 
     s = Settings()
     started = time.monotonic()
-    landmarker = Landmarker.from_store(
+    with Landmarker.from_store(
         args.model, scheme=args.scheme or "ibug68", store=s.model_root, backend=s.backend, device=s.device,
         max_batch_size=s.max_batch_size, verify=s.verify_models,
         detector=None if args.box or s.detector == "none" else s.detector,
         detector_options=s.detector_options(), precision=s.precision, **s.backend_options(),
-    )  # fmt: skip
-    try:
+    ) as landmarker:  # fmt: skip
         if args.scheme and landmarker.scheme != args.scheme:
             raise ValueError(f"model {landmarker.name!r} has scheme {landmarker.scheme}, not {args.scheme}")
         loaded = time.monotonic()
@@ -79,8 +78,6 @@ def _in_process(args: argparse.Namespace, data: bytes) -> dict[str, Any]:
         decoded = time.monotonic()
         faces = landmarker.predict(image, args.box, max_faces=args.max_faces or s.max_faces)
         done = time.monotonic()
-    finally:
-        landmarker.close()
     return {
         "model": {"name": landmarker.name, "version": landmarker.version, "scheme": landmarker.scheme,
                   "backend": landmarker.backend.name},

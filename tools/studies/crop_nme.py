@@ -33,16 +33,15 @@ def nme_by_backend(model: str, samples: list[Any], recorded: float | None) -> di
     """NME (%) of ``model`` on ``samples`` with each crop backend, and the recorded figure (%)."""
     from train.export.evaluate import evaluate_landmarker
 
-    lm = Landmarker.from_store(model, detector=None, threads=1)
     out: dict[str, Any] = {"n": len(samples)}
     default = crop_module.crop_backend
-    try:
-        for backend in _backends():
-            crop_module.crop_backend = lambda b=backend: b  # type: ignore[misc]
-            out[f"uint8_{backend}"] = round(100 * evaluate_landmarker(lm, samples)["final"]["nme"], 4)
-    finally:
-        crop_module.crop_backend = default
-        lm.close()
+    with Landmarker.from_store(model, detector=None, threads=1) as lm:
+        try:
+            for backend in _backends():
+                crop_module.crop_backend = lambda b=backend: b  # type: ignore[misc]
+                out[f"uint8_{backend}"] = round(100 * evaluate_landmarker(lm, samples)["final"]["nme"], 4)
+        finally:
+            crop_module.crop_backend = default
     if recorded is not None:
         out["recorded (float32 gather crop)"] = round(100 * recorded, 4)
         out["largest_change_points"] = round(
