@@ -5,7 +5,8 @@ The 68-point scheme's NME divides by the outer-eye-corner distance, which shrink
 turns to profile (at 85 degrees it is a few percent of the face box), so the |yaw| 60-90 bin of that NME is
 dominated by the most turned faces. Beside it this study reports the same errors divided by the square
 root of the tight landmark box's area ("nme_box", stable in profile), the median ratio of the two
-normalisers, and the inter-ocular NME of each face region (jaw, brows, nose, eyes, mouth).
+normalisers, the inter-ocular NME of each face region (jaw, brows, nose, eyes, mouth), and the NME each bin
+would read if its faces were off by the model's frontal box error (the normaliser's share of a turned bin).
 
     python -m tools.studies.yaw_errors runs/faceapi_v42_ibug68 runs/faceapi_v43_ibug68 \\
         --out docs/yaw_errors_ibug68.json
@@ -59,8 +60,11 @@ def yaw_error_table(
     edges: Sequence[float] = YAW_EDGES,
 ) -> dict[str, dict[str, Any]]:
     """Per |yaw| bin (and "all"): n, mean NME with ``normaliser`` ``[N]``, mean NME by the square root
-    of the tight box area of ``gt`` ("nme_box"), the median ratio normaliser / sqrt(box area), and the
-    mean NME of each region's points. ``pred``, ``gt``: ``[N, K, 2]``; ``yaw``: ``[N]`` degrees."""
+    of the tight box area of ``gt`` ("nme_box"), the median ratio normaliser / sqrt(box area), the mean
+    NME of each region's points, and "nme_at_frontal_box_error": the NME the bin would read if each of its
+    faces were off by the first bin's mean "nme_box" (the model's own frontal accuracy, measured by the
+    box), which isolates what the normaliser alone does to a turned bin (None without frontal faces).
+    ``pred``, ``gt``: ``[N, K, 2]``; ``yaw``: ``[N]`` degrees."""
     dist = np.linalg.norm(np.asarray(pred, np.float64) - np.asarray(gt, np.float64), axis=2)  # (N, K)
     box = tight_box(np.asarray(gt, np.float64))
     box_size = np.sqrt(np.maximum((box[:, 2] - box[:, 0]) * (box[:, 3] - box[:, 1]), 1e-12))
@@ -68,6 +72,8 @@ def yaw_error_table(
     labels = yaw_bin_labels(np.asarray(yaw, np.float64), edges)
     out: dict[str, dict[str, Any]] = {}
     names = [f"|yaw| {edges[i]:g}-{edges[i + 1]:g}" for i in range(len(edges) - 1)]
+    first = labels == names[0]
+    frontal_box = float((dist[first].mean(axis=1) / box_size[first]).mean()) if first.any() else None
     for name in ["all", *names, "unknown"]:
         sel = np.ones(len(dist), bool) if name == "all" else labels == name
         if not sel.any():
@@ -78,6 +84,9 @@ def yaw_error_table(
             "nme": float((d.mean(axis=1) / nrm).mean()),
             "nme_box": float((d.mean(axis=1) / bs).mean()),
             "normaliser_over_box": float(np.median(nrm / bs)),
+            "nme_at_frontal_box_error": None
+            if frontal_box is None
+            else float((frontal_box * bs / nrm).mean()),
             "regions": {r: float((d[:, a:b].mean(axis=1) / nrm).mean()) for r, (a, b) in regions.items()},
         }
     return out
@@ -219,9 +228,11 @@ def main(argv: list[str] | None = None) -> int:
         print(run)
         for name, row in last.items():
             regions = " ".join(f"{r} {v * 100:.1f}" for r, v in row["regions"].items())
+            at = row["nme_at_frontal_box_error"]
             print(
                 f"  {name:>12} n={row['n']:3d} nme {row['nme'] * 100:5.1f} % "
-                f"nme_box {row['nme_box'] * 100:4.2f} % norm/box {row['normaliser_over_box']:.3f} | {regions}"
+                f"nme_box {row['nme_box'] * 100:4.2f} % norm/box {row['normaliser_over_box']:.3f} "
+                f"at frontal box error {'-' if at is None else f'{at * 100:4.1f} %'} | {regions}"
             )
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

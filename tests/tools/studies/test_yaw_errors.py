@@ -41,3 +41,18 @@ def test_region_errors_stay_in_their_region() -> None:
     assert row["regions"]["jaw"] == pytest.approx(2.0)
     assert row["regions"]["eyes"] == 0.0 and row["regions"]["mouth"] == 0.0
     assert row["nme"] == pytest.approx(8.0 * 17 / 68 / 4.0)
+
+
+def test_nme_at_frontal_box_error_keeps_only_the_normaliser() -> None:
+    gt = _faces()
+    pred = gt.copy()
+    pred[0] += np.array([3.0, 4.0])  # the frontal face: 5 px, a quarter of its 20-px box
+    pred[1] += np.array([6.0, 8.0])  # the turned face: 10 px
+    table = yaw_error_table(pred, gt, normaliser=np.array([10.0, 5.0]), yaw=np.array([10.0, 80.0]))
+    assert table["|yaw| 60-90"]["nme"] == pytest.approx(2.0)
+    # off by the frontal face's 0.25 of the box, the turned face would read 0.25 * 20 / 5
+    assert table["|yaw| 60-90"]["nme_at_frontal_box_error"] == pytest.approx(1.0)
+    assert table["|yaw| 0-15"]["nme_at_frontal_box_error"] == pytest.approx(0.5)
+    assert table["all"]["nme_at_frontal_box_error"] == pytest.approx(0.75)
+    no_frontal = yaw_error_table(pred, gt, normaliser=np.array([10.0, 5.0]), yaw=np.array([50.0, 80.0]))
+    assert no_frontal["all"]["nme_at_frontal_box_error"] is None
