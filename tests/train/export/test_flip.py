@@ -140,7 +140,12 @@ def test_the_runtime_serves_a_flip_averaged_version_and_quantize_refuses_it(flip
 
 
 def test_the_published_flip_averaged_defaults_lead_to_their_sources() -> None:
-    for name, version, source in [("faceapi-ibug68", "4.5.0", "4.4.0"), ("faceapi-aflw19", "4.3.0", "4.2.0")]:
+    published = [
+        ("faceapi-ibug68", "4.5.0", "4.4.0"),
+        ("faceapi-ibug68", "4.7.0", "4.6.0"),
+        ("faceapi-aflw19", "4.3.0", "4.2.0"),
+    ]
+    for name, version, source in published:
         model = STORE.resolve(name, version)
         assert underlying_version(model, STORE).version == source
         ev = model.manifest.evaluation
