@@ -50,7 +50,7 @@ import json
 import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -387,17 +387,25 @@ def repose_photo(
     rng: np.random.Generator | None = None,
     options: ReposeOptions | None = None,
     target: tuple[float, float] | None = None,
+    photo_pose: tuple[float, float, float] | None = None,
 ) -> tuple[RePosed, dict[str, Any]]:
     """Re-pose one face of a photo: at ``target`` (yaw, pitch) degrees, or at a pose drawn by
     ``options`` from ``rng``.
 
     image [H, W, 3] uint8; points [68, 2] its labels; mesh468 [468, 3] MediaPipe's points (image
-    pixels, z towards the camera, same units). Returns the render (``size`` px) and its meta: the
-    photo's pose, the target pose, whether the photo was mirrored.
+    pixels, z towards the camera, same units). ``photo_pose``: the photo's (yaw, pitch, roll) in degrees
+    where it is known (a render's); by default it is solved from the labels (``model_store.pose``).
+    Returns the render (``size`` px) and its meta: the photo's pose, the target pose, whether the photo
+    was mirrored.
     """
     pts = np.asarray(points, dtype=np.float64)
     h, w = image.shape[:2]
     pose = estimate_pose(pts, "ibug68", w, h)
+    if photo_pose is not None:
+        yaw0, pitch0, roll_given = (float(v) for v in photo_pose)
+        pose = replace(
+            pose, yaw=yaw0, pitch=pitch0, roll=roll_given, rotation=rotation_from_euler(*photo_pose)
+        )
     rot0 = pose.rotation
     if target is None:
         if rng is None:

@@ -402,3 +402,24 @@ def test_the_held_out_split_is_reposed_only_when_asked(tmp_path: Path) -> None:
     assert report["split"] == "test" and report["test_faces"] == 2 and report["with_mesh"] == 2
     with np.load(out / "mesh3d.npz") as z:
         assert sorted(str(i) for i in z["ids"]) == ["beta/b1_1", "beta/b2_1"]
+
+
+def test_a_known_photo_pose_replaces_the_solved_one() -> None:
+    """``photo_pose`` (a render's known pose) is used instead of the pose solved from the labels: asked
+    for that same pose, the face is not turned and the labels come back as they were (in the window)."""
+    from model_store.pose import estimate_pose
+    from train.data.real import RealFaces
+    from train.data.repose import _window, load_mesh3d, repose_photo
+
+    face = RealFaces(FIXTURE, "train")[0]
+    rows, meshes, _ = load_mesh3d(MESH3D)
+    mesh = meshes[rows[face.meta["id"]]]
+    solved = estimate_pose(face.points, "ibug68", face.image.shape[1], face.image.shape[0])
+    known = (solved.yaw + 10.0, solved.pitch, solved.roll)
+    out, meta = repose_photo(face.image, face.points, mesh, 48, target=known[:2], photo_pose=known)
+    assert meta["photo_pose"] == [round(v, 2) for v in known] and meta["mirrored"] is False
+    _, k, origin = _window(face.image, face.points.astype(np.float64), 96)
+    assert np.allclose(out.points, (face.points.astype(np.float64) - origin) * k / 2, atol=1e-3)
+    # with the solved pose the same target is a 10-degree turn: the labels move
+    turned, _ = repose_photo(face.image, face.points, mesh, 48, target=known[:2])
+    assert np.abs(turned.points - out.points).max() > 0.5
