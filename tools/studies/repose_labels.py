@@ -18,7 +18,10 @@ labels closer to the truth. Faces are rendered without occluders or glasses (Med
 Yaw 0 re-poses each face to its own frontal pose: what the carrying costs with no turn. Errors are per face,
 mean over the 68 points, divided by the square root of the exact tight box's area (``nme_box``) and by the
 outer-eye-corner distance (``nme``, the 68-point NME the models are measured by), per target yaw and per
-region; ``systematic_box`` is the part every face shares.
+region; ``systematic_box`` is the part every face shares and ``mean_residual_box`` that offset per point
+(x, y as a share of the face box, carried minus exact: a correction table for the pipeline).
+``--correct-with REPORT`` subtracts another run's offsets (scaled by each carried shape's own box) before
+comparing: whether the offset learnt on some faces corrects others.
 """
 
 from __future__ import annotations
@@ -46,6 +49,12 @@ def fit_scale_shift(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return np.asarray(sc * scale + d.mean(axis=0))
 
 
+def _box_size(points: np.ndarray) -> float:
+    """The square root of the tight box's area of ``points`` [K, 2]."""
+    box = tight_box(np.asarray(points, np.float64)[None])[0]
+    return float(np.sqrt((box[2] - box[0]) * (box[3] - box[1])))
+
+
 def carried_error(carried: np.ndarray, exact: np.ndarray) -> dict[str, Any]:
     """One face: the carried 68 points [68, 2] fitted to the exact ones by scale and shift, then their
     mean distance over the box size (sqrt of the exact tight box's area) and over the outer-eye-corner
@@ -53,8 +62,7 @@ def carried_error(carried: np.ndarray, exact: np.ndarray) -> dict[str, Any]:
     e = np.asarray(exact, np.float64)
     residual = fit_scale_shift(carried, e) - e
     dist = np.linalg.norm(residual, axis=1)
-    box = tight_box(e[None])[0]
-    box_size = float(np.sqrt((box[2] - box[0]) * (box[3] - box[1])))
+    box_size = _box_size(e)
     inter_ocular = float(np.linalg.norm(e[36] - e[45]))
     return {
         "residual_box": (residual / box_size).tolist(),
@@ -72,6 +80,7 @@ def _summary(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return {
         "n": len(rows),
         "systematic_box": float(np.linalg.norm(residuals.mean(axis=0), axis=1).mean()),
+        "mean_residual_box": np.round(residuals.mean(axis=0), 5).tolist(),  # [68, 2]: the shared offset
         "nme_box": float(np.mean([r["nme_box"] for r in rows])),
         "nme_box_median": float(np.median([r["nme_box"] for r in rows])),
         "nme": float(np.mean([r["nme"] for r in rows])),
@@ -86,6 +95,7 @@ def run(
     size: int,
     python: Path,
     depth_scale: float = 1.0,
+    correction: Mapping[str, Any] | None = None,
     log: Any = print,
 ) -> dict[str, Any]:
     from train.data.real import _save_crop, _worker
@@ -138,7 +148,10 @@ def run(
                 geometry_only=True,
                 jaw="contour",
             ).points68
-            rows[float(yaw)].append(carried_error(out.points, exact))
+            carried = np.asarray(out.points, np.float64)
+            if correction is not None:  # another run's shared offset at this yaw, in this face's box
+                carried = carried - np.asarray(correction[f"{yaw:g}"]) * _box_size(carried)
+            rows[float(yaw)].append(carried_error(carried, exact))
         if (i + 1) % 20 == 0 or i + 1 == num:
             log(f"{i + 1}/{num} faces")
     return {
@@ -148,6 +161,7 @@ def run(
         "mediapipe_missed": missed,
         "frontal_yaw_range": [3.0, 12.0],
         "depth_scale": depth_scale,
+        "corrected": correction is not None,
         "labels": "exact (renderer) at both poses, jaw on the visible outline; carried = re-posed through "
         "MediaPipe's mesh of the frontal render (train.data.repose), fitted by scale and shift",
         "by_target_yaw": {f"{y:g}": _summary(r) for y, r in rows.items() if r},
@@ -162,10 +176,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--depth-scale", type=float, default=1.0, help="MediaPipe's z times this (1: as used)")
     ap.add_argument("--mp-python", type=Path, default=Path("cache/real/mp-venv/bin/python"))
+    ap.add_argument(
+        "--correct-with",
+        type=Path,
+        default=None,
+        help="a report of another run (another --seed): subtract its shared offset per point first",
+    )
     ap.add_argument("--out", type=Path, default=None, help="JSON report (default: print only)")
     args = ap.parse_args(argv)
     yaws = [float(y) for y in args.yaws.split(",") if y]
-    report = run(args.num, args.seed, yaws, args.size, args.mp_python, args.depth_scale)
+    correction = None
+    if args.correct_with is not None:
+        table = json.loads(args.correct_with.read_text())["by_target_yaw"]
+        correction = {k: v["mean_residual_box"] for k, v in table.items()}
+        if missing := [f"{y:g}" for y in yaws if f"{y:g}" not in correction]:
+            ap.error(f"{args.correct_with} has no offsets for yaw {', '.join(missing)}")
+    report = run(args.num, args.seed, yaws, args.size, args.mp_python, args.depth_scale, correction)
     for yaw, row in report["by_target_yaw"].items():
         regions = " ".join(f"{k} {v * 100:.2f}" for k, v in row["regions_box"].items())
         print(

@@ -57,6 +57,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageFilter
 
+from model_store.geometry import tight_box
 from model_store.meanshape import aflw19_from_68
 from model_store.pose import estimate_pose, rotation_from_euler
 from model_store.schemes import get_scheme
@@ -539,6 +540,47 @@ def _balanced(items: Sequence[int], groups: Sequence[str], count: int) -> list[i
     return sorted(picked)
 
 
+@dataclass(frozen=True)
+class LabelOffsets:
+    """The re-posing pipeline's shared label offset per point and target yaw, as measured on renders whose
+    exact labels are known (``tools.studies.repose_labels``: carried minus exact, x and y as a share of the
+    face box, at pitch 0 for faces turned from near-frontal), taken off carried labels.
+
+    yaws: [Y] increasing |yaw| in degrees (0 first, no offset); table: [Y, 68, 2]. Between the measured yaws
+    the offset is interpolated linearly (beyond the last, the last); a face turned to negative yaw takes the
+    mirror image of the offsets (x negated, points by the flip permutation). Pitch is not looked at.
+    """
+
+    yaws: np.ndarray
+    table: np.ndarray
+
+    @classmethod
+    def from_report(cls, path: Path | str) -> LabelOffsets:
+        rows = json.loads(Path(path).read_text())["by_target_yaw"]
+        pairs = sorted((float(k), np.asarray(v["mean_residual_box"], np.float64)) for k, v in rows.items())
+        if not pairs or pairs[0][0] != 0.0:
+            pairs.insert(0, (0.0, np.zeros((68, 2))))
+        return cls(np.asarray([y for y, _ in pairs]), np.stack([t for _, t in pairs]))
+
+    def at(self, yaw: float) -> np.ndarray:
+        """[68, 2] offsets (share of the face box) for a face turned to ``yaw`` degrees."""
+        a = min(abs(float(yaw)), float(self.yaws[-1]))
+        k = int(np.clip(np.searchsorted(self.yaws, a, side="right") - 1, 0, len(self.yaws) - 2))
+        t = (a - self.yaws[k]) / max(self.yaws[k + 1] - self.yaws[k], 1e-9)
+        off = (1 - t) * self.table[k] + t * self.table[k + 1]
+        if yaw < 0:
+            perm = np.asarray(get_scheme("ibug68").flip_permutation)
+            off = np.column_stack([-off[perm, 0], off[perm, 1]])
+        return np.asarray(off)
+
+    def correct(self, points: np.ndarray, yaw: float) -> np.ndarray:
+        """Carried labels [68, 2] with the offset at ``yaw`` taken off, scaled by their own box size."""
+        pts = np.asarray(points, np.float64)
+        lo, hi = pts.min(axis=0), pts.max(axis=0)
+        size = float(np.sqrt(max((hi[0] - lo[0]) * (hi[1] - lo[1]), 0.0)))
+        return (pts - self.at(yaw) * size).astype(np.asarray(points).dtype)
+
+
 class ReposedFaces(RenderedFaces):
     """``per_face`` re-posed renders of every kept training face of a real-face cache that has a mesh.
 
@@ -564,6 +606,7 @@ class ReposedFaces(RenderedFaces):
         sources: Sequence[str] | None = None,
         max_faces: int | None = None,
         split: str = "train",
+        label_offsets: Path | str | None = None,
     ) -> None:
         from train.data.real import RealFaces
 
@@ -590,6 +633,11 @@ class ReposedFaces(RenderedFaces):
         self.pose = PoseDistribution()  # unused: targets depend on each photo's pose (see poses())
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.name = f"repose-{self.scheme}"
+        self.offsets: LabelOffsets | None = None
+        if label_offsets is not None:
+            if self.scheme != "ibug68":
+                raise ValueError("label_offsets correct the 68 carried points: use scheme ibug68")
+            self.offsets = LabelOffsets.from_report(label_offsets)
         key = {
             "v": REPOSE_VERSION,
             "mesh3d": digest,
@@ -605,8 +653,10 @@ class ReposedFaces(RenderedFaces):
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any], scheme: str) -> ReposedFaces:
         """From a dataset spec ``{kind: repose, root, mesh3d, per_face, seed, image_size, yaw_max,
-        pitch_max, outward, jaw (contour | surface), cache_dir, sources, max_faces, split}`` (``mesh3d``
-        default ``<root>/../repose/mesh3d.npz``, for ``split: test`` ``<root>/../repose-test/mesh3d.npz``)."""
+        pitch_max, outward, jaw (contour | surface), cache_dir, sources, max_faces, split, label_offsets}``
+        (``mesh3d`` default ``<root>/../repose/mesh3d.npz``, for ``split: test``
+        ``<root>/../repose-test/mesh3d.npz``; ``label_offsets``: a ``tools.studies.repose_labels`` report
+        whose shared offsets are taken off the carried labels, see :class:`LabelOffsets`)."""
         root = Path(spec.get("root", "cache/real"))
         split = str(spec.get("split", "train"))
         mesh3d = (
@@ -632,6 +682,7 @@ class ReposedFaces(RenderedFaces):
             sources=list(sources) if sources is not None else None,
             max_faces=int(spec["max_faces"]) if spec.get("max_faces") is not None else None,
             split=split,
+            label_offsets=spec.get("label_offsets"),
         )
 
     def face_ids(self) -> list[str]:
@@ -672,6 +723,9 @@ class ReposedFaces(RenderedFaces):
         """As :class:`RenderedFaces`, with the photo's per-point weights (``meta["point_weights68"]``)
         as ``meta["point_weights"]`` in this scheme (19-point: the mean weight of each 68-point group)."""
         sample = super()._load(index)
+        if self.offsets is not None:
+            points = self.offsets.correct(sample.points, float(sample.meta["yaw"]))
+            sample = replace(sample, points=points, box=tight_box(points).astype(np.float32))
         w68 = sample.meta.pop("point_weights68", None)
         if w68 is not None:
             w = np.asarray(w68, dtype=np.float64)
