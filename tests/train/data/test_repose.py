@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from scipy.spatial import Delaunay
 
+from model_store.geometry import tight_box
 from model_store.meanshape import MEAN_SHAPE_68
 from model_store.pose import rotation_from_euler
 from train.data.repose import (
@@ -423,3 +424,58 @@ def test_a_known_photo_pose_replaces_the_solved_one() -> None:
     # with the solved pose the same target is a 10-degree turn: the labels move
     turned, _ = repose_photo(face.image, face.points, mesh, 48, target=known[:2])
     assert np.abs(turned.points - out.points).max() > 0.5
+
+
+def _offsets_report(tmp_path: Path) -> Path:
+    """A repose_labels report: at 30 degrees every point is off by +0.1 box in x, at 60 by +0.2 in x and
+    -0.1 in y, except point 36 (an outer eye corner), off by +0.3 in x there."""
+    at30 = np.tile([0.1, 0.0], (68, 1))
+    at60 = np.tile([0.2, -0.1], (68, 1))
+    at60[36] = [0.3, -0.1]
+    report = {
+        "by_target_yaw": {
+            "30": {"mean_residual_box": at30.tolist()},
+            "60": {"mean_residual_box": at60.tolist()},
+        }
+    }
+    path = tmp_path / "offsets.json"
+    path.write_text(json.dumps(report))
+    return path
+
+
+def test_label_offsets_interpolate_in_yaw_and_mirror_for_the_other_side(tmp_path: Path) -> None:
+    from model_store.schemes import get_scheme
+    from train.data.repose import LabelOffsets
+
+    off = LabelOffsets.from_report(_offsets_report(tmp_path))
+    assert list(off.yaws) == [0.0, 30.0, 60.0]  # no turn, no offset
+    assert np.allclose(off.at(0.0), 0.0) and np.allclose(off.at(15.0), [0.05, 0.0])
+    assert np.allclose(off.at(45.0)[0], [0.15, -0.05]) and np.allclose(off.at(90.0)[36], [0.3, -0.1])
+    # turned the other way: the mirror image (x negated), each point taking its mirror point's offset
+    twin = int(np.asarray(get_scheme("ibug68").flip_permutation)[36])  # 45, the other outer eye corner
+    assert np.allclose(off.at(-60.0)[twin], [-0.3, -0.1]) and np.allclose(off.at(-60.0)[36], [-0.2, -0.1])
+    pts = np.zeros((68, 2))
+    pts[0], pts[1] = [0.0, 0.0], [40.0, 10.0]  # a 40 x 10 box: size 20
+    assert np.allclose(off.correct(pts, 30.0), pts - [2.0, 0.0])
+
+
+def test_a_spec_with_label_offsets_moves_the_labels_not_the_images(tmp_path: Path) -> None:
+    spec = {
+        "root": str(FIXTURE),
+        "mesh3d": str(MESH3D),
+        "per_face": 1,
+        "image_size": 40,
+        "cache_dir": str(tmp_path),
+    }
+    plain = ReposedFaces.from_spec(spec, "ibug68")
+    fixed = ReposedFaces.from_spec({**spec, "label_offsets": str(_offsets_report(tmp_path))}, "ibug68")
+    assert fixed._key == plain._key  # the same cached renders
+    for i in range(len(plain)):
+        a, b = plain[i], fixed[i]
+        assert np.array_equal(a.image, b.image)
+        yaw = float(a.meta["yaw"])
+        if abs(yaw) > 1.0:
+            assert np.abs(a.points - b.points).max() > 0.01
+        assert np.allclose(b.box, tight_box(b.points), atol=1e-4)
+    with pytest.raises(ValueError, match="ibug68"):
+        ReposedFaces.from_spec({**spec, "label_offsets": str(_offsets_report(tmp_path))}, "aflw19")
