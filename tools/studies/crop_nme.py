@@ -12,13 +12,13 @@ bound: the default models move by at most 0.02 NME points.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
 import model_store.crop as crop_module
 from model_store.store import ModelStore, default_root
 from runtime import Landmarker
+from tools.studies import write_json
 
 __all__ = ["main", "nme_by_backend"]
 
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
             samples = load_samples(rspec, scheme, progress=False)
             report["real_test"][name] = nme_by_backend(name, samples, real["final"]["nme"])
             print(name, "real", report["real_test"][name], flush=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    write_json(report, args.out)
     return 0
 
 

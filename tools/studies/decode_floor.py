@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from tools.studies import write_json
 
 SCALES = (1, 2, 4, 8)
 
@@ -110,8 +111,7 @@ def main(argv: list[str] | None = None) -> int:
             f"service/bare ceiling {report['ratio_ceiling']:.3f}x"
         )
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
+        write_json(report, args.out)
     return 0
 
 

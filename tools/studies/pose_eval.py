@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import sys
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ import numpy as np
 from model_store.geometry import tight_box
 from model_store.pose import FOCAL_FACTOR, estimate_pose
 from model_store.store import DEFAULT_MODELS, ModelStore, default_root
+from tools.studies import write_json
 
 __all__ = ["evaluate", "main"]
 
@@ -172,7 +172,7 @@ def main(argv: list[str]) -> int:
     )
     errors = report.pop("_errors")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    write_json(report, args.out)
     if args.plot:
         _plot(report | {"_errors": errors}, Path(args.plot))
     for kind in ("solver_only", "end_to_end"):

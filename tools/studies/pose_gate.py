@@ -23,7 +23,6 @@ the tight box of their labels.
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ import numpy as np
 from model_store.geometry import tight_box
 from model_store.pose import estimate_pose
 from model_store.schemes import get_scheme
+from tools.studies import write_json
 
 __all__ = ["gate_table", "main"]
 
@@ -154,8 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         report["sets"][label] = {"labels": truth, "faces": len(samples), "table": table}
         print(label, " | ".join(f"{k} {v['nme'] * 100:.2f} % ({v['to_turned']})" for k, v in table.items()))
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
+        write_json(report, args.out)
     return 0
 
 

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from model_store.geometry import tight_box
+from tools.studies import write_json
 from train.data.real import REGIONS
 
 __all__ = ["carried_error", "fit_scale_shift", "main"]
@@ -200,8 +201,7 @@ def main(argv: list[str] | None = None) -> int:
             f"nme {row['nme'] * 100:.2f} % | {regions}"
         )
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
+        write_json(report, args.out)
     return 0
 
 

@@ -23,6 +23,7 @@ from model_store.manifest import read_manifest
 from model_store.schemes import get_scheme
 from model_store.store import default_root
 from runtime.cascade import Cascade
+from tools.studies import write_json
 from train.metrics import nme_per_sample
 
 
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         "yaw>60": int((yaw > 60).sum()),
     }
     if args.out:
-        args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        write_json(report, args.out)
     return 0
 
 

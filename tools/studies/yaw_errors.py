@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from model_store.geometry import tight_box
+from tools.studies import write_json
 from train.data.real import REGIONS as REGIONS_68  # iBUG 68-point regions (half-open)
 from train.data.render import JAW_CONVENTIONS
 from train.metrics import YAW_EDGES, yaw_bin_labels
@@ -235,8 +236,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"at frontal box error {'-' if at is None else f'{at * 100:4.1f} %'} | {regions}"
             )
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
+        write_json(report, args.out)
     return 0
 
 
