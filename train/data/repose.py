@@ -576,8 +576,8 @@ class LabelOffsets:
     def correct(self, points: np.ndarray, yaw: float) -> np.ndarray:
         """Carried labels [68, 2] with the offset at ``yaw`` taken off, scaled by their own box size."""
         pts = np.asarray(points, np.float64)
-        lo, hi = pts.min(axis=0), pts.max(axis=0)
-        size = float(np.sqrt(max((hi[0] - lo[0]) * (hi[1] - lo[1]), 0.0)))
+        box = tight_box(pts[None])[0]
+        size = float(np.sqrt(max((box[2] - box[0]) * (box[3] - box[1]), 0.0)))
         return (pts - self.at(yaw) * size).astype(np.asarray(points).dtype)
 
 
