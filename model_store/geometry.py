@@ -31,6 +31,7 @@ __all__ = [
     "crop_matrix_from_box",
     "crop_matrix_from_points",
     "eye_angle",
+    "face_size",
     "flip_box",
     "flip_points",
     "invert_affine",
@@ -254,6 +255,12 @@ def tight_box(points: np.ndarray) -> np.ndarray:
     """[..., K, 2] -> [..., 4] the axis-aligned box x1, y1, x2, y2 around the points."""
     p = np.asarray(points, dtype=np.float64)
     return np.concatenate([p.min(axis=-2), p.max(axis=-2)], axis=-1)
+
+
+def face_size(points: np.ndarray) -> float:
+    """``sqrt(w * h)`` of the tight box of one face's points ``[K, 2]`` (each side at least 1e-6)."""
+    w, h = np.ptp(np.asarray(points, dtype=np.float64), axis=0)
+    return float(np.sqrt(max(w, 1e-6) * max(h, 1e-6)))
 
 
 def flip_points(points: np.ndarray, image_width: float, scheme: Scheme) -> np.ndarray:

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from model_store.geometry import face_size
 from runtime.decode import DecodedImage
 from runtime.detectors.base import box_iou
 from runtime.landmarker import Landmarker
@@ -98,12 +99,6 @@ class OneEuroFilter:
         self._x = a * x + (1 - a) * self._x
         self._t = t
         return self._x.copy()
-
-
-def face_size(points: np.ndarray) -> float:
-    """``sqrt(w * h)`` of the landmark box of ``points [K, 2]``."""
-    w, h = np.ptp(points, axis=0)
-    return float(math.sqrt(max(w, 1e-6) * max(h, 1e-6)))
 
 
 def _landmark_box(points: np.ndarray) -> np.ndarray:

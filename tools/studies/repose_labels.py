@@ -35,7 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from model_store.geometry import tight_box
+from model_store.geometry import face_size, tight_box
+from model_store.schemes import get_scheme
 from tools.studies import write_json
 from train.data.real import REGIONS
 
@@ -50,12 +51,6 @@ def fit_scale_shift(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return np.asarray(sc * scale + d.mean(axis=0))
 
 
-def _box_size(points: np.ndarray) -> float:
-    """The square root of the tight box's area of ``points`` [K, 2]."""
-    box = tight_box(np.asarray(points, np.float64)[None])[0]
-    return float(np.sqrt((box[2] - box[0]) * (box[3] - box[1])))
-
-
 def carried_error(carried: np.ndarray, exact: np.ndarray) -> dict[str, Any]:
     """One face: the carried 68 points [68, 2] fitted to the exact ones by scale and shift, then their
     mean distance over the box size (sqrt of the exact tight box's area) and over the outer-eye-corner
@@ -63,8 +58,8 @@ def carried_error(carried: np.ndarray, exact: np.ndarray) -> dict[str, Any]:
     e = np.asarray(exact, np.float64)
     residual = fit_scale_shift(carried, e) - e
     dist = np.linalg.norm(residual, axis=1)
-    box_size = _box_size(e)
-    inter_ocular = float(np.linalg.norm(e[36] - e[45]))
+    box_size = face_size(e)
+    inter_ocular = float(get_scheme("ibug68").normaliser_distance(e[None])[0])
     return {
         "residual_box": (residual / box_size).tolist(),
         "nme_box": float(dist.mean() / box_size),
@@ -151,7 +146,7 @@ def run(
             ).points68
             carried = np.asarray(out.points, np.float64)
             if correction is not None:  # another run's shared offset at this yaw, in this face's box
-                carried = carried - np.asarray(correction[f"{yaw:g}"]) * _box_size(carried)
+                carried = carried - np.asarray(correction[f"{yaw:g}"]) * face_size(carried)
             rows[float(yaw)].append(carried_error(carried, exact))
         if (i + 1) % 20 == 0 or i + 1 == num:
             log(f"{i + 1}/{num} faces")

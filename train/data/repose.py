@@ -57,7 +57,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageFilter
 
-from model_store.geometry import tight_box
+from model_store.geometry import face_size, tight_box
 from model_store.meanshape import aflw19_from_68
 from model_store.pose import estimate_pose, rotation_from_euler
 from model_store.schemes import get_scheme
@@ -576,9 +576,7 @@ class LabelOffsets:
     def correct(self, points: np.ndarray, yaw: float) -> np.ndarray:
         """Carried labels [68, 2] with the offset at ``yaw`` taken off, scaled by their own box size."""
         pts = np.asarray(points, np.float64)
-        box = tight_box(pts[None])[0]
-        size = float(np.sqrt(max((box[2] - box[0]) * (box[3] - box[1]), 0.0)))
-        return (pts - self.at(yaw) * size).astype(np.asarray(points).dtype)
+        return (pts - self.at(yaw) * face_size(pts)).astype(np.asarray(points).dtype)
 
 
 class ReposedFaces(RenderedFaces):
