@@ -90,8 +90,10 @@ read -r -a CHAIN <<<"$GATE_CHAIN"
 HEADS=()
 if [ -n "$GATE_HEADS_FROM" ]; then HEADS=(--heads-from "faceapi-ibug68@$GATE_HEADS_FROM"); fi
 
-repose_cache() {  # the re-posed training faces' meshes (faceapi_v58/v59/v61 configs), built when missing
-  if [[ " $GATE_CHAIN " == *_v61_* ]] && [ ! -f cache/repose/mesh3d.npz ]; then
+repose_cache() {  # the re-posed training faces' meshes, built when a config of the chain uses them and they are missing
+  local c uses=0
+  for c in "${CHAIN[@]}"; do grep -q "kind: repose" "train/configs/$c.yaml" && uses=1; done
+  if [ "$uses" = 1 ] && [ ! -f cache/repose/mesh3d.npz ]; then
     echo "$(date -u +%FT%TZ) fitting the re-posing meshes (wingmark data repose)"
     "$PY" -m tools.cli data repose
   fi
