@@ -415,6 +415,14 @@ def quantize_main(argv: list[str]) -> int:
 # --------------------------------------------------------------------------------------------
 
 
+def gate_threshold(given: float | None, heads_threshold: float | None) -> float:
+    """The gate's |yaw| threshold: the one given on the command line, else that of the version whose yaw heads
+    are reused (``--heads-from``), else 45 degrees."""
+    if given is not None:
+        return given
+    return heads_threshold if heads_threshold is not None else 45.0
+
+
 def gate_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="wingmark gate",
@@ -426,12 +434,18 @@ def gate_main(argv: list[str]) -> int:
     parser.add_argument("--turned", required=True, help="[STORE_DIR:]NAME@VERSION for turned faces")
     parser.add_argument("--name", required=True, help="the gated version's model name")
     parser.add_argument("--version", required=True)
-    parser.add_argument("--threshold", type=float, default=45.0, help="|yaw| in degrees (default 45)")
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="|yaw| in degrees (default: the --heads-from version's threshold, else 45)",
+    )
     parser.add_argument("--store", help="store root to publish into (default: the repository's)")
     parser.add_argument(
         "--heads-from",
-        help="[STORE_DIR:]NAME@VERSION of a gated version whose yaw heads (and threshold) to reuse, e.g. "
-        "the float version's for its int8 variant; default: fit them on the frontal model",
+        help="[STORE_DIR:]NAME@VERSION of a gated version whose yaw heads (and, without --threshold, "
+        "threshold) to reuse, e.g. the float version's for its int8 variant; default: fit them on the "
+        "frontal model",
     )
     parser.add_argument("--ridge", type=float, default=1e-2, help="the heads' L2 penalty")
     parser.add_argument(
@@ -455,7 +469,7 @@ def gate_main(argv: list[str]) -> int:
     )
 
     frontal, turned = resolve_spec(args.frontal), resolve_spec(args.turned)
-    threshold = args.threshold
+    heads_threshold: float | None = None
     if args.heads_from:
         source = resolve_spec(args.heads_from)
         if not is_gated(source.manifest):
@@ -464,7 +478,7 @@ def gate_main(argv: list[str]) -> int:
         config = source.manifest.provenance.config
         heads = [YawHead.from_dict(h) for h in config["heads"]]
         heads_report = {**config["heads_fit"], "from": f"{source.name}@{source.version}"}
-        threshold = float(config["threshold_deg"])
+        heads_threshold = float(config["threshold_deg"])
     else:
         print(f"fitting yaw heads on {frontal.name}@{frontal.version}")
         heads, heads_report = fit_heads(frontal, DEFAULT_FIT_SETS, ridge=args.ridge)
@@ -475,7 +489,7 @@ def gate_main(argv: list[str]) -> int:
             args.name,
             args.version,
             _store(args.store),
-            threshold=threshold,
+            threshold=gate_threshold(args.threshold, heads_threshold),
             heads=heads,
             heads_report=heads_report,
             float_version=resolve_spec(args.float_version) if args.float_version else None,

@@ -190,3 +190,15 @@ def test_the_commands_answer_with_a_message_not_a_traceback(capsys: pytest.Captu
     assert gate_main(["--frontal", "faceapi-ibug68@4.3.0", "--turned", "faceapi-ibug68@4.2.0",
                       "--heads-from", "faceapi-ibug68@4.3.0", *common]) == 2  # fmt: skip
     assert "not a gated version" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("given", "heads", "expected"),
+    [(None, None, 45.0), (None, 45.0, 45.0), (30.0, 45.0, 30.0), (30.0, None, 30.0)],
+)
+def test_a_threshold_given_wins_over_the_reused_heads_one(
+    given: float | None, heads: float | None, expected: float
+) -> None:
+    from train.export.cli import gate_threshold
+
+    assert gate_threshold(given, heads) == expected
