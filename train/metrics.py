@@ -23,6 +23,7 @@ __all__ = [
     "failure_rate",
     "grouped_summary",
     "nme_per_sample",
+    "radial_error",
     "summarise",
     "yaw_bin_labels",
 ]
@@ -48,6 +49,29 @@ def nme_per_sample(pred: np.ndarray, gt: np.ndarray, normaliser: np.ndarray) -> 
         raise ValueError("normaliser distances must be positive")
     dist = np.linalg.norm(pred - gt, axis=-1)  # (N, K)
     return np.asarray(dist.mean(axis=1) / normaliser)
+
+
+def radial_error(
+    pred: np.ndarray, gt: np.ndarray, normaliser: np.ndarray, points: slice | Sequence[int] = slice(None)
+) -> np.ndarray:
+    """Signed error of ``points`` along the outward direction, per face: for each chosen point the component
+    of ``pred - gt`` along the unit vector from the centroid of all of ``gt``'s points to that point, averaged
+    over the points and divided by ``normaliser``. Negative: the prediction lies inside the labelled outline
+    (a shrunk shape); positive: outside. Tangential error (along the outline) does not count.
+
+    pred, gt: ``[N, K, 2]``; normaliser: ``[N]``. Returns ``[N]``.
+    """
+    pred = np.asarray(pred, dtype=np.float64)
+    gt = np.asarray(gt, dtype=np.float64)
+    normaliser = np.asarray(normaliser, dtype=np.float64)
+    if pred.shape != gt.shape or pred.ndim != 3 or pred.shape[-1] != 2:
+        raise ValueError(f"expected matching [N, K, 2] arrays, got {pred.shape} and {gt.shape}")
+    if normaliser.shape != (pred.shape[0],):
+        raise ValueError(f"normaliser must be [N], got {normaliser.shape}")
+    outward = gt - gt.mean(axis=1, keepdims=True)
+    outward /= np.maximum(np.linalg.norm(outward, axis=-1, keepdims=True), 1e-12)
+    along = ((pred - gt) * outward).sum(axis=-1)  # (N, K)
+    return np.asarray(along[:, points].mean(axis=1) / normaliser)
 
 
 def ced_curve(errors: np.ndarray, threshold: float, num: int = 201) -> tuple[np.ndarray, np.ndarray]:

@@ -9,6 +9,7 @@ from train.metrics import (
     failure_rate,
     grouped_summary,
     nme_per_sample,
+    radial_error,
     summarise,
     yaw_bin_labels,
 )
@@ -25,6 +26,23 @@ def test_nme_by_hand() -> None:
         nme_per_sample(pred, gt, np.array([10.0, 0.0]))
     with pytest.raises(ValueError):
         nme_per_sample(pred[:, :1], gt, np.array([1.0, 1.0]))
+
+
+def test_radial_error_by_hand() -> None:
+    # a square of four labels around (0, 0): each point's outward direction is along its diagonal
+    gt = np.array([[[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]]])
+    shrunk = gt * 0.5  # each point moved sqrt(2)/2 inwards
+    np.testing.assert_allclose(radial_error(shrunk, gt, np.array([2.0])), [-np.sqrt(2) / 4])
+    np.testing.assert_allclose(radial_error(gt * 1.5, gt, np.array([1.0])), [np.sqrt(2) / 2])
+    # sliding along the outline is tangential and does not count; only the chosen points do
+    slid = gt.copy()
+    slid[0, 0] += [1.0, -1.0]  # perpendicular to (-1, -1)
+    np.testing.assert_allclose(radial_error(slid, gt, np.array([1.0])), [0.0], atol=1e-12)
+    out = gt.copy()
+    out[0, 2] = [2.0, 2.0]  # point 2 pushed out by sqrt(2)
+    np.testing.assert_allclose(radial_error(out, gt, np.array([1.0]), points=[2, 3]), [np.sqrt(2) / 2])
+    with pytest.raises(ValueError):
+        radial_error(gt[:, :3], gt, np.array([1.0]))
 
 
 def test_ced_auc_failure_rate_by_hand() -> None:

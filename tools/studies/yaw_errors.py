@@ -38,7 +38,7 @@ from model_store.geometry import tight_box
 from tools.studies import write_json
 from train.data.real import REGIONS as REGIONS_68  # iBUG 68-point regions (half-open)
 from train.data.render import JAW_CONVENTIONS
-from train.metrics import YAW_EDGES, yaw_bin_labels
+from train.metrics import YAW_EDGES, radial_error, yaw_bin_labels
 
 __all__ = ["DATA_LABELS", "main", "yaw_error_table"]
 
@@ -66,8 +66,9 @@ def yaw_error_table(
     faces were off by the first bin's mean "nme_box" (the model's own frontal accuracy, measured by the
     box), which isolates what the normaliser alone does to a turned bin (None without frontal faces).
     ``pred``, ``gt``: ``[N, K, 2]``; ``yaw``: ``[N]`` degrees."""
-    dist = np.linalg.norm(np.asarray(pred, np.float64) - np.asarray(gt, np.float64), axis=2)  # (N, K)
-    box = tight_box(np.asarray(gt, np.float64))
+    pred_, gt_ = np.asarray(pred, np.float64), np.asarray(gt, np.float64)
+    dist = np.linalg.norm(pred_ - gt_, axis=2)  # (N, K)
+    box = tight_box(gt_)
     box_size = np.sqrt(np.maximum((box[:, 2] - box[:, 0]) * (box[:, 3] - box[:, 1]), 1e-12))
     norm = np.asarray(normaliser, np.float64)
     labels = yaw_bin_labels(np.asarray(yaw, np.float64), edges)
@@ -90,6 +91,9 @@ def yaw_error_table(
             else float((frontal_box * bs / nrm).mean()),
             "regions": {r: float((d[:, a:b].mean(axis=1) / nrm).mean()) for r, (a, b) in regions.items()},
         }
+        if "jaw" in regions:
+            a, b = regions["jaw"]
+            out[name]["jaw_radial"] = float(radial_error(pred_[sel], gt_[sel], nrm, slice(a, b)).mean())
     return out
 
 
@@ -229,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
         print(run)
         for name, row in last.items():
             regions = " ".join(f"{r} {v * 100:.1f}" for r, v in row["regions"].items())
+            if "jaw_radial" in row:
+                regions += f" | jaw outward {row['jaw_radial'] * 100:+.2f}"
             at = row["nme_at_frontal_box_error"]
             print(
                 f"  {name:>12} n={row['n']:3d} nme {row['nme'] * 100:5.1f} % "

@@ -56,3 +56,15 @@ def test_nme_at_frontal_box_error_keeps_only_the_normaliser() -> None:
     assert table["all"]["nme_at_frontal_box_error"] == pytest.approx(0.75)
     no_frontal = yaw_error_table(pred, gt, normaliser=np.array([10.0, 5.0]), yaw=np.array([50.0, 80.0]))
     assert no_frontal["all"]["nme_at_frontal_box_error"] is None
+
+
+def test_jaw_radial_reads_a_shrunk_jaw_as_negative() -> None:
+    gt = _faces()
+    centre = gt.mean(axis=1, keepdims=True)
+    pred = gt.copy()
+    pred[:, 0:17] = centre + 0.9 * (gt[:, 0:17] - centre)  # the jaw pulled a tenth towards the centre
+    table = yaw_error_table(pred, gt, normaliser=np.array([4.0, 4.0]), yaw=np.array([0.0, 40.0]))
+    inward = np.linalg.norm(gt[:, 0:17] - centre, axis=2).mean(axis=1) * 0.1 / 4.0  # per face
+    assert table["|yaw| 30-45"]["jaw_radial"] == pytest.approx(-inward[1])
+    assert table["all"]["jaw_radial"] == pytest.approx(-inward.mean())
+    assert "jaw_radial" not in yaw_error_table(pred, gt, np.array([4.0, 4.0]), np.zeros(2), regions={})["all"]
