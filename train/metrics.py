@@ -33,11 +33,10 @@ DEFAULT_THRESHOLDS: tuple[float, ...] = (0.08, 0.10)
 YAW_EDGES: tuple[float, ...] = (0.0, 15.0, 30.0, 45.0, 60.0, 90.0)
 
 
-def nme_per_sample(pred: np.ndarray, gt: np.ndarray, normaliser: np.ndarray) -> np.ndarray:
-    """Normalised mean error per face.
-
-    pred, gt: ``[N, K, 2]``; normaliser: ``[N]`` distances (same units). Returns ``[N]``.
-    """
+def _checked(
+    pred: np.ndarray, gt: np.ndarray, normaliser: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``pred``, ``gt`` as float64 ``[N, K, 2]`` and ``normaliser`` as ``[N]``, or ValueError."""
     pred = np.asarray(pred, dtype=np.float64)
     gt = np.asarray(gt, dtype=np.float64)
     normaliser = np.asarray(normaliser, dtype=np.float64)
@@ -45,6 +44,15 @@ def nme_per_sample(pred: np.ndarray, gt: np.ndarray, normaliser: np.ndarray) -> 
         raise ValueError(f"expected matching [N, K, 2] arrays, got {pred.shape} and {gt.shape}")
     if normaliser.shape != (pred.shape[0],):
         raise ValueError(f"normaliser must be [N], got {normaliser.shape}")
+    return pred, gt, normaliser
+
+
+def nme_per_sample(pred: np.ndarray, gt: np.ndarray, normaliser: np.ndarray) -> np.ndarray:
+    """Normalised mean error per face.
+
+    pred, gt: ``[N, K, 2]``; normaliser: ``[N]`` distances (same units). Returns ``[N]``.
+    """
+    pred, gt, normaliser = _checked(pred, gt, normaliser)
     if np.any(normaliser <= 0):
         raise ValueError("normaliser distances must be positive")
     dist = np.linalg.norm(pred - gt, axis=-1)  # (N, K)
@@ -61,13 +69,7 @@ def radial_error(
 
     pred, gt: ``[N, K, 2]``; normaliser: ``[N]``. Returns ``[N]``.
     """
-    pred = np.asarray(pred, dtype=np.float64)
-    gt = np.asarray(gt, dtype=np.float64)
-    normaliser = np.asarray(normaliser, dtype=np.float64)
-    if pred.shape != gt.shape or pred.ndim != 3 or pred.shape[-1] != 2:
-        raise ValueError(f"expected matching [N, K, 2] arrays, got {pred.shape} and {gt.shape}")
-    if normaliser.shape != (pred.shape[0],):
-        raise ValueError(f"normaliser must be [N], got {normaliser.shape}")
+    pred, gt, normaliser = _checked(pred, gt, normaliser)
     outward = gt - gt.mean(axis=1, keepdims=True)
     outward /= np.maximum(np.linalg.norm(outward, axis=-1, keepdims=True), 1e-12)
     along = ((pred - gt) * outward).sum(axis=-1)  # (N, K)
