@@ -7,18 +7,20 @@
 #   scripts/train_defaults.sh all       # train (in the foreground, both in parallel), then export
 #
 # Environment:
-#   RECIPE         flip (default: faceapi-ibug68 4.7.0 and faceapi-aflw19 4.3.0 with their int8 variants: the
-#                  published 4.6.0 and 4.2.0 (and their int8 variants) with the last stage averaged over each
+#   RECIPE         flip (default: faceapi-ibug68 4.9.0 and faceapi-aflw19 4.3.0 with their int8 variants: the
+#                  published 4.8.0 and 4.2.0 (and their int8 variants) with the last stage averaged over each
 #                  crop and its mirror image by `wingmark flip`; no training, a few minutes; AFLW19_VERSION
 #                  names the 19-point version, FLIP_SOURCE / FLIP_SOURCE_AFLW19 the sources;
-#                  FLIP_SOURCE=4.4.0 VERSION=4.5.0 makes 4.5.0),
-#                  gate (faceapi-ibug68 4.6.0 and its int8 variant, pose-gated: the published 4.3.0 for
-#                  near-frontal faces and a turned-face specialist trained here in five runs, one after the
-#                  other (GATE_CHAIN; the last, v61, needs the re-posed training faces: `wingmark data
+#                  FLIP_SOURCE=4.4.0 VERSION=4.5.0 makes 4.5.0, FLIP_SOURCE=4.6.0 VERSION=4.7.0 4.7.0),
+#                  gate (faceapi-ibug68 4.8.0 and its int8 variant, pose-gated: the published 4.3.0 for
+#                  near-frontal faces and a turned-face specialist trained here in six runs, one after the
+#                  other (GATE_CHAIN; v61 and v63 need the re-posed training faces: `wingmark data
 #                  repose` runs first when cache/repose/mesh3d.npz is missing), exported to runs/gate-store
-#                  and joined by `wingmark gate` with 4.4.0's yaw heads (GATE_HEADS_FROM; empty: fitted
-#                  afresh); 68 points only; GATE_CHAIN="faceapi_v52_ibug68 faceapi_v53_turned_ibug68
-#                  faceapi_v54_turned_ibug68" GATE_HEADS_FROM= VERSION=4.4.0 makes 4.4.0), v45 (faceapi-ibug68 4.3.0, 4.2.0 trained further with the synthetic faces' jaw
+#                  and joined by `wingmark gate` at |yaw| >= GATE_THRESHOLD degrees (default 30) with 4.4.0's
+#                  yaw heads (GATE_HEADS_FROM; empty: fitted afresh); 68 points only;
+#                  the chain without its last run (v63) with GATE_THRESHOLD=45 VERSION=4.6.0 makes 4.6.0,
+#                  GATE_CHAIN="faceapi_v52_ibug68 faceapi_v53_turned_ibug68 faceapi_v54_turned_ibug68"
+#                  GATE_HEADS_FROM= GATE_THRESHOLD=45 VERSION=4.4.0 makes 4.4.0), v45 (faceapi-ibug68 4.3.0, 4.2.0 trained further with the synthetic faces' jaw
 #                  labelled on the visible outline, 300-W's convention; starts from the published 4.2.0 files;
 #                  68 points only: the 19-point default stays 4.2.0, whose scheme has no jaw line),
 #                  v42 (the 4.2.0 defaults, 4.1.0 trained further with 4,000 more synthetic faces
@@ -30,7 +32,7 @@
 #                  weights and detector-sized box perturbation), mixed (2.0.0: synthetic + teacher-labelled
 #                  real faces) or synth (1.0.0). v4, v3 and mixed build the real-face cache with
 #                  `wingmark data real` first if it is missing.
-#   VERSION        version to publish (default 4.7.0 for flip, 4.6.0 for gate, 4.3.0 for v45, 4.2.0 for v42, 4.1.0 for v41, 4.0.0 for v4, 3.0.0 for v3, 2.0.0 for mixed, 1.0.0 for synth)
+#   VERSION        version to publish (default 4.9.0 for flip, 4.8.0 for gate, 4.3.0 for v45, 4.2.0 for v42, 4.1.0 for v41, 4.0.0 for v4, 3.0.0 for v3, 2.0.0 for mixed, 1.0.0 for synth)
 #   TRAIN_ARGS     extra 'key=value' overrides for both trainings, e.g. "stage1.max_steps=800"
 #   THREADS        torch/OMP threads per training (default 1: the two trainings run side by side)
 #   PYTHON_BIN     default .venv/bin/python
@@ -46,8 +48,8 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON_BIN:-.venv/bin/python}
 RECIPE=${RECIPE:-flip}
 case "$RECIPE" in
-  flip) VERSION=${VERSION:-4.7.0} ;;
-  gate) VERSION=${VERSION:-4.6.0} ;;
+  flip) VERSION=${VERSION:-4.9.0} ;;
+  gate) VERSION=${VERSION:-4.8.0} ;;
   v45) VERSION=${VERSION:-4.3.0} ;;
   v42) VERSION=${VERSION:-4.2.0} ;;
   v41) VERSION=${VERSION:-4.1.0} ;;
@@ -83,7 +85,8 @@ train_one() {  # name config run_dir
 }
 
 # RECIPE=gate: the specialist's runs, each starting from the one before (the first from the published 4.3.0)
-GATE_CHAIN=${GATE_CHAIN:-"faceapi_v52_ibug68 faceapi_v53_turned_ibug68 faceapi_v54_turned_ibug68 faceapi_v60_turned_ibug68 faceapi_v61_turned_ibug68"}
+GATE_CHAIN=${GATE_CHAIN:-"faceapi_v52_ibug68 faceapi_v53_turned_ibug68 faceapi_v54_turned_ibug68 faceapi_v60_turned_ibug68 faceapi_v61_turned_ibug68 faceapi_v63_turned_ibug68"}
+GATE_THRESHOLD=${GATE_THRESHOLD:-30}
 GATE_FRONTAL=${GATE_FRONTAL:-4.3.0}
 GATE_HEADS_FROM=${GATE_HEADS_FROM-4.4.0}
 read -r -a CHAIN <<<"$GATE_CHAIN"
@@ -114,14 +117,14 @@ gate_export() {  # the last run of the chain -> runs/gate-store; then the float 
     --store runs/gate-store --overwrite --json runs/faceapi-ibug68-turned.export.json
   local turned="runs/gate-store:faceapi-ibug68-turned@$VERSION"
   "$PY" -m tools.cli gate --frontal "faceapi-ibug68@$GATE_FRONTAL" --turned "$turned" --name faceapi-ibug68 \
-    --version "$VERSION" --threshold 45 "${HEADS[@]}" --overwrite --json "runs/faceapi-ibug68.gate.json"
+    --version "$VERSION" --threshold "$GATE_THRESHOLD" "${HEADS[@]}" --overwrite --json "runs/faceapi-ibug68.gate.json"
   "$PY" -m tools.cli gate --frontal "faceapi-ibug68-int8@$GATE_FRONTAL" --turned "$turned" \
     --heads-from "faceapi-ibug68@$VERSION" --float "faceapi-ibug68@$VERSION" --name faceapi-ibug68-int8 \
     --version "$VERSION" --overwrite --json "runs/faceapi-ibug68-int8.gate.json"
 }
 
 # RECIPE=flip: published versions -> the same with the last stage flip-averaged (float, then int8 against it)
-FLIP_SOURCE=${FLIP_SOURCE:-4.6.0}
+FLIP_SOURCE=${FLIP_SOURCE:-4.8.0}
 FLIP_SOURCE_AFLW19=${FLIP_SOURCE_AFLW19:-4.2.0}
 AFLW19_VERSION=${AFLW19_VERSION:-4.3.0}
 

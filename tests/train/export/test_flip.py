@@ -143,6 +143,7 @@ def test_the_published_flip_averaged_defaults_lead_to_their_sources() -> None:
     published = [
         ("faceapi-ibug68", "4.5.0", "4.4.0"),
         ("faceapi-ibug68", "4.7.0", "4.6.0"),
+        ("faceapi-ibug68", "4.9.0", "4.8.0"),
         ("faceapi-aflw19", "4.3.0", "4.2.0"),
     ]
     for name, version, source in published:

@@ -33,7 +33,7 @@ def test_the_default_and_cnn67_models_have_int8_variants() -> None:
     assert {("cnn67-ibug68-int8", "3.0.0"), ("cnn67-aflw19-int8", "3.0.0")} <= set(VARIANTS)
     for name in DEFAULT_MODELS.values():
         versions = STORE.list_versions(name + INT8_SUFFIX)
-        # 4.1.0, and the version served by default (the latest: faceapi-ibug68 4.7.0, faceapi-aflw19 4.3.0)
+        # 4.1.0, and the version served by default (the latest: faceapi-ibug68 4.9.0, faceapi-aflw19 4.3.0)
         assert {"4.1.0", STORE.resolve(name).version} <= set(versions) and "4.0.0" not in versions, name
         for version in versions:
             quant = STORE.resolve(name + INT8_SUFFIX, version).manifest.evaluation["quantization"]
