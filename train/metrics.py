@@ -36,7 +36,7 @@ YAW_EDGES: tuple[float, ...] = (0.0, 15.0, 30.0, 45.0, 60.0, 90.0)
 def _checked(
     pred: np.ndarray, gt: np.ndarray, normaliser: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``pred``, ``gt`` as float64 ``[N, K, 2]`` and ``normaliser`` as ``[N]``, or ValueError."""
+    """``pred``, ``gt`` as float64 ``[N, K, 2]`` and ``normaliser`` as positive ``[N]``, or ValueError."""
     pred = np.asarray(pred, dtype=np.float64)
     gt = np.asarray(gt, dtype=np.float64)
     normaliser = np.asarray(normaliser, dtype=np.float64)
@@ -44,6 +44,8 @@ def _checked(
         raise ValueError(f"expected matching [N, K, 2] arrays, got {pred.shape} and {gt.shape}")
     if normaliser.shape != (pred.shape[0],):
         raise ValueError(f"normaliser must be [N], got {normaliser.shape}")
+    if np.any(normaliser <= 0):
+        raise ValueError("normaliser distances must be positive")
     return pred, gt, normaliser
 
 
@@ -53,8 +55,6 @@ def nme_per_sample(pred: np.ndarray, gt: np.ndarray, normaliser: np.ndarray) -> 
     pred, gt: ``[N, K, 2]``; normaliser: ``[N]`` distances (same units). Returns ``[N]``.
     """
     pred, gt, normaliser = _checked(pred, gt, normaliser)
-    if np.any(normaliser <= 0):
-        raise ValueError("normaliser distances must be positive")
     dist = np.linalg.norm(pred - gt, axis=-1)  # (N, K)
     return np.asarray(dist.mean(axis=1) / normaliser)
 

@@ -43,6 +43,8 @@ def test_radial_error_by_hand() -> None:
     np.testing.assert_allclose(radial_error(out, gt, np.array([1.0]), points=[2, 3]), [np.sqrt(2) / 2])
     with pytest.raises(ValueError):
         radial_error(gt[:, :3], gt, np.array([1.0]))
+    with pytest.raises(ValueError, match="positive"):
+        radial_error(shrunk, gt, np.array([0.0]))
 
 
 def test_ced_auc_failure_rate_by_hand() -> None:
