@@ -7,7 +7,16 @@ import json
 from pathlib import Path
 from typing import Any
 
-__all__ = ["write_json"]
+import numpy as np
+
+from model_store.schemes import get_scheme
+
+__all__ = ["inter_ocular", "write_json"]
+
+
+def inter_ocular(points: np.ndarray) -> float:
+    """The 68-point scheme's NME normaliser of one face's points [68, 2]: the outer eye corners' distance."""
+    return float(get_scheme("ibug68").normaliser_distance(np.asarray(points)[None])[0])
 
 
 def write_json(report: Any, path: Path) -> None:

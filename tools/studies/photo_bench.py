@@ -31,8 +31,8 @@ import numpy as np
 from PIL import Image
 
 from model_store.geometry import tight_box
-from model_store.schemes import get_scheme
 from runtime.detectors.base import box_from_dlib_rect, dlib_rect_from_box, points_from_dlib_shape
+from tools.studies import inter_ocular
 from tools.studies.detect_bench_core import match_faces
 from tools.studies.real_bench import default_cache, write_report
 from train.data.pts300w import read_pts
@@ -112,17 +112,12 @@ def hog_box(detect: Any, pixels: np.ndarray, truth: np.ndarray) -> tuple[np.ndar
     return None
 
 
-def _inter_ocular(truth: np.ndarray) -> float:
-    """The 68-point scheme's NME normaliser of one face's labels [68, 2] (outer eye corners)."""
-    return float(get_scheme("ibug68").normaliser_distance(truth[None])[0])
-
-
 def _nme(points: np.ndarray, truth: np.ndarray) -> float:
-    return float(np.linalg.norm(points - truth, axis=1).mean() / _inter_ocular(truth))
+    return float(np.linalg.norm(points - truth, axis=1).mean() / inter_ocular(truth))
 
 
 def _regions(points: np.ndarray, truth: np.ndarray) -> dict[str, float]:
-    dist = np.linalg.norm(points - truth, axis=1) / _inter_ocular(truth)
+    dist = np.linalg.norm(points - truth, axis=1) / inter_ocular(truth)
     return {r: round(float(dist[a:b].mean()), 5) for r, (a, b) in REGIONS.items()}
 
 
@@ -161,7 +156,7 @@ def bench_photos(
         "photos": {
             p.name: {
                 "image": str(p.image),
-                "inter_ocular_px": round(_inter_ocular(t), 2),
+                "inter_ocular_px": round(inter_ocular(t), 2),
                 "hog_upsample": None if h is None else h[1],
             }
             for p, t, _, h in loaded

@@ -36,8 +36,7 @@ from typing import Any
 import numpy as np
 
 from model_store.geometry import face_size, tight_box
-from model_store.schemes import get_scheme
-from tools.studies import write_json
+from tools.studies import inter_ocular, write_json
 from train.data.real import REGIONS
 
 __all__ = ["carried_error", "fit_scale_shift", "main"]
@@ -59,11 +58,10 @@ def carried_error(carried: np.ndarray, exact: np.ndarray) -> dict[str, Any]:
     residual = fit_scale_shift(carried, e) - e
     dist = np.linalg.norm(residual, axis=1)
     box_size = face_size(e)
-    inter_ocular = float(get_scheme("ibug68").normaliser_distance(e[None])[0])
     return {
         "residual_box": (residual / box_size).tolist(),
         "nme_box": float(dist.mean() / box_size),
-        "nme": float(dist.mean() / inter_ocular),
+        "nme": float(dist.mean() / inter_ocular(e)),
         "regions_box": {r: float(dist[a:b].mean() / box_size) for r, (a, b) in REGIONS.items()},
     }
 
