@@ -92,16 +92,16 @@ def run(
     correction: Mapping[str, Any] | None = None,
     log: Any = print,
 ) -> dict[str, Any]:
-    from train.data.real import _save_crop, _worker
+    from train.data.real import _save_crop
     from train.data.render import RenderOptions, render_face
-    from train.data.repose import ReposeOptions, mesh_from_crop, repose_photo
+    from train.data.repose import ReposeOptions, mesh_crops, repose_photo
 
     plain = RenderOptions(occlusion_prob=0.0, glasses_prob=0.0)
     pick = np.random.default_rng([seed, 999])
     frontal_yaw = pick.uniform(3.0, 12.0, size=num)  # one side: the targets turn the face further
     faces = []
     with tempfile.TemporaryDirectory() as tmp:
-        crops = []
+        crops: dict[str, tuple[Path, list[float]]] = {}
         for i in range(num):
             face = render_face(
                 np.random.default_rng([seed, i]), size, float(frontal_yaw[i]), 0.0, 0.0, plain, jaw="contour"
@@ -109,17 +109,16 @@ def run(
             box = tight_box(face.points68[None].astype(np.float64))[0].tolist()
             path = Path(tmp) / f"face{i}.png"
             _save_crop(face.image, box, path)
-            crops.append({"id": str(i), "file": str(path)})
-            faces.append((face, box))
-        answer = _worker(python, "mesh3d", {"crops": crops}, Path(tmp) / "work")
+            crops[str(i)] = (path, box)
+            faces.append(face)
+        _, meshes = mesh_crops(crops, python, Path(tmp) / "work")
     rows: dict[float, list[dict[str, Any]]] = {float(y): [] for y in yaws}
     missed = 0
-    for i, (face, box) in enumerate(faces):
-        raw = answer["faces"].get(str(i))
-        if raw is None:
+    for i, face in enumerate(faces):
+        if str(i) not in meshes:
             missed += 1
             continue
-        mesh = mesh_from_crop(raw, box)
+        mesh = meshes[str(i)]
         mesh[:, 2] *= depth_scale  # MediaPipe's depth, scaled (1: as the re-posing pipeline uses it)
         for yaw in yaws:
             target = float(frontal_yaw[i]) if yaw == 0 else float(yaw)

@@ -78,6 +78,7 @@ __all__ = [
     "extend_mesh",
     "load_mesh3d",
     "mediapipe_topology",
+    "mesh_crops",
     "repose_face",
     "surface_points",
 ]
@@ -457,6 +458,21 @@ def mesh_from_crop(raw: Sequence[Sequence[float]], box: Sequence[float]) -> np.n
     return np.column_stack([m[:, 0] / scale + x0, m[:, 1] / scale + y0, -m[:, 2] / scale])
 
 
+def mesh_crops(
+    crops: Mapping[str, tuple[Path, Sequence[float]]], python: Path | str, work: Path | str
+) -> tuple[str, dict[str, np.ndarray]]:
+    """Run MediaPipe's ``mesh3d`` job on saved face crops (id -> (crop file made by ``_save_crop``, the
+    face's box in image pixels)) with MediaPipe's interpreter ``python``; returns (the job's model name,
+    id -> [468, 3] image pixels) for the faces it meshed (those it misses are left out)."""
+    from train.data.real import _worker
+
+    job = {"crops": [{"id": i, "file": str(file)} for i, (file, _) in crops.items()]}
+    answer = _worker(Path(python), "mesh3d", job, Path(work))
+    found = answer["faces"]
+    meshes = {i: mesh_from_crop(found[i], box) for i, (_, box) in crops.items() if found.get(i) is not None}
+    return str(answer["model"]), meshes
+
+
 def build_mesh3d(
     real_root: Path | str, out: Path | str, *, python: Path | str | None = None, split: str = "train"
 ) -> Path:
@@ -466,7 +482,7 @@ def build_mesh3d(
 
     The crops are the label check's (``<real_root>/work/crops``) where present, else made here the same
     way under ``out/crops``. ``python``: MediaPipe's interpreter (default ``<real_root>/mp-venv``)."""
-    from train.data.real import _load_rgb, _save_crop, _worker
+    from train.data.real import _load_rgb, _save_crop
 
     real_root, out = Path(real_root).resolve(), Path(out).resolve()
     manifest = load_manifest(real_root)
@@ -481,7 +497,7 @@ def build_mesh3d(
     todo = [f for f in faces if f["id"] not in have]
     model = ""
     if todo:
-        crops = []
+        crops: dict[str, tuple[Path, Sequence[float]]] = {}
         for f in todo:
             name = f"{f['id'].replace('/', '__')}.png"
             crop = real_root / "work" / "crops" / name
@@ -489,14 +505,10 @@ def build_mesh3d(
                 crop = out / "crops" / name
                 crop.parent.mkdir(parents=True, exist_ok=True)
                 _save_crop(_load_rgb(real_root / f["image"]), f["box"], crop)
-            crops.append({"id": f["id"], "file": str(crop)})
+            crops[f["id"]] = (crop, f["box"])
         py = Path(python) if python is not None else real_root / "mp-venv" / "bin" / "python"
-        answer = _worker(py, "mesh3d", {"crops": crops}, out / "work")
-        model = str(answer["model"])
-        for f in todo:
-            raw = answer["faces"].get(f["id"])
-            if raw is not None:
-                have[f["id"]] = mesh_from_crop(raw, f["box"]).astype(np.float32)
+        model, meshes = mesh_crops(crops, py, out / "work")
+        have.update({i: m.astype(np.float32) for i, m in meshes.items()})
     elif path.is_file():
         with np.load(path) as z:
             model = str(z["model"])
