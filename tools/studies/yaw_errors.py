@@ -40,7 +40,9 @@ from train.data.real import REGIONS as REGIONS_68  # iBUG 68-point regions (half
 from train.data.render import JAW_CONVENTIONS
 from train.metrics import YAW_EDGES, radial_error, yaw_bin_labels
 
-__all__ = ["DATA_LABELS", "main", "yaw_error_table"]
+__all__ = ["DATA_LABELS", "SERVICE", "main", "yaw_error_table"]
+
+SERVICE = "service:"  # --client-box service:NAME: the runtime's detector NAME, as the service runs it
 
 # what the labels of a --data set are
 DATA_LABELS = {
@@ -114,7 +116,15 @@ def _model_table(model_spec: str, spec: Mapping[str, Any], client_box: str = "ti
     images = [s.image for s in samples]
     backend = create_backend("onnxruntime", model, device="cpu", max_batch_size=64)
     regions = REGIONS_68 if scheme_name == "ibug68" else {}
-    with Landmarker(model, backend) as landmarker:
+    detector = None
+    if client_box.startswith(SERVICE):
+        from runtime.detectors import create_detector
+        from service.settings import Settings
+
+        name = client_box[len(SERVICE) :]
+        # built with the options the service gives it
+        detector = create_detector(name, **Settings(detector=name).detector_options())
+    with Landmarker(model, backend, detector) as landmarker:
         points = landmarker.landmarks(images, tight_box(gt), batch_size=64)
         table: dict[str, Any] = {
             "run": f"{model.name}@{model.version}",
@@ -125,11 +135,18 @@ def _model_table(model_spec: str, spec: Mapping[str, Any], client_box: str = "ti
             return table | {
                 f"stage{k}": yaw_error_table(p, gt, norm, yaw, regions) for k, p in enumerate(points, start=1)
             }
-        # dlib HOG's box sent as the client box (the client calibration), on the faces HOG finds
-        found, hog = _hog_boxes(images, tight_box(gt))
-        sel = np.flatnonzero(found)
-        client = landmarker.calibration("client").apply(hog[sel])
-        from_hog = landmarker.landmarks([images[i] for i in sel], client, batch_size=64)
+        if detector is not None:
+            # the service's own detection on the whole image, as POST /v1/landmarks without boxes runs
+            # it: the final points of the detected face that matches the labelled one
+            found, final = _service_points(landmarker, images, gt)
+            sel = np.flatnonzero(found)
+            staged = [final[sel]]
+        else:
+            # dlib HOG's box sent as the client box (the client calibration), on the faces HOG finds
+            found, hog = _hog_boxes(images, tight_box(gt))
+            sel = np.flatnonzero(found)
+            client = landmarker.calibration("client").apply(hog[sel])
+            staged = landmarker.landmarks([images[i] for i in sel], client, batch_size=64)
     g, n, y = gt[sel], norm[sel], yaw[sel]
     bins = yaw_bin_labels(yaw)
     table["found_by_detector"] = {  # per |yaw| bin: [found, faces]
@@ -137,9 +154,33 @@ def _model_table(model_spec: str, spec: Mapping[str, Any], client_box: str = "ti
         for name in sorted(set(bins.tolist()))
     }
     table["tight_same_faces"] = yaw_error_table(points[-1][sel], g, n, y, regions)
+    last = len(table["stages"])  # the service's path gives the final stage's points only
     return table | {
-        f"stage{k}": yaw_error_table(p, g, n, y, regions) for k, p in enumerate(from_hog, start=1)
+        f"stage{k}": yaw_error_table(p, g, n, y, regions)
+        for k, p in enumerate(staged, start=last - len(staged) + 1)
     }
+
+
+def _service_points(
+    landmarker: Any, images: Sequence[np.ndarray], gt: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The landmarker's own detection and cascade on each whole image (``Landmarker.predict``): found
+    [N] bool (a detected face overlaps the tight box of the labels ``gt`` [N, K, 2] at IoU >=
+    ``MATCH_IOU``) and the best-overlapping face's final points [N, K, 2] (NaN where none)."""
+    from runtime.detectors.base import box_iou
+    from tools.studies.detect_bench_core import MATCH_IOU
+
+    found = np.zeros(len(images), bool)
+    points = np.full(gt.shape, np.nan)
+    for i, (image, box) in enumerate(zip(images, tight_box(gt), strict=True)):
+        faces = landmarker.predict(np.ascontiguousarray(image))
+        if not faces:
+            continue
+        iou = box_iou(np.stack([np.asarray(f.box, np.float64) for f in faces]), box[None])[:, 0]
+        best = int(iou.argmax())
+        if iou[best] >= MATCH_IOU:
+            found[i], points[i] = True, faces[best].landmarks
+    return found, points
 
 
 def _hog_boxes(images: Sequence[np.ndarray], tight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -204,13 +245,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument(
         "--client-box",
-        choices=["tight", "dlib_hog"],
         default="tight",
-        help="published versions: the tight box of the labels, or dlib HOG's box sent as the client box "
-        "(the faces HOG finds; beside them the tight-box figures of the same faces)",
+        help="published versions: 'tight' (the labels' tight box), 'dlib_hog' (dlib HOG's box sent as the "
+        "client box) or 'service:NAME' (no box: the runtime's detector NAME finds the face, as the service "
+        "does); with a detector, the faces it finds, and beside them the tight-box figures of the same faces",
     )
     ap.add_argument("--out", type=Path, default=None, help="JSON report (default: print only)")
     args = ap.parse_args(argv)
+    if args.client_box not in ("tight", "dlib_hog") and not args.client_box.startswith(SERVICE):
+        ap.error(f"--client-box: 'tight', 'dlib_hog' or '{SERVICE}NAME', not {args.client_box!r}")
     spec: dict[str, Any] = {
         "kind": "synthetic",
         "num": args.num,
@@ -226,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {"data": spec, "labels": labels, "runs": []}
     for run in args.runs:
         if args.client_box != "tight" and "@" not in run:
-            ap.error("--client-box dlib_hog needs a published version (NAME@VERSION)")
+            ap.error(f"--client-box {args.client_box} needs a published version (NAME@VERSION)")
         table = _model_table(run, spec, args.client_box) if "@" in run else _run_table(Path(run), spec)
         report["runs"].append(table)
         last = table[f"stage{len(table['stages'])}"]

@@ -68,3 +68,32 @@ def test_jaw_radial_reads_a_shrunk_jaw_as_negative() -> None:
     assert table["|yaw| 30-45"]["jaw_radial"] == pytest.approx(-inward[1])
     assert table["all"]["jaw_radial"] == pytest.approx(-inward.mean())
     assert "jaw_radial" not in yaw_error_table(pred, gt, np.array([4.0, 4.0]), np.zeros(2), regions={})["all"]
+
+
+def test_service_points_keep_the_detected_face_that_matches_the_labels() -> None:
+    """The service's path (``--client-box service:NAME``): the real SSD + BlazeFace detector and the
+    embedded default model on a rendered face; the face that overlaps the labels is kept with the
+    points ``Landmarker.predict`` gives it, a labelled face where nothing was found is not."""
+    from runtime import Landmarker
+    from tools.studies.detect_bench_core import SYNTHETIC_FACE_FRACTION, SYNTHETIC_SIZE
+    from tools.studies.yaw_errors import _service_points
+    from train.data.render import RenderOptions, render_face
+
+    face = render_face(
+        np.random.default_rng(5),
+        SYNTHETIC_SIZE,
+        10.0,
+        0.0,
+        0.0,
+        RenderOptions(face_fraction=SYNTHETIC_FACE_FRACTION),
+    )
+    gt = np.stack([face.points68, face.points68 + [250.0, 0.0]]).astype(np.float64)  # the second: beside it
+    with Landmarker.from_store(detector="ssd_blazeface") as landmarker:
+        found, points = _service_points(landmarker, [face.image, face.image], gt)
+        predicted = landmarker.predict(face.image)
+    assert found.tolist() == [True, False]
+    assert len(predicted) == 1
+    np.testing.assert_allclose(points[0], predicted[0].landmarks)
+    assert np.isnan(points[1]).all()
+    iod = np.linalg.norm(gt[0, 36] - gt[0, 45])
+    assert np.linalg.norm(points[0] - gt[0], axis=1).mean() / iod < 0.10
