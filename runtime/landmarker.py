@@ -5,7 +5,12 @@ One path for every user -- the service, ``wingmark predict``, evaluation, benchm
     decode (bytes)  ->  faces: the caller's boxes or the detector's (with each face's roll where the
     detector gives eye keypoints)  ->  the source's box calibration (the manifest's, else the
     detector's own; detector box -> tight landmark box)  ->  the cascade (:mod:`runtime.cascade`)
+    ->  (where ``refine`` says so) the cascade again from the tight box of its own points
     ->  landmarks in original image pixels (+ head pose on request)
+
+The second pass (``refine``, :data:`REFINE`): a detector's calibrated box is off on turned faces, and
+stage 1 from it starts the cascade off; the first pass's points give the tight box stage 1 was trained
+on (the figures: docs/models.md). By default only the faces a detector found get it.
 
 Coordinates inside are those of the decoded pixel array (which may be a reduced JPEG decode,
 :mod:`runtime.decode`); boxes and landmarks are in original image pixels at the edges. The service
@@ -23,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from model_store.geometry import BoxCalibration
+from model_store.geometry import BoxCalibration, tight_box
 from model_store.pose import estimate_pose
 from model_store.store import DEFAULT_MODELS, ModelStore, ModelVersion
 from runtime.backends import Backend, create_backend
@@ -36,6 +41,7 @@ __all__ = [
     "CLIENT",
     "LATER_STAGE_MARGIN",
     "MIN_BOX_SIDE",
+    "REFINE",
     "Face",
     "FoundFaces",
     "InvalidBoxesError",
@@ -48,6 +54,9 @@ CLIENT = "client"  # the box source (and calibration name) of boxes the caller g
 # a later stage's crop follows the previous stage's points, whose box can be smaller than the face
 # box stage 1 cropped; reduced decoding counts it at this fraction of the stage-1 box
 LATER_STAGE_MARGIN = 0.8
+# which faces run the cascade a second time, from the tight box of the first pass's points:
+# none, those a detector found (the default), or every face (the caller's boxes too)
+REFINE = ("never", "detector", "always")
 
 
 @dataclass
@@ -87,10 +96,19 @@ def face_poses(
 class Landmarker:
     """A model version on a backend, with an optional face detector."""
 
-    def __init__(self, model: ModelVersion, backend: Backend, detector: Detector | None = None) -> None:
+    def __init__(
+        self,
+        model: ModelVersion,
+        backend: Backend,
+        detector: Detector | None = None,
+        refine: str = "detector",
+    ) -> None:
+        if refine not in REFINE:
+            raise ValueError(f"refine: one of {list(REFINE)}, not {refine!r}")
         self.model = model
         self.backend = backend
         self.detector = detector
+        self.refine = refine
         self.cascade = Cascade.from_manifest(model.manifest, backend.run)
         # the detector's own per-scheme calibration, for a manifest that has none for it
         own = getattr(detector, "calibration", None)
@@ -111,6 +129,7 @@ class Landmarker:
         detector_options: dict[str, Any] | None = None,
         verify: bool = True,
         precision: str = "float",
+        refine: str = "detector",
         **backend_options: Any,
     ) -> Landmarker:
         """Load ``model`` (default: :meth:`default_model` of ``scheme``) from the store onto a backend.
@@ -120,6 +139,7 @@ class Landmarker:
         does by default).
 
         ``detector``: a registered detector's name, a Detector, or None/"none" (callers send boxes).
+        ``refine``: which faces get the second pass (:data:`REFINE`).
         ``backend_options`` go to the backend (e.g. ``threads`` for ONNX Runtime).
         """
         st = store if isinstance(store, ModelStore) else ModelStore(None if store is None else Path(store))
@@ -133,7 +153,7 @@ class Landmarker:
             st.verify(mv)
         det = create_detector(detector, **(detector_options or {})) if isinstance(detector, str) else detector
         runner = create_backend(backend, mv, device=device, max_batch_size=max_batch_size, **backend_options)
-        return cls(mv, runner, det)
+        return cls(mv, runner, det, refine)
 
     @staticmethod
     def default_model(store: ModelStore, scheme: str) -> str:
@@ -281,6 +301,16 @@ class Landmarker:
         scale = np.array([image.scale_x, image.scale_y, image.scale_x, image.scale_y])
         return self.calibration(found.source).apply(found.boxes / scale)
 
+    def refines(self, found: FoundFaces) -> bool:
+        """Whether ``found``'s faces run the cascade a second time (:data:`REFINE`)."""
+        return self.refine == "always" or (self.refine == "detector" and found.source != CLIENT)
+
+    @staticmethod
+    def refine_boxes(points: np.ndarray) -> np.ndarray:
+        """The second pass's stage-1 boxes [N, 4]: the tight box of the first pass's points [N, K, 2]
+        (the faces start upright: the first pass's roll measured no better on validation)."""
+        return tight_box(np.asarray(points, dtype=np.float64))
+
     def faces(self, image: DecodedImage, found: FoundFaces, points: np.ndarray) -> list[Face]:
         """The cascade's final points [N, K, 2] (decoded pixels) -> faces in original pixels."""
         xy = np.asarray(points, dtype=np.float64) * np.array([image.scale_x, image.scale_y])
@@ -317,6 +347,8 @@ class Landmarker:
             return []
         tight = self.tight_boxes(decoded, found)
         points = self.cascade.run([decoded.pixels] * len(tight), tight, angles=found.angles)[-1]
+        if self.refines(found):
+            points = self.cascade.run([decoded.pixels] * len(tight), self.refine_boxes(points))[-1]
         faces = self.faces(decoded, found, points)
         if pose:
             poses = face_poses([f.landmarks for f in faces], self.scheme, decoded.width, decoded.height)

@@ -134,12 +134,10 @@ class LandmarkService(ModelHost):
         faces = []
         if len(found.boxes):
             seeds = _seeds(landmarker.tight_boxes(image, found), found.angles)
-            if lm.stage_batchers:
-                pts = await self._cascade_pipelined(
-                    landmarker.cascade, lm.stage_batchers, image.pixels, seeds, deadline, timings
-                )
-            else:
-                pts = await self._cascade_on_device(lm, image.pixels, seeds, deadline, timings)
+            pts = await self._cascade(lm, image.pixels, seeds, deadline, timings)
+            if landmarker.refines(found):  # the second pass, from the tight box of the first's points
+                seeds = _seeds(landmarker.refine_boxes(pts), None)
+                pts = await self._cascade(lm, image.pixels, seeds, deadline, timings)
             self.metrics.stage_duration.labels("queue").observe(timings["queue"] / 1000)
             self.metrics.stage_duration.labels("inference").observe(timings["inference"] / 1000)
             t3 = time.monotonic()
@@ -194,6 +192,23 @@ class LandmarkService(ModelHost):
         return arr
 
     # -- the cascade through the batchers ----------------------------------------------------------
+    async def _cascade(
+        self,
+        lm: LoadedModel,
+        pixels: np.ndarray,
+        seeds: list[np.ndarray],
+        deadline: float,
+        timings: dict[str, float],
+    ) -> np.ndarray:
+        """One pass of the cascade over ``seeds``: stage by stage through the stage batchers where the
+        model has them, else whole on the device thread; queue and inference times added to ``timings``."""
+        assert lm.landmarker is not None
+        if lm.stage_batchers:
+            return await self._cascade_pipelined(
+                lm.landmarker.cascade, lm.stage_batchers, pixels, seeds, deadline, timings
+            )
+        return await self._cascade_on_device(lm, pixels, seeds, deadline, timings)
+
     async def _cascade_pipelined(
         self,
         cascade: Cascade,
@@ -242,7 +257,8 @@ class LandmarkService(ModelHost):
         )
         self.metrics.stage_duration.labels("crop").observe(time.monotonic() - started)
         outcomes, queue, run = await self._submit_in_turns(lm.batcher, turns, deadline)
-        timings["queue"], timings["inference"] = queue * 1000, run * 1000
+        timings["queue"] += queue * 1000
+        timings["inference"] += run * 1000
         return np.stack([o.value for o in outcomes])
 
     @property

@@ -125,6 +125,11 @@ class Settings(BaseSettings):
 
     # Face detection
     detector: DetectorKind = "ssd_blazeface"  # docs/detectors.md: the figures behind the choice
+    refine: Literal["never", "detector", "always"] = Field(
+        default="detector",
+        description="which faces run the cascade a second time, from the tight box of the first pass's "
+        "points (runtime.landmarker.REFINE): none, those the detector found, or all (the client's boxes too)",
+    )
     detect_max_side: int = Field(
         default=640,
         ge=64,

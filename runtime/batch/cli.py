@@ -36,6 +36,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads per landmarker")
     p.add_argument("--detector", default="dlib_hog", help="a registered face detector")
+    from runtime.landmarker import REFINE
+
+    p.add_argument(
+        "--refine",
+        choices=REFINE,
+        default="detector",
+        help="which faces run the cascade again from their first points' tight box (default: detected ones)",
+    )
     p.add_argument("--max-faces", type=int, help="at most this many faces per image or frame")
     p.add_argument("--pose", action="store_true", help="add head pose (yaw, pitch, roll) per face")
     p.add_argument("--batch-size", type=int, default=32, help="faces per network call (default 32)")
@@ -102,6 +110,7 @@ def main(argv: list[str]) -> int:
     spec = {
         "model": args.model, "scheme": args.scheme, "version": args.version, "store": args.store,
         "backend": args.backend, "device": args.device, "detector": args.detector, "threads": args.threads,
+        "refine": args.refine,
     }  # fmt: skip
     try:
         if args.ray:
@@ -121,7 +130,7 @@ def main(argv: list[str]) -> int:
             args.model, scheme=args.scheme, version=args.version, store=args.store, backend=args.backend,
             device=args.device, max_batch_size=max(args.batch_size, 1), detector=args.detector,
             detector_options={"instances": workers} if args.detector == "dlib_hog" else None,
-            threads=args.threads,
+            threads=args.threads, refine=args.refine,
         )  # fmt: skip
     except (InputError, ValueError, BackendUnavailableError, FileNotFoundError, KeyError, ImportError) as exc:
         print(f"wingmark batch: {exc}", file=sys.stderr)

@@ -159,9 +159,21 @@ class BatchJob:
         points: list[np.ndarray] = []
         if jobs:
             try:
-                step = max(1, self.options.batch_size)
-                for k in range(0, len(jobs), step):
-                    points += lm.cascade.run_batch(jobs[k : k + step])
+                points = self._run_jobs(jobs)
+                # the second pass (Landmarker.refine) for the images whose faces get it
+                again, at = [], 0
+                for p in batch:
+                    n = len(p.jobs)
+                    if n and p.image is not None and p.found is not None and lm.refines(p.found):
+                        boxes = lm.refine_boxes(np.stack(points[at : at + n]))
+                        again.append((at, lm.cascade.prepare(p.image.pixels, boxes)))
+                    at += n
+                if again:
+                    redone = self._run_jobs([j for _, js in again for j in js])
+                    k = 0
+                    for at, js in again:
+                        points[at : at + len(js)] = redone[k : k + len(js)]
+                        k += len(js)
             except (RuntimeError, ValueError) as exc:  # a failed network call fails this batch's inputs
                 return [
                     (p.source, [self.error_row(p.source, f"{type(exc).__name__}: {exc}")], 0) for p in batch
@@ -187,6 +199,14 @@ class BatchJob:
                 draw_image(p.data, [f.landmarks for f in faces], [f.box for f in faces],
                            self.options.draw, p.source)  # fmt: skip
             out.append((p.source, rows, n))
+        return out
+
+    def _run_jobs(self, jobs: Sequence[Any]) -> list[np.ndarray]:
+        """The cascade over prepared faces, ``batch_size`` at a time -> final points [K, 2] each."""
+        step = max(1, self.options.batch_size)
+        out: list[np.ndarray] = []
+        for k in range(0, len(jobs), step):
+            out += self.landmarker.cascade.run_batch(jobs[k : k + step])
         return out
 
     def image_rows(self, items: Sequence[tuple[str, Loader]]) -> list[tuple[str, list[dict[str, Any]], int]]:

@@ -75,7 +75,7 @@ def test_predict_is_the_cascade_on_the_calibrated_box(test_store: Path) -> None:
     )
     model = ModelStore(root).resolve("test-ibug68")
     detector = FixedDetector([60.0, 50.0, 140.0, 130.0])
-    lm = Landmarker(model, create_backend("onnxruntime", model, max_batch_size=4), detector)
+    lm = Landmarker(model, create_backend("onnxruntime", model, max_batch_size=4), detector, refine="never")
     pixels = _face_image(4)
     (face,) = lm.predict(pixels)
     assert face.score == pytest.approx(0.7) and list(face.box) == detector.box
@@ -89,6 +89,39 @@ def test_predict_is_the_cascade_on_the_calibrated_box(test_store: Path) -> None:
     assert np.abs(client.landmarks - face.landmarks).max() > 1.0
 
 
+def test_refine_runs_the_cascade_again_from_its_own_points_tight_box(test_store: Path) -> None:
+    """refine="detector" (the default): a detected face's points are the cascade's second pass from the
+    tight box of its first pass's points (upright); the caller's boxes get one pass; "always" gives
+    them the second pass too; an unknown setting is refused."""
+    model = ModelStore(test_store).resolve("test-ibug68")
+    box = [60.0, 50.0, 140.0, 130.0]
+    pixels = _face_image(4)
+
+    def landmarker(refine: str) -> Landmarker:
+        backend = create_backend("onnxruntime", model, max_batch_size=4)
+        return Landmarker(model, backend, FixedDetector(box), refine=refine)
+
+    lm = landmarker("detector")
+    assert lm.refine == "detector"
+    tight = lm.calibration("fixed").apply(np.array([box]))
+    first = lm.landmarks([pixels], tight)[-1]
+    np.testing.assert_allclose(Landmarker.refine_boxes(first)[0, :2], first[0].min(axis=0))
+    np.testing.assert_allclose(Landmarker.refine_boxes(first)[0, 2:], first[0].max(axis=0))
+    second = lm.landmarks([pixels], Landmarker.refine_boxes(first))[-1]
+    assert np.abs(second - first).max() > 0.1  # the two passes differ on this image
+    np.testing.assert_allclose(lm.predict(pixels)[0].landmarks, second[0], atol=1e-9)
+    np.testing.assert_allclose(landmarker("never").predict(pixels)[0].landmarks, first[0], atol=1e-9)
+    # the caller's boxes: one pass unless "always"
+    client_first = lm.landmarks([pixels], np.array([box]))[-1]
+    np.testing.assert_allclose(lm.predict(pixels, [box])[0].landmarks, client_first[0], atol=1e-9)
+    client_second = lm.landmarks([pixels], Landmarker.refine_boxes(client_first))[-1]
+    np.testing.assert_allclose(
+        landmarker("always").predict(pixels, [box])[0].landmarks, client_second[0], atol=1e-9
+    )
+    with pytest.raises(ValueError, match="refine"):
+        landmarker("twice")
+
+
 def test_a_reduced_jpeg_decode_maps_back_to_original_pixels(test_store: Path) -> None:
     """A 4x larger JPEG is decoded at 1/4 (max_side): boxes, min_face and landmarks are in ORIGINAL pixels."""
     model = ModelStore(test_store).resolve("test-ibug68")
@@ -97,7 +130,7 @@ def test_a_reduced_jpeg_decode_maps_back_to_original_pixels(test_store: Path) ->
     buf = io.BytesIO()
     Image.fromarray(big).save(buf, "JPEG", quality=95)
     detector = FixedDetector([64.0, 64.0, 192.0, 192.0])  # in the reduced (256 px) array
-    lm = Landmarker(model, create_backend("onnxruntime", model, max_batch_size=4), detector)
+    lm = Landmarker(model, create_backend("onnxruntime", model, max_batch_size=4), detector, refine="never")
     image = decode_image(buf.getvalue(), max_pixels=10**8, max_side=256)
     assert image.scale_x == pytest.approx(4.0)
     found = lm.find_faces(image, min_face=80.0)
@@ -199,7 +232,9 @@ def test_the_detectors_eyes_turn_stage_one_and_its_own_calibration_fills_the_man
     box = [40.0, 30.0, 150.0, 160.0]
     own = {"dx": 0.0, "dy": 0.1, "sw": 0.8, "sh": 0.7}
     pixels = _face_image(3)
-    lm = Landmarker.from_store("test-ibug68", store=test_store, detector=EyesDetector(box, 30.0, own))
+    lm = Landmarker.from_store(
+        "test-ibug68", store=test_store, detector=EyesDetector(box, 30.0, own), refine="never"
+    )
     found = lm.find_faces(DecodedImage(pixels, 192, 192, "array", "RGB", 1))
     assert found.angles is not None and np.degrees(found.angles[0]) == pytest.approx(30.0)
     # the manifest has no "eyes" calibration: the detector's own maps its box
@@ -301,7 +336,7 @@ def test_jpegs_are_detected_at_the_detectors_size_and_cropped_from_enough_pixels
     data = encode(pixels, "JPEG", quality=92)
     box = [500.0, 300.0, 500.0 + side, 300.0 + side]
     det = ReducingDetector(box, 1600, 4)
-    lm = Landmarker(landmarker.model, landmarker.backend, det)
+    lm = Landmarker(landmarker.model, landmarker.backend, det, refine="never")  # one pass, as the box's
     assert lm.detect_reduction(data) == 4
     assert lm.detect_reduction(data, max_side=200) == 8  # never finer than max_side's rule
     assert lm.detect_reduction(encode(pixels, "PNG")) is None  # not a JPEG: decoded whole

@@ -86,7 +86,7 @@ def test_detector_boxes_go_through_the_manifest_calibration(tmp_path: Path) -> N
             return Detections(np.array([box]), np.array([0.9]))
 
     async def main() -> tuple[np.ndarray, np.ndarray, dict[str, object]]:
-        service = LandmarkService(Settings(model_root=tmp_path, detector="fake"))
+        service = LandmarkService(Settings(model_root=tmp_path, detector="fake", refine="never"))
         await service.start(background=False)
         data = encode(_face_image(4), "PNG")
         detected = await service.predict(LandmarkRequest(data))

@@ -113,14 +113,18 @@ def test_service_predict_and_evaluation_agree_on_a_real_photo(
     served_pts = np.asarray(s_face["landmarks"])
     np.testing.assert_allclose(served_pts, np.asarray(p_face["landmarks"]), atol=ROUNDING)
 
-    # ... and the evaluation path on the same detector box, calibrated as the manifest says
+    # ... and the evaluation path on the same detector box, calibrated as the manifest says, then
+    # (the default refine="detector") once more from the tight box of the first pass's points
     box = np.asarray(s_face["box"])[None]
     tight = landmarker.calibration("dlib_hog").apply(box)
-    stage1, final = landmarker.landmarks([image.pixels], tight)
+    first = landmarker.landmarks([image.pixels], tight)[-1]
+    again = Landmarker.refine_boxes(first)
+    stage1, final = landmarker.landmarks([image.pixels], again)
     np.testing.assert_allclose(served_pts, final[0], atol=ROUNDING)
+    assert np.abs(served_pts - first[0]).max() > ROUNDING  # the second pass ran
     assert np.abs(served_pts - stage1[0]).mean() > 0.3  # stage 2 ran: the answers are the cascade's
     sample = Sample(image=image.pixels, points=served_pts.astype(np.float32), box=box[0], scheme="ibug68")
-    report = evaluate_landmarker(landmarker, [sample], boxes=tight)
+    report = evaluate_landmarker(landmarker, [sample], boxes=again)
     assert report["final"]["nme"] < 1e-4, report["final"]  # the service's answer, scored: NME 0
 
     # 2. a client box (the "client" calibration): the same three
@@ -139,3 +143,22 @@ def test_service_predict_and_evaluation_agree_on_a_real_photo(
     expected = in_decoded * [reduced.scale_x, reduced.scale_y]
     np.testing.assert_allclose(served_pts, expected, atol=ROUNDING)
     assert served["faces"][0]["detection_score"] is None
+
+
+@pytest.mark.parametrize("refine", ["never", "always"])
+def test_the_refine_setting_reaches_the_service(
+    refine: str, photos: Path, landmarker: Landmarker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """WINGMARK_REFINE: "never" gives detected faces one pass, "always" gives the client's boxes the
+    second pass too; the service answers as the facade with the same setting."""
+    monkeypatch.setenv("WINGMARK_REFINE", refine)
+    data = (photos / PHOTOS[0]).read_bytes()
+    client_box = [150.0, 200.0, 400.0, 480.0]
+    facade = Landmarker(landmarker.model, landmarker.backend, None, refine=refine)
+    (expected,) = facade.predict(data, [client_box])
+    served = asyncio.run(_served(data, [client_box]))
+    np.testing.assert_allclose(served["faces"][0]["landmarks"], expected.landmarks, atol=ROUNDING)
+    (once,) = Landmarker(landmarker.model, landmarker.backend, None, refine="never").predict(
+        data, [client_box]
+    )
+    assert (np.abs(expected.landmarks - once.landmarks).max() > ROUNDING) == (refine == "always")

@@ -99,7 +99,9 @@ def yaw_error_table(
     return out
 
 
-def _model_table(model_spec: str, spec: Mapping[str, Any], client_box: str = "tight") -> dict[str, Any]:
+def _model_table(
+    model_spec: str, spec: Mapping[str, Any], client_box: str = "tight", refine: str = "detector"
+) -> dict[str, Any]:
     from model_store.schemes import get_scheme
     from runtime import Landmarker
     from runtime.backends import create_backend
@@ -124,12 +126,13 @@ def _model_table(model_spec: str, spec: Mapping[str, Any], client_box: str = "ti
         name = client_box[len(SERVICE) :]
         # built with the options the service gives it
         detector = create_detector(name, **Settings(detector=name).detector_options())
-    with Landmarker(model, backend, detector) as landmarker:
+    with Landmarker(model, backend, detector, refine=refine) as landmarker:
         points = landmarker.landmarks(images, tight_box(gt), batch_size=64)
         table: dict[str, Any] = {
             "run": f"{model.name}@{model.version}",
             "stages": [s.architecture for s in model.manifest.stages],
             "client_box": client_box,
+            "refine": refine,
         }
         if client_box == "tight":
             return table | {
@@ -250,6 +253,13 @@ def main(argv: list[str] | None = None) -> int:
         "client box) or 'service:NAME' (no box: the runtime's detector NAME finds the face, as the service "
         "does); with a detector, the faces it finds, and beside them the tight-box figures of the same faces",
     )
+    ap.add_argument(
+        "--refine",
+        choices=["never", "detector"],
+        default="detector",
+        help="with --client-box service:NAME: the detected faces' second pass (runtime.landmarker.REFINE; "
+        "the service's default: detector) or one pass (never)",
+    )
     ap.add_argument("--out", type=Path, default=None, help="JSON report (default: print only)")
     args = ap.parse_args(argv)
     if args.client_box not in ("tight", "dlib_hog") and not args.client_box.startswith(SERVICE):
@@ -270,7 +280,11 @@ def main(argv: list[str] | None = None) -> int:
     for run in args.runs:
         if args.client_box != "tight" and "@" not in run:
             ap.error(f"--client-box {args.client_box} needs a published version (NAME@VERSION)")
-        table = _model_table(run, spec, args.client_box) if "@" in run else _run_table(Path(run), spec)
+        table = (
+            _model_table(run, spec, args.client_box, args.refine)
+            if "@" in run
+            else _run_table(Path(run), spec)
+        )
         report["runs"].append(table)
         last = table[f"stage{len(table['stages'])}"]
         print(run)
