@@ -262,6 +262,8 @@ class FaceTracker:
         if len(found.boxes):
             tight = lm.tight_boxes(image, found)
             points = lm.cascade.run([pixels] * len(tight), tight)[-1]  # (N, K, 2)
+            if lm.refines(found):  # the second pass, as Landmarker.predict gives detected faces
+                points = lm.cascade.run([pixels] * len(tight), lm.refine_boxes(points))[-1]
         else:
             points = np.zeros((0, lm.cascade.scheme.num_points, 2))
         old = self._tracks

@@ -80,6 +80,18 @@ def test_tracked_landmarks_match_detection_on_the_same_frame(
     assert detected.stats["detections"] == 8 and tracked.stats["detections"] == 1
 
 
+def test_a_detection_frame_gives_what_predict_gives(landmarker: Landmarker, tiny_video: Path) -> None:
+    """The detection frame's faces: detector, calibration, the cascade and (refine="detector") its second
+    pass, as ``Landmarker.predict`` gives them on the same pixels."""
+    (frame,) = list(read_video(tiny_video))[:1]
+    (face,) = FaceTracker(landmarker, config=TrackerConfig(smoothing=None)).step(frame.pixels, frame.time)
+    (expected,) = landmarker.predict(frame.pixels)
+    np.testing.assert_allclose(face.landmarks_raw, expected.landmarks, atol=1e-6)
+    once = Landmarker(landmarker.model, landmarker.backend, landmarker.detector, refine="never")
+    (first,) = FaceTracker(once, config=TrackerConfig(smoothing=None)).step(frame.pixels, frame.time)
+    assert np.abs(first.landmarks_raw - face.landmarks_raw).max() > 1e-3  # the second pass ran
+
+
 def test_smoothing_keeps_raw_points_and_differs_from_them(landmarker: Landmarker, tiny_video: Path) -> None:
     tracker = FaceTracker(landmarker, config=TrackerConfig(smoothing=OneEuroParams(min_cutoff=0.1, beta=0.0)))
     out = [tracker.step(f.pixels, f.time) for f in list(read_video(tiny_video))[:10]]
