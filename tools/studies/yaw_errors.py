@@ -42,6 +42,10 @@ from train.metrics import YAW_EDGES, radial_error, yaw_bin_labels
 
 __all__ = ["DATA_LABELS", "SERVICE", "main", "yaw_error_table"]
 
+# a face whose normaliser is under this fraction of its box size (sqrt of the tight box area): in profile
+# the two outer eye corners project nearly onto each other, and the inter-ocular NME of such a face is its
+# box error times 10 or more
+SMALL_NORMALISER = 0.1
 SERVICE = "service:"  # --client-box service:NAME: the runtime's detector NAME, as the service runs it
 
 # what the labels of a --data set are
@@ -62,8 +66,10 @@ def yaw_error_table(
     regions: Mapping[str, tuple[int, int]] = REGIONS_68,
     edges: Sequence[float] = YAW_EDGES,
 ) -> dict[str, dict[str, Any]]:
-    """Per |yaw| bin (and "all"): n, mean NME with ``normaliser`` ``[N]``, mean NME by the square root
-    of the tight box area of ``gt`` ("nme_box"), the median ratio normaliser / sqrt(box area), the mean
+    """Per |yaw| bin (and "all"): n, mean and median NME with ``normaliser`` ``[N]``, mean NME by the
+    square root of the tight box area of ``gt`` ("nme_box"), the median ratio normaliser / sqrt(box
+    area), the faces whose normaliser is under ``SMALL_NORMALISER`` of that size ("small_normaliser":
+    their number and their share of the bin's NME sum; an eye corner hidden behind the other), the mean
     NME of each region's points, and "nme_at_frontal_box_error": the NME the bin would read if each of its
     faces were off by the first bin's mean "nme_box" (the model's own frontal accuracy, measured by the
     box), which isolates what the normaliser alone does to a turned bin (None without frontal faces).
@@ -83,9 +89,13 @@ def yaw_error_table(
         if not sel.any():
             continue
         d, nrm, bs = dist[sel], norm[sel], box_size[sel]
+        per_face = d.mean(axis=1) / nrm
+        small = nrm / bs < SMALL_NORMALISER
         out[name] = {
             "n": int(sel.sum()),
-            "nme": float((d.mean(axis=1) / nrm).mean()),
+            "nme": float(per_face.mean()),
+            "nme_median": float(np.median(per_face)),
+            "small_normaliser": [int(small.sum()), float(per_face[small].sum() / max(per_face.sum(), 1e-12))],
             "nme_box": float((d.mean(axis=1) / bs).mean()),
             "normaliser_over_box": float(np.median(nrm / bs)),
             "nme_at_frontal_box_error": None
@@ -295,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
             at = row["nme_at_frontal_box_error"]
             print(
                 f"  {name:>12} n={row['n']:3d} nme {row['nme'] * 100:5.1f} % "
+                f"(median {row['nme_median'] * 100:4.1f}) "
                 f"nme_box {row['nme_box'] * 100:4.2f} % norm/box {row['normaliser_over_box']:.3f} "
                 f"at frontal box error {'-' if at is None else f'{at * 100:4.1f} %'} | {regions}"
             )

@@ -32,6 +32,19 @@ def test_every_point_off_by_five_px() -> None:
     assert [k for k in table] == ["all", "|yaw| 0-15", "|yaw| 60-90"]  # bins in yaw order
 
 
+def test_median_and_the_faces_with_a_small_normaliser() -> None:
+    """Three faces in one bin, 20-px boxes, 5 px off each: normalisers 10, 10 and 1 (0.05 of the box,
+    under SMALL_NORMALISER) read 0.5, 0.5 and 5.0; the small one holds 5 / 6 of the bin's sum."""
+    gt = np.concatenate([_faces(), _faces()[:1]])
+    pred = gt + np.array([3.0, 4.0])
+    table = yaw_error_table(
+        pred, gt, normaliser=np.array([10.0, 10.0, 1.0]), yaw=np.array([70.0, 75.0, 80.0])
+    )
+    row = table["|yaw| 60-90"]
+    assert row["nme"] == pytest.approx(2.0) and row["nme_median"] == pytest.approx(0.5)
+    assert row["small_normaliser"] == [1, pytest.approx(5.0 / 6.0)]
+
+
 def test_region_errors_stay_in_their_region() -> None:
     gt = _faces()
     pred = gt.copy()
