@@ -159,7 +159,11 @@ def _model_table(
             found, hog = _hog_boxes(images, tight_box(gt))
             sel = np.flatnonzero(found)
             client = landmarker.calibration("client").apply(hog[sel])
-            staged = landmarker.landmarks([images[i] for i in sel], client, batch_size=64)
+            hog_images = [images[i] for i in sel]
+            staged = landmarker.landmarks(hog_images, client, batch_size=64)
+            if refine == "always":  # the client's box gets the second pass too (WINGMARK_REFINE=always)
+                again = Landmarker.refine_boxes(staged[-1])
+                staged = landmarker.landmarks(hog_images, again, batch_size=64)
     g, n, y = gt[sel], norm[sel], yaw[sel]
     bins = yaw_bin_labels(yaw)
     table["found_by_detector"] = {  # per |yaw| bin: [found, faces]
@@ -265,10 +269,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument(
         "--refine",
-        choices=["never", "detector"],
+        choices=["never", "detector", "always"],
         default="detector",
-        help="with --client-box service:NAME: the detected faces' second pass (runtime.landmarker.REFINE; "
-        "the service's default: detector) or one pass (never)",
+        help="the second pass from the first pass's points (runtime.landmarker.REFINE): with --client-box "
+        "service:NAME, 'detector' (the service's default) or 'always' give the detected faces it; with "
+        "dlib_hog (a client box) only 'always' does",
     )
     ap.add_argument("--out", type=Path, default=None, help="JSON report (default: print only)")
     args = ap.parse_args(argv)
