@@ -352,7 +352,9 @@ async def models(request: Request) -> ModelsResponse:
                 float_model=lm.float_name or lm.name,
             )
         )
-    return ModelsResponse(models=out, detector=DetectorInfo.of(service.detector))
+    return ModelsResponse(
+        models=out, detector=DetectorInfo.of(service.detector), refine=service.settings.refine
+    )
 
 
 @router.get("/healthz", summary="Liveness: the process answers")

@@ -131,6 +131,11 @@ class ModelsResponse(BaseModel):
     detector: DetectorInfo | None = Field(
         default=None, description="the face detector used when a request sends no boxes (null: none)"
     )
+    refine: Literal["never", "detector", "always"] = Field(
+        default="detector",
+        description="which faces run the cascade a second time, from the tight box of the first pass's "
+        "points (WINGMARK_REFINE): none, the detected ones, or all",
+    )
 
 
 class ReadyResponse(BaseModel):

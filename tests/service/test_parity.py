@@ -54,7 +54,8 @@ async def _served(data: bytes, boxes: list[list[float]] | None) -> dict[str, Any
                 "/v1/landmarks", content=data, headers={"content-type": "image/jpeg"}, params=params
             )
             assert r.status_code == 200, r.text
-            return dict(r.json())
+            models = (await c.get("/v1/models")).json()
+            return dict(r.json()) | {"refine_setting": models["refine"]}
 
 
 def _predicted(path: Path, box: list[float] | None, capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
@@ -157,6 +158,7 @@ def test_the_refine_setting_reaches_the_service(
     facade = Landmarker(landmarker.model, landmarker.backend, None, refine=refine)
     (expected,) = facade.predict(data, [client_box])
     served = asyncio.run(_served(data, [client_box]))
+    assert served["refine_setting"] == refine  # /v1/models names it
     np.testing.assert_allclose(served["faces"][0]["landmarks"], expected.landmarks, atol=ROUNDING)
     (once,) = Landmarker(landmarker.model, landmarker.backend, None, refine="never").predict(
         data, [client_box]
