@@ -200,14 +200,28 @@ class LandmarkService(ModelHost):
         deadline: float,
         timings: dict[str, float],
     ) -> np.ndarray:
-        """One pass of the cascade over ``seeds``: stage by stage through the stage batchers where the
-        model has them, else whole on the device thread; queue and inference times added to ``timings``."""
+        """One pass of the cascade over ``seeds`` -> [N, K, 2]: stage by stage through the stage batchers
+        where the model has them, else stage-1 crops in the crop thread and the whole cascade as one batch
+        on the device thread; queue and inference times added to ``timings``."""
         assert lm.landmarker is not None
         if lm.stage_batchers:
             return await self._cascade_pipelined(
                 lm.landmarker.cascade, lm.stage_batchers, pixels, seeds, deadline, timings
             )
-        return await self._cascade_on_device(lm, pixels, seeds, deadline, timings)
+        assert lm.batcher is not None
+        started = time.monotonic()
+        prepare = functools.partial(lm.landmarker.cascade.prepare, pixels)
+        turns = await in_turns(
+            functools.partial(self._crop_turn, deadline),
+            lambda part: prepare(np.asarray(part)[:, :4], np.asarray(part)[:, 4]),
+            seeds,
+            self._chunk,
+        )
+        self.metrics.stage_duration.labels("crop").observe(time.monotonic() - started)
+        outcomes, queue, run = await self._submit_in_turns(lm.batcher, turns, deadline)
+        timings["queue"] += queue * 1000
+        timings["inference"] += run * 1000
+        return np.stack([o.value for o in outcomes])
 
     async def _cascade_pipelined(
         self,
@@ -236,30 +250,6 @@ class LandmarkService(ModelHost):
             pts = cascade.points(stage, np.stack([o.value for o in outcomes]), mats)
         assert pts is not None
         return pts
-
-    async def _cascade_on_device(
-        self,
-        lm: LoadedModel,
-        pixels: np.ndarray,
-        seeds: list[np.ndarray],
-        deadline: float,
-        timings: dict[str, float],
-    ) -> np.ndarray:
-        """Stage-1 crops in the crop thread; the whole cascade as one batch on the device thread."""
-        assert lm.landmarker is not None and lm.batcher is not None
-        started = time.monotonic()
-        prepare = functools.partial(lm.landmarker.cascade.prepare, pixels)
-        turns = await in_turns(
-            functools.partial(self._crop_turn, deadline),
-            lambda part: prepare(np.asarray(part)[:, :4], np.asarray(part)[:, 4]),
-            seeds,
-            self._chunk,
-        )
-        self.metrics.stage_duration.labels("crop").observe(time.monotonic() - started)
-        outcomes, queue, run = await self._submit_in_turns(lm.batcher, turns, deadline)
-        timings["queue"] += queue * 1000
-        timings["inference"] += run * 1000
-        return np.stack([o.value for o in outcomes])
 
     @property
     def _chunk(self) -> int:
