@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 
 from runtime import DecodedImage
 from runtime import Face as RuntimeFace
+from service.settings import RefineKind
 
 if TYPE_CHECKING:
     from service.models import LoadedModel
@@ -131,7 +132,7 @@ class ModelsResponse(BaseModel):
     detector: DetectorInfo | None = Field(
         default=None, description="the face detector used when a request sends no boxes (null: none)"
     )
-    refine: Literal["never", "detector", "always"] = Field(
+    refine: RefineKind = Field(
         default="detector",
         description="which faces run the cascade a second time, from the tight box of the first pass's "
         "points (WINGMARK_REFINE): none, the detected ones, or all",

@@ -13,10 +13,11 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-__all__ = ["BackendKind", "DetectorKind", "Settings", "get_settings"]
+__all__ = ["BackendKind", "DetectorKind", "RefineKind", "Settings", "get_settings"]
 
 BackendKind = Literal["onnxruntime", "tensorrt"]
 DetectorKind = str  # a registered detector (runtime.detectors.DETECTORS) or "none"
+RefineKind = Literal["never", "detector", "always"]  # runtime.landmarker.REFINE (no runtime import here)
 
 
 class Settings(BaseSettings):
@@ -125,7 +126,7 @@ class Settings(BaseSettings):
 
     # Face detection
     detector: DetectorKind = "ssd_blazeface"  # docs/detectors.md: the figures behind the choice
-    refine: Literal["never", "detector", "always"] = Field(
+    refine: RefineKind = Field(
         default="detector",
         description="which faces run the cascade a second time, from the tight box of the first pass's "
         "points (runtime.landmarker.REFINE): none, those the detector found, or all (the client's boxes too)",

@@ -18,6 +18,8 @@ __all__ = ["main"]
 
 
 def _parser() -> argparse.ArgumentParser:
+    from runtime.landmarker import REFINE
+
     p = argparse.ArgumentParser(
         prog="wingmark batch",
         description=__doc__.split("\n\n")[0] if __doc__ else None,
@@ -36,8 +38,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads per landmarker")
     p.add_argument("--detector", default="dlib_hog", help="a registered face detector")
-    from runtime.landmarker import REFINE
-
     p.add_argument(
         "--refine",
         choices=REFINE,

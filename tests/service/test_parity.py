@@ -164,3 +164,18 @@ def test_the_refine_setting_reaches_the_service(
         data, [client_box]
     )
     assert (np.abs(expected.landmarks - once.landmarks).max() > ROUNDING) == (refine == "always")
+
+
+def test_the_settings_offer_the_runtimes_refine_choices_and_refuse_others() -> None:
+    """WINGMARK_REFINE takes exactly runtime.landmarker.REFINE (service.settings names them without
+    importing the runtime); anything else is refused when the settings load."""
+    import typing
+
+    from pydantic import ValidationError
+
+    from runtime.landmarker import REFINE
+    from service.settings import RefineKind
+
+    assert typing.get_args(RefineKind) == REFINE
+    with pytest.raises(ValidationError, match="refine"):
+        Settings(refine="twice")  # type: ignore[arg-type]

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from model_store.geometry import tight_box
+from runtime.landmarker import REFINE
 from tools.studies import write_json
 from train.data.real import REGIONS as REGIONS_68  # iBUG 68-point regions (half-open)
 from train.data.render import JAW_CONVENTIONS
@@ -269,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument(
         "--refine",
-        choices=["never", "detector", "always"],
+        choices=REFINE,
         default="detector",
         help="the second pass from the first pass's points (runtime.landmarker.REFINE): with --client-box "
         "service:NAME, 'detector' (the service's default) or 'always' give the detected faces it; with "
