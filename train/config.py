@@ -10,7 +10,8 @@ Layout (see train/configs/*.yaml for complete examples)::
     name, seed, out_dir, device (auto|cpu|cuda), num_threads, resume
     data:    scheme, train/val/test (dataset specs), pdb {enabled, num_bins}, augment {...}
     stage1:  architecture, model_kwargs, pretrained, crop_rule, normalisation, loss, optim,
-             schedule, epochs, max_steps, batch_size, grad_clip, eval_interval, num_workers, amp
+             schedule, epochs, max_steps, batch_size, grad_clip, eval_interval, num_workers, amp,
+             face_weight (null | {ref, cap}: per-face loss weights, train.losses.normaliser_weights)
              augment (None -> data.augment; else this stage's own AugmentConfig fields)
     stage2:  same keys plus ``enabled`` (false -> single-stage model); trained on crops
              re-aligned from stage-1 points, chosen by ``init``:
@@ -73,6 +74,8 @@ _STAGE_DEFAULTS: dict[str, Any] = {
     "eval_interval": 0,  # steps between validations; 0 = once per epoch or every total/10 steps if sooner
     "num_workers": 0,
     "amp": False,  # bfloat16 autocast on CUDA
+    # None, or {ref, cap}: each face's loss weighted by train.losses.normaliser_weights (the NME's units)
+    "face_weight": None,
     "augment": None,  # None -> data.augment; a mapping -> this stage's own AugmentConfig fields
     # stage 2 only: where its training crops' re-alignment points come from (see the module docstring)
     "init": {"mode": "train_predictions", "data": None, "mirror": True, "folds": 0, "fold_max_steps": 0},
@@ -114,6 +117,8 @@ _FREE = {
     ("stage2", "optim"),
     ("stage1", "augment"),
     ("stage2", "augment"),
+    ("stage1", "face_weight"),
+    ("stage2", "face_weight"),
     ("stage1", "init", "data"),
     ("stage2", "init", "data"),
     ("eval", "sets"),
@@ -217,6 +222,9 @@ def _check(cfg: Mapping[str, Any]) -> None:
             raise ValueError(f"{name}.init.mode must be one of {INIT_MODES}, got {st['init']['mode']!r}")
         if st["init"]["mode"] == "kfold_residuals" and int(st["init"]["folds"]) < 2:
             raise ValueError(f"{name}.init: kfold_residuals needs folds >= 2")
+        fw = st["face_weight"]
+        if fw is not None and (not isinstance(fw, Mapping) or set(fw) != {"ref", "cap"}):
+            raise ValueError(f"{name}.face_weight must be null or {{ref, cap}}, got {fw!r}")
         roll = st["crop_rule"].get("roll", "eyes")
         if roll not in ("eyes", "blend"):
             raise ValueError(f"{name}.crop_rule.roll must be eyes or blend, got {roll!r}")

@@ -206,7 +206,8 @@ class CropDataset(Dataset[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]):
     ``(seed, epoch, position)`` so runs are reproducible and workers never share a stream.
     ``init_points [N, K, 2]`` (image px, stage-1 predictions) make stage-2 re-aligned crops;
     ``residuals`` (a ``train.data.residuals.ResidualBank``) instead re-align every item on its
-    ground truth moved by a freshly drawn held-out stage-1 residual.
+    ground truth moved by a freshly drawn held-out stage-1 residual. ``face_weights [N]`` (one per
+    sample, e.g. :func:`train.losses.normaliser_weights`) multiply every point weight of a face.
     """
 
     def __init__(
@@ -221,9 +222,13 @@ class CropDataset(Dataset[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]):
         seed: int,
         init_points: np.ndarray | None = None,
         residuals: Any = None,
+        face_weights: np.ndarray | None = None,
     ) -> None:
         if init_points is not None and residuals is not None:
             raise ValueError("give init_points or residuals, not both")
+        if face_weights is not None and len(face_weights) != len(samples):
+            raise ValueError(f"face_weights: {len(face_weights)} for {len(samples)} samples")
+        self.face_weights = face_weights
         self.residuals = residuals
         self.samples = samples
         self.indices = np.asarray(indices)
@@ -265,6 +270,8 @@ class CropDataset(Dataset[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]):
         )
         if flipped:
             w = w[self.scheme.flip_permutation]
+        if self.face_weights is not None:
+            w = w * np.float32(self.face_weights[i])
         x = torch.from_numpy(to_input(crop[None], self.norm)[0])  # (3, S, S)
         y = torch.from_numpy((np.asarray(pts, dtype=np.float32) / self.size).reshape(-1))  # (2K,)
         return x, y, torch.from_numpy(np.ascontiguousarray(w))  # (K,)

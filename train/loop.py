@@ -54,7 +54,7 @@ from model_store.schemes import Scheme, get_scheme
 from train.config import save_config
 from train.data.types import Sample
 from train.dataset import CropDataset, EvalCrops, load_samples, make_eval_crops, training_indices
-from train.losses import landmark_loss, make_loss
+from train.losses import landmark_loss, make_loss, normaliser_weights
 from train.metrics import DEFAULT_THRESHOLDS, grouped_summary, nme_per_sample, yaw_bin_labels
 from train.models import create_model
 from train.models.cascade import predict_crops
@@ -162,6 +162,16 @@ def build_stage_model(
             raise ValueError(f"{stage_cfg['architecture']} has no pretrained loader")
         loader(pretrained)
     return model
+
+
+def _face_weights(
+    samples: Sequence[Sample], scheme: Scheme, spec: Mapping[str, Any] | None
+) -> np.ndarray | None:
+    """A stage's ``face_weight`` ({ref, cap} or None) -> one loss weight per training sample, or None."""
+    if spec is None:
+        return None
+    points = np.stack([np.asarray(s.points, dtype=np.float64) for s in samples])  # (N, K, 2)
+    return normaliser_weights(points, scheme, float(spec["ref"]), float(spec["cap"]))
 
 
 def _set_train_mode(model: nn.Module, stage_cfg: Mapping[str, Any]) -> None:
@@ -469,7 +479,13 @@ def train_stage(
         seed,
         init_points=init_train,
         residuals=residuals,
+        face_weights=_face_weights(train_samples, scheme, st["face_weight"]),
     )
+    if dataset.face_weights is not None:  # what the weighting does to this mix, in the run's log
+        fw = dataset.face_weights[dataset.indices]
+        cap = float(st["face_weight"]["cap"])
+        log.write(kind="face_weight", stage=stage, mean=float(fw.mean()), above_1=float((fw > 1).mean()),
+                  at_cap=float((fw >= cap).mean()))  # fmt: skip
     sampler: DistributedSampler[Any] | RandomSampler
     if rt.distributed:
         sampler = DistributedSampler(dataset, rt.world_size, rt.rank, shuffle=True, seed=seed, drop_last=True)

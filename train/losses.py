@@ -24,8 +24,11 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
+
+from model_store.schemes import Scheme
 
 __all__ = [
     "LOSSES",
@@ -34,6 +37,7 @@ __all__ = [
     "l2",
     "landmark_loss",
     "make_loss",
+    "normaliser_weights",
     "smooth_l1",
     "wing",
     "wing_constant",
@@ -151,3 +155,31 @@ def landmark_loss(
             raise ValueError(f"weights must be [N, K] = {(pred.shape[0], k)}, got {tuple(weights.shape)}")
         per_coord = per_coord * weights.to(per_coord.dtype).repeat_interleave(2, dim=1)  # (N, 2K)
     return per_coord.sum(dim=1).mean()
+
+
+def normaliser_weights(points: np.ndarray, scheme: Scheme, ref: float, cap: float) -> np.ndarray:
+    """Per-face loss weights that bring the training loss towards the NME's units.
+
+    The penalty sees errors in crop pixels, a fixed share of the face box, while the NME divides by
+    the scheme's normaliser: for ibug68 the outer-eye-corner distance, about 0.66 of the box on a
+    frontal face and under 0.2 in profile, so an error of the same size in the box counts several
+    times more in the NME of a turned face. A face whose normaliser is ``r`` of its tight box's size
+    (``sqrt(w * h)``) gets ``clip(ref / r, 1, cap)``: 1 at and above ``r = ref``, growing as the
+    normaliser shrinks, at most ``cap`` (the near-profile faces whose normaliser vanishes).
+
+    Args:
+        points: ``[N, K, 2]`` ground-truth landmarks (any pixel units).
+        scheme: the landmark scheme (its normaliser).
+        ref: the ratio that gets weight 1 (> 0).
+        cap: the largest weight (>= 1).
+    Returns:
+        ``[N]`` float32 weights in ``[1, cap]``.
+    """
+    if ref <= 0 or cap < 1:
+        raise ValueError(f"normaliser_weights needs ref > 0 and cap >= 1, got ref={ref}, cap={cap}")
+    pts = np.asarray(points, dtype=np.float64)
+    lo, hi = pts.min(axis=1), pts.max(axis=1)  # (N, 2) tight landmark box
+    boxes = np.concatenate([lo, hi], axis=1)
+    size = np.sqrt(np.clip((hi - lo).prod(axis=1), 1e-12, None))  # (N,)
+    ratio = scheme.normaliser_distance(pts, boxes) / size  # (N,)
+    return np.clip(ref / np.maximum(ratio, 1e-12), 1.0, float(cap)).astype(np.float32)

@@ -118,3 +118,21 @@ def test_training_crops_carry_point_weights_through_the_mirror() -> None:
     np.testing.assert_array_equal(w_plain.numpy(), weights)
     np.testing.assert_array_equal(w_flip.numpy(), weights[IBUG68.flip_permutation])
     assert not np.array_equal(w_flip.numpy(), weights)  # the mirror re-ordered them
+
+
+def test_face_weights_scale_a_faces_point_weights() -> None:
+    from train.dataset import CropDataset
+
+    faces = [_face(0.0, (80, 80), 60, 0), _face(0.0, (80, 80), 60, 1)]
+    weights = np.linspace(0.5, 1.0, 68).astype(np.float32)
+    faces[0].meta["point_weights"] = weights
+    ds = CropDataset(
+        faces, np.array([0, 1, 0]), IBUG68, 64, CropRule(scale=1.25), Normalisation(), None, seed=0,
+        face_weights=np.array([3.0, 2.0], np.float32),
+    )  # fmt: skip
+    np.testing.assert_allclose(ds[0][2].numpy(), 3.0 * weights, rtol=1e-6)
+    np.testing.assert_allclose(ds[1][2].numpy(), np.full(68, 2.0))
+    with pytest.raises(ValueError, match="face_weights"):
+        CropDataset(
+            faces, np.array([0]), IBUG68, 64, CropRule(), Normalisation(), None, 0, face_weights=np.ones(3)
+        )

@@ -190,3 +190,25 @@ def test_a_second_stage_can_start_from_the_runs_own_first_stage(tmp_path: Path) 
         build_stage_model({"architecture": "cnn6", "pretrained": "stage1"}, 19, tmp_path)
     with pytest.raises(ValueError, match="run directory"):
         build_stage_model({"architecture": "cnn6", "pretrained": "stage1"}, 68)
+
+
+def test_face_weights_reach_the_loss(tmp_path: Path) -> None:
+    """``face_weight`` with ref far above any face's normaliser/box ratio weights every face ``cap``:
+    the first step's loss is exactly ``cap`` times the unweighted one on the same batch."""
+
+    def first_loss(out: Path, face_weight: dict[str, float] | None) -> float:
+        extra = {"stage2.enabled": False, "stage1.max_steps": 1, "stage1.face_weight": face_weight}
+        cfg = _tiny(out, **extra)
+        train(cfg, progress=False)
+        rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+        weights = [r for r in rows if r["kind"] == "face_weight"]
+        assert len(weights) == (face_weight is not None)
+        if weights:  # every face at the cap, logged for the run
+            assert weights[0]["mean"] == pytest.approx(2.5) and weights[0]["at_cap"] == 1.0
+        return float(next(r["loss"] for r in rows if r["kind"] == "train"))
+
+    plain = first_loss(tmp_path / "plain", None)
+    weighted = first_loss(tmp_path / "weighted", {"ref": 100.0, "cap": 2.5})
+    assert weighted == pytest.approx(2.5 * plain, rel=1e-4)
+    with pytest.raises(ValueError, match="face_weight"):
+        _tiny(tmp_path, **{"stage1.face_weight": {"ref": 0.66}})

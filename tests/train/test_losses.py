@@ -2,15 +2,18 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
+from model_store.schemes import AFLW19, IBUG68
 from train.losses import (
     adaptive_wing,
     l1,
     l2,
     landmark_loss,
     make_loss,
+    normaliser_weights,
     smooth_l1,
     wing,
     wing_constant,
@@ -157,3 +160,28 @@ def test_every_loss_is_zero_at_zero_and_symmetric(name: str) -> None:
     assert y[0] == pytest.approx(float(y[4]))
     assert y[1] == pytest.approx(float(y[3]))
     assert float(y[4]) > float(y[3]) > 0
+
+
+def _square_face(eye_gap: float) -> np.ndarray:
+    """68 points in a 10 x 10 tight box, outer eye corners (36, 45) ``eye_gap`` apart."""
+    pts = np.full((68, 2), 5.0)
+    pts[0], pts[16] = (0.0, 0.0), (10.0, 10.0)  # the box's corners
+    pts[36], pts[45] = (5.0 - eye_gap / 2, 4.0), (5.0 + eye_gap / 2, 4.0)
+    return pts
+
+
+def test_normaliser_weights_by_hand() -> None:
+    # box size sqrt(10 * 10) = 10; normaliser/box: 0.8, 0.66, 0.33, 0.165, 0.05
+    faces = np.stack([_square_face(g) for g in (8.0, 6.6, 3.3, 1.65, 0.5)])
+    w = normaliser_weights(faces, IBUG68, ref=0.66, cap=3.0)
+    np.testing.assert_allclose(w, [1.0, 1.0, 2.0, 3.0, 3.0], rtol=1e-6)  # 0.66/0.165 = 4 is capped at 3
+    assert w.dtype == np.float32 and w.shape == (5,)
+    uncapped = normaliser_weights(faces, IBUG68, ref=0.66, cap=10.0)
+    np.testing.assert_allclose(uncapped[3:], [4.0, 10.0], rtol=1e-6)
+    # a box-size scheme's normaliser is the box itself: every face gets clip(ref, 1, cap)
+    box19 = np.stack([np.array([[0.0, 0.0], [4.0, 16.0]] + [[2.0, 8.0]] * 17)] * 2)
+    np.testing.assert_allclose(normaliser_weights(box19, AFLW19, ref=1.0, cap=4.0), [1.0, 1.0])
+    with pytest.raises(ValueError, match="ref > 0"):
+        normaliser_weights(faces, IBUG68, ref=0.0, cap=3.0)
+    with pytest.raises(ValueError, match="cap >= 1"):
+        normaliser_weights(faces, IBUG68, ref=0.66, cap=0.5)

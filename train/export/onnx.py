@@ -43,6 +43,7 @@ __all__ = [
     "onnx_runtime_session",
     "read_stage_weights",
     "run_onnx",
+    "split_member",
 ]
 
 INPUT_NAME = "input"
@@ -256,15 +257,36 @@ def compress_weights_fp16(model: onnx.ModelProto, min_elements: int = 1024) -> o
     return out
 
 
+def split_member(path: str | Path) -> tuple[Path, str | None]:
+    """``"stage1.gated.onnx#turned"`` -> (the file, ``"turned"``); a plain path -> (it, None)."""
+    file, sep, member = str(path).partition("#")
+    if sep and not member:
+        raise ValueError(f"{path}: empty member name after '#'")
+    return Path(file), (member or None)
+
+
 def read_stage_weights(path: str | Path) -> dict[str, np.ndarray]:
     """A published stage's initialisers by their PyTorch names, as float32: the inverse of
-    :func:`compress_weights_fp16` (``NAME__fp16`` float16 tensors widened back to ``NAME``)."""
+    :func:`compress_weights_fp16` (``NAME__fp16`` float16 tensors widened back to ``NAME``).
+
+    ``FILE.onnx#MEMBER`` reads one network of a graph that holds several under ``MEMBER/`` name
+    prefixes (a pose-gated stage: ``#frontal`` or ``#turned``), so a run can start from a published
+    specialist whose training checkpoint is gone."""
     from onnx import numpy_helper
 
-    return {
+    file, member = split_member(path)
+    out = {
         init.name.removesuffix("__fp16"): numpy_helper.to_array(init).astype(np.float32)
-        for init in onnx.load(str(path)).graph.initializer
+        for init in onnx.load(str(file)).graph.initializer
     }
+    if member is None:
+        return out
+    prefix = f"{member}/"
+    picked = {name.removeprefix(prefix): a for name, a in out.items() if name.startswith(prefix)}
+    if not picked:
+        members = sorted({name.split("/", 1)[0] for name in out if "/" in name})
+        raise ValueError(f"{file}: no network {member!r} in it (members: {', '.join(members) or 'none'})")
+    return picked
 
 
 # --------------------------------------------------------------------------------------------

@@ -50,7 +50,7 @@ from model_store.schemes import Scheme, get_scheme
 from model_store.store import ModelStore, ModelVersion
 from train.data.types import Sample
 from train.export.evaluate import StageGeometry, evaluate_cascade, stage_inputs
-from train.export.onnx import count_ops, export_onnx
+from train.export.onnx import count_ops, export_onnx, split_member
 from train.export.parity import ParityReport, compare_outputs, onnx_runtime_session, run_onnx, stage_runner
 from train.metrics import DEFAULT_THRESHOLDS
 
@@ -210,14 +210,17 @@ def _initial_weights(stage: Mapping[str, Any]) -> dict[str, Any]:
     if src == "stage1":
         return {"source": "this run's own trained stage 1"}
     out: dict[str, Any] = {"source": src}
-    folder = Path(src).parent
+    file, member = split_member(src)
+    if member is not None:
+        out["member"] = member  # one network of a pose-gated stage
+    folder = file.parent
     if (
-        src.endswith(".onnx") and (folder / MANIFEST_FILE).is_file()
+        file.suffix == ".onnx" and (folder / MANIFEST_FILE).is_file()
     ):  # a published stage: its model, its start
         m = read_manifest(folder)
         out["model"] = f"{m.name}@{m.version}"
         files = [st.file for st in m.stages]
-        which = f"stage{files.index(Path(src).name) + 1}" if Path(src).name in files else None
+        which = f"stage{files.index(file.name) + 1}" if file.name in files else None
         earlier = m.provenance.data.get("initial_weights", {})
         if which in earlier:
             out["initial_weights"] = earlier[which]

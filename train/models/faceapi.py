@@ -186,11 +186,11 @@ class FaceApiLandmarkNet(nn.Module):
     def load_pretrained(self, path: str | Path) -> list[str]:
         """Load face-api's weights: ``face-api`` (the npm package, fetched once) or a tfjs manifest path.
 
-        An ONNX file exported from this class (a published stage) is loaded by name instead. Returns
-        the names of the tensors that were loaded.
+        An ONNX file exported from this class (a published stage; ``FILE.onnx#turned``: one network of
+        a pose-gated stage) is loaded by name instead. Returns the names of the tensors that were loaded.
         """
-        if str(path).endswith(".onnx"):
-            return self._load_onnx(Path(path))
+        if str(path).partition("#")[0].endswith(".onnx"):  # FILE.onnx#MEMBER: one network of a gated graph
+            return self._load_onnx(path)
         from train.export.detectors import read_tfjs_weights
 
         manifest = resolve_face_api_manifest() if str(path) == PRETRAINED_ALIAS else Path(path)
@@ -222,7 +222,7 @@ class FaceApiLandmarkNet(nn.Module):
         except ValueError as exc:
             raise ValueError(f"{manifest}: {exc}") from None
 
-    def _load_onnx(self, path: Path) -> list[str]:
+    def _load_onnx(self, path: str | Path) -> list[str]:
         from train.export.onnx import read_stage_weights
 
         try:  # an integral head is not in a published (regression-head) stage: it starts untrained

@@ -228,3 +228,27 @@ def test_an_integral_head_network_starts_from_a_published_stage_and_exports(tmp_
     path = tmp_path / "integral.onnx"
     export_onnx(net, path, 112)
     np.testing.assert_allclose(run_onnx(onnx_runtime_session(path), x.numpy()), out.numpy(), atol=1e-5)
+
+
+def test_one_network_of_a_published_gated_stage_loads_by_member() -> None:
+    """``FILE.onnx#frontal`` / ``#turned`` start a run from one network of a pose-gated graph: 4.8.0's
+    frontal network is 4.3.0's stage 1, computed by the plain published graph."""
+    from train.export.onnx import read_stage_weights
+    from train.export.parity import onnx_runtime_session, run_onnx
+    from train.loop import build_stage_model
+
+    root = Path(__file__).parents[3] / "model_store" / "models" / "faceapi-ibug68"
+    gated = root / "4.8.0" / "stage1_faceapi68.gated.onnx"
+    cfg = {"architecture": "faceapi68", "model_kwargs": {"head": "flatten"}}
+    frontal = build_stage_model({**cfg, "pretrained": f"{gated}#frontal"}, 68).eval()
+    turned = build_stage_model({**cfg, "pretrained": f"{gated}#turned"}, 68).eval()
+    x = np.random.default_rng(0).normal(0.0, 0.3, (2, 3, 112, 112)).astype(np.float32)
+    plain = run_onnx(onnx_runtime_session(root / "4.3.0" / "stage1_faceapi68.onnx"), x)
+    with torch.no_grad():
+        got_frontal, got_turned = frontal(torch.from_numpy(x)).numpy(), turned(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(got_frontal, plain, atol=1e-4)
+    assert np.abs(got_turned - plain).max() > 1e-2  # the specialist is another network
+    whole = read_stage_weights(gated)
+    np.testing.assert_array_equal(turned.state_dict()["fc.weight"].numpy(), whole["turned/fc.weight"])
+    with pytest.raises(ValueError, match="members: frontal, gate, turned"):
+        read_stage_weights(f"{gated}#sideways")
