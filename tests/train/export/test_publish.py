@@ -219,3 +219,15 @@ def test_own_calibration_is_the_detectors_per_scheme_file_or_none() -> None:
     assert "has_own" in (spec.note or "")
     assert own_calibration(HasOwn({}), "ibug68") is None  # none for that scheme
     assert own_calibration(ShiftedBoxDetector({}), "aflw19") is None  # a detector without one
+
+
+def test_a_start_from_one_network_of_a_gated_stage_is_recorded() -> None:
+    from train.export.publish import _initial_weights
+
+    root = Path(__file__).parents[3] / "model_store" / "models" / "faceapi-ibug68" / "4.8.0"
+    src = f"{root}/stage2_faceapi68.gated.onnx#turned"
+    record = _initial_weights({"pretrained": src})
+    assert record["source"] == src and record["member"] == "turned"
+    assert record["model"] == "faceapi-ibug68@4.8.0"  # found through the file part, not the whole string
+    plain = _initial_weights({"pretrained": f"{root}/stage2_faceapi68.gated.onnx"})
+    assert "member" not in plain and plain["model"] == "faceapi-ibug68@4.8.0"
