@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from model_store.geometry import tight_box
 from model_store.schemes import Scheme
 
 __all__ = [
@@ -178,8 +179,7 @@ def normaliser_weights(points: np.ndarray, scheme: Scheme, ref: float, cap: floa
     if ref <= 0 or cap < 1:
         raise ValueError(f"normaliser_weights needs ref > 0 and cap >= 1, got ref={ref}, cap={cap}")
     pts = np.asarray(points, dtype=np.float64)
-    lo, hi = pts.min(axis=1), pts.max(axis=1)  # (N, 2) tight landmark box
-    boxes = np.concatenate([lo, hi], axis=1)
-    size = np.sqrt(np.clip((hi - lo).prod(axis=1), 1e-12, None))  # (N,)
+    boxes = tight_box(pts)  # (N, 4)
+    size = np.sqrt(np.clip((boxes[:, 2:] - boxes[:, :2]).prod(axis=1), 1e-12, None))  # (N,)
     ratio = scheme.normaliser_distance(pts, boxes) / size  # (N,)
     return np.clip(ref / np.maximum(ratio, 1e-12), 1.0, float(cap)).astype(np.float32)
