@@ -311,6 +311,16 @@ class Landmarker:
         (the faces start upright: the first pass's roll measured no better on validation)."""
         return tight_box(np.asarray(points, dtype=np.float64))
 
+    def cascade_points(self, pixels: np.ndarray, tight: np.ndarray, found: FoundFaces) -> np.ndarray:
+        """The cascade on one image's faces -> final points [N, K, 2] (decoded pixels): from their tight
+        boxes [N, 4], each turned upright by the detector's roll where it gave one, then the second pass
+        from the tight box of those points where :meth:`refines` says so."""
+        images = [pixels] * len(tight)
+        points = self.cascade.run(images, tight, angles=found.angles)[-1]
+        if self.refines(found):
+            points = self.cascade.run(images, self.refine_boxes(points))[-1]
+        return points
+
     def faces(self, image: DecodedImage, found: FoundFaces, points: np.ndarray) -> list[Face]:
         """The cascade's final points [N, K, 2] (decoded pixels) -> faces in original pixels."""
         xy = np.asarray(points, dtype=np.float64) * np.array([image.scale_x, image.scale_y])
@@ -345,10 +355,7 @@ class Landmarker:
             decoded = self._decoded(image, max_pixels=max_pixels, max_side=max_side, reduce=finer)
         if len(found.boxes) == 0:
             return []
-        tight = self.tight_boxes(decoded, found)
-        points = self.cascade.run([decoded.pixels] * len(tight), tight, angles=found.angles)[-1]
-        if self.refines(found):
-            points = self.cascade.run([decoded.pixels] * len(tight), self.refine_boxes(points))[-1]
+        points = self.cascade_points(decoded.pixels, self.tight_boxes(decoded, found), found)
         faces = self.faces(decoded, found, points)
         if pose:
             poses = face_poses([f.landmarks for f in faces], self.scheme, decoded.width, decoded.height)

@@ -259,11 +259,8 @@ class FaceTracker:
         h, w = pixels.shape[:2]
         image = DecodedImage(pixels=pixels, width=w, height=h, format="video", mode="RGB", orientation=1)
         found = lm.find_faces(image, max_faces=self.max_faces)
-        if len(found.boxes):
-            tight = lm.tight_boxes(image, found)
-            points = lm.cascade.run([pixels] * len(tight), tight)[-1]  # (N, K, 2)
-            if lm.refines(found):  # the second pass, as Landmarker.predict gives detected faces
-                points = lm.cascade.run([pixels] * len(tight), lm.refine_boxes(points))[-1]
+        if len(found.boxes):  # as Landmarker.predict: the detector's roll, then the second pass
+            points = lm.cascade_points(pixels, lm.tight_boxes(image, found), found)  # (N, K, 2)
         else:
             points = np.zeros((0, lm.cascade.scheme.num_points, 2))
         old = self._tracks

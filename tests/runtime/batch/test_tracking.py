@@ -1,11 +1,12 @@
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from runtime import Landmarker
+from runtime import Detections, Landmarker
 from runtime.batch.inputs import read_video
 from runtime.batch.tracking import TRACK, FaceTracker, OneEuroFilter, OneEuroParams, TrackerConfig, face_size
 
@@ -90,6 +91,31 @@ def test_a_detection_frame_gives_what_predict_gives(landmarker: Landmarker, tiny
     once = Landmarker(landmarker.model, landmarker.backend, landmarker.detector, refine="never")
     (first,) = FaceTracker(once, config=TrackerConfig(smoothing=None)).step(frame.pixels, frame.time)
     assert np.abs(first.landmarks_raw - face.landmarks_raw).max() > 1e-3  # the second pass ran
+
+
+class _TiltedEyes:
+    """The landmarker's detector with eye keypoints on a line turned 20 degrees in each box."""
+
+    def __init__(self, inner: object) -> None:
+        self.inner, self.name = inner, inner.name  # type: ignore[attr-defined]
+
+    def detect(self, image: np.ndarray, *, min_face: float | None = None) -> Detections:
+        dets = self.inner.detect(image, min_face=min_face)  # type: ignore[attr-defined]
+        c = (dets.boxes[:, :2] + dets.boxes[:, 2:]) / 2  # (N, 2)
+        arm = 0.2 * (dets.boxes[:, 2:3] - dets.boxes[:, 0:1]) * [np.cos(0.35), np.sin(0.35)]  # (N, 2)
+        return dataclasses.replace(dets, keypoints=np.stack([c - arm, c + arm], axis=1))
+
+
+def test_a_detection_frame_takes_the_detectors_roll_as_predict_does(
+    landmarker: Landmarker, tiny_video: Path
+) -> None:
+    (frame,) = list(read_video(tiny_video))[:1]
+    tilted = Landmarker(landmarker.model, landmarker.backend, _TiltedEyes(landmarker.detector))
+    (face,) = FaceTracker(tilted, config=TrackerConfig(smoothing=None)).step(frame.pixels, frame.time)
+    (expected,) = tilted.predict(frame.pixels)
+    np.testing.assert_allclose(face.landmarks_raw, expected.landmarks, atol=1e-6)
+    (plain,) = landmarker.predict(frame.pixels)
+    assert np.abs(expected.landmarks - plain.landmarks).max() > 1e-3  # the roll changed the crop
 
 
 def test_smoothing_keeps_raw_points_and_differs_from_them(landmarker: Landmarker, tiny_video: Path) -> None:
