@@ -185,18 +185,15 @@ def _service_points(
     """The landmarker's own detection and cascade on each whole image (``Landmarker.predict``): found
     [N] bool (a detected face overlaps the tight box of the labels ``gt`` [N, K, 2] at IoU >=
     ``MATCH_IOU``) and the best-overlapping face's final points [N, K, 2] (NaN where none)."""
-    from runtime.detectors.base import box_iou
-    from tools.studies.detect_bench_core import MATCH_IOU
+    from tools.studies.detect_bench_core import match_faces
 
     found = np.zeros(len(images), bool)
     points = np.full(gt.shape, np.nan)
     for i, (image, box) in enumerate(zip(images, tight_box(gt), strict=True)):
         faces = landmarker.predict(np.ascontiguousarray(image))
-        if not faces:
-            continue
-        iou = box_iou(np.stack([np.asarray(f.box, np.float64) for f in faces]), box[None])[:, 0]
-        best = int(iou.argmax())
-        if iou[best] >= MATCH_IOU:
+        boxes = np.array([f.box for f in faces], np.float64).reshape(-1, 4)
+        best = int(match_faces(boxes, box[None])[0])  # -1: no face overlaps the labels enough
+        if best >= 0:
             found[i], points[i] = True, faces[best].landmarks
     return found, points
 
