@@ -8,9 +8,8 @@ One path for every user -- the service, ``wingmark predict``, evaluation, benchm
     ->  (where ``refine`` says so) the cascade again from the tight box of its own points
     ->  landmarks in original image pixels (+ head pose on request)
 
-The second pass (``refine``, :data:`REFINE`): a detector's calibrated box is off on turned faces, and
-stage 1 from it starts the cascade off; the first pass's points give the tight box stage 1 was trained
-on (the figures: docs/models.md). By default only the faces a detector found get it.
+The second pass (``refine``, :data:`REFINE`; by default for detected faces only): a detector's box is off on
+turned faces; the first pass's points give the tight box stage 1 was trained on (docs/models.md).
 
 Coordinates inside are those of the decoded pixel array (which may be a reduced JPEG decode,
 :mod:`runtime.decode`); boxes and landmarks are in original image pixels at the edges. The service
@@ -307,14 +306,12 @@ class Landmarker:
 
     @staticmethod
     def refine_boxes(points: np.ndarray) -> np.ndarray:
-        """The second pass's stage-1 boxes [N, 4]: the tight box of the first pass's points [N, K, 2]
-        (the faces start upright: the first pass's roll measured no better on validation)."""
+        """The second pass's stage-1 boxes [N, 4], upright: the tight box of the first pass's points."""
         return tight_box(np.asarray(points, dtype=np.float64))
 
     def cascade_points(self, pixels: np.ndarray, tight: np.ndarray, found: FoundFaces) -> np.ndarray:
-        """The cascade on one image's faces -> final points [N, K, 2] (decoded pixels): from their tight
-        boxes [N, 4], each turned upright by the detector's roll where it gave one, then the second pass
-        from the tight box of those points where :meth:`refines` says so."""
+        """One image's faces from their tight boxes [N, 4] (upright by the detector's roll, if any), then
+        the second pass where :meth:`refines` says so -> final points [N, K, 2] (decoded pixels)."""
         images = [pixels] * len(tight)
         points = self.cascade.run(images, tight, angles=found.angles)[-1]
         if self.refines(found):
