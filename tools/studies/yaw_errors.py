@@ -22,6 +22,8 @@ test`` first):
 ``--client-box dlib_hog`` (published versions) starts each face from dlib HOG's box sent as the client box,
 as a user with their own detector would: only the faces HOG finds, with the tight-box figures of the same
 faces beside them (``tight_same_faces``) and per |yaw| bin how many it found (``found_by_detector``).
+The run name ``dlib`` (with ``--client-box dlib_hog``) is the reference: dlib's own 68-point predictor from
+its own HOG box, on the same faces, against the same labels.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import numpy as np
 from model_store.geometry import tight_box
 from runtime.landmarker import REFINE
 from tools.studies import write_json
+from tools.studies.real_bench import default_cache
 from train.data.real import REGIONS as REGIONS_68  # iBUG 68-point regions (half-open)
 from train.data.render import JAW_CONVENTIONS
 from train.metrics import YAW_EDGES, radial_error, yaw_bin_labels
@@ -48,6 +51,7 @@ __all__ = ["DATA_LABELS", "SERVICE", "main", "yaw_error_table"]
 # box error times 10 or more
 SMALL_NORMALISER = 0.1
 SERVICE = "service:"  # --client-box service:NAME: the runtime's detector NAME, as the service runs it
+DLIB = "dlib"  # the reference run: dlib's 68-point predictor from its own HOG box (--client-box dlib_hog)
 
 # what the labels of a --data set are
 DATA_LABELS = {
@@ -166,17 +170,20 @@ def _model_table(
                 again = Landmarker.refine_boxes(staged[-1])
                 staged = landmarker.landmarks(hog_images, again, batch_size=64)
     g, n, y = gt[sel], norm[sel], yaw[sel]
-    bins = yaw_bin_labels(yaw)
-    table["found_by_detector"] = {  # per |yaw| bin: [found, faces]
-        name: [int(found[bins == name].sum()), int((bins == name).sum())]
-        for name in sorted(set(bins.tolist()))
-    }
+    table["found_by_detector"] = _found_per_bin(found, yaw)
     table["tight_same_faces"] = yaw_error_table(points[-1][sel], g, n, y, regions)
     last = len(table["stages"])  # the service's path gives the final stage's points only
     return table | {
         f"stage{k}": yaw_error_table(p, g, n, y, regions)
         for k, p in enumerate(staged, start=last - len(staged) + 1)
     }
+
+
+def _found_per_bin(found: np.ndarray, yaw: np.ndarray) -> dict[str, list[int]]:
+    """Per |yaw| bin: [faces found, faces]."""
+    bins = yaw_bin_labels(yaw)
+    names = sorted(set(bins.tolist()))
+    return {name: [int(found[bins == name].sum()), int((bins == name).sum())] for name in names}
 
 
 def _service_points(
@@ -215,6 +222,35 @@ def _hog_boxes(images: Sequence[np.ndarray], tight: np.ndarray) -> tuple[np.ndar
     return found, boxes
 
 
+def _dlib_table(spec: Mapping[str, Any], predictor: Path) -> dict[str, Any]:
+    """The reference: dlib's 68-point predictor from its own HOG box, on the faces HOG finds."""
+    import dlib
+
+    from model_store.schemes import get_scheme
+    from runtime.detectors.base import dlib_rect_from_box, points_from_dlib_shape
+    from train.dataset import load_samples
+
+    if not predictor.exists():
+        raise FileNotFoundError(f"{predictor}: dlib's 68-point predictor (wingmark data real fetches it)")
+    samples = load_samples(spec, "ibug68", progress=False)
+    gt = np.stack([s.points for s in samples]).astype(np.float64)
+    boxes = np.stack([np.asarray(s.box, dtype=np.float64) for s in samples])
+    norm = get_scheme("ibug68").normaliser_distance(gt, boxes)
+    yaw = np.array([float(s.meta.get("yaw", np.nan)) for s in samples])
+    images = [np.ascontiguousarray(s.image) for s in samples]
+    found, hog = _hog_boxes(images, tight_box(gt))
+    sel = np.flatnonzero(found)
+    shape = dlib.shape_predictor(str(predictor))
+    points = np.stack([points_from_dlib_shape(shape(images[i], dlib_rect_from_box(hog[i]))) for i in sel])
+    return {
+        "run": f"dlib 68-point predictor ({predictor.name}) from its own HOG box",
+        "stages": [DLIB],
+        "client_box": "dlib_hog",
+        "found_by_detector": _found_per_bin(found, yaw),
+        "stage1": yaw_error_table(points.reshape(-1, 68, 2), gt[sel], norm[sel], yaw[sel]),
+    }
+
+
 def _run_table(run: Path, spec: Mapping[str, Any]) -> dict[str, Any]:
     from model_store.schemes import get_scheme
     from train.config import load_config
@@ -240,7 +276,10 @@ def _run_table(run: Path, spec: Mapping[str, Any]) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument(
-        "runs", nargs="+", help="training run directories (stage1/, stage2/) or [STORE_DIR:]NAME@VERSION"
+        "runs",
+        nargs="+",
+        help="training run directories (stage1/, stage2/), [STORE_DIR:]NAME@VERSION, or 'dlib' (the "
+        "reference: dlib's 68-point predictor from its own HOG box; with --client-box dlib_hog)",
     )
     ap.add_argument("--num", type=int, default=500, help="synthetic test faces (the configs' test set)")
     ap.add_argument("--seed", type=int, default=3)
@@ -273,6 +312,12 @@ def main(argv: list[str] | None = None) -> int:
         "service:NAME, 'detector' (the service's default) or 'always' give the detected faces it; with "
         "dlib_hog (a client box) only 'always' does",
     )
+    ap.add_argument(
+        "--predictor",
+        type=Path,
+        default=default_cache() / "models" / "shape_predictor_68_face_landmarks.dat",
+        help="dlib's 68-point predictor for the 'dlib' run",
+    )
     ap.add_argument("--out", type=Path, default=None, help="JSON report (default: print only)")
     args = ap.parse_args(argv)
     if args.client_box not in ("tight", "dlib_hog") and not args.client_box.startswith(SERVICE):
@@ -291,13 +336,18 @@ def main(argv: list[str] | None = None) -> int:
         labels = DATA_LABELS.get(str(spec.get("kind")), "as the dataset kind gives them")
     report: dict[str, Any] = {"data": spec, "labels": labels, "runs": []}
     for run in args.runs:
-        if args.client_box != "tight" and "@" not in run:
+        if run == DLIB:
+            if args.client_box != "dlib_hog":
+                ap.error("the 'dlib' reference runs from its own HOG box: add --client-box dlib_hog")
+            table = _dlib_table(spec, args.predictor)
+        elif args.client_box != "tight" and "@" not in run:
             ap.error(f"--client-box {args.client_box} needs a published version (NAME@VERSION)")
-        table = (
-            _model_table(run, spec, args.client_box, args.refine)
-            if "@" in run
-            else _run_table(Path(run), spec)
-        )
+        else:
+            table = (
+                _model_table(run, spec, args.client_box, args.refine)
+                if "@" in run
+                else _run_table(Path(run), spec)
+            )
         report["runs"].append(table)
         last = table[f"stage{len(table['stages'])}"]
         print(run)

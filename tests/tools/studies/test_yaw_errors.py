@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -110,3 +112,38 @@ def test_service_points_keep_the_detected_face_that_matches_the_labels() -> None
     assert np.isnan(points[1]).all()
     iod = np.linalg.norm(gt[0, 36] - gt[0, 45])
     assert np.linalg.norm(points[0] - gt[0], axis=1).mean() / iod < 0.10
+
+
+def test_dlib_reference_runs_only_from_its_own_hog_box(capsys: pytest.CaptureFixture[str]) -> None:
+    from tools.studies.yaw_errors import main
+
+    with pytest.raises(SystemExit):
+        main(["dlib"])  # from the tight box: not dlib's own pipeline
+    assert "--client-box dlib_hog" in capsys.readouterr().err
+
+
+def test_dlib_reference_names_a_missing_predictor(tmp_path: Path) -> None:
+    from tools.studies.yaw_errors import _dlib_table
+
+    missing = tmp_path / "shape_predictor_68_face_landmarks.dat"
+    with pytest.raises(FileNotFoundError, match="wingmark data real"):
+        _dlib_table({"kind": "synthetic", "num": 2, "seed": 2}, missing)
+
+
+def test_dlib_reference_on_rendered_faces(tmp_path: Path) -> None:
+    """dlib's own predictor from its own HOG box on a few frontal renders (exact labels): the faces HOG
+    finds are counted per |yaw| bin and measured against the renders' labels."""
+    from tools.studies.real_bench import default_cache
+    from tools.studies.yaw_errors import _dlib_table
+
+    predictor = default_cache() / "models" / "shape_predictor_68_face_landmarks.dat"
+    if not predictor.exists():
+        pytest.skip("dlib's predictor comes with the real-face cache (wingmark data real)")
+    spec = {"kind": "synthetic", "num": 6, "seed": 5, "image_size": 256, "cache_dir": str(tmp_path)}
+    spec["pose"] = {"yaw_std": 8.0, "yaw_tail": 0.0, "yaw_max": 20.0}  # near-frontal: HOG finds them
+    table = _dlib_table(spec, predictor)
+    found = sum(f for f, _ in table["found_by_detector"].values())
+    assert sum(n for _, n in table["found_by_detector"].values()) == 6
+    assert found >= 3
+    assert table["stage1"]["all"]["n"] == found
+    assert 0.01 < table["stage1"]["all"]["nme"] < 0.25
