@@ -196,7 +196,8 @@ class ModelHost:
             if choice.name != name:
                 lm.name = choice.name
                 mv = self.store.resolve(choice.name, choice.version)
-            log.info("%s@%s runs %s (%s): %s", name, mv.version, lm.name, choice.precision, choice.reason)
+            say = log.warning if choice.saturates else log.info
+            say("%s@%s runs %s (%s): %s", name, mv.version, lm.name, choice.precision, choice.reason)
             if s.verify_models:
                 self.store.verify(mv)
             lm.version, lm.scheme = mv.version, mv.manifest.scheme

@@ -73,6 +73,10 @@ def test_settings_override_the_cpu(store: ModelStore) -> None:
     assert (forced_float.name, forced_float.precision) == ("m", "float")
     forced_int8 = choose_variant(store, "m", "1", setting="int8", flags=cpu_flags(AVX2_CPU))
     assert (forced_int8.name, forced_int8.precision) == ("m-int8", "int8")
+    # run as forced, but without an int8 dot-product unit the reason warns that it saturates
+    assert forced_int8.saturates and "WARNING" in forced_int8.reason and "saturate" in forced_int8.reason
+    on_vnni = choose_variant(store, "m", "1", setting="int8", flags=cpu_flags(VNNI_CPU))
+    assert (on_vnni.name, on_vnni.reason, on_vnni.saturates) == ("m-int8", "precision setting is int8", False)
     # int8 asked for where none is published: float, and the reason says so
     missing = choose_variant(store, "m", "2", setting="int8", flags=cpu_flags(VNNI_CPU))
     assert (missing.name, missing.precision) == ("m", "float") and "no m-int8@2" in missing.reason
@@ -86,6 +90,9 @@ def test_only_onnx_runtime_runs_the_int8_variant(store: ModelStore) -> None:
 def test_an_int8_name_is_run_as_asked(store: ModelStore) -> None:
     choice = choose_variant(store, "m-int8", "1", setting="float", flags=())
     assert (choice.name, choice.precision, choice.float_name) == ("m-int8", "int8", "m")
+    assert choice.saturates and "WARNING" in choice.reason  # no int8 unit among the flags
+    vnni = choose_variant(store, "m-int8", "1", setting="float", flags=cpu_flags(VNNI_CPU))
+    assert (vnni.reason, vnni.saturates) == ("asked for by name", False)
 
 
 def test_this_machines_flags_are_readable() -> None:
