@@ -46,6 +46,7 @@ __all__ = [
     "measure_speed",
     "quantize_stage",
     "quantize_version",
+    "refusal_reason",
     "relative_change",
 ]
 
@@ -262,6 +263,18 @@ def load_real(root: Path, split: str, scheme: str, limit: int | None = None) -> 
     return samples
 
 
+def refusal_reason(worst: float, limit: float, units: Sequence[str]) -> str:
+    """Why an int8 cascade is not published: its worst relative NME change past ``limit``, and, where the
+    CPU that measured it has no int8 dot-product unit (``units`` empty), that its int8 kernels saturate."""
+    why = f"int8 NME is {worst:+.1%} relative to float on one set; the limit is {limit:.0%}"
+    if not units:
+        why += (
+            "; this CPU has no int8 dot-product unit (amx_int8, avx512_vnni, avx_vnni), where ONNX Runtime's "
+            "int8 convolutions saturate: measure on a CPU with one, where the variant would be served"
+        )
+    return why
+
+
 def relative_change(before: float, after: float) -> float:
     """``(after - before) / before``: the relative NME change (positive: int8 is worse)."""
     return (after - before) / before if before else float("inf") if after > before else 0.0
@@ -474,9 +487,7 @@ def quantize_version(
         for q in q_paths:
             q.unlink(missing_ok=True)
         report["published"] = None
-        report["refused"] = (
-            f"int8 NME is {worst:+.1%} relative to float on one set; the limit is {max_relative_loss:.0%}"
-        )
+        report["refused"] = refusal_reason(worst, max_relative_loss, int8_units(flags))
         log(f"  not published: {report['refused']}")
         return None, report
 

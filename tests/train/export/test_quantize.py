@@ -12,7 +12,13 @@ import torch
 
 from train.export.onnx import count_ops, export_onnx
 from train.export.parity import onnx_runtime_session, run_onnx
-from train.export.quantize import CropCalibrationReader, measure_speed, quantize_stage, relative_change
+from train.export.quantize import (
+    CropCalibrationReader,
+    measure_speed,
+    quantize_stage,
+    refusal_reason,
+    relative_change,
+)
 from train.models import create_model
 
 
@@ -162,3 +168,10 @@ def test_publish_puts_the_variant_beside_the_float_model(tmp_path):
 def test_relative_change():
     assert relative_change(0.05, 0.0515) == pytest.approx(0.03)
     assert relative_change(0.05, 0.049) == pytest.approx(-0.02)
+
+
+def test_a_refusal_on_a_cpu_without_an_int8_unit_says_why_it_measured_badly():
+    with_unit = refusal_reason(0.25, 0.03, ["avx512_vnni"])
+    assert with_unit == "int8 NME is +25.0% relative to float on one set; the limit is 3%"
+    without = refusal_reason(0.25, 0.03, [])
+    assert without.startswith(with_unit) and "saturate" in without and "no int8 dot-product unit" in without
