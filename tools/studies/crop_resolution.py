@@ -1,0 +1,107 @@
+"""Is the last stage's 112-px crop what limits the cascade? Its NME with the crop's detail taken away.
+
+    python -m tools.studies.crop_resolution faceapi-ibug68@4.9.0 --out docs/crop_resolution_ibug68.json
+
+The cascade runs as served (ONNX Runtime, from the tight box of the labels) up to the last stage; the
+last stage's crops are then resampled down to R px and back up to the network's size (bilinear), so the
+network sees the same face with the detail of an R-px crop, and the NME is measured per R. If halving
+the resolution costs little, a larger input would gain little too: the limit lies elsewhere.
+Data: the synthetic validation set (exact labels) and, where the real-face cache exists, its held-out
+split (teacher labels).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from tools.studies import write_json
+from tools.studies.real_bench import default_cache
+from tools.studies.yaw_errors import DATA_LABELS
+
+__all__ = ["blur_to", "main", "nme_by_resolution"]
+
+RESOLUTIONS = (112, 96, 80, 64, 48)
+
+
+def blur_to(crops: np.ndarray, size: int) -> np.ndarray:
+    """``[N, S, S, 3]`` uint8 crops with the detail of ``size``-px crops: resampled to ``size`` and
+    back to S (bilinear); unchanged where ``size >= S``."""
+    s = crops.shape[1]
+    if size >= s:
+        return crops
+    bilinear = Image.Resampling.BILINEAR
+    low = [Image.fromarray(c).resize((size, size), bilinear) for c in crops]
+    return np.stack([np.asarray(c.resize((s, s), bilinear)) for c in low]).reshape(crops.shape)
+
+
+def nme_by_resolution(
+    model_spec: str, spec: Mapping[str, Any], resolutions: Sequence[int] = RESOLUTIONS
+) -> dict[str, Any]:
+    """Mean and median NME (the scheme's normaliser) of ``model_spec``'s cascade per last-stage
+    crop resolution on the dataset ``spec``."""
+    from model_store.geometry import tight_box
+    from model_store.schemes import get_scheme
+    from runtime.backends import create_backend
+    from runtime.cascade import Cascade
+    from train.dataset import load_samples
+    from train.export.gate import resolve_spec
+
+    model = resolve_spec(model_spec)
+    scheme = model.manifest.scheme
+    samples = load_samples(spec, scheme, progress=False)
+    gt = np.stack([s.points for s in samples]).astype(np.float64)
+    boxes = np.stack([np.asarray(s.box, dtype=np.float64) for s in samples])
+    norm = get_scheme(scheme).normaliser_distance(gt, boxes)
+    images = [s.image for s in samples]
+    backend = create_backend("onnxruntime", model, device="cpu", max_batch_size=64)
+    g = Cascade.from_manifest(model.manifest, backend.run).geometry
+    last = g.num_stages - 1
+    points = None
+    for i in range(last):  # the stages before the last, as served
+        mats = g.matrices(i, boxes=tight_box(gt) if i == 0 else None, previous=points)
+        points = g.points(i, backend.run(i, g.inputs(i, images, mats)), mats)
+    mats = g.matrices(last, boxes=tight_box(gt) if last == 0 else None, previous=points)
+    crops = g.crops(last, images, mats)
+    rows: dict[str, Any] = {}
+    for r in resolutions:
+        x = g.to_input(last, blur_to(crops, r))
+        out = np.concatenate([backend.run(last, x[j : j + 64]) for j in range(0, len(x), 64)])
+        err = np.linalg.norm(g.points(last, out, mats) - gt, axis=-1).mean(axis=1) / norm
+        rows[str(r)] = {"nme": float(err.mean()), "nme_median": float(np.median(err))}
+    return {"model": f"{model.name}@{model.version}", "input_size": g.stages[last].input_size, "n": len(gt),
+            "by_resolution": rows}  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("models", nargs="+", help="[STORE_DIR:]NAME@VERSION")
+    ap.add_argument("--real-root", type=Path, default=default_cache())
+    ap.add_argument("--out", type=Path, default=None, help="JSON report (default: print only)")
+    args = ap.parse_args(argv)
+    sets: dict[str, dict[str, Any]] = {
+        "synthetic_validation": {"kind": "synthetic", "num": 300, "seed": 2, "image_size": 256,
+                                 "cache_dir": "cache/synthetic", "jaw": "contour"},
+    }  # fmt: skip
+    if (args.real_root / "manifest.json").is_file():
+        sets["real_held_out"] = {"kind": "real", "root": str(args.real_root), "split": "test"}
+    report: dict[str, Any] = {"resolutions": list(RESOLUTIONS), "sets": {}}
+    for name, spec in sets.items():
+        report["sets"][name] = {"data": spec, "labels": DATA_LABELS[spec["kind"]], "models": []}
+        for model in args.models:
+            row = nme_by_resolution(model, spec)
+            report["sets"][name]["models"].append(row)
+            cells = " ".join(f"{r}px {v['nme'] * 100:.2f}" for r, v in row["by_resolution"].items())
+            print(f"{name} {row['model']} (n={row['n']}): {cells}", flush=True)
+    if args.out:
+        write_json(report, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
