@@ -240,6 +240,8 @@ def _dlib_table(spec: Mapping[str, Any], predictor: Path) -> dict[str, Any]:
     images = [np.ascontiguousarray(s.image) for s in samples]
     found, hog = _hog_boxes(images, tight_box(gt))
     sel = np.flatnonzero(found)
+    if not len(sel):
+        raise ValueError("dlib's HOG detector found none of the labelled faces")
     shape = dlib.shape_predictor(str(predictor))
     points = np.stack([points_from_dlib_shape(shape(images[i], dlib_rect_from_box(hog[i]))) for i in sel])
     return {

@@ -266,10 +266,12 @@ def load_real(root: Path, split: str, scheme: str, limit: int | None = None) -> 
 def refusal_reason(worst: float, limit: float, units: Sequence[str]) -> str:
     """Why an int8 cascade is not published: its worst relative NME change past ``limit``, and, where the
     CPU that measured it has no int8 dot-product unit (``units`` empty), that its int8 kernels saturate."""
+    from runtime.precision import INT8_FLAGS
+
     why = f"int8 NME is {worst:+.1%} relative to float on one set; the limit is {limit:.0%}"
     if not units:
         why += (
-            "; this CPU has no int8 dot-product unit (amx_int8, avx512_vnni, avx_vnni), where ONNX Runtime's "
+            f"; this CPU has no int8 dot-product unit ({', '.join(INT8_FLAGS)}), where ONNX Runtime's "
             "int8 convolutions saturate: measure on a CPU with one, where the variant would be served"
         )
     return why
