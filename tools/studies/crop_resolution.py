@@ -22,7 +22,7 @@ from PIL import Image
 
 from tools.studies import write_json
 from tools.studies.real_bench import default_cache
-from tools.studies.yaw_errors import DATA_LABELS
+from tools.studies.yaw_errors import DATA_LABELS, labelled_set
 
 __all__ = ["blur_to", "main", "nme_by_resolution"]
 
@@ -46,18 +46,12 @@ def nme_by_resolution(
     """Mean and median NME (the scheme's normaliser) of ``model_spec``'s cascade per last-stage
     crop resolution on the dataset ``spec``."""
     from model_store.geometry import tight_box
-    from model_store.schemes import get_scheme
     from runtime.backends import create_backend
     from runtime.cascade import Cascade
-    from train.dataset import load_samples
     from train.export.gate import resolve_spec
 
     model = resolve_spec(model_spec)
-    scheme = model.manifest.scheme
-    samples = load_samples(spec, scheme, progress=False)
-    gt = np.stack([s.points for s in samples]).astype(np.float64)
-    boxes = np.stack([np.asarray(s.box, dtype=np.float64) for s in samples])
-    norm = get_scheme(scheme).normaliser_distance(gt, boxes)
+    samples, gt, norm, _ = labelled_set(spec, model.manifest.scheme)
     images = [s.image for s in samples]
     backend = create_backend("onnxruntime", model, device="cpu", max_batch_size=64)
     g = Cascade.from_manifest(model.manifest, backend.run).geometry

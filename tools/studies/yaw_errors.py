@@ -44,7 +44,7 @@ from train.data.real import REGIONS as REGIONS_68  # iBUG 68-point regions (half
 from train.data.render import JAW_CONVENTIONS
 from train.metrics import YAW_EDGES, radial_error, yaw_bin_labels
 
-__all__ = ["DATA_LABELS", "SERVICE", "main", "yaw_error_table"]
+__all__ = ["DATA_LABELS", "SERVICE", "labelled_set", "main", "yaw_error_table"]
 
 # a face whose normaliser is under this fraction of its box size (sqrt of the tight box area): in profile
 # the two outer eye corners project nearly onto each other, and the inter-ocular NME of such a face is its
@@ -114,22 +114,32 @@ def yaw_error_table(
     return out
 
 
+def labelled_set(
+    spec: Mapping[str, Any], scheme: str
+) -> tuple[list[Any], np.ndarray, np.ndarray, np.ndarray]:
+    """A dataset spec's samples, their labels ``[N, K, 2]``, the scheme's normaliser ``[N]`` and the yaw
+    ``[N]`` in degrees (NaN where the set does not know it)."""
+    from model_store.schemes import get_scheme
+    from train.dataset import load_samples
+
+    samples = load_samples(spec, scheme, progress=False)
+    gt = np.stack([s.points for s in samples]).astype(np.float64)
+    boxes = np.stack([np.asarray(s.box, dtype=np.float64) for s in samples])
+    norm = get_scheme(scheme).normaliser_distance(gt, boxes)
+    yaw = np.array([float(s.meta.get("yaw", np.nan)) for s in samples])
+    return samples, gt, norm, yaw
+
+
 def _model_table(
     model_spec: str, spec: Mapping[str, Any], client_box: str = "tight", refine: str = "detector"
 ) -> dict[str, Any]:
-    from model_store.schemes import get_scheme
     from runtime import Landmarker
     from runtime.backends import create_backend
-    from train.dataset import load_samples
     from train.export.gate import resolve_spec
 
     model = resolve_spec(model_spec)
     scheme_name = model.manifest.scheme
-    samples = load_samples(spec, scheme_name, progress=False)
-    gt = np.stack([s.points for s in samples]).astype(np.float64)
-    boxes = np.stack([np.asarray(s.box, dtype=np.float64) for s in samples])
-    norm = get_scheme(scheme_name).normaliser_distance(gt, boxes)
-    yaw = np.array([float(s.meta.get("yaw", np.nan)) for s in samples])
+    samples, gt, norm, yaw = labelled_set(spec, scheme_name)
     images = [s.image for s in samples]
     backend = create_backend("onnxruntime", model, device="cpu", max_batch_size=64)
     regions = REGIONS_68 if scheme_name == "ibug68" else {}
@@ -226,17 +236,11 @@ def _dlib_table(spec: Mapping[str, Any], predictor: Path) -> dict[str, Any]:
     """The reference: dlib's 68-point predictor from its own HOG box, on the faces HOG finds."""
     import dlib
 
-    from model_store.schemes import get_scheme
     from runtime.detectors.base import dlib_rect_from_box, points_from_dlib_shape
-    from train.dataset import load_samples
 
     if not predictor.exists():
         raise FileNotFoundError(f"{predictor}: dlib's 68-point predictor (wingmark data real fetches it)")
-    samples = load_samples(spec, "ibug68", progress=False)
-    gt = np.stack([s.points for s in samples]).astype(np.float64)
-    boxes = np.stack([np.asarray(s.box, dtype=np.float64) for s in samples])
-    norm = get_scheme("ibug68").normaliser_distance(gt, boxes)
-    yaw = np.array([float(s.meta.get("yaw", np.nan)) for s in samples])
+    samples, gt, norm, yaw = labelled_set(spec, "ibug68")
     images = [np.ascontiguousarray(s.image) for s in samples]
     found, hog = _hog_boxes(images, tight_box(gt))
     sel = np.flatnonzero(found)
@@ -254,18 +258,12 @@ def _dlib_table(spec: Mapping[str, Any], predictor: Path) -> dict[str, Any]:
 
 
 def _run_table(run: Path, spec: Mapping[str, Any]) -> dict[str, Any]:
-    from model_store.schemes import get_scheme
     from train.config import load_config
-    from train.dataset import load_samples
     from train.loop import cascade_points, run_stage_paths
 
     paths = run_stage_paths(run)
     scheme_name = str(load_config(run / "config.resolved.yaml")["data"]["scheme"])  # the run's, as trained
-    samples = load_samples(spec, scheme_name, progress=False)
-    gt = np.stack([s.points for s in samples]).astype(np.float64)
-    boxes = np.stack([np.asarray(s.box, dtype=np.float64) for s in samples])
-    norm = get_scheme(scheme_name).normaliser_distance(gt, boxes)
-    yaw = np.array([float(s.meta.get("yaw", np.nan)) for s in samples])
+    samples, gt, norm, yaw = labelled_set(spec, scheme_name)
     points, ckpts = cascade_points(paths, samples)
     regions = REGIONS_68 if scheme_name == "ibug68" else {}
     return {
