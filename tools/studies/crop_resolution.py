@@ -22,7 +22,7 @@ from PIL import Image
 
 from tools.studies import write_json
 from tools.studies.real_bench import default_cache
-from tools.studies.yaw_errors import DATA_LABELS, labelled_set
+from tools.studies.yaw_errors import DATA_LABELS, evaluation_sets, labelled_set
 
 __all__ = ["blur_to", "main", "nme_by_resolution"]
 
@@ -54,13 +54,11 @@ def nme_by_resolution(
     samples, gt, norm, _ = labelled_set(spec, model.manifest.scheme)
     images = [s.image for s in samples]
     backend = create_backend("onnxruntime", model, device="cpu", max_batch_size=64)
-    g = Cascade.from_manifest(model.manifest, backend.run).geometry
-    last = g.num_stages - 1
-    points = None
-    for i in range(last):  # the stages before the last, as served
-        mats = g.matrices(i, boxes=tight_box(gt) if i == 0 else None, previous=points)
-        points = g.points(i, backend.run(i, g.inputs(i, images, mats)), mats)
-    mats = g.matrices(last, boxes=tight_box(gt) if last == 0 else None, previous=points)
+    cascade = Cascade.from_manifest(model.manifest, backend.run)
+    g, last = cascade.geometry, cascade.num_stages - 1
+    # the stages before the last, as served (Cascade.run); the last one's crops made again below
+    before = cascade.run(images, tight_box(gt), batch_size=64)[-2] if last else None
+    mats = g.matrices(last, boxes=tight_box(gt) if last == 0 else None, previous=before)
     crops = g.crops(last, images, mats)
     rows: dict[str, Any] = {}
     for r in resolutions:
@@ -78,12 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--real-root", type=Path, default=default_cache())
     ap.add_argument("--out", type=Path, default=None, help="JSON report (default: print only)")
     args = ap.parse_args(argv)
-    sets: dict[str, dict[str, Any]] = {
-        "synthetic_validation": {"kind": "synthetic", "num": 300, "seed": 2, "image_size": 256,
-                                 "cache_dir": "cache/synthetic", "jaw": "contour"},
-    }  # fmt: skip
-    if (args.real_root / "manifest.json").is_file():
-        sets["real_held_out"] = {"kind": "real", "root": str(args.real_root), "split": "test"}
+    sets = evaluation_sets(args.real_root, reposed=False)
     report: dict[str, Any] = {"resolutions": list(RESOLUTIONS), "sets": {}}
     for name, spec in sets.items():
         report["sets"][name] = {"data": spec, "labels": DATA_LABELS[spec["kind"]], "models": []}

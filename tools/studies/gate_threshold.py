@@ -73,8 +73,8 @@ def _set_threshold(record: Any, threshold: float) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from model_store.store import ModelStore
-    from tools.studies.yaw_errors import DATA_LABELS, _model_table
+    from tools.studies.yaw_errors import DATA_LABELS, _model_table, evaluation_sets
+    from train.export.gate import resolve_spec
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("model", help="a pose-gated version, [STORE_DIR:]NAME@VERSION")
@@ -82,22 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--real-root", type=Path, default=default_cache())
     ap.add_argument("--out", type=Path, default=None, help="JSON report (default: print only)")
     args = ap.parse_args(argv)
-    root, sep, name_version = args.model.rpartition(":")
-    name, _, version = name_version.partition("@")
-    store = ModelStore(Path(root)) if sep and root else ModelStore()
-    mv = store.resolve(name, version or "latest")
-    sets: dict[str, dict[str, Any]] = {
-        "synthetic_validation": {"kind": "synthetic", "num": 300, "seed": 2, "image_size": 256,
-                                 "cache_dir": "cache/synthetic", "jaw": "contour"},
-    }  # fmt: skip
-    real = str(args.real_root)
-    if (args.real_root / "manifest.json").is_file():
-        sets["real_held_out"] = {"kind": "real", "root": real, "split": "test"}
-    repose = args.real_root.parent / "repose-test"
-    if repose.is_dir():
-        renders = str(repose / "renders")
-        sets["reposed_held_out"] = {"kind": "repose", "root": real, "split": "test", "per_face": 4, "seed": 7,
-                                    "image_size": 256, "yaw_max": 75, "cache_dir": renders}  # fmt: skip
+    mv = resolve_spec(args.model)
+    sets = evaluation_sets(args.real_root)
     report: dict[str, Any] = {"model": f"{mv.name}@{mv.version}", "client_box": "tight", "sets": {}}
     for set_name, spec in sets.items():
         report["sets"][set_name] = {"data": spec, "labels": DATA_LABELS[spec["kind"]], "thresholds": {}}

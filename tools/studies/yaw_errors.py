@@ -44,7 +44,7 @@ from train.data.real import REGIONS as REGIONS_68  # iBUG 68-point regions (half
 from train.data.render import JAW_CONVENTIONS
 from train.metrics import YAW_EDGES, radial_error, yaw_bin_labels
 
-__all__ = ["DATA_LABELS", "SERVICE", "labelled_set", "main", "yaw_error_table"]
+__all__ = ["DATA_LABELS", "SERVICE", "evaluation_sets", "labelled_set", "main", "yaw_error_table"]
 
 # a face whose normaliser is under this fraction of its box size (sqrt of the tight box area): in profile
 # the two outer eye corners project nearly onto each other, and the inter-ocular NME of such a face is its
@@ -112,6 +112,24 @@ def yaw_error_table(
             a, b = regions["jaw"]
             out[name]["jaw_radial"] = float(radial_error(pred_[sel], gt_[sel], nrm, slice(a, b)).mean())
     return out
+
+
+def evaluation_sets(real_root: Path, *, reposed: bool = True) -> dict[str, dict[str, Any]]:
+    """The sets the studies measure on, by name: the synthetic validation set (exact labels, jaw on the
+    outline) and, where ``real_root`` (the real-face cache) holds them, its held-out faces and (with
+    ``reposed``) their re-posed renders of ``wingmark data repose --split test``."""
+    sets: dict[str, dict[str, Any]] = {
+        "synthetic_validation": {"kind": "synthetic", "num": 300, "seed": 2, "image_size": 256,
+                                 "cache_dir": "cache/synthetic", "jaw": "contour"},
+    }  # fmt: skip
+    if (real_root / "manifest.json").is_file():
+        sets["real_held_out"] = {"kind": "real", "root": str(real_root), "split": "test"}
+    repose = real_root.parent / "repose-test"
+    if reposed and repose.is_dir():
+        sets["reposed_held_out"] = {"kind": "repose", "root": str(real_root), "split": "test", "per_face": 4,
+                                    "seed": 7, "image_size": 256, "yaw_max": 75,
+                                    "cache_dir": str(repose / "renders")}  # fmt: skip
+    return sets
 
 
 def labelled_set(

@@ -147,3 +147,18 @@ def test_dlib_reference_on_rendered_faces(tmp_path: Path) -> None:
     assert found >= 3
     assert table["stage1"]["all"]["n"] == found
     assert 0.01 < table["stage1"]["all"]["nme"] < 0.25
+
+
+def test_evaluation_sets_follow_the_caches_there_are(tmp_path: Path) -> None:
+    from tools.studies.yaw_errors import evaluation_sets
+
+    real = tmp_path / "real"
+    real.mkdir()
+    assert list(evaluation_sets(real)) == ["synthetic_validation"]  # no real-face cache yet
+    (real / "manifest.json").write_text("{}")
+    (tmp_path / "repose-test").mkdir()
+    sets = evaluation_sets(real)
+    assert list(sets) == ["synthetic_validation", "real_held_out", "reposed_held_out"]
+    assert sets["real_held_out"] == {"kind": "real", "root": str(real), "split": "test"}
+    assert sets["reposed_held_out"]["cache_dir"] == str(tmp_path / "repose-test" / "renders")
+    assert list(evaluation_sets(real, reposed=False)) == ["synthetic_validation", "real_held_out"]
