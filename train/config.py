@@ -11,7 +11,9 @@ Layout (see train/configs/*.yaml for complete examples)::
     data:    scheme, train/val/test (dataset specs), pdb {enabled, num_bins}, augment {...}
     stage1:  architecture, model_kwargs, pretrained, crop_rule, normalisation, loss, optim,
              schedule, epochs, max_steps, batch_size, grad_clip, eval_interval, num_workers, amp,
-             face_weight (null | {ref, cap}: per-face loss weights, train.losses.normaliser_weights)
+             face_weight (null | {ref, cap}: per-face loss weights, train.losses.normaliser_weights),
+             ema (0: off; a decay in (0, 1): the weights validated, kept and exported are an
+             exponential moving average of the trained ones)
              augment (None -> data.augment; else this stage's own AugmentConfig fields)
     stage2:  same keys plus ``enabled`` (false -> single-stage model); trained on crops
              re-aligned from stage-1 points, chosen by ``init``:
@@ -76,6 +78,9 @@ _STAGE_DEFAULTS: dict[str, Any] = {
     "amp": False,  # bfloat16 autocast on CUDA
     # None, or {ref, cap}: each face's loss weighted by train.losses.normaliser_weights (the NME's units)
     "face_weight": None,
+    # 0, or a decay in (0, 1) (e.g. 0.999): validate, keep (best.pt) and export an exponential moving
+    # average of the weights, updated after every step; last.pt carries the trained weights too, to resume
+    "ema": 0.0,
     "augment": None,  # None -> data.augment; a mapping -> this stage's own AugmentConfig fields
     # stage 2 only: where its training crops' re-alignment points come from (see the module docstring)
     "init": {"mode": "train_predictions", "data": None, "mirror": True, "folds": 0, "fold_max_steps": 0},
@@ -222,6 +227,8 @@ def _check(cfg: Mapping[str, Any]) -> None:
             raise ValueError(f"{name}.init.mode must be one of {INIT_MODES}, got {st['init']['mode']!r}")
         if st["init"]["mode"] == "kfold_residuals" and int(st["init"]["folds"]) < 2:
             raise ValueError(f"{name}.init: kfold_residuals needs folds >= 2")
+        if not 0.0 <= float(st["ema"]) < 1.0:
+            raise ValueError(f"{name}.ema must be 0 (off) or a decay in (0, 1), got {st['ema']!r}")
         fw = st["face_weight"]
         if fw is not None and (not isinstance(fw, Mapping) or set(fw) != {"ref", "cap"}):
             raise ValueError(f"{name}.face_weight must be null or {{ref, cap}}, got {fw!r}")

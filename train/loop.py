@@ -4,7 +4,8 @@ Checkpoint format (``<out_dir>/stage<k>/best.pt`` and ``last.pt``, a dict for ``
 read by the export engineer (train/export) and by ``wingmark eval``:
 
     "config"         resolved config (dict), everything needed to rebuild model and data
-    "model"          state_dict of the bare network (no DDP ``module.`` prefix)
+    "model"          state_dict of the bare network (no DDP ``module.`` prefix); with ``stage.ema``
+                     on, of its moving average (what is validated and exported)
     "architecture"   registry name ("cnn6", "cnn7", "resnet50")
     "model_kwargs"   extra create_model kwargs (e.g. {"input_size": 224}); {} for cnn6/cnn7
     "num_points"     K; the network outputs [N, 2K] in crop units (model_store convention)
@@ -16,7 +17,7 @@ read by the export engineer (train/export) and by ``wingmark eval``:
     "stage"          1 or 2
     "val"            {"nme": mean validation NME (fraction), "step": ..., "epoch": ..., "n": ...}
     resume state (export ignores it): "step", "epoch", "best_nme", "completed", and in last.pt only
-                     "optimizer"
+                     "optimizer" and, with ``stage.ema`` on, "model_trained" (the trained weights)
 
 Run directory: config.resolved.yaml, metrics.jsonl (one JSON object per log/eval line),
 curves.png (loss and validation NME), stage1/ and stage2/ checkpoints, eval.json + ced.png
@@ -45,6 +46,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from tqdm import tqdm
 
@@ -213,9 +215,17 @@ def _checkpoint(
     best_nme: float,
     val: Mapping[str, Any],
     completed: bool,
+    trained: nn.Module | None = None,
 ) -> dict[str, Any]:
+    """A stage's checkpoint; ``model`` is the network validated and kept (the moving average where
+    ``stage.ema`` is on, with the trained network as ``trained``, stored as "model_trained" to resume)."""
     st = cfg[f"stage{stage}"]
-    return {
+    extra = (
+        {}
+        if trained is None
+        else {"model_trained": {k: v.detach().cpu() for k, v in trained.state_dict().items()}}
+    )
+    return extra | {
         "config": dict(cfg),
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "architecture": st["architecture"],
@@ -233,6 +243,13 @@ def _checkpoint(
         "best_nme": best_nme,
         "completed": completed,
     }
+
+
+def weight_average(model: nn.Module, decay: float) -> AveragedModel:
+    """An exponential moving average of ``model``'s weights, batch-norm statistics included:
+    ``avg = decay * avg + (1 - decay) * weights`` at each :meth:`~AveragedModel.update_parameters`,
+    starting from a copy of ``model``."""
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
 def _save_atomic(obj: Any, path: Path) -> None:
@@ -526,9 +543,15 @@ def train_stage(
     # ---- resume
     step, best_nme, last_val = 0, math.inf, {}
     last_path, best_path = stage_dir / "last.pt", stage_dir / "best.pt"
+    decay = float(st["ema"])
+    ema: AveragedModel | None = None
     if cfg.get("resume") and last_path.exists():
         ckpt = torch.load(last_path, map_location="cpu", weights_only=False)
-        model.load_state_dict(ckpt["model"])
+        model.load_state_dict(ckpt.get("model_trained", ckpt["model"]))
+        if decay > 0:  # the average goes on from the kept one (a run without it: from the weights)
+            ema = weight_average(model, decay)
+            ema.module.load_state_dict(ckpt["model"])
+            ema.n_averaged.fill_(int(ckpt["step"]))
         optimizer.load_state_dict(ckpt["optimizer"])
         step, best_nme, last_val = int(ckpt["step"]), float(ckpt["best_nme"]), dict(ckpt["val"])
         if ckpt.get("completed") and step >= total and best_path.exists():  # a larger budget continues
@@ -540,6 +563,9 @@ def train_stage(
         if rt.is_main:
             print(f"stage{stage}: resuming at step {step}/{total}")
 
+    if decay > 0 and ema is None:
+        ema = weight_average(model, decay)
+    kept: nn.Module = model if ema is None else ema.module  # the network validated, kept and exported
     resumed_at = step  # its evaluation is in the checkpoint already
     train_model: nn.Module = model
     if rt.distributed:
@@ -552,23 +578,25 @@ def train_stage(
         nonlocal best_nme
         val: dict[str, Any] = dict(last_val)
         if rt.is_main:
-            _, nme = _stage_nme(model, val_crops, norm, eval_bs, rt.device)
+            _, nme = _stage_nme(kept, val_crops, norm, eval_bs, rt.device)
             val = {"nme": float(nme.mean()), "step": step, "epoch": epoch, "n": len(nme)}
             log.write(kind="val", stage=stage, step=step, epoch=epoch, val_nme=val["nme"])
             ck = _checkpoint(
                 cfg,
                 stage,
-                model,
+                kept,
                 optimizer,
                 step=step,
                 epoch=epoch,
                 best_nme=best_nme,
                 val=val,
                 completed=completed,
+                trained=None if ema is None else model,
             )
             if val["nme"] < best_nme:
                 best_nme = ck["best_nme"] = val["nme"]
-                _save_atomic({k: v for k, v in ck.items() if k != "optimizer"}, best_path)  # no resume state
+                no_resume = ("optimizer", "model_trained")
+                _save_atomic({k: v for k, v in ck.items() if k not in no_resume}, best_path)
             _save_atomic(ck, last_path)
         _barrier(rt)
         return val
@@ -621,6 +649,8 @@ def train_stage(
                 torch.nn.utils.clip_grad_norm_(model.parameters(), float(st["grad_clip"]))
             # 5. step
             optimizer.step()
+            if ema is not None:
+                ema.update_parameters(model)
             step += 1
             # 6. log
             running += float(loss.detach())

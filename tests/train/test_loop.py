@@ -12,9 +12,11 @@ import torch
 
 from model_store.geometry import CropRule
 from model_store.preprocess import Normalisation
+from model_store.schemes import get_scheme
 from train.cli import eval_main, train_main
 from train.config import resolve
-from train.loop import evaluate_run, load_checkpoint, train
+from train.dataset import load_samples, make_eval_crops
+from train.loop import _normalisation, _stage_nme, evaluate_run, load_checkpoint, train, weight_average
 
 torch.set_num_threads(1)
 
@@ -212,3 +214,56 @@ def test_face_weights_reach_the_loss(tmp_path: Path) -> None:
     assert weighted == pytest.approx(2.5 * plain, rel=1e-4)
     with pytest.raises(ValueError, match="face_weight"):
         _tiny(tmp_path, **{"stage1.face_weight": {"ref": 0.66}})
+
+
+def test_weight_average_by_hand() -> None:
+    """The first update copies the weights, each later one moves the average (1 - decay) of the way."""
+    net = torch.nn.Linear(1, 1, bias=False)
+    avg = weight_average(net, 0.5)
+    for value in (1.0, 3.0, 7.0):
+        with torch.no_grad():
+            net.weight.fill_(value)
+        avg.update_parameters(net)
+    # 1 -> 0.5 * 1 + 0.5 * 3 = 2 -> 0.5 * 2 + 0.5 * 7 = 4.5
+    weight = avg.module.weight
+    assert isinstance(weight, torch.Tensor) and float(weight.item()) == pytest.approx(4.5)
+
+
+def test_ema_validates_keeps_and_resumes_the_average(tmp_path: Path) -> None:
+    """With ``ema`` on, the checkpoints' "model" is the average: its validation NME is the one logged,
+    last.pt also carries the trained weights, best.pt does not, and a larger budget resumes both."""
+    extra = {"stage2.enabled": False, "stage1.max_steps": 3, "stage1.ema": 0.9,
+             "stage1.optim": {"name": "adamw", "lr": 5e-3}, "stage1.eval_interval": 3}  # fmt: skip
+    cfg = _tiny(tmp_path, **extra)
+    train(cfg, progress=False)
+    last = torch.load(tmp_path / "stage1" / "last.pt", weights_only=False)
+    best = torch.load(tmp_path / "stage1" / "best.pt", weights_only=False)
+    assert "model_trained" in last and "model_trained" not in best
+    differs = [
+        k
+        for k, v in last["model"].items()
+        if v.is_floating_point() and not torch.equal(v, last["model_trained"][k])
+    ]
+    assert differs  # the average is not the trained weights
+    # the NME recorded is the average's, recomputed here from the checkpoint alone
+    model, ck = load_checkpoint(tmp_path / "stage1" / "best.pt")
+    scheme = get_scheme("ibug68")
+    crops = make_eval_crops(load_samples(cfg["data"]["val"], "ibug68", progress=False), scheme,
+                            int(ck["input_size"]), CropRule.from_dict(ck["crop_rule"]))  # fmt: skip
+    norm = _normalisation(ck["config"]["stage1"])
+    _, nme = _stage_nme(model, crops, norm, 8, torch.device("cpu"))
+    assert float(nme.mean()) == pytest.approx(best["val"]["nme"], rel=1e-5)
+    # a larger budget: the average goes on from the kept one
+    more = {**cfg, "resume": True, "stage1": {**cfg["stage1"], "max_steps": 5}}
+    train(more, progress=False)
+    again = torch.load(tmp_path / "stage1" / "last.pt", weights_only=False)
+    assert again["step"] == 5 and "model_trained" in again
+    # a decay near 0 follows the trained weights step by step (an average never updated would not)
+    near = _tiny(tmp_path / "near", **{**extra, "stage1.ema": 1e-6})
+    train(near, progress=False)
+    follow = torch.load(tmp_path / "near" / "stage1" / "last.pt", weights_only=False)
+    for k, v in follow["model"].items():
+        if v.is_floating_point():
+            torch.testing.assert_close(v, follow["model_trained"][k], rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="ema"):
+        _tiny(tmp_path, **{"stage1.ema": 1.0})
