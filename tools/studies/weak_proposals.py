@@ -5,7 +5,8 @@
 ``ssd_blazeface`` drops SSD's proposals under its 0.3 threshold. A face SSD scores lower (a small face in an
 old greyscale photo) is then found only if BlazeFace's whole view finds it. This study lowers SSD's threshold
 to ``--weak`` and, for every proposal between the two that no face the detector keeps covers, runs the
-second look and records its score: how far the faces among them stand from the non-faces.
+second look and records its score: how far the faces among them stand from the non-faces. (At the lower
+threshold SSD skips its context views once its whole view holds any proposal, as it does once it has a face.)
 Data: the detector bench's real images (every still photo of the real-face cache and ``--max-frames``
 video frames, at ``min_face`` 40 as the bench runs); a proposal overlapping a face the teacher's detector
 found (IoU >= 0.3) counts as that face, the rest were looked at by eye. ``--extra`` adds images of your own
