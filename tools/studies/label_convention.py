@@ -26,7 +26,7 @@ from model_store.geometry import tight_box
 from model_store.schemes import get_scheme
 from tools.studies import write_json
 from tools.studies.real_bench import default_cache
-from tools.studies.yaw_errors import DATA_LABELS, evaluation_sets, labelled_set
+from tools.studies.yaw_errors import DATA_LABELS, dlib_points, evaluation_sets, labelled_set
 from train.data.real import REGIONS
 
 __all__ = ["aligned_errors", "convention_table", "main", "offset_split"]
@@ -84,23 +84,6 @@ def _model_points(spec: str, images: Sequence[np.ndarray], boxes: np.ndarray) ->
         return np.asarray(landmarker.landmarks(list(images), boxes, batch_size=64)[-1])
 
 
-def _dlib_points(
-    images: Sequence[np.ndarray], gt: np.ndarray, predictor: Path
-) -> tuple[np.ndarray, np.ndarray]:
-    """dlib's 68 points from its own HOG box: found ``[N]`` bool, points ``[N, 68, 2]`` (NaN: not found)."""
-    import dlib
-
-    from runtime.detectors.base import dlib_rect_from_box, points_from_dlib_shape
-    from tools.studies.yaw_errors import _hog_boxes
-
-    found, hog = _hog_boxes(images, tight_box(gt))
-    shape = dlib.shape_predictor(str(predictor))
-    points = np.full(gt.shape, np.nan)
-    for i in np.flatnonzero(found):
-        points[i] = points_from_dlib_shape(shape(images[int(i)], dlib_rect_from_box(hog[i])))
-    return found, points
-
-
 def convention_table(
     spec: Mapping[str, Any], models: Sequence[str], predictor: Path | None
 ) -> dict[str, Any]:
@@ -111,7 +94,7 @@ def convention_table(
     keep = np.ones(len(gt), bool)
     predictions: dict[str, np.ndarray] = {}
     if predictor is not None:
-        found, points = _dlib_points(images, gt, predictor)
+        found, points = dlib_points(images, gt, predictor)
         keep = found & (np.abs(yaw) < FRONTAL_YAW)
         predictions[f"dlib ({predictor.name}, its HOG box)"] = points[keep]
     sel = np.flatnonzero(keep)

@@ -22,11 +22,13 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from model_store.geometry import tight_box
 from runtime.detectors import create_detector
 from runtime.detectors.base import box_iou
 from runtime.detectors.ssd_blazeface import COVERED, SsdBlazeFaceDetector, covered
 from tools.studies import write_json
 from tools.studies.real_bench import default_cache
+from train.data.pts300w import read_pts
 
 __all__ = ["main", "weak_proposals"]
 
@@ -94,8 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  off the teachers' faces ({len(off)}), second-look scores: {off}")
     for path in args.extra:
         image = np.asarray(Image.open(path).convert("RGB"))
-        pts = np.loadtxt(path.with_suffix(".pts"), skiprows=3, max_rows=68)
-        tight = np.concatenate([pts.min(axis=0), pts.max(axis=0)])[None]
+        tight = tight_box(read_pts(path.with_suffix(".pts")))[None]
         hits = [
             p
             for p in weak_proposals(detector, image, weak=args.weak)

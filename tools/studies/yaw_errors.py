@@ -44,7 +44,8 @@ from train.data.real import REGIONS as REGIONS_68  # iBUG 68-point regions (half
 from train.data.render import JAW_CONVENTIONS
 from train.metrics import YAW_EDGES, radial_error, yaw_bin_labels
 
-__all__ = ["DATA_LABELS", "SERVICE", "evaluation_sets", "labelled_set", "main", "yaw_error_table"]
+__all__ = ["DATA_LABELS", "SERVICE", "dlib_points", "evaluation_sets", "labelled_set", "main",
+           "yaw_error_table"]  # fmt: skip
 
 # a face whose normaliser is under this fraction of its box size (sqrt of the tight box area): in profile
 # the two outer eye corners project nearly onto each other, and the inter-ocular NME of such a face is its
@@ -250,28 +251,38 @@ def _hog_boxes(images: Sequence[np.ndarray], tight: np.ndarray) -> tuple[np.ndar
     return found, boxes
 
 
-def _dlib_table(spec: Mapping[str, Any], predictor: Path) -> dict[str, Any]:
-    """The reference: dlib's 68-point predictor from its own HOG box, on the faces HOG finds."""
+def dlib_points(
+    images: Sequence[np.ndarray], gt: np.ndarray, predictor: Path
+) -> tuple[np.ndarray, np.ndarray]:
+    """dlib's ``predictor`` from HOG's box per labelled face ``gt``: found [N], points [N, 68, 2] or NaN."""
     import dlib
 
     from runtime.detectors.base import dlib_rect_from_box, points_from_dlib_shape
 
+    found, hog = _hog_boxes(images, tight_box(gt))
+    shape = dlib.shape_predictor(str(predictor))
+    points = np.full((len(images), 68, 2), np.nan)
+    for i in np.flatnonzero(found):
+        points[i] = points_from_dlib_shape(shape(images[int(i)], dlib_rect_from_box(hog[i])))
+    return found, points
+
+
+def _dlib_table(spec: Mapping[str, Any], predictor: Path) -> dict[str, Any]:
+    """The reference: dlib's 68-point predictor from its own HOG box, on the faces HOG finds."""
     if not predictor.exists():
         raise FileNotFoundError(f"{predictor}: dlib's 68-point predictor (wingmark data real fetches it)")
     samples, gt, norm, yaw = labelled_set(spec, "ibug68")
     images = [np.ascontiguousarray(s.image) for s in samples]
-    found, hog = _hog_boxes(images, tight_box(gt))
+    found, points = dlib_points(images, gt, predictor)
     sel = np.flatnonzero(found)
     if not len(sel):
         raise ValueError("dlib's HOG detector found none of the labelled faces")
-    shape = dlib.shape_predictor(str(predictor))
-    points = np.stack([points_from_dlib_shape(shape(images[i], dlib_rect_from_box(hog[i]))) for i in sel])
     return {
         "run": f"dlib 68-point predictor ({predictor.name}) from its own HOG box",
         "stages": [DLIB],
         "client_box": "dlib_hog",
         "found_by_detector": _found_per_bin(found, yaw),
-        "stage1": yaw_error_table(points.reshape(-1, 68, 2), gt[sel], norm[sel], yaw[sel]),
+        "stage1": yaw_error_table(points[sel], gt[sel], norm[sel], yaw[sel]),
     }
 
 
