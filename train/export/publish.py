@@ -207,6 +207,10 @@ def _initial_weights(stage: Mapping[str, Any]) -> dict[str, Any]:
         from train.models.faceapi import face_api_weights_record
 
         return face_api_weights_record()
+    if src == "mediapipe":
+        from train.models.mediapipe import mesh_weights_record
+
+        return mesh_weights_record()
     if src == "stage1":
         return {"source": "this run's own trained stage 1"}
     out: dict[str, Any] = {"source": src}
