@@ -35,6 +35,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "quantize": ("train.export.cli:quantize_main", "ONNX Runtime INT8 quantisation of a model version"),
     "gate": ("train.export.cli:gate_main", "a pose-gated version: a frontal model and a turned-face one"),
     "flip": ("train.export.cli:flip_main", "a version whose last stage averages each crop with its mirror"),
+    "splice": ("train.export.cli:splice_main", "a cascade from stage 1 of one version, stage 2 of another"),
     "pose-eval": (
         "tools.studies.pose_eval:main",
         "head-pose error on synthetic faces of known pose (JSON + PNG)",

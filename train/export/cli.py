@@ -1,4 +1,4 @@
-"""``wingmark export``, ``build-engine``, ``quantize``, ``gate`` and ``flip``.
+"""``wingmark export``, ``build-engine``, ``quantize``, ``gate``, ``flip`` and ``splice``.
 
 Heavy imports (torch, TensorRT, onnxruntime.quantization) happen inside the commands: ``build-engine``
 never imports torch, so it runs in a GPU image without the training extra.
@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["build_engine_main", "export_main", "flip_main", "gate_main", "quantize_main"]
+__all__ = ["build_engine_main", "export_main", "flip_main", "gate_main", "quantize_main", "splice_main"]
 
 # max abs error (crop units) allowed between a TensorRT engine and ONNX Runtime, per precision
 ENGINE_TOLERANCE = {"fp32": 1e-3, "fp16": 1e-2, "int8": 5e-2}
@@ -551,6 +551,46 @@ def flip_main(argv: list[str]) -> int:
         )
     except ValueError as exc:  # bad stage numbers, an already averaged source, an int8 NME past the limit
         print(f"wingmark flip: {exc}", file=sys.stderr)
+        return 2
+    _write_json(args.json, report)
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# splice
+# --------------------------------------------------------------------------------------------
+
+
+def splice_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="wingmark splice",
+        description="Publish a cascade whose stage i is stage i of the i-th source version "
+        "(train.export.splice): stages of different networks and crop geometries chain as they are. "
+        "Reports it beside the last source on that source's evaluation sets and times both.",
+    )
+    parser.add_argument("sources", nargs="+", help="[STORE_DIR:]NAME@VERSION, one per stage, in order")
+    parser.add_argument("--name", required=True, help="the new version's model name")
+    parser.add_argument("--version", required=True)
+    parser.add_argument("--store", help="store root to publish into (default: the repository's)")
+    parser.add_argument("--description", default="")
+    parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--json", help="write the report here")
+    args = parser.parse_args(argv)
+
+    from train.export.gate import resolve_spec
+    from train.export.splice import splice_version
+
+    try:
+        _, report = splice_version(
+            [resolve_spec(s) for s in args.sources],
+            args.name,
+            args.version,
+            _store(args.store),
+            description=args.description,
+            overwrite=args.overwrite,
+        )
+    except ValueError as exc:  # one source, mixed schemes, a source without that stage
+        print(f"wingmark splice: {exc}", file=sys.stderr)
         return 2
     _write_json(args.json, report)
     return 0
