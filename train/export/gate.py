@@ -69,6 +69,7 @@ __all__ = [
     "run_lineage",
     "shape_features",
     "simulate_gated",
+    "speed_inputs",
     "stage_model",
     "stage_spec",
 ]
@@ -628,6 +629,16 @@ def int8_variant_record(
     }
 
 
+def speed_inputs(spec: Mapping[str, Any], scheme: str) -> tuple[list[Sample], list[np.ndarray], np.ndarray]:
+    """The faces a speed comparison times: up to 64 of ``spec``, their images and tight boxes ``[N, 4]``."""
+    from model_store.geometry import tight_box
+    from train.dataset import load_samples
+
+    samples = list(load_samples(dict(spec), scheme, progress=False))[:64]
+    boxes = tight_box(np.stack([s.points for s in samples]).astype(np.float64))
+    return samples, [s.image for s in samples], boxes
+
+
 def compare_speed(
     float_version: ModelVersion,
     paths: Sequence[Path],
@@ -640,13 +651,9 @@ def compare_speed(
     function), per stage (``train.export.quantize.measure_speed``, one thread) on the crops of up to 64
     faces of ``spec``: stage 1's from their tight boxes, stage 2's from ``float_version``'s stage 1 points.
     ``labels`` name the two in the record."""
-    from model_store.geometry import tight_box
-    from train.dataset import load_samples
     from train.export.quantize import measure_speed
 
-    samples = list(load_samples(dict(spec), float_version.manifest.scheme, progress=False))[:64]
-    images = [s.image for s in samples]
-    boxes = tight_box(np.stack([s.points for s in samples]).astype(np.float64))
+    samples, images, boxes = speed_inputs(spec, float_version.manifest.scheme)
     geometry = CascadeGeometry.from_manifest(float_version.manifest)
     float_paths = [float_version.path / st.file for st in float_version.manifest.stages]
     run_float = stage_runner(float_paths)

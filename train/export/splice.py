@@ -31,6 +31,7 @@ from train.export.gate import (
     evaluation_specs,
     publish_derived,
     real_set,
+    speed_inputs,
     stage_spec,
 )
 from train.export.parity import stage_runner
@@ -124,13 +125,9 @@ def compare_cascades(
     of up to 64 faces of ``spec`` (stage 1's from the tight boxes, each later stage's from its own earlier
     stage's points; ``train.export.quantize.measure_speed``, one thread): the record of
     :func:`train.export.gate.compare_speed`, for cascades whose stages need not share a geometry."""
-    from model_store.geometry import tight_box
-    from train.dataset import load_samples
     from train.export.quantize import measure_speed
 
-    samples = list(load_samples(dict(spec), scheme, progress=False))[:64]
-    images = [s.image for s in samples]
-    boxes = tight_box(np.stack([s.points for s in samples]).astype(np.float64))
+    samples, images, boxes = speed_inputs(spec, scheme)
     per_stage: dict[str, list[dict[str, Any]]] = {}
     totals: dict[str, dict[int, float]] = {}
     for label, cascade in cascades.items():
