@@ -136,9 +136,9 @@ class MediaPipeMeshNet(nn.Module):
             bias: Tensor = self.mesh.bias  # type: ignore[assignment]  # bias=True
             bias.copy_(torch.tensor([INPUT / 2, INPUT / 2, 0.0]).repeat(MESH_POINTS))
         self.head = nn.Linear(2 * MESH_POINTS, 2 * num_points)
-        with torch.no_grad():
+        with torch.no_grad():  # the head maps a mesh at the centre (0.5) to points at the centre
             self.head.weight.copy_(torch.from_numpy(selection_head(num_points)))
-            self.head.bias.zero_()
+            self.head.bias.copy_(0.5 * (1.0 - self.head.weight.sum(dim=1)))
 
     def mesh_points(self, x: Tensor) -> Tensor:
         """``[N, 3, 192, 192]`` -> ``[N, 468, 3]``: MediaPipe's mesh in input pixels (x, y, depth)."""
@@ -185,7 +185,7 @@ class MediaPipeMeshNet(nn.Module):
 def selection_head(num_points: int) -> np.ndarray:
     """``[2K, 936]`` head weights that read K points off the mesh: the 68 points of :data:`MESH_TO_68`; 19
     (AFLW) points each the mean of its 68-point rows (``model_store.meanshape.AFLW19_FROM_68``); for other
-    K, zeros (the head then starts at the bias, 0)."""
+    K, zeros (the head then starts at its bias, the crop's centre)."""
     from model_store.meanshape import AFLW19_FROM_68
 
     rows68 = np.zeros((68, 2 * MESH_POINTS), np.float32)  # x rows; a y row is the same shifted by one

@@ -92,9 +92,10 @@ def test_selection_head_reads_the_mesh_as_68_points() -> None:
     assert not selection_head(5).any()
 
 
-def test_fresh_network_starts_at_the_crop_centre() -> None:
-    out = mediapipe68(68)(torch.rand(1, 3, 192, 192))
-    assert torch.allclose(out, torch.full_like(out, 0.5))
+@pytest.mark.parametrize("k", [68, 19, 5])
+def test_fresh_network_starts_at_the_crop_centre(k: int) -> None:
+    out = mediapipe68(k)(torch.rand(1, 3, 192, 192))
+    assert out.shape == (1, 2 * k) and torch.allclose(out, torch.full_like(out, 0.5))
 
 
 def test_every_tflite_tensor_finds_its_place() -> None:
