@@ -64,7 +64,6 @@ def splice_version(
             raise ValueError(f"{m.name}@{m.version} is {m.scheme}, {last.name}@{last.version} {last.scheme}")
         if len(m.stages) < i:
             raise ValueError(f"{m.name}@{m.version} has no stage {i}")
-    parts = [f"stage {i} of {s.manifest.name}@{s.manifest.version}" for i, s in enumerate(sources, start=1)]
     config: dict[str, Any] = {
         "kind": SPLICE_KIND,
         "stages": [
@@ -107,7 +106,8 @@ def splice_version(
         config,
         data,
         evaluation,
-        description or f"spliced cascade: {', '.join(parts)}",
+        description
+        or "spliced cascade: " + ", ".join(f"stage {c['stage']} of {c['source']}" for c in config["stages"]),
         overwrite=overwrite,
         log=log,
     )
@@ -125,8 +125,6 @@ def compare_cascades(
     of up to 64 faces of ``spec`` (stage 1's from the tight boxes, each later stage's from its own earlier
     stage's points; ``train.export.quantize.measure_speed``, one thread): the record of
     :func:`train.export.gate.compare_speed`, for cascades whose stages need not share a geometry."""
-    from train.export.quantize import measure_speed
-
     samples, images, boxes = speed_inputs(spec, scheme)
     per_stage: dict[str, list[dict[str, Any]]] = {}
     totals: dict[str, dict[int, float]] = {}
@@ -136,20 +134,9 @@ def compare_cascades(
             stages = CascadeGeometry.from_manifest(cascade.manifest).stages
         else:
             paths, stages = list(cascade[0]), list(cascade[1])
-        run = stage_runner(paths)
-        rows: list[dict[str, Any]] = []
-        total = dict.fromkeys(batch_sizes, 0.0)
-
-        def timed(i: int, x: np.ndarray, paths: list[Path] = paths, rows: list[dict[str, Any]] = rows,
-                  total: dict[int, float] = total, run: Any = run) -> np.ndarray:  # fmt: skip
-            (t,) = measure_speed([paths[i]], x.shape[-1], batch_sizes, inputs=x)
-            rows.append({"stage": i + 1, "ms": {n: round(t[n] * 1e3, 3) for n in batch_sizes}})
-            for n in batch_sizes:
-                total[n] += t[n]
-            return np.asarray(run(i, x))
-
-        Cascade(CascadeGeometry(stages, scheme), timed).run(images, boxes)
-        per_stage[label], totals[label] = rows, total
+        per_stage[label], totals[label] = _time_stages(
+            paths, CascadeGeometry(stages, scheme), images, boxes, batch_sizes
+        )
     faces_per_s = {n: {k: round(n / t[n], 1) for k, t in totals.items()} for n in batch_sizes}
     log(f"  cascade faces/s on {len(samples)} faces of {dict(spec)}: {faces_per_s}")
     return {
@@ -159,6 +146,32 @@ def compare_cascades(
         "stages": per_stage,
         "cascade_faces_per_s": faces_per_s,
     }
+
+
+def _time_stages(
+    paths: Sequence[Path],
+    geometry: CascadeGeometry,
+    images: Sequence[np.ndarray],
+    boxes: np.ndarray,
+    batch_sizes: Sequence[int],
+) -> tuple[list[dict[str, Any]], dict[int, float]]:
+    """One cascade run on ``images`` from ``boxes``, each stage timed on its own crops
+    (``train.export.quantize.measure_speed``, one thread) -> per-stage rows and seconds per batch size."""
+    from train.export.quantize import measure_speed
+
+    run = stage_runner(paths)
+    rows: list[dict[str, Any]] = []
+    total = dict.fromkeys(batch_sizes, 0.0)
+
+    def timed(i: int, x: np.ndarray) -> np.ndarray:
+        (t,) = measure_speed([paths[i]], x.shape[-1], batch_sizes, inputs=x)
+        rows.append({"stage": i + 1, "ms": {n: round(t[n] * 1e3, 3) for n in batch_sizes}})
+        for n in batch_sizes:
+            total[n] += t[n]
+        return np.asarray(run(i, x))
+
+    Cascade(geometry, timed).run(images, boxes)
+    return rows, total
 
 
 def _evaluate(
