@@ -56,6 +56,7 @@ __all__ = [
     "read_tfjs_weights",
     "run_face_api_reference",
     "sha256_file",
+    "tool_python",
     "verify_tfjs",
 ]
 
@@ -567,19 +568,21 @@ def fetch_wheel(package: str, version: str, cache: Path) -> Path:
     return found[0]
 
 
-def _tool_python(cache: Path) -> Path:
-    """A venv with tflite2onnx (and its own onnx/tflite pins), kept apart from the project's."""
+def tool_python(cache: Path, venv_name: str = "t2o-venv", requirement: str = TFLITE2ONNX) -> Path:
+    """The python of a venv ``cache/venv_name`` with ``requirement`` installed (once; a stamp file records
+    it), kept apart from the project's: tflite2onnx with its own onnx/tflite pins by default, or TFLite's
+    interpreter for the Face Mesh reference (``train.models.mediapipe``)."""
     import sys
 
-    venv = cache / "t2o-venv"
+    venv = cache / venv_name
     python = venv / "bin" / "python"
     stamp = venv / ".wingmark-stamp"
-    if stamp.is_file() and stamp.read_text().strip() == TFLITE2ONNX:
+    if stamp.is_file() and stamp.read_text().strip() == requirement:
         return python
     if not python.exists():
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    subprocess.run([str(python), "-m", "pip", "install", "-q", TFLITE2ONNX], check=True)
-    stamp.write_text(TFLITE2ONNX)
+    subprocess.run([str(python), "-m", "pip", "install", "-q", requirement], check=True)
+    stamp.write_text(requirement)
     return python
 
 
@@ -624,7 +627,7 @@ def _build_tflite(conv: Converter, cache: Path, out: Path, *, verify: bool) -> d
         licence = next((n for n in zf.namelist() if n.endswith(".dist-info/LICENSE")), None)
         licence_sha = hashlib.sha256(zf.read(licence)).hexdigest() if licence else None
     raw = work / "converted.onnx"
-    tool = _tool_python(cache).with_name("tflite2onnx")  # the package's console script
+    tool = tool_python(cache).with_name("tflite2onnx")  # the package's console script
     proc = subprocess.run([str(tool), str(tflite), str(raw)], capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"tflite2onnx failed: {proc.stderr[-2000:]}")

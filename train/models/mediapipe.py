@@ -295,18 +295,10 @@ def run_tflite_reference(tfl: Path, x: np.ndarray, work: Path, cache: Path | Non
     ``[N, 1404]``: the mesh in input pixels. The interpreter lives in a venv of its own under
     ``cache/detectors`` (it pins numpy and flatbuffers apart from the project's)."""
     import subprocess
-    import sys
 
-    from train.export.detectors import default_cache
+    from train.export.detectors import default_cache, tool_python
 
-    venv = (cache or default_cache()) / "litert-venv"
-    python = venv / "bin" / "python"
-    stamp = venv / ".wingmark-stamp"
-    if not (stamp.is_file() and stamp.read_text().strip() == LITERT):
-        if not python.exists():
-            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", LITERT], check=True)
-        stamp.write_text(LITERT)
+    python = tool_python(cache or default_cache(), "litert-venv", LITERT)
     work.mkdir(parents=True, exist_ok=True)
     np.save(work / "x.npy", np.asarray(x, np.float32))
     args = [str(tfl), str(work / "x.npy"), str(work / "y.npy")]
