@@ -14,9 +14,10 @@ backends, batchers, int8 variants and the service need nothing new: each stage s
 The turned network runs on the gated crops only (none, for a near-frontal photo). The yaw head is linear in
 the frontal output's centred, scale-normalised points and is fitted per stage (:func:`fit_yaw_head`) on faces
 of known yaw: synthetic renders (the renderer's yaw, exact) and the real train split (yaw solved from its
-teacher labels, ``model_store.pose.estimate_pose``). Both models must share the scheme and every stage's
-geometry (input size, crop rule, normalisation): a stage's crop is cut once, from the gated points of the
-stage before.
+teacher labels, ``model_store.pose.estimate_pose``). Both models must share the scheme and stage count.
+A stage's crop is cut once, by the frontal network's geometry, from the gated points of the stage before; a
+turned network of another geometry (input size, crop rule, normalisation) reads its own crop as a window of
+that one, resampled inside the graph (:mod:`train.export.cross_crop`).
 
     wingmark gate --frontal faceapi-ibug68@4.3.0 --turned /tmp/store54:faceapi-ibug68-turned@0.2.0 \\
         --name faceapi-ibug68 --version 4.4.0 --threshold 45
@@ -45,6 +46,7 @@ from model_store.schemes import get_scheme
 from model_store.store import ModelStore, ModelVersion
 from runtime.cascade import Cascade
 from train.data.types import Sample
+from train.export.cross_crop import CropMap, crop_map, crop_map_nodes, map_output, resample
 from train.export.parity import compare_outputs, stage_runner
 
 __all__ = [
@@ -52,6 +54,7 @@ __all__ = [
     "GATE_KIND",
     "YawHead",
     "compare_speed",
+    "crop_maps",
     "evaluation_layout",
     "evaluation_specs",
     "fit_heads",
@@ -181,16 +184,27 @@ def gated_graph(
     head: YawHead,
     threshold: float,
     metadata: Mapping[str, str] | None = None,
+    crop: CropMap | None = None,
 ) -> onnx.ModelProto:
-    """One stage's gated graph (module docstring): same input and output as ``frontal``'s."""
+    """One stage's gated graph (module docstring): same input and output as ``frontal``'s. With ``crop``,
+    the turned network reads its own window of the gated crops and its output is mapped back into the
+    frontal crop's units (:mod:`train.export.cross_crop`)."""
     if len(frontal.graph.output) != 1 or len(turned.graph.output) != 1:
         raise ValueError("a gated stage needs two single-output graphs")
     (inp,) = [i for i in frontal.graph.input if i.name not in {t.name for t in frontal.graph.initializer}]
     out = frontal.graph.output[0]
     k2 = len(head.weights)
     f = prefixed_graph(frontal, "frontal/", inp.name)
-    t = prefixed_graph(turned, "turned/", "gate/crops")
+    t = prefixed_graph(turned, "turned/", "gate/crops" if crop is None else "gate/turned_crops")
     out_f, out_t = f.output[0].name, t.output[0].name
+    resample_nodes: list[onnx.NodeProto] = []
+    map_nodes: list[onnx.NodeProto] = []
+    crop_inits: list[TensorProto] = []
+    if crop is not None:
+        resample_nodes, map_nodes, crop_inits = crop_map_nodes(
+            crop, "gate/crops", "gate/turned_crops", out_t, "gate/turned_out", k2 // 2
+        )
+        out_t = "gate/turned_out"
 
     def const(name: str, value: np.ndarray) -> TensorProto:
         return numpy_helper.from_array(value, name)
@@ -223,7 +237,9 @@ def gated_graph(
         n("NonZero", ["gate/mask"], ["gate/nonzero"], name="gate/nonzero"),
         n("Transpose", ["gate/nonzero"], ["gate/index"], name="gate/index", perm=[1, 0]),  # [M, 1]
         n("GatherND", [inp.name, "gate/index"], ["gate/crops"], name="gate/gather"),
+        *resample_nodes,
         *t.node,
+        *map_nodes,
         n("ScatterND", [out_f, "gate/index", out_t], [out.name], name="gate/scatter"),
     ]
     graph = helper.make_graph(
@@ -231,7 +247,7 @@ def gated_graph(
         "pose_gated_stage",
         [inp],
         [out],
-        initializer=[*f.initializer, *t.initializer, *inits],
+        initializer=[*f.initializer, *t.initializer, *inits, *crop_inits],
     )
     return stage_model(graph, [frontal, turned], metadata)
 
@@ -259,21 +275,26 @@ def is_gated(manifest: Manifest) -> bool:
     return manifest.provenance.config.get("kind") == GATE_KIND
 
 
-def _check_pair(frontal: Manifest, turned: Manifest) -> None:
+def crop_maps(frontal: Manifest, turned: Manifest) -> list[CropMap | None]:
+    """Check that two models can be gated; -> per stage, the turned network's crop as a window of the
+    frontal one (:func:`train.export.cross_crop.crop_map`; None where the geometries are the same)."""
     if frontal.scheme != turned.scheme:
         raise ValueError(f"schemes differ: {frontal.scheme} and {turned.scheme}")
     if len(frontal.stages) != len(turned.stages):
         raise ValueError(f"stage counts differ: {len(frontal.stages)} and {len(turned.stages)}")
     for a, b in zip(frontal.stages, turned.stages, strict=True):
-        for field in ("input_size", "crop_rule", "normalisation", "output"):
-            if getattr(a, field) != getattr(b, field):
-                raise ValueError(f"{a.name}: {field} differs ({getattr(a, field)} and {getattr(b, field)})")
+        if a.output != b.output:
+            raise ValueError(f"{a.name}: output differs ({a.output} and {b.output})")
     from train.export.flip import is_flip_averaged  # flip builds on this module
 
     if is_gated(frontal) or is_gated(turned):
         raise ValueError("gate two plain cascades, not a gated version")
     if is_flip_averaged(frontal) or is_flip_averaged(turned):
         raise ValueError("gate the flip-averaged version's source, then average the gated version")
+    return [
+        crop_map(a, b, stage=i)
+        for i, (a, b) in enumerate(zip(frontal.stages, turned.stages, strict=True), start=1)
+    ]
 
 
 def _fit_faces(
@@ -379,7 +400,7 @@ def gate_version(
     ``max_relative_loss``; the cascade's speed against it on the validation set's crops)."""
 
     fm, tm = frontal.manifest, turned.manifest
-    _check_pair(fm, tm)
+    maps = crop_maps(fm, tm)
     if len(heads) != len(fm.stages):
         raise ValueError(f"{len(heads)} yaw heads for {len(fm.stages)} stages")
     num = get_scheme(fm.scheme).num_points
@@ -391,6 +412,10 @@ def gate_version(
         "kind": GATE_KIND,
         **source,
         "threshold_deg": threshold,
+        "turned_crops": [
+            "the turned network's own crop" if m is None else {"window_of_frontal_crop": m.to_dict()}
+            for m in maps
+        ],
         "heads": [h.to_dict() for h in heads],
         "heads_fit": dict(heads_report),
         "turned_provenance": {"config": tm.provenance.config, "config_sha256": tm.provenance.config_sha256},
@@ -410,6 +435,7 @@ def gate_version(
                 head,
                 threshold,
                 meta,
+                maps[i],
             )
             path = Path(tmp) / a.file.replace(".onnx", ".gated.onnx")
             onnx.save(graph, str(path))
@@ -417,7 +443,7 @@ def gate_version(
             specs.append(stage_spec(a, path))
         gated_paths = list(files.values())
         evaluation = _evaluate(
-            float_version or frontal, frontal, turned, gated_paths, heads, threshold, eval_specs, log
+            float_version or frontal, frontal, turned, gated_paths, heads, threshold, maps, eval_specs, log
         )
         if float_version is not None:
             notes = {
@@ -547,19 +573,23 @@ def simulate_gated(
     images: Sequence[np.ndarray],
     boxes: np.ndarray,
     *,
+    maps: Sequence[CropMap | None] | None = None,
     graph: Callable[[int, np.ndarray], np.ndarray] | None = None,
     tolerance: float = 1e-5,
 ) -> tuple[list[np.ndarray], list[np.ndarray], list[dict[str, Any]]]:
     """The gated cascade computed outside the graphs (both networks on every crop, :func:`gate_stage_outputs`
-    per stage): -> image-space points ``[N, K, 2]`` and gate masks ``[N]`` after each stage. With ``graph``
-    (the gated graphs' runner), each stage's graph also runs on the same crops, must agree within
-    ``tolerance`` (crop units; ``train.export.parity.ParityError`` otherwise), and the next stage's crops
-    follow its points; the third list holds those parity records."""
+    per stage; with ``maps``, the turned network reads its window of each crop,
+    :mod:`train.export.cross_crop`): -> image-space points ``[N, K, 2]`` and gate masks ``[N]`` after each
+    stage. With ``graph`` (the gated graphs' runner), each stage's graph also runs on the same crops, must
+    agree within ``tolerance`` (crop units; ``train.export.parity.ParityError`` otherwise), and the next
+    stage's crops follow its points; the third list holds those parity records."""
     masks: list[np.ndarray] = []
     parity: list[dict[str, Any]] = []
 
     def gate(i: int, x: np.ndarray) -> np.ndarray:
-        out, mask = gate_stage_outputs(frontal(i, x), turned(i, x), heads[i], threshold)
+        m = maps[i] if maps is not None else None
+        out_t = turned(i, x) if m is None else map_output(turned(i, resample(x, m)), m)
+        out, mask = gate_stage_outputs(frontal(i, x), out_t, heads[i], threshold)
         masks.append(mask)
         if graph is not None:
             names = ("numpy gate of the two graphs", "onnxruntime gated graph")
@@ -693,6 +723,7 @@ def _evaluate(
     gated_paths: Sequence[Path],
     heads: Sequence[YawHead],
     threshold: float,
+    maps: Sequence[CropMap | None],
     eval_specs: Mapping[str, Mapping[str, Any]] | None,
     log: Callable[[str], None],
 ) -> dict[str, Any]:
@@ -709,6 +740,7 @@ def _evaluate(
     if eval_specs is None:
         eval_specs = evaluation_specs(sets_from.manifest.evaluation)
     geometry = CascadeGeometry.from_manifest(fm)
+    turned_geometry = CascadeGeometry.from_manifest(turned.manifest)
     runners = {
         "gated": stage_runner(gated_paths),
         "frontal": stage_runner([frontal.path / s.file for s in fm.stages]),
@@ -722,7 +754,8 @@ def _evaluate(
         if spec.get("kind") == "real":
             entry["labels"] = "teacher labels (pseudo-labels), not human ground truth"
         for who, run in runners.items():
-            r = evaluate_cascade(run, geometry.stages, samples, fm.scheme, thresholds=DEFAULT_THRESHOLDS)
+            stages = turned_geometry.stages if who == "turned" else geometry.stages  # each alone on its crops
+            r = evaluate_cascade(run, stages, samples, fm.scheme, thresholds=DEFAULT_THRESHOLDS)
             if who == "gated":
                 entry.update(r)
             else:
@@ -736,6 +769,7 @@ def _evaluate(
             threshold,
             images,
             boxes,
+            maps=maps,
             graph=runners["gated"],
         )
         entry["gated_faces"] = {f"stage{i + 1}": int(m.sum()) for i, m in enumerate(masks)}

@@ -157,11 +157,12 @@ def test_the_runtime_serves_a_gated_version_and_quantize_refuses_it(gated, serve
 @pytest.mark.parametrize(
     ("frontal", "turned", "error"),
     [
-        ("faceapi-ibug68@4.3.0", "cnn67-ibug68@3.0.0", "input_size differs"),  # 112 against 64 px
+        # stage 2: CNN-7's 128 px crop would be resampled up from face-api's 112 px one
+        ("faceapi-ibug68@4.3.0", "cnn67-ibug68@3.0.0", "upsampled"),
         ("faceapi-ibug68@4.4.0", "faceapi-ibug68@4.3.0", "not a gated version"),  # already gated
     ],
 )
-def test_only_two_plain_models_of_one_stage_geometry_are_gated(
+def test_only_two_plain_models_whose_crops_can_be_cut_are_gated(
     tmp_path: Path, frontal: str, turned: str, error: str
 ) -> None:
     head = YawHead(np.zeros(136), 0.0)
@@ -186,7 +187,7 @@ def test_the_commands_answer_with_a_message_not_a_traceback(capsys: pytest.Captu
     common = ["--name", "x", "--version", "0.1.0"]
     assert gate_main(["--frontal", "faceapi-ibug68@4.3.0", "--turned", "cnn67-ibug68@3.0.0",
                       "--heads-from", "faceapi-ibug68@4.4.0", *common]) == 2  # fmt: skip
-    assert "input_size differs" in capsys.readouterr().err
+    assert "upsampled" in capsys.readouterr().err
     assert gate_main(["--frontal", "faceapi-ibug68@4.3.0", "--turned", "faceapi-ibug68@4.2.0",
                       "--heads-from", "faceapi-ibug68@4.3.0", *common]) == 2  # fmt: skip
     assert "not a gated version" in capsys.readouterr().err
