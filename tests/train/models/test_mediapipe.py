@@ -113,3 +113,30 @@ def test_wrong_weights_are_refused() -> None:
     model = mediapipe68(68)
     with pytest.raises(ValueError, match="not a MediaPipeMeshNet"):
         model.load_weights({"stem.weight": np.zeros((16, 3, 5, 5), np.float32)})
+
+
+def test_prelu_computes_torch_prelu_and_exports_without_onnx_prelu(tmp_path: Path) -> None:
+    from train.export.onnx import count_ops, export_onnx
+    from train.export.parity import onnx_runtime_session, run_onnx
+    from train.models.mediapipe import PReLU
+
+    act, ref = PReLU(4), torch.nn.PReLU(4)
+    slopes = torch.tensor([-1.0, 0.0, 0.25, 1.4])  # Face Mesh's slopes span -1.0 .. 1.39
+    for m in (act, ref):
+        m.weight.data.copy_(slopes)
+    x = torch.randn(2, 4, 5, 5)
+    torch.testing.assert_close(act(x), ref(x), rtol=1e-6, atol=1e-6)
+    assert set(act.state_dict()) == set(ref.state_dict())  # checkpoints and the TFLite loader unchanged
+    # the exported stage (after onnxslim) has no PRelu node, and computes what the module computes
+    model = mediapipe68(68).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    graph = export_onnx(model, tmp_path / "stage.onnx", 192)
+    ops = count_ops(graph)
+    assert "PRelu" not in ops and ops["Relu"] == 20
+    crops = torch.rand(3, 3, 192, 192)
+    with torch.no_grad():
+        expected = model(crops).numpy()
+    got = run_onnx(onnx_runtime_session(tmp_path / "stage.onnx"), crops.numpy())
+    np.testing.assert_allclose(got, expected, atol=1e-4)
