@@ -428,7 +428,9 @@ def gate_main(argv: list[str]) -> int:
         prog="wingmark gate",
         description="Publish a pose-gated model version: each stage runs the frontal model and, for the "
         "faces its yaw head puts at or above --threshold degrees, the turned model (train.export.gate). "
-        "Reports the gated cascade beside both models alone on the frontal model's evaluation sets.",
+        "Reports the gated cascade beside both models alone on the frontal model's evaluation sets. A "
+        "turned model of another crop geometry reads its crop as a window of the frontal one "
+        "(train.export.cross_crop).",
     )
     parser.add_argument("--frontal", required=True, help="[STORE_DIR:]NAME@VERSION for near-frontal faces")
     parser.add_argument("--turned", required=True, help="[STORE_DIR:]NAME@VERSION for turned faces")
