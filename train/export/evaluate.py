@@ -25,14 +25,28 @@ from train.data.types import Sample, client_boxes
 from train.metrics import DEFAULT_THRESHOLDS, nme_per_sample, summarise
 
 __all__ = [
+    "TEACHER_LABELS",
     "RunStage",
     "StageGeometry",
     "cascade_predict",
     "evaluate_cascade",
     "evaluate_landmarker",
     "load_synthetic",
+    "set_record",
     "stage_inputs",
 ]
+
+# what every figure on the real photographs is measured against (their labels come from the teachers)
+TEACHER_LABELS = "teacher labels (pseudo-labels), not human ground truth"
+
+
+def set_record(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """The start of one evaluation set's record: its dataset spec, and for real photographs the labels
+    its figures are measured against."""
+    entry: dict[str, Any] = {"dataset": dict(spec)}
+    if spec.get("kind") == "real":
+        entry["labels"] = TEACHER_LABELS
+    return entry
 
 
 def load_synthetic(spec: Mapping[str, Any], scheme: str) -> list[Sample]:

@@ -287,7 +287,7 @@ def _evaluate(
     an exported version's evaluation: the validation set's summary at the top, ``test`` and ``sets``."""
 
     from train.dataset import load_samples
-    from train.export.evaluate import evaluate_cascade
+    from train.export.evaluate import evaluate_cascade, set_record
     from train.metrics import DEFAULT_THRESHOLDS
 
     sm = source.manifest
@@ -299,9 +299,7 @@ def _evaluate(
     results: dict[str, Any] = {}
     for key, spec in specs.items():
         samples = list(load_samples(dict(spec), sm.scheme, progress=False))
-        entry: dict[str, Any] = {"dataset": dict(spec)}
-        if spec.get("kind") == "real":
-            entry["labels"] = "teacher labels (pseudo-labels), not human ground truth"
+        entry = set_record(spec)
         parity: list[dict[str, Any]] = []
         check = _checked(run_flip, run_source, chosen, perm, parity)  # parity on the evaluated crops
         entry.update(

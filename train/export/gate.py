@@ -733,7 +733,7 @@ def _evaluate(
     the validation set's summary at the top, ``test`` and ``sets``."""
     from train.data.types import client_boxes
     from train.dataset import load_samples
-    from train.export.evaluate import evaluate_cascade
+    from train.export.evaluate import evaluate_cascade, set_record
     from train.metrics import DEFAULT_THRESHOLDS
 
     fm = frontal.manifest
@@ -750,9 +750,7 @@ def _evaluate(
     results: dict[str, Any] = {}
     for key, spec in eval_specs.items():
         samples = list(load_samples(dict(spec), fm.scheme, progress=False))
-        entry: dict[str, Any] = {"dataset": dict(spec)}
-        if spec.get("kind") == "real":
-            entry["labels"] = "teacher labels (pseudo-labels), not human ground truth"
+        entry = set_record(spec)
         for who, run in runners.items():
             stages = turned_geometry.stages if who == "turned" else geometry.stages  # each alone on its crops
             r = evaluate_cascade(run, stages, samples, fm.scheme, thresholds=DEFAULT_THRESHOLDS)

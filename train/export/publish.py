@@ -49,7 +49,7 @@ from model_store.preprocess import Normalisation
 from model_store.schemes import Scheme, get_scheme
 from model_store.store import ModelStore, ModelVersion
 from train.data.types import Sample
-from train.export.evaluate import StageGeometry, evaluate_cascade, stage_inputs
+from train.export.evaluate import TEACHER_LABELS, StageGeometry, evaluate_cascade, set_record, stage_inputs
 from train.export.onnx import count_ops, export_onnx, split_member
 from train.export.parity import ParityReport, compare_outputs, onnx_runtime_session, run_onnx, stage_runner
 from train.metrics import DEFAULT_THRESHOLDS
@@ -149,7 +149,7 @@ def _real_cache_provenance(root: str | Path) -> dict[str, Any]:
         "second_teacher": m.get("second_teacher_model"),
         "consensus": m.get("consensus"),
         "keep_threshold": m.get("keep_threshold"),
-        "labels": "teacher labels (pseudo-labels), not human ground truth",
+        "labels": TEACHER_LABELS,
         "licence_note": m.get("licence_note"),
         "sources": {
             name: {k: src.get(k) for k in keys}
@@ -430,9 +430,7 @@ def export_run(
     def _evaluate_on(name: str, set_spec: dict[str, Any]) -> dict[str, Any]:
         set_samples = load_samples(set_spec, scheme.name, progress=False)
         log(f"  evaluating the ONNX cascade on {len(set_samples)} {name} faces")
-        result: dict[str, Any] = {"dataset": dict(set_spec)}
-        if set_spec.get("kind") == "real":
-            result["labels"] = "teacher labels (pseudo-labels), not human ground truth"
+        result = set_record(set_spec)
         result.update(evaluate_cascade(run_published, geometries, set_samples, scheme, thresholds=thresholds))
         return result
 

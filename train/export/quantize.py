@@ -28,6 +28,7 @@ from model_store.schemes import get_scheme
 from model_store.store import ModelStore, ModelVersion
 from train.data.types import Sample
 from train.export.evaluate import (
+    TEACHER_LABELS,
     StageGeometry,
     cascade_predict,
     evaluate_cascade,
@@ -420,7 +421,7 @@ def quantize_version(
             "int8": q_eval,
         }
         if set_spec.get("kind") == "real":
-            evaluations[set_name]["labels"] = "teacher labels (pseudo-labels), not human ground truth"
+            evaluations[set_name]["labels"] = TEACHER_LABELS
     float_eval, int8_eval = evaluations["val"]["float"], evaluations["val"]["int8"]
 
     speed: dict[str, Any] = {"threads": 1, "batch_sizes": list(batch_sizes), "stages": []}

@@ -184,7 +184,7 @@ def _evaluate(
     """The spliced cascade on each set (default: ``last``'s own evaluation sets) beside ``last`` alone,
     in an exported version's evaluation layout."""
     from train.dataset import load_samples
-    from train.export.evaluate import evaluate_cascade
+    from train.export.evaluate import evaluate_cascade, set_record
     from train.metrics import DEFAULT_THRESHOLDS
 
     lm = last.manifest
@@ -195,9 +195,7 @@ def _evaluate(
     results: dict[str, Any] = {}
     for key, spec in sets.items():
         samples = list(load_samples(dict(spec), lm.scheme, progress=False))
-        entry: dict[str, Any] = {"dataset": dict(spec)}
-        if spec.get("kind") == "real":
-            entry["labels"] = "teacher labels (pseudo-labels), not human ground truth"
+        entry = set_record(spec)
         entry.update(
             evaluate_cascade(run_spliced, geometry, samples, lm.scheme, thresholds=DEFAULT_THRESHOLDS)
         )
