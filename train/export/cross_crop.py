@@ -55,8 +55,8 @@ class CropMap:
     def channel_affine(self) -> tuple[np.ndarray, np.ndarray]:
         """``[3]`` gain and bias taking the frontal network's input to the turned one's:
         ``x_t = x_f * s_f / s_t + (m_f - m_t) / s_t``."""
-        (mf, sf), (mt, st) = (tuple(np.asarray(v, dtype=np.float64) for v in n) for n in
-                              (self.frontal_norm, self.turned_norm))  # fmt: skip
+        mf, sf = (np.asarray(v, dtype=np.float64) for v in self.frontal_norm)
+        mt, st = (np.asarray(v, dtype=np.float64) for v in self.turned_norm)
         return sf / st, (mf - mt) / st
 
     def output_affine(self, num_points: int) -> tuple[np.ndarray, np.ndarray]:
