@@ -12,6 +12,13 @@ batcher can gather several requests' crops into one network call: :meth:`Cascade
 (crops, off the device thread), ``run_stage`` (batched, on the device thread) and
 :meth:`Cascade.points` (map back); or, with the pipeline off, :meth:`Cascade.prepare` and
 :meth:`Cascade.run_batch` (the whole loop on one batch of faces).
+
+Shifted views (``views``, :data:`VIEWS`; 1 by default): the last stage of a cascade of two or more
+stages crops each face ``views`` times, its re-alignment points moved by :func:`view_offsets` (a
+fraction of the face's size), and returns the mean of the mapped-back points. Its crops are made by
+:meth:`Cascade.stage_inputs` and averaged by :meth:`Cascade.points`, so a batcher between the two
+sees ``views`` crops per face and nothing else changes. It buys accuracy with that stage's work
+(docs/models.md, "Shifted views").
 """
 
 from __future__ import annotations
@@ -26,9 +33,22 @@ import numpy as np
 from model_store.cascade import CascadeGeometry
 from model_store.schemes import Scheme
 
-__all__ = ["Cascade", "FaceJob", "RunStage"]
+__all__ = ["VIEWS", "VIEW_SHIFT", "Cascade", "FaceJob", "RunStage", "view_offsets"]
 
 RunStage = Callable[[int, np.ndarray], np.ndarray]
+
+VIEWS = (1, 5, 9)  # the crop alone; and 4 shifts along the axes; and 4 diagonal shifts more
+VIEW_SHIFT = 0.04  # a shifted view's move, as a fraction of the face size (chosen on synthetic validation)
+
+
+def view_offsets(views: int) -> np.ndarray:
+    """The last stage's views: ``[views, 2]`` moves of the re-alignment points (x, y), as fractions of
+    each face's size (sqrt of its points' tight box area); the first is the crop itself."""
+    if views not in VIEWS:
+        raise ValueError(f"views: one of {list(VIEWS)}, not {views!r}")
+    d = np.sqrt(0.5)
+    unit = np.array([[0, 0], [1, 0], [-1, 0], [0, 1], [0, -1], [d, d], [-d, -d], [d, -d], [-d, d]])
+    return unit[:views] * VIEW_SHIFT
 
 
 @dataclass(frozen=True, eq=False)
@@ -43,14 +63,25 @@ class FaceJob:
 class Cascade:
     """A model's stages (geometry) and the callable that runs their networks."""
 
-    def __init__(self, geometry: CascadeGeometry, run_stage: RunStage) -> None:
+    def __init__(self, geometry: CascadeGeometry, run_stage: RunStage, views: int = 1) -> None:
         self.geometry = geometry
         self.run_stage = run_stage
+        # a one-stage model has no re-aligned stage to view: it runs its crop alone
+        self.offsets = view_offsets(views if geometry.num_stages > 1 else 1)
 
     @classmethod
-    def from_manifest(cls, manifest: Any, run_stage: RunStage) -> Cascade:
+    def from_manifest(cls, manifest: Any, run_stage: RunStage, views: int = 1) -> Cascade:
         """From a ``model_store.manifest.Manifest`` and a stage runner (e.g. ``backend.run``)."""
-        return cls(CascadeGeometry.from_manifest(manifest), run_stage)
+        return cls(CascadeGeometry.from_manifest(manifest), run_stage, views)
+
+    @property
+    def views(self) -> int:
+        """Crops per face at the last stage (1 for a one-stage model whatever was asked)."""
+        return len(self.offsets)
+
+    def viewed(self, stage: int) -> bool:
+        """Whether ``stage`` (0-based) crops each face :attr:`views` times."""
+        return self.views > 1 and stage == self.num_stages - 1
 
     @property
     def scheme(self) -> Scheme:
@@ -81,27 +112,29 @@ class Cascade:
         ``images``: N ``[H, W, 3]`` uint8 RGB (one per face); ``boxes [N, 4]``: tight stage-1 face
         boxes in the pixels of ``images``, or ``first``: stage 1's matrices ``[N, 2, 3]`` and network
         input ``[N, 3, S, S]`` already made. ``angles [N]`` (radians, or None: upright) turn stage 1's
-        crops by each face's roll (e.g. from a detector's eye keypoints). ``batch_size`` splits each
-        stage's network calls (None: one call per stage). ``timings`` (if given) receives the seconds
-        spent in ``run_stage`` per stage (``"stage1"``, ...).
+        crops by each face's roll (e.g. from a detector's eye keypoints). ``batch_size``: crops per network
+        call (None: one call per stage; a viewed stage has ``views`` crops per face). ``timings`` (if
+        given) receives the seconds spent in ``run_stage`` per stage (``"stage1"``, ...).
         """
         g = self.geometry
-        n = len(images)
         results: list[np.ndarray] = []
         previous: np.ndarray | None = None
         for i in range(g.num_stages):
             if i == 0 and first is not None:
                 mats, x = first
             else:
-                mats = g.matrices(i, boxes=boxes, previous=previous, angles=angles if i == 0 else None)
-                x = g.inputs(i, images, mats)  # (N, 3, S, S)
-            step = batch_size or max(n, 1)
+                views = self.views if self.viewed(i) else 1
+                mats = g.matrices(
+                    i, boxes=boxes, previous=self._spread(i, previous), angles=angles if i == 0 else None
+                )
+                x = g.inputs(i, [im for im in images for _ in range(views)], mats)  # (N * views, 3, S, S)
+            step = batch_size or max(len(x), 1)
             started = time.perf_counter()
-            outputs = [self.run_stage(i, x[j : j + step]) for j in range(0, n, step)]  # (B, 2K) crop units
+            outputs = [self.run_stage(i, x[j : j + step]) for j in range(0, len(x), step)]  # (B, 2K)
             if timings is not None:
                 timings[f"stage{i + 1}"] = timings.get(f"stage{i + 1}", 0.0) + time.perf_counter() - started
             out = np.concatenate(outputs) if outputs else np.zeros((0, 2 * g.scheme.num_points), np.float32)
-            previous = g.points(i, out, mats)  # (N, K, 2) image px
+            previous = self.points(i, out, mats)  # (N, K, 2) image px
             results.append(previous)
         return results
 
@@ -118,12 +151,26 @@ class Cascade:
         """One image's faces for ``stage``: matrices [N, 2, 3] and network input [N, 3, S, S]
         (``angles [N]``: stage 1's roll per face, radians)."""
         g = self.geometry
-        mats = g.matrices(stage, boxes=boxes, previous=previous, angles=angles)
+        mats = g.matrices(stage, boxes=boxes, previous=self._spread(stage, previous), angles=angles)
         return mats, g.inputs(stage, [image] * len(mats), mats)
 
     def points(self, stage: int, output: np.ndarray, mats: np.ndarray) -> np.ndarray:
-        """``stage``'s network output [N, 2K] -> landmarks [N, K, 2] in image pixels."""
-        return self.geometry.points(stage, output, mats)
+        """``stage``'s network output [N * views, 2K] -> landmarks [N, K, 2] in image pixels (the mean of
+        each face's views where the stage is :meth:`viewed`; :meth:`stage_inputs` made them in order)."""
+        pts = self.geometry.points(stage, output, mats)
+        if not self.viewed(stage):
+            return pts
+        return pts.reshape(-1, self.views, *pts.shape[1:]).mean(axis=1)
+
+    def _spread(self, stage: int, previous: np.ndarray | None) -> np.ndarray | None:
+        """The previous stage's points [N, K, 2] -> [N * views, K, 2], each face's views together, each moved
+        by :attr:`offsets` times the face's size, where ``stage`` is :meth:`viewed`; else unchanged."""
+        if previous is None or not self.viewed(stage):
+            return previous
+        p = np.asarray(previous, dtype=np.float64)
+        size = np.sqrt(np.prod(p.max(axis=1) - p.min(axis=1), axis=1))  # (N,)
+        moved = p[:, None] + self.offsets[None, :, None, :] * size[:, None, None, None]  # (N, V, K, 2)
+        return moved.reshape(-1, *p.shape[1:])
 
     def prepare(
         self, image: np.ndarray, tight_boxes: np.ndarray, angles: np.ndarray | None = None

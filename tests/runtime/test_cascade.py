@@ -15,7 +15,7 @@ from model_store.geometry import (
 )
 from model_store.preprocess import Normalisation
 from model_store.schemes import get_scheme
-from runtime.cascade import Cascade
+from runtime.cascade import VIEW_SHIFT, Cascade, view_offsets
 
 SCHEME = get_scheme("ibug68")
 RULE = CropRule(scale=1.25, shift_x=0.0, shift_y=0.05)
@@ -99,4 +99,75 @@ def test_run_batch_of_prepared_faces_equals_run() -> None:
     mats2, x2 = cascade.stage_inputs(1, a, previous=first)
     np.testing.assert_allclose(
         cascade.points(1, run_stage(1, x2), mats2), cascade.run([a, a], boxes)[-1], atol=1e-9
+    )
+
+
+def test_view_offsets_are_the_crop_then_axis_then_diagonal_moves() -> None:
+    assert view_offsets(1).tolist() == [[0.0, 0.0]]
+    five = view_offsets(5)
+    np.testing.assert_allclose(five, VIEW_SHIFT * np.array([[0, 0], [1, 0], [-1, 0], [0, 1], [0, -1]]))
+    nine = view_offsets(9)
+    np.testing.assert_allclose(nine[:5], five)
+    np.testing.assert_allclose(np.hypot(*nine[5:].T), VIEW_SHIFT)  # diagonals as far as the axis moves
+    np.testing.assert_allclose(nine.sum(axis=0), 0.0, atol=1e-12)  # symmetric: no net shift
+    for bad in (0, 2, 4, 10):
+        with pytest.raises(ValueError, match="views"):
+            view_offsets(bad)
+
+
+def _pixel_stage(i: int, x: np.ndarray) -> np.ndarray:
+    """A stage whose answer depends on its crop's pixels, row by row."""
+    return np.tile(_mean_face().reshape(1, -1), (len(x), 1)) + x.mean(axis=(1, 2, 3))[:, None] * 0.01
+
+
+@pytest.mark.parametrize("views", [5, 9])
+def test_views_average_the_last_stage_over_moved_crops(views: int) -> None:
+    """Hand-derived: the last stage re-aligns on the stage-1 points moved by each offset times the face
+    size (sqrt of the points' tight box area), and its answer is the mean of the views mapped back."""
+    stages = [StageGeometry(32, RULE, Normalisation()), StageGeometry(48, CropRule(), Normalisation())]
+    geometry = CascadeGeometry(stages, SCHEME)
+    rng = np.random.default_rng(5)
+    images = [rng.integers(0, 256, (120, 110, 3), dtype=np.uint8) for _ in range(3)]
+    boxes = np.array([[10.0, 12.0, 90.0, 100.0], [20.0, 5.0, 70.0, 60.0], [5.0, 30.0, 100.0, 115.0]])
+    calls: list[tuple[int, int]] = []
+
+    def run_stage(i: int, x: np.ndarray) -> np.ndarray:
+        calls.append((i, len(x)))
+        return _pixel_stage(i, x)
+
+    cascade = Cascade(geometry, run_stage, views)
+    assert cascade.views == views and not cascade.viewed(0) and cascade.viewed(1)
+    stage1, final = cascade.run(images, boxes)
+    assert calls == [(0, 3), (1, 3 * views)]
+    np.testing.assert_allclose(stage1, Cascade(geometry, _pixel_stage).run(images, boxes)[0], atol=1e-9)
+    for n, (image, pts) in enumerate(zip(images, stage1, strict=True)):
+        size = np.sqrt(np.prod(pts.max(axis=0) - pts.min(axis=0)))
+        want = []
+        for dx, dy in view_offsets(views):
+            m = crop_matrix_from_points(pts + np.array([dx, dy]) * size, SCHEME, 48, CropRule())
+            x = geometry.inputs(1, [image], m[None])
+            out = _pixel_stage(1, x).reshape(-1, 2).astype(np.float64)
+            want.append(apply_affine(invert_affine(m), out * 48))
+        np.testing.assert_allclose(final[n], np.mean(want, axis=0), atol=1e-4)
+        assert np.abs(want[1] - want[0]).max() > 1.0  # each view's crop moved (px)
+    # the service's two paths: prepared faces through run_batch, and one stage at a time
+    jobs = [
+        job for image, box in zip(images, boxes, strict=True) for job in cascade.prepare(image, box[None])
+    ]
+    np.testing.assert_allclose(np.stack(cascade.run_batch(jobs)), final, atol=1e-9)
+    mats, x = cascade.stage_inputs(1, images[0], previous=stage1[:1])
+    assert len(mats) == len(x) == views
+    np.testing.assert_allclose(cascade.points(1, _pixel_stage(1, x), mats), final[:1], atol=1e-9)
+    # batch_size counts crops: split calls give the same points
+    np.testing.assert_allclose(cascade.run(images, boxes, batch_size=4)[-1], final, atol=1e-9)
+
+
+def test_a_one_stage_model_runs_its_crop_alone_whatever_the_views() -> None:
+    geometry = CascadeGeometry([StageGeometry(32, RULE, Normalisation())], SCHEME)
+    cascade = Cascade(geometry, _pixel_stage, 5)
+    assert cascade.views == 1 and not cascade.viewed(0)
+    image = np.random.default_rng(6).integers(0, 256, (90, 90, 3), dtype=np.uint8)
+    box = np.array([[10.0, 12.0, 70.0, 80.0]])
+    np.testing.assert_allclose(
+        cascade.run([image], box)[0], Cascade(geometry, _pixel_stage).run([image], box)[0]
     )
