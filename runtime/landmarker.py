@@ -101,6 +101,7 @@ class Landmarker:
         backend: Backend,
         detector: Detector | None = None,
         refine: str = "detector",
+        views: int = 1,
     ) -> None:
         if refine not in REFINE:
             raise ValueError(f"refine: one of {list(REFINE)}, not {refine!r}")
@@ -108,7 +109,7 @@ class Landmarker:
         self.backend = backend
         self.detector = detector
         self.refine = refine
-        self.cascade = Cascade.from_manifest(model.manifest, backend.run)
+        self.cascade = Cascade.from_manifest(model.manifest, backend.run, views)
         # the detector's own per-scheme calibration, for a manifest that has none for it
         own = getattr(detector, "calibration", None)
         self.own_calibration: BoxCalibration | None = own(self.scheme) if callable(own) else None
@@ -129,6 +130,7 @@ class Landmarker:
         verify: bool = True,
         precision: str = "float",
         refine: str = "detector",
+        views: int = 1,
         **backend_options: Any,
     ) -> Landmarker:
         """Load ``model`` (default: :meth:`default_model` of ``scheme``) from the store onto a backend.
@@ -138,7 +140,7 @@ class Landmarker:
         does by default).
 
         ``detector``: a registered detector's name, a Detector, or None/"none" (callers send boxes).
-        ``refine``: which faces get the second pass (:data:`REFINE`).
+        ``refine``: which faces get the second pass (:data:`REFINE`); ``views``: ``runtime.cascade.VIEWS``.
         ``backend_options`` go to the backend (e.g. ``threads`` for ONNX Runtime).
         """
         st = store if isinstance(store, ModelStore) else ModelStore(None if store is None else Path(store))
@@ -152,7 +154,7 @@ class Landmarker:
             st.verify(mv)
         det = create_detector(detector, **(detector_options or {})) if isinstance(detector, str) else detector
         runner = create_backend(backend, mv, device=device, max_batch_size=max_batch_size, **backend_options)
-        return cls(mv, runner, det, refine)
+        return cls(mv, runner, det, refine, views)
 
     @staticmethod
     def default_model(store: ModelStore, scheme: str) -> str:
@@ -310,8 +312,7 @@ class Landmarker:
         return tight_box(np.asarray(points, dtype=np.float64))
 
     def cascade_points(self, pixels: np.ndarray, tight: np.ndarray, found: FoundFaces) -> np.ndarray:
-        """One image's faces from their tight boxes [N, 4] (upright by the detector's roll, if any), then
-        the second pass where :meth:`refines` says so -> final points [N, K, 2] (decoded pixels)."""
+        """One image's tight boxes [N, 4] (turned by the detector's roll) -> final points [N, K, 2]."""
         images = [pixels] * len(tight)
         points = self.cascade.run(images, tight, angles=found.angles)[-1]
         if self.refines(found):
@@ -368,8 +369,7 @@ class Landmarker:
         batch_size: int | None = None,
         timings: dict[str, float] | None = None,
     ) -> list[np.ndarray]:
-        """Evaluation's entry: N images (one per face) and their TIGHT boxes [N, 4] -> landmarks
-        [N, K, 2] after each stage (no detection, no calibration)."""
+        """Evaluation's entry: images (one per face), TIGHT boxes [N, 4] -> [N, K, 2] per stage."""
         return self.cascade.run(images, tight_boxes, batch_size=batch_size, timings=timings)
 
     def close(self) -> None:

@@ -208,7 +208,7 @@ class ModelHost:
             )
             backend.warmup(s.max_batch_size)
             lm.backend_name = backend.name
-            lm.landmarker = Landmarker(mv, backend, self.detector, refine=s.refine)
+            lm.landmarker = Landmarker(mv, backend, self.detector, refine=s.refine, views=s.views)
             # a manifest without the detector's calibration uses the detector's own (per scheme)
             lm.calibration_names = lm.landmarker.calibration_names
             if self.detector is not None and self.detector.name not in lm.calibration_names:

@@ -353,7 +353,10 @@ async def models(request: Request) -> ModelsResponse:
             )
         )
     return ModelsResponse(
-        models=out, detector=DetectorInfo.of(service.detector), refine=service.settings.refine
+        models=out,
+        detector=DetectorInfo.of(service.detector),
+        refine=service.settings.refine,
+        views=service.settings.views,
     )
 
 

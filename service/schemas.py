@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 
 from runtime import DecodedImage
 from runtime import Face as RuntimeFace
-from service.settings import RefineKind
+from service.settings import RefineKind, ViewsKind
 
 if TYPE_CHECKING:
     from service.models import LoadedModel
@@ -136,6 +136,10 @@ class ModelsResponse(BaseModel):
         default="detector",
         description="which faces run the cascade a second time, from the tight box of the first pass's "
         "points (WINGMARK_REFINE): none, the detected ones, or all",
+    )
+    views: ViewsKind = Field(
+        default=1,
+        description="crops per face at the last stage, averaged (WINGMARK_VIEWS; 1: the crop alone)",
     )
 
 

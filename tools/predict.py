@@ -67,7 +67,8 @@ def _in_process(args: argparse.Namespace, data: bytes) -> dict[str, Any]:
         args.model, scheme=args.scheme or "ibug68", store=s.model_root, backend=s.backend, device=s.device,
         max_batch_size=s.max_batch_size, verify=s.verify_models,
         detector=None if args.box or s.detector == "none" else s.detector,
-        detector_options=s.detector_options(), precision=s.precision, refine=s.refine, **s.backend_options(),
+        detector_options=s.detector_options(), precision=s.precision, refine=s.refine, views=s.views,
+        **s.backend_options(),
     ) as landmarker:  # fmt: skip
         if args.scheme and landmarker.scheme != args.scheme:
             raise ValueError(f"model {landmarker.name!r} has scheme {landmarker.scheme}, not {args.scheme}")

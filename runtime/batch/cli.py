@@ -18,6 +18,7 @@ __all__ = ["main"]
 
 
 def _parser() -> argparse.ArgumentParser:
+    from runtime.cascade import VIEWS
     from runtime.landmarker import REFINE
 
     p = argparse.ArgumentParser(
@@ -43,6 +44,13 @@ def _parser() -> argparse.ArgumentParser:
         choices=REFINE,
         default="detector",
         help="which faces run the cascade again from their first points' tight box (default: detected ones)",
+    )
+    p.add_argument(
+        "--views",
+        type=int,
+        choices=VIEWS,
+        default=1,
+        help="crops per face at the last stage, moved by 4 %% of the face size and averaged (default 1)",
     )
     p.add_argument("--max-faces", type=int, help="at most this many faces per image or frame")
     p.add_argument("--pose", action="store_true", help="add head pose (yaw, pitch, roll) per face")
@@ -110,7 +118,7 @@ def main(argv: list[str]) -> int:
     spec = {
         "model": args.model, "scheme": args.scheme, "version": args.version, "store": args.store,
         "backend": args.backend, "device": args.device, "detector": args.detector, "threads": args.threads,
-        "refine": args.refine,
+        "refine": args.refine, "views": args.views,
     }  # fmt: skip
     try:
         if args.ray:
@@ -130,7 +138,7 @@ def main(argv: list[str]) -> int:
             args.model, scheme=args.scheme, version=args.version, store=args.store, backend=args.backend,
             device=args.device, max_batch_size=max(args.batch_size, 1), detector=args.detector,
             detector_options={"instances": workers} if args.detector == "dlib_hog" else None,
-            threads=args.threads, refine=args.refine,
+            threads=args.threads, refine=args.refine, views=args.views,
         )  # fmt: skip
     except (InputError, ValueError, BackendUnavailableError, FileNotFoundError, KeyError, ImportError) as exc:
         print(f"wingmark batch: {exc}", file=sys.stderr)

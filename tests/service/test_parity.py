@@ -55,7 +55,7 @@ async def _served(data: bytes, boxes: list[list[float]] | None) -> dict[str, Any
             )
             assert r.status_code == 200, r.text
             models = (await c.get("/v1/models")).json()
-            return dict(r.json()) | {"refine_setting": models["refine"]}
+            return dict(r.json()) | {"refine_setting": models["refine"], "views_setting": models["views"]}
 
 
 def _predicted(path: Path, box: list[float] | None, capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
@@ -179,3 +179,35 @@ def test_the_settings_offer_the_runtimes_refine_choices_and_refuse_others() -> N
     assert typing.get_args(RefineKind) == REFINE
     with pytest.raises(ValidationError, match="refine"):
         Settings(refine="twice")  # type: ignore[arg-type]
+
+
+def test_the_views_setting_reaches_the_service(
+    photos: Path, landmarker: Landmarker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """WINGMARK_VIEWS=5: the service answers as the facade with five views of the last stage, which
+    differs from one view (the default) by less than a few pixels on a frontal photo."""
+    monkeypatch.setenv("WINGMARK_VIEWS", "5")
+    data = (photos / PHOTOS[0]).read_bytes()
+    client_box = [150.0, 200.0, 400.0, 480.0]
+    (expected,) = Landmarker(landmarker.model, landmarker.backend, None, refine="detector", views=5).predict(
+        data, [client_box]
+    )
+    served = asyncio.run(_served(data, [client_box]))
+    assert served["views_setting"] == 5  # /v1/models names it
+    np.testing.assert_allclose(served["faces"][0]["landmarks"], expected.landmarks, atol=ROUNDING)
+    (one,) = landmarker.predict(data, [client_box])
+    moved = np.abs(expected.landmarks - one.landmarks).max()
+    assert ROUNDING < moved < 0.05 * (client_box[2] - client_box[0]), moved
+
+
+def test_the_settings_offer_the_runtimes_views_and_refuse_others() -> None:
+    import typing
+
+    from pydantic import ValidationError
+
+    from runtime.cascade import VIEWS
+    from service.settings import ViewsKind
+
+    assert typing.get_args(ViewsKind) == VIEWS
+    with pytest.raises(ValidationError, match="views"):
+        Settings(views=4)  # type: ignore[arg-type]

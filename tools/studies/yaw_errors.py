@@ -1,12 +1,10 @@
 """Where turned faces go wrong: a training run's cascade on the synthetic test set (exact labels), per
 |yaw| bin, with two normalisers and per face region.
 
-The 68-point scheme's NME divides by the outer-eye-corner distance, which shrinks towards zero as a face
-turns to profile (at 85 degrees it is a few percent of the face box), so the |yaw| 60-90 bin of that NME is
-dominated by the most turned faces. Beside it this study reports the same errors divided by the square
-root of the tight landmark box's area ("nme_box", stable in profile), the median ratio of the two
-normalisers, the inter-ocular NME of each face region (jaw, brows, nose, eyes, mouth), and the NME each bin
-would read if its faces were off by the model's frontal box error (the normaliser's share of a turned bin).
+The 68-point NME divides by the outer-eye-corner distance, which shrinks towards zero in profile, so its
+|yaw| 60-90 bin is dominated by the most turned faces. Beside it: the errors over the square root of the
+tight box's area ("nme_box"), the median ratio of the two normalisers, the NME of each face region, and the
+NME each bin would read if its faces were off by the model's frontal box error.
 
     python -m tools.studies.yaw_errors runs/faceapi_v42_ibug68 runs/faceapi_v43_ibug68 \\
         --out docs/yaw_errors_ibug68.json
@@ -22,6 +20,7 @@ test`` first):
 ``--client-box dlib_hog`` (published versions) starts each face from dlib HOG's box sent as the client box,
 as a user with their own detector would: only the faces HOG finds, with the tight-box figures of the same
 faces beside them (``tight_same_faces``) and per |yaw| bin how many it found (``found_by_detector``).
+``--views`` averages the last stage over shifted crops (``runtime.cascade.VIEWS``).
 The run name ``dlib`` (with ``--client-box dlib_hog``) is the reference: dlib's own 68-point predictor from
 its own HOG box, on the same faces, against the same labels.
 """
@@ -37,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from model_store.geometry import tight_box
+from runtime.cascade import VIEWS
 from runtime.landmarker import REFINE
 from tools.studies import write_json
 from tools.studies.real_bench import default_cache
@@ -150,13 +150,13 @@ def labelled_set(
 
 
 def _model_table(
-    model_spec: str, spec: Mapping[str, Any], client_box: str = "tight", refine: str = "detector"
+    name: str, spec: Mapping[str, Any], client_box: str = "tight", refine: str = "detector", views: int = 1
 ) -> dict[str, Any]:
     from runtime import Landmarker
     from runtime.backends import create_backend
     from train.export.gate import resolve_spec
 
-    model = resolve_spec(model_spec)
+    model = resolve_spec(name)
     scheme_name = model.manifest.scheme
     samples, gt, norm, yaw = labelled_set(spec, scheme_name)
     images = [s.image for s in samples]
@@ -170,13 +170,14 @@ def _model_table(
         name = client_box[len(SERVICE) :]
         # built with the options the service gives it
         detector = create_detector(name, **Settings(detector=name).detector_options())
-    with Landmarker(model, backend, detector, refine=refine) as landmarker:
+    with Landmarker(model, backend, detector, refine=refine, views=views) as landmarker:
         points = landmarker.landmarks(images, tight_box(gt), batch_size=64)
         table: dict[str, Any] = {
             "run": f"{model.name}@{model.version}",
             "stages": [s.architecture for s in model.manifest.stages],
             "client_box": client_box,
             "refine": refine,
+            "views": landmarker.cascade.views,
         }
         if client_box == "tight":
             return table | {
@@ -329,18 +330,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--client-box",
         default="tight",
-        help="published versions: 'tight' (the labels' tight box), 'dlib_hog' (dlib HOG's box sent as the "
-        "client box) or 'service:NAME' (no box: the runtime's detector NAME finds the face, as the service "
-        "does); with a detector, the faces it finds, and beside them the tight-box figures of the same faces",
+        help="published versions: 'tight' (the labels' box), 'dlib_hog' (HOG's box as the client box) or "
+        "'service:NAME' (the runtime's detector NAME finds the face); the faces found, tight figures beside",
     )
     ap.add_argument(
         "--refine",
         choices=REFINE,
         default="detector",
-        help="the second pass from the first pass's points (runtime.landmarker.REFINE): with --client-box "
-        "service:NAME, 'detector' (the service's default) or 'always' give the detected faces it; with "
-        "dlib_hog (a client box) only 'always' does",
+        help="the second pass from the first pass's points (runtime.landmarker.REFINE): 'detector' (the "
+        "default) gives it to the faces of --client-box service:NAME, 'always' to every face",
     )
+    ap.add_argument("--views", type=int, choices=VIEWS, default=1, help="the last stage's crops per face")
     ap.add_argument(
         "--predictor",
         type=Path,
@@ -373,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"--client-box {args.client_box} needs a published version (NAME@VERSION)")
         else:
             table = (
-                _model_table(run, spec, args.client_box, args.refine)
+                _model_table(run, spec, args.client_box, args.refine, args.views)
                 if "@" in run
                 else _run_table(Path(run), spec)
             )

@@ -186,3 +186,23 @@ def test_cli_refuses_an_unknown_output_suffix(tmp_path: Path, photos: Path) -> N
     from runtime.batch.cli import main
 
     assert main([str(photos / FRONTAL[0]), "--out", str(tmp_path / "r.csv")]) == 2
+
+
+def test_cli_views_reach_the_landmarker(
+    tmp_path: Path, photos: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``wingmark batch --views 5`` gives each face the facade's five-view answer; 4 is refused."""
+    from runtime.batch.cli import main
+
+    photo = photos / FRONTAL[0]
+    out = tmp_path / "r.jsonl"
+    assert main([str(photo), "--out", str(out), "--views", "5", "--no-progress"]) == 0
+    (row,) = [r for r in read_rows(out) if r["landmarks"] is not None]
+    with Landmarker.from_store(detector="dlib_hog", views=5) as five:
+        want = five.predict(photo.read_bytes())[0].landmarks
+    np.testing.assert_allclose(np.asarray(row["landmarks"]), want, atol=1e-3)
+    with Landmarker.from_store(detector="dlib_hog") as one:
+        assert np.abs(one.predict(photo.read_bytes())[0].landmarks - want).max() > 1e-2
+    with pytest.raises(SystemExit):
+        main([str(photo), "--out", str(tmp_path / "s.jsonl"), "--views", "4"])
+    assert "invalid choice" in capsys.readouterr().err
