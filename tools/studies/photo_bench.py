@@ -133,9 +133,11 @@ def bench_photos(
     detectors: Sequence[str] = DEFAULT_DETECTORS,
     predictor: Path | None = None,
     store: Any = None,
+    views: int = 1,
 ) -> dict[str, Any]:
     """Per photo and in the mean: each model's NME from the tight box, dlib HOG's box as the client
-    box and each detector; dlib's own predictor as the reference where ``predictor`` exists."""
+    box and each detector; dlib's own predictor as the reference where ``predictor`` exists. ``views``:
+    the last stage's crops per face (``runtime.cascade.VIEWS``)."""
     import dlib
 
     from runtime.landmarker import Landmarker
@@ -181,12 +183,15 @@ def bench_photos(
         }
     for spec in models:
         name, _, version = spec.partition("@")
-        with Landmarker.from_store(name, version=version or "latest", store=store, detector=None) as with_box:
+        with Landmarker.from_store(
+            name, version=version or "latest", store=store, detector=None, views=views
+        ) as with_box:
             if with_box.scheme != "ibug68":
                 raise ValueError(f"{spec}: a {with_box.scheme} model; human photos here carry iBUG 68 points")
             rows, regions = _model_rows(with_box, loaded, detectors)
         keys = ["tight", "hog_client_box", *(f"detector:{d}" for d in detectors)]
-        report["models"][f"{with_box.name}@{with_box.version}"] = {
+        viewed = f", {with_box.cascade.views} views" if with_box.cascade.views > 1 else ""
+        report["models"][f"{with_box.name}@{with_box.version}{viewed}"] = {
             "per_photo": dict(zip(report["photos"], rows, strict=True)),
             "regions_tight": regions,
             "mean": {k: _mean(rows, k) for k in keys},
@@ -212,7 +217,10 @@ def _model_rows(
         if hog_found is not None:
             row["hog_client_box"] = _nme(with_box.predict(pixels, hog_found[0][None])[0].landmarks, truth)
     for det in detectors:
-        finder = Landmarker(with_box.model, with_box.backend, _create_detector(det))  # shares the backend
+        # shares the backend and the views
+        finder = Landmarker(
+            with_box.model, with_box.backend, _create_detector(det), views=with_box.cascade.views
+        )
         for row, (_, truth, pixels, _) in zip(rows, loaded, strict=True):
             faces = finder.predict(pixels)
             boxes = np.asarray([f.box for f in faces], np.float64).reshape(-1, 4)
@@ -257,6 +265,7 @@ def table(report: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     from model_store.store import ModelStore
+    from runtime.cascade import VIEWS
 
     parser = argparse.ArgumentParser(prog="wingmark data photos", description=__doc__.split("\n\n")[0])
     parser.add_argument("folder", type=Path, help="images with .pts or .ljson (68 iBUG points) beside them")
@@ -273,6 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         help="dlib's 68-point predictor for the reference rows (skipped where the file is absent)",
     )
     parser.add_argument("--store", type=Path)
+    parser.add_argument("--views", type=int, choices=VIEWS, default=1, help="the last stage's crops per face")
     parser.add_argument("--json", type=Path, default=Path("runs/photo_bench/photo_bench.json"))
     args = parser.parse_args(argv)
     try:
@@ -282,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
             detectors=[d for d in args.detectors.split(",") if d],
             predictor=args.predictor,
             store=ModelStore(args.store) if args.store else None,
+            views=args.views,
         )
     except (FileNotFoundError, ValueError) as exc:
         parser.error(str(exc))

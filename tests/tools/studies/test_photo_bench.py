@@ -137,3 +137,31 @@ def test_wingmark_data_photos_writes_the_report(
     with pytest.raises(SystemExit) as info:
         data_main(["photos", str(tmp_path / "nothing-here")])
     assert info.value.code == 2
+
+
+def test_views_reach_the_model_and_its_detector_run(
+    photos: tuple[Path, list[np.ndarray]], tmp_path: Path
+) -> None:
+    """``--views 5``: the tight figure is the five-view facade's, the model is named with its views."""
+    from runtime.landmarker import Landmarker
+
+    folder, truths = photos
+    out = tmp_path / "views.json"
+    assert (
+        data_main(
+            ["photos", str(folder), "--models", MODEL, "--detectors", "", "--json", str(out), "--views", "5"]
+        )
+        == 0
+    )
+    (key,) = json.loads(out.read_text())["models"]
+    assert key == f"{MODEL}, 5 views"
+    entry = json.loads(out.read_text())["models"][key]
+    with Landmarker.from_store("faceapi-ibug68", version="4.5.0", detector=None, views=5) as lm:
+        pixels = np.asarray(Image.open(folder / "face0.png").convert("RGB"))
+        points = lm.predict(pixels, tight_box(truths[0])[None])[0].landmarks
+    expected = np.linalg.norm(points - truths[0], axis=1).mean() / np.linalg.norm(
+        truths[0][36] - truths[0][45]
+    )
+    assert entry["per_photo"]["face0.pts"]["tight"] == pytest.approx(expected, rel=1e-3)
+    one = bench_photos(folder, [MODEL], detectors=[], predictor=None)["models"][MODEL]
+    assert one["per_photo"]["face0.pts"]["tight"] != pytest.approx(expected, rel=1e-4)
