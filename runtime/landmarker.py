@@ -312,7 +312,7 @@ class Landmarker:
         return tight_box(np.asarray(points, dtype=np.float64))
 
     def cascade_points(self, pixels: np.ndarray, tight: np.ndarray, found: FoundFaces) -> np.ndarray:
-        """One image's tight boxes [N, 4] (turned by the detector's roll) -> final points [N, K, 2]."""
+        """One image's tight boxes [N, 4] -> final points [N, K, 2]; a second pass where :meth:`refines`."""
         images = [pixels] * len(tight)
         points = self.cascade.run(images, tight, angles=found.angles)[-1]
         if self.refines(found):
