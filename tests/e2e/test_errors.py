@@ -165,7 +165,7 @@ def test_not_ready_is_503(tmp_path: Path) -> None:
             r = post_raw(c, FACE, box="1,1,50,50")
             assert_problem(r, 503, "not-ready")
             assert int(r.headers["retry-after"]) > 0
-            empty = {"models": [], "detector": None, "refine": "detector", "views": 1}
+            empty: dict[str, object] = {"models": [], "detector": None, "refine": "detector", "views": 1}
             assert c.get("/v1/models").json() == empty
     finally:
         server.stop()
