@@ -167,9 +167,9 @@ def _model_table(
         from runtime.detectors import create_detector
         from service.settings import Settings
 
-        name = client_box[len(SERVICE) :]
+        found_by = client_box[len(SERVICE) :]
         # built with the options the service gives it
-        detector = create_detector(name, **Settings(detector=name).detector_options())
+        detector = create_detector(found_by, **Settings(detector=found_by).detector_options())
     with Landmarker(model, backend, detector, refine=refine, views=views) as landmarker:
         points = landmarker.landmarks(images, tight_box(gt), batch_size=64)
         table: dict[str, Any] = {
