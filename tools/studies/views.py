@@ -40,8 +40,8 @@ def speed(
     within each round, ``rounds`` rounds, the median and the spread kept."""
     from runtime import Landmarker
     from runtime.backends import create_backend
+    from tools.studies.detect_bench_core import cpu_info
     from train.export.gate import resolve_spec, speed_inputs
-    from train.export.quantize import _cpu_model
 
     mv = resolve_spec(model)
     _, images, boxes = speed_inputs(spec, mv.manifest.scheme)
@@ -64,7 +64,7 @@ def speed(
         "dataset": dict(spec),
         "threads": 1,
         "rounds": rounds,
-        "cpu": _cpu_model(),
+        "cpu": cpu_info(),  # model and SIMD flags
         "note": "batch N: N faces per call of each stage (the last stage's call has N * views crops). "
         "Through Landmarker.landmarks: crops, networks and mapping back; no decode or detection",
         "cascade_faces_per_s": {str(n): {str(v): _stats(times[(v, n)]) for v in views} for n in batch_sizes},

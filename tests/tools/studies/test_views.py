@@ -50,6 +50,7 @@ def test_main_times_each_number_of_views_through_the_runtime(
     assert report["views"] == [1, 5] and "sets" not in report
     speed = report["speed"]
     assert speed["faces"] == 6 and speed["threads"] == 1
+    assert speed["cpu"]["model"] and isinstance(speed["cpu"]["flags"], list)  # beside every speed figure
     for n in ("1", "32"):
         assert set(speed["cascade_faces_per_s"][n]) == {"1", "5"}
         assert all(r["median"] > 0 for r in speed["cascade_faces_per_s"][n].values())
