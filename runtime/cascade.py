@@ -18,7 +18,8 @@ stages crops each face ``views`` times, its re-alignment points moved by :func:`
 fraction of the face's size), and returns the mean of the mapped-back points. Its crops are made by
 :meth:`Cascade.stage_inputs` and averaged by :meth:`Cascade.points`, so a batcher between the two
 sees ``views`` crops per face and nothing else changes. It buys accuracy with that stage's work
-(docs/models.md, "Shifted views").
+(docs/models.md, "Shifted views"). ``views`` is the cascade's own count; every step also takes a
+call's own (``views=``), so one service can answer requests asking for different counts.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ class FaceJob:
     image: np.ndarray  # [H, W, 3] uint8, the image the face is in (shared by the faces of one image)
     matrix: np.ndarray  # [2, 3] image -> stage-1 crop
     crop: np.ndarray  # [S, S, 3] uint8 stage-1 crop
+    views: int | None = None  # its last stage's views (None: the cascade's own)
 
 
 class Cascade:
@@ -79,9 +81,16 @@ class Cascade:
         """Crops per face at the last stage (1 for a one-stage model whatever was asked)."""
         return len(self.offsets)
 
-    def viewed(self, stage: int) -> bool:
-        """Whether ``stage`` (0-based) crops each face :attr:`views` times."""
-        return self.views > 1 and stage == self.num_stages - 1
+    def views_for(self, views: int | None = None) -> int:
+        """Crops per face at the last stage for a call asking ``views`` (None: :attr:`views`; one of
+        :data:`VIEWS`, else ValueError); 1 for a one-stage model whatever was asked."""
+        asked = self.views if views is None else views
+        view_offsets(asked)
+        return asked if self.num_stages > 1 else 1
+
+    def viewed(self, stage: int, views: int | None = None) -> bool:
+        """Whether ``stage`` (0-based) crops each face more than once (:meth:`views_for`)."""
+        return stage == self.num_stages - 1 and self.views_for(views) > 1
 
     @property
     def scheme(self) -> Scheme:
@@ -106,6 +115,7 @@ class Cascade:
         angles: np.ndarray | None = None,
         batch_size: int | None = None,
         timings: dict[str, float] | None = None,
+        views: int | None = None,
     ) -> list[np.ndarray]:
         """Image-space landmarks ``[N, K, 2]`` after each stage (one array per stage).
 
@@ -114,7 +124,8 @@ class Cascade:
         input ``[N, 3, S, S]`` already made. ``angles [N]`` (radians, or None: upright) turn stage 1's
         crops by each face's roll (e.g. from a detector's eye keypoints). ``batch_size``: crops per network
         call (None: one call per stage; a viewed stage has ``views`` crops per face). ``timings`` (if
-        given) receives the seconds spent in ``run_stage`` per stage (``"stage1"``, ...).
+        given) receives the seconds spent in ``run_stage`` per stage (``"stage1"``, ...). ``views``: the
+        last stage's (:meth:`views_for`).
         """
         g = self.geometry
         results: list[np.ndarray] = []
@@ -123,18 +134,17 @@ class Cascade:
             if i == 0 and first is not None:
                 mats, x = first
             else:
-                views = self.views if self.viewed(i) else 1
-                mats = g.matrices(
-                    i, boxes=boxes, previous=self._spread(i, previous), angles=angles if i == 0 else None
-                )
-                x = g.inputs(i, [im for im in images for _ in range(views)], mats)  # (N * views, 3, S, S)
+                crops = self.views_for(views) if self.viewed(i, views) else 1
+                moved = self._spread(i, previous, views)
+                mats = g.matrices(i, boxes=boxes, previous=moved, angles=angles if i == 0 else None)
+                x = g.inputs(i, [im for im in images for _ in range(crops)], mats)  # (N * crops, 3, S, S)
             step = batch_size or max(len(x), 1)
             started = time.perf_counter()
             outputs = [self.run_stage(i, x[j : j + step]) for j in range(0, len(x), step)]  # (B, 2K)
             if timings is not None:
                 timings[f"stage{i + 1}"] = timings.get(f"stage{i + 1}", 0.0) + time.perf_counter() - started
             out = np.concatenate(outputs) if outputs else np.zeros((0, 2 * g.scheme.num_points), np.float32)
-            previous = self.points(i, out, mats)  # (N, K, 2) image px
+            previous = self.points(i, out, mats, views)  # (N, K, 2) image px
             results.append(previous)
         return results
 
@@ -147,43 +157,64 @@ class Cascade:
         boxes: np.ndarray | None = None,
         previous: np.ndarray | None = None,
         angles: np.ndarray | None = None,
+        views: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """One image's faces for ``stage``: matrices [N, 2, 3] and network input [N, 3, S, S]
-        (``angles [N]``: stage 1's roll per face, radians)."""
+        """One image's faces for ``stage``: matrices [N, 2, 3] and network input [N, 3, S, S], or
+        N * views of each where the stage is :meth:`viewed` (``angles [N]``: stage 1's roll per face,
+        radians)."""
         g = self.geometry
-        mats = g.matrices(stage, boxes=boxes, previous=self._spread(stage, previous), angles=angles)
+        mats = g.matrices(stage, boxes=boxes, previous=self._spread(stage, previous, views), angles=angles)
         return mats, g.inputs(stage, [image] * len(mats), mats)
 
-    def points(self, stage: int, output: np.ndarray, mats: np.ndarray) -> np.ndarray:
+    def points(
+        self, stage: int, output: np.ndarray, mats: np.ndarray, views: int | None = None
+    ) -> np.ndarray:
         """``stage``'s network output [N * views, 2K] -> landmarks [N, K, 2] in image pixels (the mean of
         each face's views where the stage is :meth:`viewed`; :meth:`stage_inputs` made them in order)."""
         pts = self.geometry.points(stage, output, mats)
-        if not self.viewed(stage):
+        if not self.viewed(stage, views):
             return pts
-        return pts.reshape(-1, self.views, *pts.shape[1:]).mean(axis=1)
+        return pts.reshape(-1, self.views_for(views), *pts.shape[1:]).mean(axis=1)
 
-    def _spread(self, stage: int, previous: np.ndarray | None) -> np.ndarray | None:
+    def _spread(self, stage: int, previous: np.ndarray | None, views: int | None = None) -> np.ndarray | None:
         """The previous stage's points [N, K, 2] -> [N * views, K, 2], each face's views together, each moved
-        by :attr:`offsets` times the face's size, where ``stage`` is :meth:`viewed`; else unchanged."""
-        if previous is None or not self.viewed(stage):
+        by :func:`view_offsets` times the face's size, where ``stage`` is :meth:`viewed`; else unchanged."""
+        if previous is None or not self.viewed(stage, views):
             return previous
+        offsets = view_offsets(self.views_for(views))
         p = np.asarray(previous, dtype=np.float64)
         size = np.sqrt(np.prod(p.max(axis=1) - p.min(axis=1), axis=1))  # (N,)
-        moved = p[:, None] + self.offsets[None, :, None, :] * size[:, None, None, None]  # (N, V, K, 2)
+        moved = p[:, None] + offsets[None, :, None, :] * size[:, None, None, None]  # (N, V, K, 2)
         return moved.reshape(-1, *p.shape[1:])
 
     def prepare(
-        self, image: np.ndarray, tight_boxes: np.ndarray, angles: np.ndarray | None = None
+        self,
+        image: np.ndarray,
+        tight_boxes: np.ndarray,
+        angles: np.ndarray | None = None,
+        views: int | None = None,
     ) -> list[FaceJob]:
-        """image [H, W, 3] uint8, tight_boxes [N, 4] (image pixels), roll angles [N] or None -> N jobs."""
+        """image [H, W, 3] uint8, tight_boxes [N, 4] (image pixels), roll angles [N] or None -> N jobs
+        (``views``: their last stage's, :meth:`views_for`)."""
+        if views is not None:
+            self.views_for(views)  # refused here, not in the batch it would fail with others
         g = self.geometry
         boxes = np.asarray(tight_boxes, dtype=np.float64).reshape(-1, 4)
         mats = g.matrices(0, boxes=boxes, angles=angles)  # (N, 2, 3)
         crops = g.crops(0, [image] * len(mats), mats)  # (N, S, S, 3)
-        return [FaceJob(image=image, matrix=m, crop=c) for m, c in zip(mats, crops, strict=True)]
+        return [FaceJob(image=image, matrix=m, crop=c, views=views) for m, c in zip(mats, crops, strict=True)]
 
     def run_batch(self, jobs: Sequence[FaceJob]) -> list[np.ndarray]:
-        """:meth:`run` on a batch of prepared faces (from any images): N jobs -> N arrays [K, 2]."""
-        mats = np.stack([j.matrix for j in jobs])  # (N, 2, 3)
-        x = self.geometry.to_input(0, np.stack([j.crop for j in jobs]))  # (N, 3, S, S)
-        return list(self.run([j.image for j in jobs], first=(mats, x))[-1])
+        """:meth:`run` on a batch of prepared faces (from any images): N jobs -> N arrays [K, 2] (one
+        :meth:`run` per views count among the jobs, in the jobs' order)."""
+        groups: dict[int | None, list[int]] = {}
+        for k, job in enumerate(jobs):
+            groups.setdefault(job.views, []).append(k)
+        out: list[np.ndarray] = [np.zeros(0)] * len(jobs)
+        for views, at in groups.items():
+            mats = np.stack([jobs[k].matrix for k in at])  # (n, 2, 3)
+            x = self.geometry.to_input(0, np.stack([jobs[k].crop for k in at]))  # (n, 3, S, S)
+            points = self.run([jobs[k].image for k in at], first=(mats, x), views=views)[-1]
+            for k, p in zip(at, points, strict=True):
+                out[k] = p
+        return out

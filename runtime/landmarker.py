@@ -10,12 +10,9 @@ One path for every user -- the service, ``wingmark predict``, evaluation, benchm
 
 The second pass (``refine``, :data:`REFINE`; by default for detected faces only): a detector's box is off on
 turned faces; the first pass's points give the tight box stage 1 was trained on (docs/models.md).
-
-Coordinates inside are those of the decoded pixel array (which may be a reduced JPEG decode,
-:mod:`runtime.decode`); boxes and landmarks are in original image pixels at the edges. The service
-calls the steps one by one (:meth:`Landmarker.find_faces`, :meth:`Landmarker.tight_boxes`, the
-cascade's per-stage calls through its batcher, :meth:`Landmarker.faces`); :meth:`Landmarker.predict`
-composes the same steps in one call.
+Coordinates inside are those of the decoded pixels (maybe a reduced JPEG decode, :mod:`runtime.decode`);
+boxes and landmarks are in original image pixels at the edges. The service calls the steps one by one
+(find_faces, tight_boxes, the cascade's stages through its batchers, faces); predict composes them.
 """
 
 from __future__ import annotations
@@ -273,10 +270,8 @@ class Landmarker:
         min_face: float | None = None,
     ) -> FoundFaces:
         """The caller's ``boxes [N, 4]`` (original pixels; checked, :func:`check_boxes`), or the
-        detector's best ``max_faces``.
-
-        ``min_face`` (original pixels; default the detector's own) is the smallest face to look for.
-        """
+        detector's best ``max_faces``; ``min_face`` (original pixels; default the detector's own) is the
+        smallest face to look for."""
         if boxes is not None:
             b = check_boxes(boxes, image)
             return FoundFaces(b, [None] * len(b), CLIENT)
@@ -311,12 +306,14 @@ class Landmarker:
         """The second pass's stage-1 boxes [N, 4], upright: the tight box of the first pass's points."""
         return tight_box(np.asarray(points, dtype=np.float64))
 
-    def cascade_points(self, pixels: np.ndarray, tight: np.ndarray, found: FoundFaces) -> np.ndarray:
-        """One image's tight boxes [N, 4] -> final points [N, K, 2]; a second pass where :meth:`refines`."""
+    def cascade_points(
+        self, pixels: np.ndarray, tight: np.ndarray, found: FoundFaces, views: int | None = None
+    ) -> np.ndarray:
+        """An image's tight boxes [N, 4] -> points [N, K, 2]; again where :meth:`refines` (views: run's)."""
         images = [pixels] * len(tight)
-        points = self.cascade.run(images, tight, angles=found.angles)[-1]
+        points = self.cascade.run(images, tight, angles=found.angles, views=views)[-1]
         if self.refines(found):
-            points = self.cascade.run(images, self.refine_boxes(points))[-1]
+            points = self.cascade.run(images, self.refine_boxes(points), views=views)[-1]
         return points
 
     def faces(self, image: DecodedImage, found: FoundFaces, points: np.ndarray) -> list[Face]:
@@ -334,6 +331,7 @@ class Landmarker:
         pose: bool = False,
         max_pixels: int = 40_000_000,
         max_side: int | None = 2048,
+        views: int | None = None,
     ) -> list[Face]:
         """Landmarks of every face in ``image`` (encoded bytes, [H, W, 3] uint8 RGB, or decoded).
 
@@ -341,8 +339,9 @@ class Landmarker:
         them (``max_pixels``; JPEGs with boxes at the reduction the faces allow,
         :meth:`decode_reduction`; without boxes at the detector's working size,
         :meth:`detect_reduction`, and again finer where the found faces' crops need it,
-        :meth:`crop_reduction`; never finer than ``max_side``'s rule).
+        :meth:`crop_reduction`; never finer than ``max_side``'s rule). ``views``: :meth:`cascade_points`.
         """
+        self.cascade.views_for(views)  # a count not in VIEWS: ValueError before any work
         reduce = self.first_reduction(image, None if boxes is None else check_boxes(boxes), max_side=max_side)
         decoded = self._decoded(image, max_pixels=max_pixels, max_side=max_side, reduce=reduce)
         found = self.find_faces(decoded, None if boxes is None else np.asarray(boxes), max_faces=max_faces)
@@ -353,7 +352,7 @@ class Landmarker:
             decoded = self._decoded(image, max_pixels=max_pixels, max_side=max_side, reduce=finer)
         if len(found.boxes) == 0:
             return []
-        points = self.cascade_points(decoded.pixels, self.tight_boxes(decoded, found), found)
+        points = self.cascade_points(decoded.pixels, self.tight_boxes(decoded, found), found, views)
         faces = self.faces(decoded, found, points)
         if pose:
             poses = face_poses([f.landmarks for f in faces], self.scheme, decoded.width, decoded.height)
@@ -368,9 +367,10 @@ class Landmarker:
         *,
         batch_size: int | None = None,
         timings: dict[str, float] | None = None,
+        views: int | None = None,
     ) -> list[np.ndarray]:
         """Evaluation's entry: images (one per face), TIGHT boxes [N, 4] -> [N, K, 2] per stage."""
-        return self.cascade.run(images, tight_boxes, batch_size=batch_size, timings=timings)
+        return self.cascade.run(images, tight_boxes, batch_size=batch_size, timings=timings, views=views)
 
     def close(self) -> None:
         self.backend.close()

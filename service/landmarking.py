@@ -29,6 +29,7 @@ from runtime import (
     check_boxes,
     decode_image,
 )
+from runtime.cascade import VIEWS
 from runtime.landmarker import face_poses
 from service.batcher import BatcherClosedError, DeadlineExceededError, DynamicBatcher, Outcome, QueueFullError
 from service.errors import ProblemError
@@ -55,18 +56,19 @@ class LandmarkRequest:
     max_faces: int | None = None
     deadline_ms: float | None = None
     pose: bool = False
+    views: int | None = None  # the last stage's crops per face (None: the service's WINGMARK_VIEWS)
 
 
 def _stage_turn(
-    cascade: Cascade, stage: int, pixels: np.ndarray, part: Sequence[np.ndarray]
+    cascade: Cascade, stage: int, pixels: np.ndarray, views: int | None, part: Sequence[np.ndarray]
 ) -> tuple[np.ndarray, np.ndarray]:
     """One turn of a request's crops for ``stage``: ``part`` holds face boxes with their roll [5]
     (stage 0, :func:`_seeds`) or the previous stage's points [K, 2]; -> matrices [n, 2, 3] and
-    network input [n, 3, S, S]."""
+    network input [n, 3, S, S] (n * views of each at a viewed last stage)."""
     if stage == 0:
         seeds = np.asarray(part, dtype=np.float64).reshape(-1, 5)
         return cascade.stage_inputs(stage, pixels, boxes=seeds[:, :4], angles=seeds[:, 4])
-    return cascade.stage_inputs(stage, pixels, previous=np.stack(part))
+    return cascade.stage_inputs(stage, pixels, previous=np.stack(part), views=views)
 
 
 def _seeds(tight: np.ndarray, angles: np.ndarray | None) -> list[np.ndarray]:
@@ -89,6 +91,9 @@ class LandmarkService(ModelHost):
             req.deadline_ms >= MIN_DEADLINE_MS and math.isfinite(req.deadline_ms)
         ):
             raise ProblemError("invalid-parameters", f"deadline_ms must be a number >= {MIN_DEADLINE_MS:g}")
+        if req.views is not None and (req.views not in VIEWS or req.views > s.max_views):
+            allowed = [v for v in VIEWS if v <= s.max_views]
+            raise ProblemError("invalid-parameters", f"views must be one of {allowed} (WINGMARK_MAX_VIEWS)")
         client_boxes = self._check_boxes(req.boxes) if req.boxes is not None else None
         if client_boxes is None and self.detector is None:
             raise ProblemError("invalid-parameters", "no face detector is configured: send boxes")
@@ -134,10 +139,10 @@ class LandmarkService(ModelHost):
         faces = []
         if len(found.boxes):
             seeds = _seeds(landmarker.tight_boxes(image, found), found.angles)
-            pts = await self._cascade(lm, image.pixels, seeds, deadline, timings)
+            pts = await self._cascade(lm, image.pixels, seeds, deadline, timings, req.views)
             if landmarker.refines(found):  # the second pass, from the tight box of the first's points
                 seeds = _seeds(landmarker.refine_boxes(pts), None)
-                pts = await self._cascade(lm, image.pixels, seeds, deadline, timings)
+                pts = await self._cascade(lm, image.pixels, seeds, deadline, timings, req.views)
             self.metrics.stage_duration.labels("queue").observe(timings["queue"] / 1000)
             self.metrics.stage_duration.labels("inference").observe(timings["inference"] / 1000)
             t3 = time.monotonic()
@@ -156,7 +161,8 @@ class LandmarkService(ModelHost):
         self.metrics.stage_duration.labels("total").observe(total)
         self.metrics.faces_per_request.observe(len(faces))
         timings = {k: round(v, 3) for k, v in timings.items()}
-        return LandmarkResult(lm, image, found.source, faces, timings, with_pose=req.pose)
+        views = landmarker.cascade.views_for(req.views)
+        return LandmarkResult(lm, image, found.source, faces, timings, with_pose=req.pose, views=views)
 
     async def _decode(self, data: bytes, reduce: int | None, deadline: float) -> DecodedImage:
         """The request's image (JPEGs at 1/``reduce``), in the decode threads or, large by its header,
@@ -199,18 +205,20 @@ class LandmarkService(ModelHost):
         seeds: list[np.ndarray],
         deadline: float,
         timings: dict[str, float],
+        views: int | None = None,
     ) -> np.ndarray:
         """One pass of the cascade over ``seeds`` -> [N, K, 2]: stage by stage through the stage batchers
         where the model has them, else stage-1 crops in the crop thread and the whole cascade as one batch
-        on the device thread; queue and inference times added to ``timings``."""
+        on the device thread; queue and inference times added to ``timings``. ``views``: the last
+        stage's (None: the cascade's own, WINGMARK_VIEWS)."""
         assert lm.landmarker is not None
         if lm.stage_batchers:
             return await self._cascade_pipelined(
-                lm.landmarker.cascade, lm.stage_batchers, pixels, seeds, deadline, timings
+                lm.landmarker.cascade, lm.stage_batchers, pixels, seeds, deadline, timings, views
             )
         assert lm.batcher is not None
         started = time.monotonic()
-        prepare = functools.partial(lm.landmarker.cascade.prepare, pixels)
+        prepare = functools.partial(lm.landmarker.cascade.prepare, pixels, views=views)
         turns = await in_turns(
             functools.partial(self._crop_turn, deadline),
             lambda part: prepare(np.asarray(part)[:, :4], np.asarray(part)[:, 4]),
@@ -231,6 +239,7 @@ class LandmarkService(ModelHost):
         seeds: list[np.ndarray],
         deadline: float,
         timings: dict[str, float],
+        views: int | None = None,
     ) -> np.ndarray:
         """Each stage: crops in the crop thread, inference batched with other requests' faces on the
         device thread, points mapped back here; the next stage re-crops from them. -> [N, K, 2]."""
@@ -238,7 +247,7 @@ class LandmarkService(ModelHost):
         for stage, batcher in enumerate(batchers):
             started = time.monotonic()
             items = seeds if stage == 0 else list(pts if pts is not None else [])
-            work = functools.partial(_stage_turn, cascade, stage, pixels)
+            work = functools.partial(_stage_turn, cascade, stage, pixels, views)
             turns = await in_turns(functools.partial(self._crop_turn, deadline), work, items, self._chunk)
             mats = np.concatenate([m for m, _ in turns])
             self.metrics.stage_duration.labels("crop").observe(time.monotonic() - started)
@@ -247,7 +256,7 @@ class LandmarkService(ModelHost):
             timings["inference"] += run * 1000
             self.metrics.stage_duration.labels(f"stage{stage + 1}").observe(run)
             self.metrics.stage_duration.labels(f"stage{stage + 1}_queue").observe(queue)
-            pts = cascade.points(stage, np.stack([o.value for o in outcomes]), mats)
+            pts = cascade.points(stage, np.stack([o.value for o in outcomes]), mats, views)
         assert pts is not None
         return pts
 

@@ -36,7 +36,7 @@ IMAGE_TYPES = frozenset(
 
 # The request options every body form accepts (multipart fields, JSON keys, query parameters; the
 # query also takes repeatable `box`). Each is documented in the OpenAPI schema (tests hold them equal).
-OPTIONS = ("model", "scheme", "boxes", "max_faces", "deadline_ms", "pose")
+OPTIONS = ("model", "scheme", "boxes", "max_faces", "deadline_ms", "pose", "views")
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"description": desc, "content": {PROBLEM_JSON: {"schema": {"type": "object"}}}}
@@ -51,6 +51,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         504: "the request's deadline passed",
     }.items()
 }
+_VIEWS_HELP = "crops per face at the last stage, averaged (default and most: GET /v1/models)"
 _REQUEST_BODY = {
     "required": True,
     "content": {
@@ -66,6 +67,7 @@ _REQUEST_BODY = {
                     "max_faces": {"type": "integer"},
                     "deadline_ms": {"type": "number", "description": "shorter deadline for this request"},
                     "pose": {"type": "boolean", "description": "also estimate each face's head pose"},
+                    "views": {"type": "integer", "enum": [1, 5, 9], "description": _VIEWS_HELP},
                 },
             }
         },
@@ -81,6 +83,7 @@ _REQUEST_BODY = {
                     "max_faces": {"type": "integer"},
                     "deadline_ms": {"type": "number"},
                     "pose": {"type": "boolean", "description": "also estimate each face's head pose"},
+                    "views": {"type": "integer", "enum": [1, 5, 9], "description": _VIEWS_HELP},
                 },
             }
         },
@@ -284,6 +287,7 @@ async def _parse_request(request: Request, settings: Settings, query: dict[str, 
         max_faces=_number("max_faces", options.get("max_faces"), int),  # type: ignore[arg-type]
         deadline_ms=_number("deadline_ms", options.get("deadline_ms"), float),
         pose=_flag("pose", options.get("pose")),
+        views=_number("views", options.get("views"), int),  # type: ignore[arg-type]
     )
 
 
@@ -315,10 +319,11 @@ async def landmarks(
             description="also estimate each face's head pose (yaw, pitch, roll in degrees; see docs/api.md)"
         ),
     ] = None,
+    views: Annotated[int | None, Query(description=_VIEWS_HELP + ": 1, 5 or 9")] = None,
 ) -> LandmarkResponse:
     service = _service(request)
     query = {"model": model, "scheme": scheme, "boxes": boxes, "box": box, "max_faces": max_faces,
-             "deadline_ms": deadline_ms, "pose": pose}  # fmt: skip
+             "deadline_ms": deadline_ms, "pose": pose, "views": views}  # fmt: skip
     req = await _parse_request(request, settings, query)
     result = await cancel_on_disconnect(request.receive, service.predict(req))
     started = time.monotonic()
@@ -357,6 +362,7 @@ async def models(request: Request) -> ModelsResponse:
         detector=DetectorInfo.of(service.detector),
         refine=service.settings.refine,
         views=service.settings.views,
+        max_views=service.settings.max_views,
     )
 
 

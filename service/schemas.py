@@ -83,6 +83,10 @@ class LandmarkResponse(BaseModel):
     model: ModelRef
     image: ImageInfo
     box_source: str = Field(description="'client' or the detector's name")
+    views: int = Field(
+        default=1,
+        description="crops per face its last stage averaged (the request's views, else the service's)",
+    )
     faces: list[Face]
     timings_ms: Timings
 
@@ -139,7 +143,11 @@ class ModelsResponse(BaseModel):
     )
     views: ViewsKind = Field(
         default=1,
-        description="crops per face at the last stage, averaged (WINGMARK_VIEWS; 1: the crop alone)",
+        description="crops per face at the last stage, averaged, where a request asks for none "
+        "(WINGMARK_VIEWS; 1: the crop alone)",
+    )
+    max_views: ViewsKind = Field(
+        default=9, description="the most views a request may ask for (WINGMARK_MAX_VIEWS)"
     )
 
 
@@ -157,6 +165,7 @@ class LandmarkResult:
     faces: list[RuntimeFace]
     timings_ms: dict[str, float] = field(default_factory=dict)
     with_pose: bool = False  # the request asked for poses: every face carries a "pose" key
+    views: int = 1  # crops per face the last stage averaged
 
     def to_response(self) -> LandmarkResponse:
         """The validated response of POST /v1/landmarks."""
@@ -182,6 +191,7 @@ class LandmarkResult:
                 decoded_scale=round(self.image.scale_x, 6),
             ),
             box_source=self.box_source,
+            views=self.views,
             faces=faces,
             timings_ms=Timings(**self.timings_ms),
         )

@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["BackendKind", "DetectorKind", "RefineKind", "Settings", "ViewsKind", "get_settings"]
@@ -137,6 +137,9 @@ class Settings(BaseSettings):
         description="crops per face at the last stage, moved by 4 % of the face size and averaged "
         "(runtime.cascade.VIEWS): 1, or 5 / 9 for more accuracy at 5 / 9 times that stage's work",
     )
+    max_views: ViewsKind = Field(
+        default=9, description="the most views a request may ask for (its views option; at least views)"
+    )
     detect_max_side: int = Field(
         default=640,
         ge=64,
@@ -193,10 +196,16 @@ class Settings(BaseSettings):
             return {"threads": self.ort_threads, "spinning": self.ort_spinning}
         return {}
 
-    @field_validator("views", mode="before")
+    @field_validator("views", "max_views", mode="before")
     @classmethod
     def _views_number(cls, value: object) -> object:  # the environment gives "5"
         return int(value) if isinstance(value, str) and value.strip().isdigit() else value
+
+    @model_validator(mode="after")
+    def _views_allowed(self) -> Settings:
+        if self.views > self.max_views:
+            raise ValueError(f"views ({self.views}) must not exceed max_views ({self.max_views})")
+        return self
 
     @field_validator("models", mode="before")
     @classmethod

@@ -62,6 +62,7 @@ def _params(
     model: str | None,
     max_faces: int | None,
     deadline_ms: float | None,
+    views: int | None = None,
 ) -> dict[str, str]:
     params: dict[str, str] = {}
     if boxes is not None:
@@ -74,6 +75,8 @@ def _params(
         params["max_faces"] = str(max_faces)
     if deadline_ms is not None:
         params["deadline_ms"] = str(deadline_ms)
+    if views is not None:
+        params["views"] = str(views)
     return params
 
 
@@ -105,14 +108,16 @@ class LandmarkClient:
         model: str | None = None,
         max_faces: int | None = None,
         deadline_ms: float | None = None,
+        views: int | None = None,
     ) -> dict[str, Any]:
-        """POST the image as the raw body; returns the response document (faces, model, timings)."""
+        """POST the image as the raw body; returns the response document (faces, model, timings).
+        ``views``: the last stage's crops per face (1, 5 or 9; None: the service's setting)."""
         data = _read(image)
         response = self._http.post(
             "/v1/landmarks",
             content=data,
             headers={"content-type": guess_content_type(data)},
-            params=_params(boxes, scheme, model, max_faces, deadline_ms),
+            params=_params(boxes, scheme, model, max_faces, deadline_ms, views),
         )
         return _result(response)
 
@@ -154,13 +159,14 @@ class AsyncLandmarkClient:
         model: str | None = None,
         max_faces: int | None = None,
         deadline_ms: float | None = None,
+        views: int | None = None,
     ) -> dict[str, Any]:
         data = _read(image)
         response = await self._http.post(
             "/v1/landmarks",
             content=data,
             headers={"content-type": guess_content_type(data)},
-            params=_params(boxes, scheme, model, max_faces, deadline_ms),
+            params=_params(boxes, scheme, model, max_faces, deadline_ms, views),
         )
         return _result(response)
 

@@ -40,6 +40,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--scheme", choices=["ibug68", "aflw19"], help="landmark scheme (default ibug68)")
     p.add_argument("--model", help="model name (default: the scheme's default model)")
     p.add_argument("--max-faces", type=int, help="keep at most this many detected faces")
+    p.add_argument(
+        "--views", type=int, choices=[1, 5, 9],
+        help="crops per face at the last stage, averaged (default: WINGMARK_VIEWS, or the service's)",
+    )  # fmt: skip
     p.add_argument("--draw", type=Path, help="write the image with boxes and landmarks drawn to this file")
     p.add_argument("--json", action="store_true", help="print the full response as JSON")
     return p
@@ -50,8 +54,9 @@ def _remote(args: argparse.Namespace, data: bytes) -> dict[str, Any]:
 
     with LandmarkClient(args.url) as client:
         return client.landmarks(
-            data, boxes=args.box, scheme=args.scheme, model=args.model, max_faces=args.max_faces
-        )
+            data, boxes=args.box, scheme=args.scheme, model=args.model, max_faces=args.max_faces,
+            views=args.views,
+        )  # fmt: skip
 
 
 def _in_process(args: argparse.Namespace, data: bytes) -> dict[str, Any]:
@@ -77,13 +82,14 @@ def _in_process(args: argparse.Namespace, data: bytes) -> dict[str, Any]:
         image = decode_image(data, max_pixels=s.max_image_pixels, max_side=s.decode_max_side,
                              min_side=s.min_image_side, reduce=reduce)  # fmt: skip
         decoded = time.monotonic()
-        faces = landmarker.predict(image, args.box, max_faces=args.max_faces or s.max_faces)
+        faces = landmarker.predict(image, args.box, max_faces=args.max_faces or s.max_faces, views=args.views)
         done = time.monotonic()
     return {
         "model": {"name": landmarker.name, "version": landmarker.version, "scheme": landmarker.scheme,
                   "backend": landmarker.backend.name},
         "image": {"width": image.width, "height": image.height, "format": image.format},
         "box_source": "client" if args.box else (landmarker.detector.name if landmarker.detector else "none"),
+        "views": landmarker.cascade.views_for(args.views),
         "faces": [{"box": np.round(f.box, 2).tolist(), "detection_score": f.score,
                    "landmarks": np.round(f.landmarks, 2).tolist()} for f in faces],
         "timings_ms": {"load": round((loaded - started) * 1000, 3),

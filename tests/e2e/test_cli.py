@@ -24,6 +24,8 @@ def test_sync_client(test_server: Server, photos: Path) -> None:
         assert {m["name"] for m in client.models()} == {"test-ibug68", "test-aflw19"}
         result = client.landmarks(photos / "cage.jpg", boxes=[FACE_BOX], scheme="aflw19")
         assert result["faces"][0]["box"] == FACE_BOX and len(result["faces"][0]["landmarks"]) == 19
+        viewed = client.landmarks(photos / "cage.jpg", boxes=[FACE_BOX], scheme="aflw19", views=5)
+        assert viewed["views"] == 5 and result["views"] == 1 and viewed["faces"] != result["faces"]
         detected = client.landmarks(str(photos / "cage.jpg"))
         assert detected["box_source"] == Settings().detector and len(detected["faces"]) == 1
         with pytest.raises(WingmarkAPIError) as info:
@@ -70,6 +72,8 @@ def test_predict_against_a_running_service(test_server: Server, photos: Path, tm
     result = json.loads(proc.stdout[: proc.stdout.rindex("}") + 1])
     assert result["box_source"] == Settings().detector and len(result["faces"]) == 1
     assert out.is_file() and out.stat().st_size > 1000
+    proc = wingmark("predict", photo, "--url", test_server.url, "--json", "--views", "9", env=env)
+    assert proc.returncode == 0 and json.loads(proc.stdout)["views"] == 9, proc.stderr
     proc = wingmark("predict", photo, "--url", test_server.url, "--box", "1,2,3", env=env)
     assert proc.returncode == 2 and "x1,y1,x2,y2" in proc.stderr
 

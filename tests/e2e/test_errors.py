@@ -91,6 +91,9 @@ def test_bad_parameters_are_422(test_server: Server) -> None:
         assert_problem(post_json(c, FACE, scheme="wflw98"), 422, "invalid-parameters")
         assert_problem(post_json(c, FACE, colour="blue"), 422, "invalid-parameters")
         assert_problem(post_multipart(c, FACE, max_faces=1000), 422, "invalid-parameters")
+        assert_problem(post_raw(c, FACE, views=4), 422, "invalid-parameters")
+        assert_problem(post_json(c, FACE, views="all"), 422, "invalid-parameters")
+        assert_problem(post_multipart(c, FACE, views=0), 422, "invalid-parameters")
         assert_problem(post_raw(c, FACE, model="no-such-model"), 422, "unknown-model")
         assert_problem(post_raw(c, FACE, model="test-ibug68", scheme="aflw19"), 422, "invalid-parameters")
         assert_problem(post_raw(c, FACE, model="../../etc"), 422, "unknown-model")
@@ -165,7 +168,13 @@ def test_not_ready_is_503(tmp_path: Path) -> None:
             r = post_raw(c, FACE, box="1,1,50,50")
             assert_problem(r, 503, "not-ready")
             assert int(r.headers["retry-after"]) > 0
-            empty: dict[str, object] = {"models": [], "detector": None, "refine": "detector", "views": 1}
+            empty: dict[str, object] = {
+                "models": [],
+                "detector": None,
+                "refine": "detector",
+                "views": 1,
+                "max_views": 9,
+            }
             assert c.get("/v1/models").json() == empty
     finally:
         server.stop()

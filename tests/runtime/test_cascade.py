@@ -171,3 +171,46 @@ def test_a_one_stage_model_runs_its_crop_alone_whatever_the_views() -> None:
     np.testing.assert_allclose(
         cascade.run([image], box)[0], Cascade(geometry, _pixel_stage).run([image], box)[0]
     )
+
+
+def test_a_calls_views_override_the_cascades_own() -> None:
+    """Every step takes a call's own views: run, stage_inputs/points and prepared faces of mixed views
+    in one run_batch (grouped, in the jobs' order) equal a cascade built with those views."""
+    stages = [StageGeometry(32, RULE, Normalisation()), StageGeometry(48, CropRule(), Normalisation())]
+    geometry = CascadeGeometry(stages, SCHEME)
+    rng = np.random.default_rng(7)
+    images = [rng.integers(0, 256, (120, 110, 3), dtype=np.uint8) for _ in range(3)]
+    boxes = np.array([[10.0, 12.0, 90.0, 100.0], [20.0, 5.0, 70.0, 60.0], [5.0, 30.0, 100.0, 115.0]])
+    calls: list[tuple[int, int]] = []
+
+    def run_stage(i: int, x: np.ndarray) -> np.ndarray:
+        calls.append((i, len(x)))
+        return _pixel_stage(i, x)
+
+    cascade = Cascade(geometry, run_stage)  # its own: 1
+    assert [cascade.views_for(v) for v in (None, 1, 5, 9)] == [1, 1, 5, 9] and cascade.viewed(1, 5)
+    with pytest.raises(ValueError, match="views"):
+        cascade.views_for(4)
+    with pytest.raises(ValueError, match="views"):
+        cascade.prepare(images[0], boxes[:1], views=3)
+    own = {v: Cascade(geometry, _pixel_stage, v).run(images, boxes)[-1] for v in (1, 5, 9)}
+    assert np.abs(own[5] - own[1]).max() > 1e-3  # the views can be told apart
+    for v in (5, 9):
+        calls.clear()
+        np.testing.assert_allclose(cascade.run(images, boxes, views=v)[-1], own[v], atol=1e-9)
+        assert calls == [(0, 3), (1, 3 * v)]
+    asked = [5, None, 9]  # one face each, in one batch; None: the cascade's own
+    jobs = [
+        job
+        for image, box, v in zip(images, boxes, asked, strict=True)
+        for job in cascade.prepare(image, box[None], views=v)
+    ]
+    together = cascade.run_batch(jobs)
+    for n, v in enumerate(asked):
+        np.testing.assert_allclose(together[n], own[v or 1][n], atol=1e-9)
+    first = cascade.run(images[:1], boxes[:1])[0]
+    mats, x = cascade.stage_inputs(1, images[0], previous=first, views=9)
+    assert len(mats) == len(x) == 9
+    np.testing.assert_allclose(cascade.points(1, _pixel_stage(1, x), mats, 9), own[9][:1], atol=1e-9)
+    one_stage = Cascade(CascadeGeometry(stages[:1], SCHEME), _pixel_stage)
+    assert one_stage.views_for(9) == 1

@@ -4,6 +4,7 @@ failing backend (a thin wrapper around the real ONNX Runtime backend), and wingm
 from __future__ import annotations
 
 import asyncio
+import base64
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -341,6 +342,58 @@ def test_batch_policy_a_lone_request_and_a_crowd(
         assert metric(text, "wingmark_batch_size_sum") == 13 and batches < 13  # some batch held > 1
     else:
         assert lone >= 3.0  # 1.5 s at each stage's batcher
+
+
+def test_a_requests_views_are_checked_against_max_views(test_store: Path) -> None:
+    """``views`` in the query, JSON and multipart: 1, 5 or 9 up to WINGMARK_MAX_VIEWS, else 422; the
+    response and /v1/models say what ran and what may be asked for."""
+
+    async def main() -> None:
+        async with serving(settings(test_store, max_views=5)) as c:
+            assert (await c.get("/v1/models")).json()["max_views"] == 5
+            one = (await post(c, **BOX)).json()
+            five = (await post(c, **BOX, views=5)).json()
+            assert one["views"] == 1 and five["views"] == 5
+            assert one["faces"][0]["landmarks"] != five["faces"][0]["landmarks"]
+            body = assert_problem(await post(c, **BOX, views=9), 422, "invalid-parameters")
+            assert "[1, 5]" in body["detail"]
+            assert_problem(await post(c, **BOX, views=4), 422, "invalid-parameters")
+            assert_problem(await post(c, **BOX, views="five"), 422, "invalid-parameters")
+            b64 = base64.b64encode(FACE).decode()
+            r = await c.post("/v1/landmarks", json={"image": b64, "boxes": [[20, 20, 140, 140]], "views": 5})
+            assert r.json()["faces"] == five["faces"]
+            r = await c.post(
+                "/v1/landmarks", json={"image": b64, "boxes": [[20, 20, 140, 140]], "views": 2.5}
+            )
+            assert_problem(r, 422, "invalid-parameters")
+            r = await c.post("/v1/landmarks", files={"image": ("f.png", FACE, "image/png")},
+                             data={"boxes": "[[20, 20, 140, 140]]", "views": "5"})  # fmt: skip
+            assert r.json()["faces"] == five["faces"]
+
+    run(main())
+
+
+@pytest.mark.parametrize("pipeline", [True, False])
+def test_requests_with_different_views_share_batches(
+    test_store: Path, wrap_backend: Callable[..., None], pipeline: bool
+) -> None:
+    """A crowd asking for 1, 5 and 9 views while the device is busy: batched together (at each stage's
+    batcher, or the whole cascade's), each request gets the answer it gets alone."""
+    wrap_backend(delay=0.05)
+    asked = [1, 5, 9] * 4
+
+    async def main() -> tuple[list[Any], list[Any], str]:
+        async with serving(settings(test_store, cascade_pipeline=pipeline)) as c:
+            alone = [(await post(c, **BOX, views=v)).json() for v in (1, 5, 9)]
+            crowd = await asyncio.gather(*(post(c, **BOX, views=v) for v in asked))
+            return alone, [r.json() for r in crowd], (await c.get("/metrics")).text
+
+    alone, crowd, text = run(main())
+    for v, body in zip(asked, crowd, strict=True):
+        assert body["views"] == v
+        assert body["faces"] == alone[[1, 5, 9].index(v)]["faces"]
+    assert len({str(a["faces"]) for a in alone}) == 3
+    assert metric(text, "wingmark_batch_size_count") < metric(text, "wingmark_batch_size_sum")
 
 
 @pytest.fixture(scope="module")

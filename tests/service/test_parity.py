@@ -44,25 +44,29 @@ def _dlib(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WINGMARK_DETECTOR", "dlib_hog")
 
 
-async def _served(data: bytes, boxes: list[list[float]] | None) -> dict[str, Any]:
+async def _served(
+    data: bytes, boxes: list[list[float]] | None, params: dict[str, Any] | None = None
+) -> dict[str, Any]:
     app = create_app(Settings(), load_in_background=False)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://wingmark.test", timeout=60) as c:
-            params = {"boxes": json.dumps(boxes)} if boxes else {}
+            query = ({"boxes": json.dumps(boxes)} if boxes else {}) | (params or {})
             r = await c.post(
-                "/v1/landmarks", content=data, headers={"content-type": "image/jpeg"}, params=params
+                "/v1/landmarks", content=data, headers={"content-type": "image/jpeg"}, params=query
             )
             assert r.status_code == 200, r.text
             models = (await c.get("/v1/models")).json()
             return dict(r.json()) | {"refine_setting": models["refine"], "views_setting": models["views"]}
 
 
-def _predicted(path: Path, box: list[float] | None, capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
+def _predicted(
+    path: Path, box: list[float] | None, capsys: pytest.CaptureFixture[str], *more: str
+) -> dict[str, Any]:
     from tools.predict import main
 
     capsys.readouterr()
-    args = [str(path), "--json"] + (["--box", ",".join(f"{v:.2f}" for v in box)] if box else [])
+    args = [str(path), "--json", *more] + (["--box", ",".join(f"{v:.2f}" for v in box)] if box else [])
     assert main(args) == 0
     printed = capsys.readouterr().out
     return dict(json.loads(printed[: printed.rindex("}") + 1]))
@@ -211,3 +215,41 @@ def test_the_settings_offer_the_runtimes_views_and_refuse_others() -> None:
     assert typing.get_args(ViewsKind) == VIEWS
     with pytest.raises(ValidationError, match="views"):
         Settings(views=4)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("pipeline", ["true", "false"])
+def test_a_request_asks_for_its_own_views(
+    pipeline: str,
+    photos: Path,
+    landmarker: Landmarker,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``views=5`` on one request of a service whose setting is 1 (stage batchers or the one batcher of the
+    whole cascade): the answer is the facade's with five views, the response says 5, and the next
+    request without the option gets one view again; ``wingmark predict --views 5`` in-process too."""
+    monkeypatch.setenv("WINGMARK_CASCADE_PIPELINE", pipeline)
+    data = (photos / PHOTOS[0]).read_bytes()
+    client_box = [150.0, 200.0, 400.0, 480.0]
+    (five,) = landmarker.predict(data, [client_box], views=5)
+    (one,) = landmarker.predict(data, [client_box])
+    assert np.abs(five.landmarks - one.landmarks).max() > ROUNDING  # the option can be seen
+    served = asyncio.run(_served(data, [client_box], {"views": "5"}))
+    assert served["views"] == 5 and served["views_setting"] == 1
+    np.testing.assert_allclose(served["faces"][0]["landmarks"], five.landmarks, atol=ROUNDING)
+    served = asyncio.run(_served(data, [client_box]))
+    assert served["views"] == 1
+    np.testing.assert_allclose(served["faces"][0]["landmarks"], one.landmarks, atol=ROUNDING)
+    predicted = _predicted(photos / PHOTOS[0], client_box, capsys, "--views", "5")
+    assert predicted["views"] == 5
+    np.testing.assert_allclose(predicted["faces"][0]["landmarks"], five.landmarks, atol=ROUNDING)
+
+
+def test_the_settings_keep_views_within_max_views() -> None:
+    from pydantic import ValidationError
+
+    assert Settings(views="5", max_views="5").max_views == 5  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match="max_views"):
+        Settings(views=9, max_views=5)
+    with pytest.raises(ValidationError, match="max_views"):
+        Settings(max_views=3)  # type: ignore[arg-type]
