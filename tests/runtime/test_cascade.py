@@ -202,12 +202,12 @@ def test_a_calls_views_override_the_cascades_own() -> None:
     asked = [5, None, 9]  # one face each, in one batch; None: the cascade's own
     jobs = [
         job
-        for image, box, v in zip(images, boxes, asked, strict=True)
-        for job in cascade.prepare(image, box[None], views=v)
+        for image, box, face_views in zip(images, boxes, asked, strict=True)
+        for job in cascade.prepare(image, box[None], views=face_views)
     ]
     together = cascade.run_batch(jobs)
-    for n, v in enumerate(asked):
-        np.testing.assert_allclose(together[n], own[v or 1][n], atol=1e-9)
+    for n, face_views in enumerate(asked):
+        np.testing.assert_allclose(together[n], own[face_views or 1][n], atol=1e-9)
     first = cascade.run(images[:1], boxes[:1])[0]
     mats, x = cascade.stage_inputs(1, images[0], previous=first, views=9)
     assert len(mats) == len(x) == 9
