@@ -125,6 +125,7 @@ async function analyse(source, width, height, blob, name) {
   setStatus(`Sending ${name} (${width}x${height}, ${(blob.size / 1024).toFixed(0)} KiB)…`);
   const params = new URLSearchParams({ scheme: $("scheme").value });
   if ($("pose").checked) params.set("pose", "true");
+  if ($("views").value) params.set("views", $("views").value);
   const form = new FormData();
   form.append("image", blob, name);
   const started = performance.now();
@@ -144,7 +145,8 @@ async function analyse(source, width, height, blob, name) {
     showTable(body);
     showTimings(body.timings_ms);
     const m = body.model;
-    $("model").textContent = `${m.name} ${m.version} (${m.scheme}, ${m.backend}); faces from ${body.box_source}`;
+    const views = body.views === 1 ? "1 view" : `${body.views} views`;
+    $("model").textContent = `${m.name} ${m.version} (${m.scheme}, ${m.backend}, ${views}); faces from ${body.box_source}`;
     const roundTrip = (performance.now() - started).toFixed(0);
     setStatus(body.faces.length
       ? `${name}: ${body.faces.length} face(s), ${points} points; round trip ${roundTrip} ms.`

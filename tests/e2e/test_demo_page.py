@@ -140,6 +140,7 @@ def test_upload_draws_landmarks_pose_and_timings(
     assert "ms" in timings
     yaw = page.inner_text("#faces tbody tr td:nth-child(3)")
     assert yaw.replace("-", "").replace(".", "").isdigit(), yaw  # the pose was returned and shown
+    assert "1 view)" in page.inner_text("#model")  # the server's views
     assert not errors, errors
     shot = tmp_path / "demo.png"
     page.screenshot(path=str(shot), full_page=True)
@@ -147,6 +148,13 @@ def test_upload_draws_landmarks_pose_and_timings(
     if os.environ.get("WINGMARK_UPDATE_SCREENSHOT") == "1":  # refresh the README's picture
         with Image.open(shot) as im:
             im.convert("RGB").quantize(256).save(SCREENSHOT, optimize=True)
+    page.select_option("#views", "5")  # this request's own views
+    again = tmp_path / f"again-{photo.name}"  # another file, so the input changes
+    again.write_bytes(photo.read_bytes())
+    page.evaluate("document.getElementById('canvas').dataset.state = 'busy'")
+    page.set_input_files("#file", str(again))
+    assert _wait_done(page) == "done", page.inner_text("#error")
+    assert "5 views)" in page.inner_text("#model")
     page.close()
 
 
