@@ -248,7 +248,13 @@ class LandmarkService(ModelHost):
             started = time.monotonic()
             items = seeds if stage == 0 else list(pts if pts is not None else [])
             work = functools.partial(_stage_turn, cascade, stage, pixels, views)
-            turns = await in_turns(functools.partial(self._crop_turn, deadline), work, items, self._chunk)
+            # a viewed stage crops each face `views` times: fewer faces a turn, about as many crops
+            chunk = (
+                max(1, self._chunk // cascade.views_for(views))
+                if cascade.viewed(stage, views)
+                else self._chunk
+            )
+            turns = await in_turns(functools.partial(self._crop_turn, deadline), work, items, chunk)
             mats = np.concatenate([m for m, _ in turns])
             self.metrics.stage_duration.labels("crop").observe(time.monotonic() - started)
             outcomes, queue, run = await self._submit_in_turns(batcher, [list(x) for _, x in turns], deadline)

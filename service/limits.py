@@ -11,6 +11,8 @@ Each turn is awaited separately, so a request that is gone (deadline passed, cli
 stops between turns, and its turns not yet started are cancelled with it. The faces then enter the
 inference batches in the same turns (``LandmarkService._submit_in_turns``), each turn queued once the
 previous one is answered, so that one request's many faces never fill a batch that everyone waits behind.
+At a last stage that crops each face several times (a request's ``views``), a turn takes ``chunk // views``
+faces (at least one), so that a turn holds about as many crops as at the other stages.
 """
 
 from __future__ import annotations

@@ -96,6 +96,24 @@ def test_a_request_with_many_faces_does_not_hold_the_crop_thread(
     assert max(n for _, _, n in slow_crops) <= 8
 
 
+@pytest.mark.parametrize(("views", "per_turn"), [(5, 5), (9, 9)])
+def test_a_viewed_stage_crops_fewer_faces_a_turn(
+    test_store: Path, slow_crops: list[tuple[int, int, int]], views: int, per_turn: int
+) -> None:
+    """32 faces with views 5 or 9 (crop chunk 8): stage 1 in turns of 8 faces, the viewed last stage in
+    turns of one face, its views' crops (not 8 faces' 40 or 72)."""
+
+    async def scenario(client: httpx.AsyncClient) -> httpx.Response:
+        return await client.post(
+            "/v1/landmarks", content=BIG, params={"boxes": str(WHOLE), "views": views, "deadline_ms": 30000}
+        )
+
+    r = serve(test_store, scenario)
+    assert r.status_code == 200 and len(r.json()["faces"]) == 32
+    assert [n for _, stage, n in slow_crops if stage == 0] == [8, 8, 8, 8]
+    assert [n for _, stage, n in slow_crops if stage == 1] == [per_turn] * 32
+
+
 def test_a_request_past_its_deadline_stops_cropping_between_turns(
     test_store: Path, slow_crops: list[tuple[int, int, int]]
 ) -> None:
