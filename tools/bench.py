@@ -50,6 +50,7 @@ async def _run_one(
 ) -> dict[str, Any]:
     latencies: list[float] = []
     statuses: Counter[int] = Counter()
+    views: set[int] = set()  # the views the answers say ran
     faces = 0
     server: dict[str, list[float]] = {}
     errors: dict[str, str] = {}  # one sample body per error status
@@ -74,6 +75,7 @@ async def _run_one(
             if r.status_code == 200:
                 body = r.json()
                 faces += len(body["faces"])
+                views.add(int(body.get("views", 1)))
                 for k, v in body["timings_ms"].items():
                     server.setdefault(k, []).append(float(v))
 
@@ -97,6 +99,7 @@ async def _run_one(
         "requests_per_s": round(ok / wall, 2) if wall > 0 else 0.0,
         "faces_per_s": round(faces / wall, 2) if wall > 0 else 0.0,
         "faces_per_request": round(faces / ok, 3) if ok else 0.0,
+        "views": sorted(views),
         "server_mean_ms": {k: round(statistics.fmean(v), 2) for k, v in server.items()},
         "error_samples": errors,
     }
@@ -112,13 +115,18 @@ async def run_bench(
     scheme: str | None = None,
     box: list[float] | None = None,
     warmup: int = 5,
+    views: int | None = None,
 ) -> dict[str, Any]:
-    """Run every (mode, concurrency) and return the report."""
+    """Run every (mode, concurrency) and return the report (``views``: each request's, None: the
+    service's)."""
     from tools.client import guess_content_type
+    from tools.studies.detect_bench_core import cpu_info
 
     data = image.read_bytes()
     content_type = guess_content_type(data)
     base: dict[str, str] = {"scheme": scheme} if scheme else {}
+    if views is not None:
+        base["views"] = str(views)
     limits = httpx.Limits(
         max_connections=max(concurrencies) + 2, max_keepalive_connections=max(concurrencies) + 2
     )
@@ -160,11 +168,13 @@ async def run_bench(
         "image": str(image),
         "image_bytes": len(data),
         "box": box,
+        "views": views,
         "models": models,
         "machine": {
             "platform": platform.platform(),
             "python": platform.python_version(),
             "cpus": os.cpu_count(),
+            "cpu": {k: v for k, v in cpu_info().items() if k in ("model", "flags")},
         },
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "runs": runs,
@@ -183,6 +193,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--box", help="client box x1,y1,x2,y2 (default: the detector's box for the image)")
     p.add_argument("--scheme", choices=["ibug68", "aflw19"])
     p.add_argument("--warmup", type=int, default=5)
+    p.add_argument(
+        "--views", type=int, choices=[1, 5, 9], help="each request's views (default: the service's setting)"
+    )
     p.add_argument("--out", type=Path, default=Path("bench.json"), help="JSON report path")
     p.add_argument("--allow-remote", action="store_true", help="allow a non-loopback URL")
     args = p.parse_args(argv)
@@ -200,7 +213,7 @@ def main(argv: list[str]) -> int:
     modes = ["detector", "client_boxes"] if args.mode == "both" else [args.mode]
     report = asyncio.run(
         run_bench(args.url, args.image, requests=args.requests, concurrencies=concurrencies, modes=modes,
-                  scheme=args.scheme, box=box, warmup=args.warmup)
+                  scheme=args.scheme, box=box, warmup=args.warmup, views=args.views)
     )  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")

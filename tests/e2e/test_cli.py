@@ -93,6 +93,14 @@ def test_bench_writes_a_report(test_server: Server, photos: Path, tmp_path: Path
         assert 0 < lat["p50"] <= lat["p95"] <= lat["p99"] <= lat["max"]
         assert run["faces_per_s"] > 0 and run["faces_per_request"] == 1.0
         assert set(run["server_mean_ms"]) == {"decode", "detect", "queue", "inference", "total"}
+        assert run["views"] == [1]  # the service's setting
     assert len(report["box"]) == 4 and "p50" in proc.stdout
+    assert report["machine"]["cpu"]["model"] and report["views"] is None
+    options = ["--requests", "4", "--concurrency", "2", "--warmup", "1", "--mode", "client_boxes"]
+    proc = wingmark("bench", "--url", test_server.url, "--image", photo, *options, "--views", "9",
+                    "--out", str(out), env=env)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(out.read_text())
+    assert report["views"] == 9 and [r["views"] for r in report["runs"]] == [[9]]
     refused = wingmark("bench", "--url", "http://example.com:8000", "--image", photo, env=env)
     assert refused.returncode == 2 and "refusing" in refused.stderr
