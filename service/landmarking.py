@@ -160,8 +160,9 @@ class LandmarkService(ModelHost):
         timings["total"] = total * 1000
         self.metrics.stage_duration.labels("total").observe(total)
         self.metrics.faces_per_request.observe(len(faces))
-        timings = {k: round(v, 3) for k, v in timings.items()}
         views = landmarker.cascade.views_for(req.views)
+        self.metrics.faces_by_views.labels(views=str(views)).inc(len(faces))
+        timings = {k: round(v, 3) for k, v in timings.items()}
         return LandmarkResult(lm, image, found.source, faces, timings, with_pose=req.pose, views=views)
 
     async def _decode(self, data: bytes, reduce: int | None, deadline: float) -> DecodedImage:

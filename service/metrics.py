@@ -20,6 +20,11 @@ STAGES = (
     "queue", "inference", "map", "serialise", "total",
 )  # fmt: skip
 REJECT_REASONS = ("queue_full", "deadline", "not_ready", "client_disconnected", "overloaded")
+VIEWS = (
+    "1",
+    "5",
+    "9",
+)  # runtime.cascade.VIEWS: a request's views, the label of wingmark_faces_by_views_total
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -45,8 +50,9 @@ class Metrics:
             ["stage"], buckets=_LATENCY_BUCKETS, registry=r,
         )  # fmt: skip
         self.batch_size = Histogram(
-            "wingmark_batch_size", "Faces per inference batch", buckets=_BATCH_BUCKETS, registry=r
-        )
+            "wingmark_batch_size", "Crops per inference batch (a face's, or its views' at a viewed stage)",
+            buckets=_BATCH_BUCKETS, registry=r,
+        )  # fmt: skip
         self.queue_depth = Gauge("wingmark_queue_depth", "Face crops waiting for a batch", registry=r)
         self.faces_per_request = Histogram(
             "wingmark_faces_per_request", "Faces per landmark request", buckets=_FACE_BUCKETS, registry=r
@@ -64,10 +70,16 @@ class Metrics:
             "wingmark_batch_failures_total", "Inference batches that raised", registry=r
         )
         self.in_flight = Gauge("wingmark_requests_in_flight", "Requests being handled", registry=r)
+        self.faces_by_views = Counter(
+            "wingmark_faces_by_views_total", "Faces landmarked, by their last stage's views", ["views"],
+            registry=r,
+        )  # fmt: skip
         for stage in STAGES:  # export zero-valued series from the start
             self.stage_duration.labels(stage=stage)
         for reason in REJECT_REASONS:
             self.rejected.labels(reason=reason)
+        for views in VIEWS:
+            self.faces_by_views.labels(views=views)
 
     # BatchObserver
     def on_batch(self, size: int, run_s: float) -> None:

@@ -369,6 +369,10 @@ def test_a_requests_views_are_checked_against_max_views(test_store: Path) -> Non
             r = await c.post("/v1/landmarks", files={"image": ("f.png", FACE, "image/png")},
                              data={"boxes": "[[20, 20, 140, 140]]", "views": "5"})  # fmt: skip
             assert r.json()["faces"] == five["faces"]
+            text = (await c.get("/metrics")).text  # 1 face at 1 view, 3 at 5; refused requests count none
+            assert metric(text, "wingmark_faces_by_views_total", views="1") == 1
+            assert metric(text, "wingmark_faces_by_views_total", views="5") == 3
+            assert metric(text, "wingmark_faces_by_views_total", views="9") == 0
 
     run(main())
 
