@@ -21,7 +21,8 @@ from runtime.decode import (
     decode_image,
 )
 from runtime.detectors import Detections, Detector, create_detector
-from runtime.landmarker import Face, FoundFaces, InvalidBoxesError, Landmarker, check_boxes, face_poses
+from runtime.landmarker import Face, FoundFaces, InvalidBoxesError, Landmarker, check_boxes
+from runtime.poses import face_poses
 
 __all__ = [
     "Backend",

@@ -25,13 +25,13 @@ from typing import Any
 import numpy as np
 
 from model_store.geometry import BoxCalibration, tight_box
-from model_store.pose import estimate_pose
 from model_store.store import DEFAULT_MODELS, ModelStore, ModelVersion
 from runtime.backends import Backend, create_backend
 from runtime.boxes import MIN_BOX_SIDE, InvalidBoxesError, check_boxes
 from runtime.cascade import Cascade
 from runtime.decode import DecodedImage, decode_image, jpeg_size, largest_reduction
 from runtime.detectors import Detector, create_detector, eye_roll
+from runtime.poses import face_poses
 
 __all__ = [
     "CLIENT",
@@ -73,20 +73,6 @@ class FoundFaces:
     scores: list[float | None]
     source: str  # "client" or the detector's name (also the calibration applied)
     angles: np.ndarray | None = None  # [N] roll, radians, from the detector's eye keypoints (stage 1 upright)
-
-
-def face_poses(
-    landmarks: Sequence[np.ndarray | Sequence[Sequence[float]]], scheme: str, width: int, height: int
-) -> list[dict[str, float] | None]:
-    """Head pose of each face (``model_store.pose.estimate_pose``) from its landmarks [K, 2] in original
-    image pixels; None for a face whose pose cannot be solved."""
-    out: list[dict[str, float] | None] = []
-    for pts in landmarks:
-        try:
-            out.append(estimate_pose(np.asarray(pts, dtype=np.float64), scheme, width, height).to_dict())
-        except ValueError:
-            out.append(None)
-    return out
 
 
 class Landmarker:
@@ -297,9 +283,13 @@ class Landmarker:
         scale = np.array([image.scale_x, image.scale_y, image.scale_x, image.scale_y])
         return self.calibration(found.source).apply(found.boxes / scale)
 
-    def refines(self, found: FoundFaces) -> bool:
-        """Whether ``found``'s faces run the cascade a second time (:data:`REFINE`)."""
-        return self.refine == "always" or (self.refine == "detector" and found.source != CLIENT)
+    def refines(self, found: FoundFaces, refine: str | None = None) -> bool:
+        """Whether ``found``'s faces run the cascade a second time: by ``refine`` (one of :data:`REFINE`,
+        else ValueError), or the landmarker's own (None)."""
+        policy = self.refine if refine is None else refine
+        if policy not in REFINE:
+            raise ValueError(f"refine: one of {list(REFINE)}, not {policy!r}")
+        return policy == "always" or (policy == "detector" and found.source != CLIENT)
 
     @staticmethod
     def refine_boxes(points: np.ndarray) -> np.ndarray:
@@ -307,12 +297,18 @@ class Landmarker:
         return tight_box(np.asarray(points, dtype=np.float64))
 
     def cascade_points(
-        self, pixels: np.ndarray, tight: np.ndarray, found: FoundFaces, views: int | None = None
+        self,
+        pixels: np.ndarray,
+        tight: np.ndarray,
+        found: FoundFaces,
+        views: int | None = None,
+        refine: str | None = None,
     ) -> np.ndarray:
-        """An image's tight boxes [N, 4] -> points [N, K, 2]; again where :meth:`refines` (views: run's)."""
+        """An image's tight boxes [N, 4] -> points [N, K, 2]; again where :meth:`refines` (``refine``: its,
+        ``views``: ``Cascade.run``'s; None: the landmarker's own)."""
         images = [pixels] * len(tight)
         points = self.cascade.run(images, tight, angles=found.angles, views=views)[-1]
-        if self.refines(found):
+        if self.refines(found, refine):
             points = self.cascade.run(images, self.refine_boxes(points), views=views)[-1]
         return points
 
@@ -332,6 +328,7 @@ class Landmarker:
         max_pixels: int = 40_000_000,
         max_side: int | None = 2048,
         views: int | None = None,
+        refine: str | None = None,
     ) -> list[Face]:
         """Landmarks of every face in ``image`` (encoded bytes, [H, W, 3] uint8 RGB, or decoded).
 
@@ -339,9 +336,11 @@ class Landmarker:
         them (``max_pixels``; JPEGs with boxes at the reduction the faces allow,
         :meth:`decode_reduction`; without boxes at the detector's working size,
         :meth:`detect_reduction`, and again finer where the found faces' crops need it,
-        :meth:`crop_reduction`; never finer than ``max_side``'s rule). ``views``: :meth:`cascade_points`.
+        :meth:`crop_reduction`; never finer than ``max_side``'s rule). ``views``, ``refine``: this call's
+        (:meth:`cascade_points`).
         """
-        self.cascade.views_for(views)  # a count not in VIEWS: ValueError before any work
+        self.cascade.views_for(views)  # a count not in VIEWS, a refine not in REFINE: ValueError at once
+        self.refines(FoundFaces(np.zeros((0, 4)), [], CLIENT), refine)
         reduce = self.first_reduction(image, None if boxes is None else check_boxes(boxes), max_side=max_side)
         decoded = self._decoded(image, max_pixels=max_pixels, max_side=max_side, reduce=reduce)
         found = self.find_faces(decoded, None if boxes is None else np.asarray(boxes), max_faces=max_faces)
@@ -352,7 +351,7 @@ class Landmarker:
             decoded = self._decoded(image, max_pixels=max_pixels, max_side=max_side, reduce=finer)
         if len(found.boxes) == 0:
             return []
-        points = self.cascade_points(decoded.pixels, self.tight_boxes(decoded, found), found, views)
+        points = self.cascade_points(decoded.pixels, self.tight_boxes(decoded, found), found, views, refine)
         faces = self.faces(decoded, found, points)
         if pose:
             poses = face_poses([f.landmarks for f in faces], self.scheme, decoded.width, decoded.height)

@@ -30,7 +30,8 @@ from runtime import (
     decode_image,
 )
 from runtime.cascade import VIEWS
-from runtime.landmarker import face_poses
+from runtime.landmarker import REFINE
+from runtime.poses import face_poses
 from service.batcher import BatcherClosedError, DeadlineExceededError, DynamicBatcher, Outcome, QueueFullError
 from service.errors import ProblemError
 from service.limits import in_turns
@@ -57,6 +58,7 @@ class LandmarkRequest:
     deadline_ms: float | None = None
     pose: bool = False
     views: int | None = None  # the last stage's crops per face (None: the service's WINGMARK_VIEWS)
+    refine: str | None = None  # which faces get the second pass (None: the service's WINGMARK_REFINE)
 
 
 def _stage_turn(
@@ -94,6 +96,8 @@ class LandmarkService(ModelHost):
         if req.views is not None and (req.views not in VIEWS or req.views > s.max_views):
             allowed = [v for v in VIEWS if v <= s.max_views]
             raise ProblemError("invalid-parameters", f"views must be one of {allowed} (WINGMARK_MAX_VIEWS)")
+        if req.refine is not None and req.refine not in REFINE:
+            raise ProblemError("invalid-parameters", f"refine must be one of {', '.join(REFINE)}")
         client_boxes = self._check_boxes(req.boxes) if req.boxes is not None else None
         if client_boxes is None and self.detector is None:
             raise ProblemError("invalid-parameters", "no face detector is configured: send boxes")
@@ -137,10 +141,11 @@ class LandmarkService(ModelHost):
         # 3. crops -> batcher(s) -> cascade -> faces in original pixels
         timings["queue"] = timings["inference"] = 0.0
         faces = []
+        refined = bool(len(found.boxes)) and landmarker.refines(found, req.refine)
         if len(found.boxes):
             seeds = _seeds(landmarker.tight_boxes(image, found), found.angles)
             pts = await self._cascade(lm, image.pixels, seeds, deadline, timings, req.views)
-            if landmarker.refines(found):  # the second pass, from the tight box of the first's points
+            if refined:  # the second pass, from the tight box of the first's points
                 seeds = _seeds(landmarker.refine_boxes(pts), None)
                 pts = await self._cascade(lm, image.pixels, seeds, deadline, timings, req.views)
             self.metrics.stage_duration.labels("queue").observe(timings["queue"] / 1000)
@@ -163,7 +168,9 @@ class LandmarkService(ModelHost):
         views = landmarker.cascade.views_for(req.views)
         self.metrics.faces_by_views.labels(views=str(views)).inc(len(faces))
         timings = {k: round(v, 3) for k, v in timings.items()}
-        return LandmarkResult(lm, image, found.source, faces, timings, with_pose=req.pose, views=views)
+        return LandmarkResult(
+            lm, image, found.source, faces, timings, with_pose=req.pose, views=views, refined=refined
+        )
 
     async def _decode(self, data: bytes, reduce: int | None, deadline: float) -> DecodedImage:
         """The request's image (JPEGs at 1/``reduce``), in the decode threads or, large by its header,

@@ -17,6 +17,7 @@ from fastapi.responses import Response
 from starlette.datastructures import UploadFile
 from starlette.requests import ClientDisconnect
 
+from runtime.landmarker import REFINE
 from service.disconnect import ClientDisconnectedError, cancel_on_disconnect
 from service.errors import PROBLEM_JSON, ProblemError, problem_response
 from service.landmarking import MIN_DEADLINE_MS, LandmarkRequest, LandmarkService
@@ -36,7 +37,7 @@ IMAGE_TYPES = frozenset(
 
 # The request options every body form accepts (multipart fields, JSON keys, query parameters; the
 # query also takes repeatable `box`). Each is documented in the OpenAPI schema (tests hold them equal).
-OPTIONS = ("model", "scheme", "boxes", "max_faces", "deadline_ms", "pose", "views")
+OPTIONS = ("model", "scheme", "boxes", "max_faces", "deadline_ms", "pose", "views", "refine")
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"description": desc, "content": {PROBLEM_JSON: {"schema": {"type": "object"}}}}
@@ -52,6 +53,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     }.items()
 }
 _VIEWS_HELP = "crops per face at the last stage, averaged (default and most: GET /v1/models)"
+_REFINE_HELP = "which faces run the cascade again from their own points' box (default: GET /v1/models)"
 _REQUEST_BODY = {
     "required": True,
     "content": {
@@ -68,6 +70,7 @@ _REQUEST_BODY = {
                     "deadline_ms": {"type": "number", "description": "shorter deadline for this request"},
                     "pose": {"type": "boolean", "description": "also estimate each face's head pose"},
                     "views": {"type": "integer", "enum": [1, 5, 9], "description": _VIEWS_HELP},
+                    "refine": {"type": "string", "enum": list(REFINE), "description": _REFINE_HELP},
                 },
             }
         },
@@ -84,6 +87,7 @@ _REQUEST_BODY = {
                     "deadline_ms": {"type": "number"},
                     "pose": {"type": "boolean", "description": "also estimate each face's head pose"},
                     "views": {"type": "integer", "enum": [1, 5, 9], "description": _VIEWS_HELP},
+                    "refine": {"type": "string", "enum": list(REFINE), "description": _REFINE_HELP},
                 },
             }
         },
@@ -288,6 +292,7 @@ async def _parse_request(request: Request, settings: Settings, query: dict[str, 
         deadline_ms=_number("deadline_ms", options.get("deadline_ms"), float),
         pose=_flag("pose", options.get("pose")),
         views=_number("views", options.get("views"), int),  # type: ignore[arg-type]
+        refine=_text("refine", options.get("refine")),
     )
 
 
@@ -320,10 +325,11 @@ async def landmarks(
         ),
     ] = None,
     views: Annotated[int | None, Query(description=_VIEWS_HELP + ": 1, 5 or 9")] = None,
+    refine: Annotated[str | None, Query(description=_REFINE_HELP + ": " + ", ".join(REFINE))] = None,
 ) -> LandmarkResponse:
     service = _service(request)
     query = {"model": model, "scheme": scheme, "boxes": boxes, "box": box, "max_faces": max_faces,
-             "deadline_ms": deadline_ms, "pose": pose, "views": views}  # fmt: skip
+             "deadline_ms": deadline_ms, "pose": pose, "views": views, "refine": refine}  # fmt: skip
     req = await _parse_request(request, settings, query)
     result = await cancel_on_disconnect(request.receive, service.predict(req))
     started = time.monotonic()

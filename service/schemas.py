@@ -87,6 +87,10 @@ class LandmarkResponse(BaseModel):
         default=1,
         description="crops per face its last stage averaged (the request's views, else the service's)",
     )
+    refined: bool = Field(
+        default=False,
+        description="the faces ran the cascade a second time (the request's refine or the service's)",
+    )
     faces: list[Face]
     timings_ms: Timings
 
@@ -166,6 +170,7 @@ class LandmarkResult:
     timings_ms: dict[str, float] = field(default_factory=dict)
     with_pose: bool = False  # the request asked for poses: every face carries a "pose" key
     views: int = 1  # crops per face the last stage averaged
+    refined: bool = False  # the faces ran the cascade a second time
 
     def to_response(self) -> LandmarkResponse:
         """The validated response of POST /v1/landmarks."""
@@ -192,6 +197,7 @@ class LandmarkResult:
             ),
             box_source=self.box_source,
             views=self.views,
+            refined=self.refined,
             faces=faces,
             timings_ms=Timings(**self.timings_ms),
         )

@@ -63,6 +63,7 @@ def _params(
     max_faces: int | None,
     deadline_ms: float | None,
     views: int | None = None,
+    refine: str | None = None,
 ) -> dict[str, str]:
     params: dict[str, str] = {}
     if boxes is not None:
@@ -77,6 +78,8 @@ def _params(
         params["deadline_ms"] = str(deadline_ms)
     if views is not None:
         params["views"] = str(views)
+    if refine is not None:
+        params["refine"] = refine
     return params
 
 
@@ -109,15 +112,17 @@ class LandmarkClient:
         max_faces: int | None = None,
         deadline_ms: float | None = None,
         views: int | None = None,
+        refine: str | None = None,
     ) -> dict[str, Any]:
         """POST the image as the raw body; returns the response document (faces, model, timings).
-        ``views``: the last stage's crops per face (1, 5 or 9; None: the service's setting)."""
+        ``views``: the last stage's crops per face (1, 5 or 9); ``refine``: which faces run the cascade
+        again (never, detector, always); None: the service's setting."""
         data = _read(image)
         response = self._http.post(
             "/v1/landmarks",
             content=data,
             headers={"content-type": guess_content_type(data)},
-            params=_params(boxes, scheme, model, max_faces, deadline_ms, views),
+            params=_params(boxes, scheme, model, max_faces, deadline_ms, views, refine),
         )
         return _result(response)
 
@@ -160,13 +165,14 @@ class AsyncLandmarkClient:
         max_faces: int | None = None,
         deadline_ms: float | None = None,
         views: int | None = None,
+        refine: str | None = None,
     ) -> dict[str, Any]:
         data = _read(image)
         response = await self._http.post(
             "/v1/landmarks",
             content=data,
             headers={"content-type": guess_content_type(data)},
-            params=_params(boxes, scheme, model, max_faces, deadline_ms, views),
+            params=_params(boxes, scheme, model, max_faces, deadline_ms, views, refine),
         )
         return _result(response)
 

@@ -44,6 +44,11 @@ def _parser() -> argparse.ArgumentParser:
         "--views", type=int, choices=[1, 5, 9],
         help="crops per face at the last stage, averaged (default: WINGMARK_VIEWS, or the service's)",
     )  # fmt: skip
+    p.add_argument(
+        "--refine", choices=["never", "detector", "always"],
+        help="which faces run the cascade again from their own points' box (default: WINGMARK_REFINE, or "
+        "the service's)",
+    )  # fmt: skip
     p.add_argument("--draw", type=Path, help="write the image with boxes and landmarks drawn to this file")
     p.add_argument("--json", action="store_true", help="print the full response as JSON")
     return p
@@ -55,7 +60,7 @@ def _remote(args: argparse.Namespace, data: bytes) -> dict[str, Any]:
     with LandmarkClient(args.url) as client:
         return client.landmarks(
             data, boxes=args.box, scheme=args.scheme, model=args.model, max_faces=args.max_faces,
-            views=args.views,
+            views=args.views, refine=args.refine,
         )  # fmt: skip
 
 
@@ -82,7 +87,8 @@ def _in_process(args: argparse.Namespace, data: bytes) -> dict[str, Any]:
         image = decode_image(data, max_pixels=s.max_image_pixels, max_side=s.decode_max_side,
                              min_side=s.min_image_side, reduce=reduce)  # fmt: skip
         decoded = time.monotonic()
-        faces = landmarker.predict(image, args.box, max_faces=args.max_faces or s.max_faces, views=args.views)
+        faces = landmarker.predict(image, args.box, max_faces=args.max_faces or s.max_faces, views=args.views,
+                                   refine=args.refine)  # fmt: skip
         done = time.monotonic()
     return {
         "model": {"name": landmarker.name, "version": landmarker.version, "scheme": landmarker.scheme,

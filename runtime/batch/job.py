@@ -37,7 +37,8 @@ from runtime.batch.schema import Sink, done_sources, open_sink
 from runtime.batch.tracking import FaceTracker, TrackedFace, TrackerConfig
 from runtime.cascade import FaceJob
 from runtime.decode import DecodedImage, decode_image
-from runtime.landmarker import FoundFaces, Landmarker, face_poses
+from runtime.landmarker import FoundFaces, Landmarker
+from runtime.poses import face_poses
 
 __all__ = ["BatchJob", "BatchOptions", "BatchSummary"]
 

@@ -94,6 +94,8 @@ def test_bad_parameters_are_422(test_server: Server) -> None:
         assert_problem(post_raw(c, FACE, views=4), 422, "invalid-parameters")
         assert_problem(post_json(c, FACE, views="all"), 422, "invalid-parameters")
         assert_problem(post_multipart(c, FACE, views=0), 422, "invalid-parameters")
+        assert_problem(post_raw(c, FACE, refine="twice"), 422, "invalid-parameters")
+        assert_problem(post_json(c, FACE, refine=1), 422, "invalid-parameters")
         assert_problem(post_raw(c, FACE, model="no-such-model"), 422, "unknown-model")
         assert_problem(post_raw(c, FACE, model="test-ibug68", scheme="aflw19"), 422, "invalid-parameters")
         assert_problem(post_raw(c, FACE, model="../../etc"), 422, "unknown-model")

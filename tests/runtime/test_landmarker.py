@@ -120,6 +120,16 @@ def test_refine_runs_the_cascade_again_from_its_own_points_tight_box(test_store:
     )
     with pytest.raises(ValueError, match="refine"):
         landmarker("twice")
+    # a call's own refine overrides the landmarker's, both ways; a wrong one is refused before any work
+    np.testing.assert_allclose(
+        lm.predict(pixels, [box], refine="always")[0].landmarks, client_second[0], atol=1e-9
+    )
+    np.testing.assert_allclose(lm.predict(pixels, refine="never")[0].landmarks, first[0], atol=1e-9)
+    np.testing.assert_allclose(landmarker("never").predict(pixels, refine="detector")[0].landmarks, second[0])
+    asked = len(lm.detector.asked)  # type: ignore[union-attr]
+    with pytest.raises(ValueError, match="refine"):
+        lm.predict(pixels, refine="twice")
+    assert len(lm.detector.asked) == asked  # type: ignore[union-attr]
 
 
 def test_a_reduced_jpeg_decode_maps_back_to_original_pixels(test_store: Path) -> None:

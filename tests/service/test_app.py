@@ -377,6 +377,35 @@ def test_a_requests_views_are_checked_against_max_views(test_store: Path) -> Non
     run(main())
 
 
+def test_a_requests_refine_is_checked_and_reported(test_store: Path) -> None:
+    """``refine`` in the query, JSON and multipart: never, detector or always, else 422; the response's
+    ``refined`` says whether the faces ran the cascade a second time."""
+
+    async def main() -> None:
+        async with serving(settings(test_store)) as c:
+            once = (await post(c, **BOX)).json()
+            again = (await post(c, **BOX, refine="always")).json()
+            assert once["refined"] is False and again["refined"] is True
+            assert once["faces"][0]["landmarks"] != again["faces"][0]["landmarks"]
+            assert (await post(c, **BOX, refine="detector")).json()["faces"] == once["faces"]  # client boxes
+            for bad in ("twice", "ALWAYS"):
+                assert_problem(await post(c, **BOX, refine=bad), 422, "invalid-parameters")
+            b64 = base64.b64encode(FACE).decode()
+            r = await c.post(
+                "/v1/landmarks", json={"image": b64, "boxes": [[20, 20, 140, 140]], "refine": "always"}
+            )
+            assert r.json()["faces"] == again["faces"] and r.json()["refined"] is True
+            r = await c.post(
+                "/v1/landmarks", json={"image": b64, "boxes": [[20, 20, 140, 140]], "refine": True}
+            )
+            assert_problem(r, 422, "invalid-parameters")
+            r = await c.post("/v1/landmarks", files={"image": ("f.png", FACE, "image/png")},
+                             data={"boxes": "[[20, 20, 140, 140]]", "refine": "always"})  # fmt: skip
+            assert r.json()["faces"] == again["faces"]
+
+    run(main())
+
+
 @pytest.mark.parametrize("pipeline", [True, False])
 def test_requests_with_different_views_share_batches(
     test_store: Path, wrap_backend: Callable[..., None], pipeline: bool

@@ -253,3 +253,24 @@ def test_the_settings_keep_views_within_max_views() -> None:
         Settings(views=9, max_views=5)
     with pytest.raises(ValidationError, match="max_views"):
         Settings(max_views=3)  # type: ignore[arg-type]
+
+
+def test_a_request_asks_for_its_own_refine(
+    photos: Path, landmarker: Landmarker, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``refine=always`` on a client box of a service whose setting is ``detector``: the facade's answer
+    with that setting, and the response says the faces were refined; without it, one pass and false;
+    ``wingmark predict --refine always`` in-process too."""
+    data = (photos / PHOTOS[0]).read_bytes()
+    client_box = [150.0, 200.0, 400.0, 480.0]
+    (again,) = landmarker.predict(data, [client_box], refine="always")
+    (once,) = landmarker.predict(data, [client_box])
+    assert np.abs(again.landmarks - once.landmarks).max() > ROUNDING  # the option can be seen
+    served = asyncio.run(_served(data, [client_box], {"refine": "always"}))
+    assert served["refined"] is True and served["refine_setting"] == "detector"
+    np.testing.assert_allclose(served["faces"][0]["landmarks"], again.landmarks, atol=ROUNDING)
+    served = asyncio.run(_served(data, [client_box]))
+    assert served["refined"] is False
+    np.testing.assert_allclose(served["faces"][0]["landmarks"], once.landmarks, atol=ROUNDING)
+    predicted = _predicted(photos / PHOTOS[0], client_box, capsys, "--refine", "always")
+    np.testing.assert_allclose(predicted["faces"][0]["landmarks"], again.landmarks, atol=ROUNDING)

@@ -221,7 +221,19 @@ def test_forwarded_headers_are_not_trusted_by_default() -> None:
 
 
 # -- property-based: arbitrary requests never get a 5xx ---------------------------------------------------
-KEYS = ["image", "model", "scheme", "boxes", "max_faces", "deadline_ms", "pose", "views", "box", "other"]
+KEYS = [
+    "image",
+    "model",
+    "scheme",
+    "boxes",
+    "max_faces",
+    "deadline_ms",
+    "pose",
+    "views",
+    "refine",
+    "box",
+    "other",
+]
 NUMBER_TEXT = st.sampled_from(
     [
         "Infinity",
