@@ -15,7 +15,7 @@ from model_store.geometry import (
 )
 from model_store.preprocess import Normalisation
 from model_store.schemes import get_scheme
-from runtime.cascade import VIEW_SHIFT, Cascade, view_offsets
+from runtime.cascade import VIEW_SHIFT, Cascade, RunStage, view_offsets
 
 SCHEME = get_scheme("ibug68")
 RULE = CropRule(scale=1.25, shift_x=0.0, shift_y=0.05)
@@ -120,21 +120,32 @@ def _pixel_stage(i: int, x: np.ndarray) -> np.ndarray:
     return np.tile(_mean_face().reshape(1, -1), (len(x), 1)) + x.mean(axis=(1, 2, 3))[:, None] * 0.01
 
 
-@pytest.mark.parametrize("views", [5, 9])
-def test_views_average_the_last_stage_over_moved_crops(views: int) -> None:
-    """Hand-derived: the last stage re-aligns on the stage-1 points moved by each offset times the face
-    size (sqrt of the points' tight box area), and its answer is the mean of the views mapped back."""
+def _three_faces(seed: int) -> tuple[CascadeGeometry, list[np.ndarray], np.ndarray]:
+    """A two-stage geometry (the last re-aligned on the points) and three faces in images of their own."""
     stages = [StageGeometry(32, RULE, Normalisation()), StageGeometry(48, CropRule(), Normalisation())]
-    geometry = CascadeGeometry(stages, SCHEME)
-    rng = np.random.default_rng(5)
+    rng = np.random.default_rng(seed)
     images = [rng.integers(0, 256, (120, 110, 3), dtype=np.uint8) for _ in range(3)]
     boxes = np.array([[10.0, 12.0, 90.0, 100.0], [20.0, 5.0, 70.0, 60.0], [5.0, 30.0, 100.0, 115.0]])
-    calls: list[tuple[int, int]] = []
+    return CascadeGeometry(stages, SCHEME), images, boxes
+
+
+def _counted(calls: list[tuple[int, int]]) -> RunStage:
+    """:func:`_pixel_stage`, recording each call's (stage, crops) in ``calls``."""
 
     def run_stage(i: int, x: np.ndarray) -> np.ndarray:
         calls.append((i, len(x)))
         return _pixel_stage(i, x)
 
+    return run_stage
+
+
+@pytest.mark.parametrize("views", [5, 9])
+def test_views_average_the_last_stage_over_moved_crops(views: int) -> None:
+    """Hand-derived: the last stage re-aligns on the stage-1 points moved by each offset times the face
+    size (sqrt of the points' tight box area), and its answer is the mean of the views mapped back."""
+    geometry, images, boxes = _three_faces(5)
+    calls: list[tuple[int, int]] = []
+    run_stage = _counted(calls)
     cascade = Cascade(geometry, run_stage, views)
     assert cascade.views == views and not cascade.viewed(0) and cascade.viewed(1)
     stage1, final = cascade.run(images, boxes)
@@ -176,17 +187,9 @@ def test_a_one_stage_model_runs_its_crop_alone_whatever_the_views() -> None:
 def test_a_calls_views_override_the_cascades_own() -> None:
     """Every step takes a call's own views: run, stage_inputs/points and prepared faces of mixed views
     in one run_batch (grouped, in the jobs' order) equal a cascade built with those views."""
-    stages = [StageGeometry(32, RULE, Normalisation()), StageGeometry(48, CropRule(), Normalisation())]
-    geometry = CascadeGeometry(stages, SCHEME)
-    rng = np.random.default_rng(7)
-    images = [rng.integers(0, 256, (120, 110, 3), dtype=np.uint8) for _ in range(3)]
-    boxes = np.array([[10.0, 12.0, 90.0, 100.0], [20.0, 5.0, 70.0, 60.0], [5.0, 30.0, 100.0, 115.0]])
+    geometry, images, boxes = _three_faces(7)
     calls: list[tuple[int, int]] = []
-
-    def run_stage(i: int, x: np.ndarray) -> np.ndarray:
-        calls.append((i, len(x)))
-        return _pixel_stage(i, x)
-
+    run_stage = _counted(calls)
     cascade = Cascade(geometry, run_stage)  # its own: 1
     assert [cascade.views_for(v) for v in (None, 1, 5, 9)] == [1, 1, 5, 9] and cascade.viewed(1, 5)
     with pytest.raises(ValueError, match="views"):
@@ -212,5 +215,5 @@ def test_a_calls_views_override_the_cascades_own() -> None:
     mats, x = cascade.stage_inputs(1, images[0], previous=first, views=9)
     assert len(mats) == len(x) == 9
     np.testing.assert_allclose(cascade.points(1, _pixel_stage(1, x), mats, 9), own[9][:1], atol=1e-9)
-    one_stage = Cascade(CascadeGeometry(stages[:1], SCHEME), _pixel_stage)
+    one_stage = Cascade(CascadeGeometry(geometry.stages[:1], SCHEME), _pixel_stage)
     assert one_stage.views_for(9) == 1
