@@ -17,6 +17,7 @@ from fastapi.responses import Response
 from starlette.datastructures import UploadFile
 from starlette.requests import ClientDisconnect
 
+from runtime.cascade import VIEWS
 from runtime.landmarker import REFINE
 from service.disconnect import ClientDisconnectedError, cancel_on_disconnect
 from service.errors import PROBLEM_JSON, ProblemError, problem_response
@@ -69,7 +70,7 @@ _REQUEST_BODY = {
                     "max_faces": {"type": "integer"},
                     "deadline_ms": {"type": "number", "description": "shorter deadline for this request"},
                     "pose": {"type": "boolean", "description": "also estimate each face's head pose"},
-                    "views": {"type": "integer", "enum": [1, 5, 9], "description": _VIEWS_HELP},
+                    "views": {"type": "integer", "enum": list(VIEWS), "description": _VIEWS_HELP},
                     "refine": {"type": "string", "enum": list(REFINE), "description": _REFINE_HELP},
                 },
             }
@@ -86,7 +87,7 @@ _REQUEST_BODY = {
                     "max_faces": {"type": "integer"},
                     "deadline_ms": {"type": "number"},
                     "pose": {"type": "boolean", "description": "also estimate each face's head pose"},
-                    "views": {"type": "integer", "enum": [1, 5, 9], "description": _VIEWS_HELP},
+                    "views": {"type": "integer", "enum": list(VIEWS), "description": _VIEWS_HELP},
                     "refine": {"type": "string", "enum": list(REFINE), "description": _REFINE_HELP},
                 },
             }
@@ -324,7 +325,7 @@ async def landmarks(
             description="also estimate each face's head pose (yaw, pitch, roll in degrees; see docs/api.md)"
         ),
     ] = None,
-    views: Annotated[int | None, Query(description=_VIEWS_HELP + ": 1, 5 or 9")] = None,
+    views: Annotated[int | None, Query(description=_VIEWS_HELP + ": " + ", ".join(map(str, VIEWS)))] = None,
     refine: Annotated[str | None, Query(description=_REFINE_HELP + ": " + ", ".join(REFINE))] = None,
 ) -> LandmarkResponse:
     service = _service(request)
