@@ -134,10 +134,12 @@ def bench_photos(
     predictor: Path | None = None,
     store: Any = None,
     views: int = 1,
+    refine: str = "detector",
 ) -> dict[str, Any]:
     """Per photo and in the mean: each model's NME from the tight box, dlib HOG's box as the client
     box and each detector; dlib's own predictor as the reference where ``predictor`` exists. ``views``:
-    the last stage's crops per face (``runtime.cascade.VIEWS``)."""
+    the last stage's crops per face (``runtime.cascade.VIEWS``); ``refine``: which faces get the second
+    pass (``runtime.landmarker.REFINE``; ``always`` gives the tight and HOG client boxes one too)."""
     import dlib
 
     from runtime.landmarker import Landmarker
@@ -184,13 +186,14 @@ def bench_photos(
     for spec in models:
         name, _, version = spec.partition("@")
         with Landmarker.from_store(
-            name, version=version or "latest", store=store, detector=None, views=views
+            name, version=version or "latest", store=store, detector=None, views=views, refine=refine
         ) as with_box:
             if with_box.scheme != "ibug68":
                 raise ValueError(f"{spec}: a {with_box.scheme} model; human photos here carry iBUG 68 points")
             rows, regions = _model_rows(with_box, loaded, detectors)
         keys = ["tight", "hog_client_box", *(f"detector:{d}" for d in detectors)]
         viewed = f", {with_box.cascade.views} views" if with_box.cascade.views > 1 else ""
+        viewed += f", refine {refine}" if refine != "detector" else ""
         report["models"][f"{with_box.name}@{with_box.version}{viewed}"] = {
             "per_photo": dict(zip(report["photos"], rows, strict=True)),
             "regions_tight": regions,
@@ -217,9 +220,9 @@ def _model_rows(
         if hog_found is not None:
             row["hog_client_box"] = _nme(with_box.predict(pixels, hog_found[0][None])[0].landmarks, truth)
     for det in detectors:
-        # shares the backend and the views
+        # shares the backend, the views and the refine setting
         finder = Landmarker(
-            with_box.model, with_box.backend, _create_detector(det), views=with_box.cascade.views
+            with_box.model, with_box.backend, _create_detector(det), with_box.refine, with_box.cascade.views
         )
         for row, (_, truth, pixels, _) in zip(rows, loaded, strict=True):
             faces = finder.predict(pixels)
@@ -266,6 +269,7 @@ def table(report: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     from model_store.store import ModelStore
     from runtime.cascade import VIEWS
+    from runtime.landmarker import REFINE
 
     parser = argparse.ArgumentParser(prog="wingmark data photos", description=__doc__.split("\n\n")[0])
     parser.add_argument("folder", type=Path, help="images with .pts or .ljson (68 iBUG points) beside them")
@@ -283,6 +287,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--store", type=Path)
     parser.add_argument("--views", type=int, choices=VIEWS, default=1, help="the last stage's crops per face")
+    parser.add_argument(
+        "--refine",
+        choices=REFINE,
+        default="detector",
+        help="which faces get the second pass (always: every box)",
+    )
     parser.add_argument("--json", type=Path, default=Path("runs/photo_bench/photo_bench.json"))
     args = parser.parse_args(argv)
     try:
@@ -293,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
             predictor=args.predictor,
             store=ModelStore(args.store) if args.store else None,
             views=args.views,
+            refine=args.refine,
         )
     except (FileNotFoundError, ValueError) as exc:
         parser.error(str(exc))

@@ -165,3 +165,37 @@ def test_views_reach_the_model_and_its_detector_run(
     assert entry["per_photo"]["face0.pts"]["tight"] == pytest.approx(expected, rel=1e-3)
     one = bench_photos(folder, [MODEL], detectors=[], predictor=None)["models"][MODEL]
     assert one["per_photo"]["face0.pts"]["tight"] != pytest.approx(expected, rel=1e-4)
+
+
+def test_refine_always_gives_the_client_boxes_the_second_pass(
+    photos: tuple[Path, list[np.ndarray]], tmp_path: Path
+) -> None:
+    """``--refine always``: the tight figure is that facade's (its second pass from its own points' box);
+    the model is named with it."""
+    from runtime.landmarker import Landmarker
+
+    folder, _ = photos
+    truth = read_labels(folder / "face0.pts")  # as the bench reads it (the .pts file's decimals)
+    out = tmp_path / "refine.json"
+    args = [
+        "photos",
+        str(folder),
+        "--models",
+        MODEL,
+        "--detectors",
+        "",
+        "--json",
+        str(out),
+        "--refine",
+        "always",
+    ]
+    assert data_main(args) == 0
+    ((key, entry),) = json.loads(out.read_text())["models"].items()
+    assert key == f"{MODEL}, refine always"
+    with Landmarker.from_store("faceapi-ibug68", version="4.5.0", detector=None, refine="always") as lm:
+        pixels = np.asarray(Image.open(folder / "face0.png").convert("RGB"))
+        points = lm.predict(pixels, tight_box(truth)[None])[0].landmarks
+    expected = np.linalg.norm(points - truth, axis=1).mean() / np.linalg.norm(truth[36] - truth[45])
+    assert entry["per_photo"]["face0.pts"]["tight"] == pytest.approx(expected, rel=1e-3)
+    one = bench_photos(folder, [MODEL], detectors=[], predictor=None)["models"][MODEL]
+    assert one["per_photo"]["face0.pts"]["tight"] != pytest.approx(expected, rel=1e-4)
