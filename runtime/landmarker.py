@@ -86,12 +86,10 @@ class Landmarker:
         refine: str = "detector",
         views: int = 1,
     ) -> None:
-        if refine not in REFINE:
-            raise ValueError(f"refine: one of {list(REFINE)}, not {refine!r}")
+        self.refine = self.refine_policy(refine)
         self.model = model
         self.backend = backend
         self.detector = detector
-        self.refine = refine
         self.cascade = Cascade.from_manifest(model.manifest, backend.run, views)
         # the detector's own per-scheme calibration, for a manifest that has none for it
         own = getattr(detector, "calibration", None)
@@ -283,12 +281,16 @@ class Landmarker:
         scale = np.array([image.scale_x, image.scale_y, image.scale_x, image.scale_y])
         return self.calibration(found.source).apply(found.boxes / scale)
 
-    def refines(self, found: FoundFaces, refine: str | None = None) -> bool:
-        """Whether ``found``'s faces run the cascade a second time: by ``refine`` (one of :data:`REFINE`,
-        else ValueError), or the landmarker's own (None)."""
+    def refine_policy(self, refine: str | None = None) -> str:
+        """``refine`` (one of :data:`REFINE`, else ValueError), or the landmarker's own (None)."""
         policy = self.refine if refine is None else refine
         if policy not in REFINE:
             raise ValueError(f"refine: one of {list(REFINE)}, not {policy!r}")
+        return policy
+
+    def refines(self, found: FoundFaces, refine: str | None = None) -> bool:
+        """Whether ``found``'s faces run the cascade a second time (by :meth:`refine_policy`)."""
+        policy = self.refine_policy(refine)
         return policy == "always" or (policy == "detector" and found.source != CLIENT)
 
     @staticmethod
@@ -333,14 +335,13 @@ class Landmarker:
         """Landmarks of every face in ``image`` (encoded bytes, [H, W, 3] uint8 RGB, or decoded).
 
         ``boxes [N, 4]`` (original pixels) skip detection. Bytes are decoded as the service decodes
-        them (``max_pixels``; JPEGs with boxes at the reduction the faces allow,
-        :meth:`decode_reduction`; without boxes at the detector's working size,
-        :meth:`detect_reduction`, and again finer where the found faces' crops need it,
-        :meth:`crop_reduction`; never finer than ``max_side``'s rule). ``views``, ``refine``: this call's
-        (:meth:`cascade_points`).
+        them (``max_pixels``; JPEGs with boxes at the reduction the faces allow, :meth:`decode_reduction`;
+        without boxes at the detector's working size, :meth:`detect_reduction`, and again finer where the
+        found faces' crops need it, :meth:`crop_reduction`; never finer than ``max_side``'s rule).
+        ``views``, ``refine``: this call's (:meth:`cascade_points`).
         """
         self.cascade.views_for(views)  # a count not in VIEWS, a refine not in REFINE: ValueError at once
-        self.refines(FoundFaces(np.zeros((0, 4)), [], CLIENT), refine)
+        self.refine_policy(refine)
         reduce = self.first_reduction(image, None if boxes is None else check_boxes(boxes), max_side=max_side)
         decoded = self._decoded(image, max_pixels=max_pixels, max_side=max_side, reduce=reduce)
         found = self.find_faces(decoded, None if boxes is None else np.asarray(boxes), max_faces=max_faces)
