@@ -8,6 +8,7 @@ from train.metrics import (
     ced_curve,
     failure_rate,
     grouped_summary,
+    large_pose_nme,
     nme_per_sample,
     radial_error,
     summarise,
@@ -79,3 +80,25 @@ def test_summary_and_groups() -> None:
     assert g["yaw"]["|yaw| 60-90"]["failure_rate"]["0.08"] == 1.0
     with pytest.raises(ValueError):
         grouped_summary(e, {"bad": np.array(["a"])})
+
+
+def test_large_pose_nme_by_hand() -> None:
+    # three points each; the labels' box: 4 x 1 (size 2) for the first four faces, 9 x 4 (size 6) last
+    gt = np.array([[[0, 0], [4, 0], [4, 1]]] * 4 + [[[0, 0], [9, 0], [9, 4]]], dtype=float)
+    pred = gt.copy()
+    pred[0, 0] += [0.6, 0.0]  # mean point error 0.2 -> 0.1 of the box
+    pred[1, :, 1] += 0.4  # every point 0.4 off -> 0.2
+    pred[2, 1] += [0.0, 1.8]  # 0.6 -> 0.3
+    pred[4, 2] += [3.6, 0.0]  # 1.2 over size 6 -> 0.2
+    # bin edges: 30 and 60 belong to the bins below them; past 90 joins the last; NaN is left out
+    yaw = np.array([-30.0, 30.5, 60.0, np.nan, 95.0])
+    out = large_pose_nme(pred, gt, yaw)
+    assert out["|yaw| 0-30"] == {"n": 1, "nme": pytest.approx(0.1)}
+    assert out["|yaw| 30-60"] == {"n": 2, "nme": pytest.approx(0.25)}
+    assert out["|yaw| 60-90"] == {"n": 1, "nme": pytest.approx(0.2)}
+    # the mean of the three bins' means (0.1, 0.25, 0.2), not of the four faces (0.2)
+    assert out["balanced"] == pytest.approx(0.55 / 3)
+    empty = large_pose_nme(pred[:1], gt[:1], yaw[:1])
+    assert empty["|yaw| 60-90"] == {"n": 0, "nme": None} and empty["balanced"] is None
+    with pytest.raises(ValueError):
+        large_pose_nme(pred, gt, yaw[:2])

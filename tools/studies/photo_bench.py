@@ -112,6 +112,21 @@ def hog_box(detect: Any, pixels: np.ndarray, truth: np.ndarray) -> tuple[np.ndar
     return None
 
 
+def hog_boxes(images: Sequence[np.ndarray], tight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`hog_box` of each labelled face (its tight box ``tight`` ``[N, 4]``): found ``[N]`` bool and
+    the boxes ``[N, 4]`` (zeros where none)."""
+    import dlib
+
+    detect = dlib.get_frontal_face_detector()
+    found = np.zeros(len(images), bool)
+    boxes = np.zeros((len(images), 4))
+    for i, (image, box) in enumerate(zip(images, tight, strict=True)):
+        hit = hog_box(detect, np.ascontiguousarray(image), box)
+        if hit is not None:
+            found[i], boxes[i] = True, hit[0]
+    return found, boxes
+
+
 def _nme(points: np.ndarray, truth: np.ndarray) -> float:
     return float(np.linalg.norm(points - truth, axis=1).mean() / inter_ocular(truth))
 

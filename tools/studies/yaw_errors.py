@@ -39,10 +39,11 @@ from model_store.geometry import tight_box
 from runtime.cascade import VIEWS
 from runtime.landmarker import REFINE
 from tools.studies import write_json
+from tools.studies.photo_bench import hog_boxes
 from tools.studies.real_bench import default_cache
 from train.data.real import REGIONS as REGIONS_68  # iBUG 68-point regions (half-open)
 from train.data.render import JAW_CONVENTIONS
-from train.metrics import YAW_EDGES, radial_error, yaw_bin_labels
+from train.metrics import YAW_EDGES, large_pose_nme, radial_error, yaw_bin_labels
 
 __all__ = ["DATA_LABELS", "SERVICE", "dlib_points", "evaluation_sets", "labelled_set", "main",
            "yaw_error_table"]  # fmt: skip
@@ -79,7 +80,8 @@ def yaw_error_table(
     NME of each region's points, and "nme_at_frontal_box_error": the NME the bin would read if each of its
     faces were off by the first bin's mean "nme_box" (the model's own frontal accuracy, measured by the
     box), which isolates what the normaliser alone does to a turned bin (None without frontal faces).
-    ``pred``, ``gt``: ``[N, K, 2]``; ``yaw``: ``[N]`` degrees."""
+    "all" also has "large_pose" (``train.metrics.large_pose_nme``). ``pred``, ``gt``: ``[N, K, 2]``;
+    ``yaw``: ``[N]`` degrees."""
     pred_, gt_ = np.asarray(pred, np.float64), np.asarray(gt, np.float64)
     dist = np.linalg.norm(pred_ - gt_, axis=2)  # (N, K)
     box = tight_box(gt_)
@@ -109,6 +111,8 @@ def yaw_error_table(
             else float((frontal_box * bs / nrm).mean()),
             "regions": {r: float((d[:, a:b].mean(axis=1) / nrm).mean()) for r, (a, b) in regions.items()},
         }
+        if name == "all":  # AFLW2000-3D's protocol, to set beside published large-pose figures
+            out[name]["large_pose"] = large_pose_nme(pred_, gt_, yaw)
         if "jaw" in regions:
             a, b = regions["jaw"]
             out[name]["jaw_radial"] = float(radial_error(pred_[sel], gt_[sel], nrm, slice(a, b)).mean())
@@ -191,7 +195,7 @@ def _model_table(
             staged = [final[sel]]
         else:
             # dlib HOG's box sent as the client box (the client calibration), on the faces HOG finds
-            found, hog = _hog_boxes(images, tight_box(gt))
+            found, hog = hog_boxes(images, tight_box(gt))
             sel = np.flatnonzero(found)
             client = landmarker.calibration("client").apply(hog[sel])
             hog_images = [images[i] for i in sel]
@@ -235,23 +239,6 @@ def _service_points(
     return found, points
 
 
-def _hog_boxes(images: Sequence[np.ndarray], tight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """dlib HOG's box of each labelled face (found [N] bool, boxes [N, 4]), as ``wingmark data photos``
-    finds it."""
-    import dlib
-
-    from tools.studies.photo_bench import hog_box
-
-    detect = dlib.get_frontal_face_detector()
-    found = np.zeros(len(images), bool)
-    boxes = np.zeros((len(images), 4))
-    for i, (image, box) in enumerate(zip(images, tight, strict=True)):
-        hit = hog_box(detect, np.ascontiguousarray(image), box)
-        if hit is not None:
-            found[i], boxes[i] = True, hit[0]
-    return found, boxes
-
-
 def dlib_points(
     images: Sequence[np.ndarray], gt: np.ndarray, predictor: Path
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -260,7 +247,7 @@ def dlib_points(
 
     from runtime.detectors.base import dlib_rect_from_box, points_from_dlib_shape
 
-    found, hog = _hog_boxes(images, tight_box(gt))
+    found, hog = hog_boxes(images, tight_box(gt))
     shape = dlib.shape_predictor(str(predictor))
     points = np.full((len(images), 68, 2), np.nan)
     for i in np.flatnonzero(found):
@@ -391,6 +378,17 @@ def main(argv: list[str] | None = None) -> int:
                 f"nme_box {row['nme_box'] * 100:4.2f} % norm/box {row['normaliser_over_box']:.3f} "
                 f"at frontal box error {'-' if at is None else f'{at * 100:4.1f} %'} | {regions}"
             )
+        lp = last["all"]["large_pose"]
+        print(
+            "  AFLW2000-3D protocol, box NME %: "
+            + ", ".join(
+                f"{k} {'-' if v is None else f'{v * 100:.2f}'}"
+                for k, v in {
+                    **{k: b["nme"] for k, b in lp.items() if k != "balanced"},
+                    "balanced": lp["balanced"],
+                }.items()
+            )
+        )
     if args.out:
         write_json(report, args.out)
     return 0

@@ -32,6 +32,12 @@ def test_every_point_off_by_five_px() -> None:
     assert table["all"]["regions"] == pytest.approx({r: 0.75 for r in REGIONS})
     assert "|yaw| 15-30" not in table  # empty bins are left out
     assert [k for k in table] == ["all", "|yaw| 0-15", "|yaw| 60-90"]  # bins in yaw order
+    # AFLW2000-3D's protocol divides by the same box: 0.25 in the two bins with faces, none at 30-60
+    large = table["all"]["large_pose"]
+    assert large["|yaw| 0-30"] == {"n": 1, "nme": pytest.approx(0.25)}
+    assert large["|yaw| 60-90"] == {"n": 1, "nme": pytest.approx(0.25)}
+    assert large["|yaw| 30-60"]["n"] == 0 and large["balanced"] is None
+    assert "large_pose" not in table["|yaw| 0-15"]
 
 
 def test_median_and_the_faces_with_a_small_normaliser() -> None:
